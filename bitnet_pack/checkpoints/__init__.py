@@ -1,0 +1,128 @@
+"""A model on disk as (config, auxiliary files, a stream of named entries).
+
+Every source, whatever its container and layout, yields the same things under transformers'
+tensor names: projection weights as `TernaryWeight`, everything else as `Tensor` in its stored
+dtype. Entries are planned (name, shape, kind) before any data is read, and each one is
+loaded only when the pipeline asks for it, so memory holds one tensor at a time.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..dtypes import bf16_to_f32
+from ..errors import MissingFile, UnknownArchitecture
+from ..ternary import TernaryWeight
+
+PROJECTION = re.compile(r"^model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)\.weight$")
+ARCHITECTURES = {"BitNetForCausalLM", "BitnetForCausalLM"}
+# Files carried over unchanged next to the weights (tokenizer, generation, chat template).
+AUX_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "generation_config.json",
+                "chat_template.json", "chat_template.jinja", "vocab.json", "merges.txt")
+
+
+def is_projection(name: str) -> bool:
+    return PROJECTION.match(name) is not None
+
+
+@dataclass(frozen=True, eq=False)
+class Tensor:
+    """A non-ternary tensor in its stored form: dtype "BF16" | "F16" | "F32" and raw data
+    (bf16 as uint16 bit patterns)."""
+
+    dtype: str
+    data: np.ndarray
+
+    def f32(self) -> np.ndarray:
+        if self.dtype == "BF16":
+            return bf16_to_f32(self.data)
+        return np.asarray(self.data, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor of a model, planned before it is read."""
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str  # "linear" (a TernaryWeight) or "tensor" (a Tensor)
+    dtype: str  # as stored in the source: "BF16", "U8", "i2_s", ...
+    nbytes: int  # bytes read from the source
+    load: Callable[[], TernaryWeight | Tensor] = field(repr=False, compare=False)
+
+
+class Checkpoint:
+    """Base class of sources. Subclasses fill the attributes and implement `entries`."""
+
+    path: Path
+    config: dict
+    kind: str  # "bf16-master", "hf-packed", "gguf"
+    layout: str  # "bf16", "hf", "i2_s", "tq2_0", ...
+    notes: list[str]  # what the reader decided (scale convention, flavour), shown to users
+    aux_files: dict[str, bytes]
+
+    def entries(self) -> list[Entry]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.entries())
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_architecture(config: dict, where: Path) -> None:
+    """Refuse configs that are not BitNet b1.58 (model_type bitnet / BitNetForCausalLM)."""
+    archs = set(config.get("architectures") or [])
+    if config.get("model_type") == "bitnet" or archs & ARCHITECTURES:
+        return
+    name = config.get("model_type") or ", ".join(sorted(archs)) or "none"
+    raise UnknownArchitecture(f"architecture {name!r} is not BitNet b1.58 (model_type 'bitnet', "
+                              "BitNetForCausalLM)", path=where)
+
+
+def read_aux_files(directory: Path) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for pattern in AUX_PATTERNS:
+        for path in sorted(directory.glob(pattern)):
+            if path.is_file():
+                found[path.name] = path.read_bytes()
+    return found
+
+
+def open_checkpoint(path: str | Path, **options: object) -> Checkpoint:
+    """A directory is a transformers checkpoint; a `.gguf` file is a GGUF; else an error."""
+    path = Path(path)
+    if path.is_dir():
+        from .hf import HFCheckpoint
+
+        return HFCheckpoint(path)
+    if path.is_file() and path.suffix == ".gguf":
+        from .gguf import GGUFCheckpoint
+
+        return GGUFCheckpoint(path, **options)
+    if path.is_file() and path.suffix == ".safetensors":
+        from .hf import HFCheckpoint
+
+        return HFCheckpoint(path.parent)
+    raise MissingFile("not a checkpoint directory, .safetensors or .gguf file", path=path)
+
+
+def load_weights(path: str | Path, **options: object) -> tuple[dict, dict[str, TernaryWeight | np.ndarray]]:
+    """(config, {HF name: TernaryWeight or float32 array}) for the model/verify code."""
+    with open_checkpoint(path, **options) as checkpoint:
+        weights: dict[str, TernaryWeight | np.ndarray] = {}
+        for entry in checkpoint.entries():
+            value = entry.load()
+            weights[entry.name] = value.f32() if isinstance(value, Tensor) else value
+        return checkpoint.config, weights

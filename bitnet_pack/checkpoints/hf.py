@@ -1,0 +1,159 @@
+"""transformers checkpoints: bf16 masters and packed 1.58-bit directories.
+
+What `quantization_config` says decides how projections are read:
+
+    absent / quantization_mode "online"      bf16 master: ternarized on load (absmean)
+    linear_class "autobitlinear", "offline"  packed: uint8 [out/4, in] + weight_scale = beta
+    linear_class "bitlinear" (the default)   packed: uint8 [out/4, in] + weight_scale = 1/beta
+
+A master that bitnet-pack wrote from a packed checkpoint records each exact beta in the
+safetensors metadata; when the weights still hold exactly what we wrote, that beta is used,
+which makes packed -> bf16 -> packed lossless (see `sinks.hf`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..containers.shards import SafetensorsDir
+from ..dtypes import bf16_to_f32, f32_to_bf16
+from ..errors import HeaderInvalid, MissingFile, ShapeError, UnknownTensorType
+from ..layouts import get_layout
+from ..ternary import TernaryWeight, check_ternary, ternarize
+from . import Checkpoint, Entry, Tensor, check_architecture, is_projection, read_aux_files
+
+FLOAT_DTYPES = ("BF16", "F16", "F32")
+BETAS_KEY = "bitnet_pack.betas"
+
+
+class HFCheckpoint(Checkpoint):
+    def __init__(self, directory: Path):
+        self.path = Path(directory)
+        config_path = self.path / "config.json"
+        if not config_path.is_file():
+            raise MissingFile("config.json is missing: is this a transformers checkpoint?", path=self.path)
+        try:
+            self.config = json.loads(config_path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HeaderInvalid(f"config.json is not valid JSON ({exc})", path=config_path) from None
+        check_architecture(self.config, config_path)
+        self.files = SafetensorsDir(self.path)
+        self.aux_files = read_aux_files(self.path)
+        self.notes = []
+        self._read_quantization_config()
+        self.recorded_betas = _recorded_betas(self.files.metadata)
+
+    def _read_quantization_config(self) -> None:
+        qc = self.config.get("quantization_config") or {}
+        packed = qc.get("quant_method") == "bitnet" and qc.get("quantization_mode", "offline") == "offline"
+        self.kind = "hf-packed" if packed else "bf16-master"
+        self.layout = "hf" if packed else "bf16"
+        self.linear_class = qc.get("linear_class", "bitlinear")
+        if packed and self.linear_class == "bitlinear":
+            self.notes.append("read linear_class 'bitlinear': weight_scale holds 1/beta (divided)")
+        elif packed:
+            self.notes.append("read linear_class 'autobitlinear', offline: weight_scale holds beta (multiplied)")
+        else:
+            self.notes.append("read a master: projections ternarized by absmean on load")
+
+    def entries(self) -> list[Entry]:
+        entries = []
+        for name in self.files.where:
+            if name.endswith(".weight_scale") and self.kind == "hf-packed":
+                continue
+            info = self.files.info(name)
+            if is_projection(name):
+                entries.append(self._linear_entry(name, info))
+            elif info.dtype in FLOAT_DTYPES:
+                entries.append(Entry(name, info.shape, "tensor", info.dtype, info.nbytes,
+                                     lambda n=name, d=info.dtype: Tensor(d, self.files.raw(n))))
+            else:
+                raise UnknownTensorType(f"{info.dtype} is not a float dtype and the tensor is not a "
+                                        "projection", path=self.path, tensor=name)
+        return entries
+
+    def _linear_entry(self, name: str, info) -> Entry:
+        if self.kind == "bf16-master":
+            if info.dtype not in FLOAT_DTYPES or len(info.shape) != 2:
+                raise ShapeError(f"a master projection is a 2-D float, got {info.dtype}{list(info.shape)}",
+                                 path=self.path, tensor=name)
+            return Entry(name, info.shape, "linear", info.dtype, info.nbytes, lambda: self._load_master(name))
+        scale = name + "_scale"
+        if scale not in self.files.where:
+            raise MissingFile(f"packed projection has no {scale!r}", path=self.path, tensor=name)
+        shape = self._packed_shape(name, info)
+        return Entry(name, shape, "linear", info.dtype, info.nbytes + self.files.info(scale).nbytes,
+                     lambda: self._load_packed(name, shape))
+
+    def _packed_shape(self, name: str, info) -> tuple[int, int]:
+        """out_features comes from config: [out/4, in] loses out % 4."""
+        if info.dtype != "U8":  # transformers also loads unpacked float-ternary weights
+            return info.shape
+        out = _out_features(self.config, name)
+        if -(-out // 4) != info.shape[0]:
+            raise ShapeError(f"packed rows {info.shape[0]} do not match out_features {out} from config.json "
+                             f"(expected {-(-out // 4)})", path=self.path, tensor=name)
+        return (out, info.shape[1])
+
+    def _load_master(self, name: str) -> TernaryWeight:
+        raw = self.files.raw(name)
+        weight = bf16_to_f32(raw) if self.files.info(name).dtype == "BF16" else raw.astype(np.float32)
+        ternary = ternarize(weight, tensor=name)
+        recorded = self.recorded_betas.get(name)
+        is_bf16 = self.files.info(name).dtype == "BF16"
+        if recorded is not None and is_bf16 and _holds_what_we_wrote(raw, ternary.codes, recorded):
+            return TernaryWeight(ternary.codes, recorded)
+        return ternary
+
+    def _load_packed(self, name: str, shape: tuple[int, int]) -> TernaryWeight:
+        raw_scale = self.files.raw(name + "_scale")
+        stored = Tensor(self.files.info(name + "_scale").dtype, raw_scale).f32().reshape(-1)
+        if stored.size != 1 or not np.isfinite(stored[0]) or stored[0] == 0:
+            raise ShapeError(f"weight_scale must be one finite non-zero value, got {stored.tolist()[:4]}",
+                             path=self.path, tensor=name + "_scale")
+        beta = np.float32(1) / stored[0] if self.linear_class == "bitlinear" else stored[0]
+        data = self.files.raw(name)
+        if self.files.info(name).dtype == "U8":
+            return get_layout("hf").decode(data, shape, beta=beta)
+        codes = Tensor(self.files.info(name).dtype, data).f32()
+        check_ternary(codes, tensor=name)
+        return TernaryWeight(codes.astype(np.int8), beta)
+
+    def close(self) -> None:
+        self.files.close()
+
+
+def _out_features(config: dict, name: str) -> int:
+    hidden = config["hidden_size"]
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or hidden // heads
+    kv = config.get("num_key_value_heads") or heads
+    table = {"q_proj": heads * head_dim, "k_proj": kv * head_dim, "v_proj": kv * head_dim,
+             "o_proj": hidden, "gate_proj": config["intermediate_size"],
+             "up_proj": config["intermediate_size"], "down_proj": hidden}
+    return table[name.rsplit(".", 2)[-2]]
+
+
+def _recorded_betas(metadata: dict[str, str]) -> dict[str, np.float32]:
+    if BETAS_KEY not in metadata:
+        return {}
+    try:
+        table = json.loads(metadata[BETAS_KEY])
+        return {name: np.uint32(int(bits, 16)).view(np.float32) for name, bits in table.items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}
+
+
+def master_value(codes: np.ndarray, beta: np.float32) -> np.float32:
+    """The one magnitude a master written from ternary holds: beta / density, so that
+    transformers' absmean (mean|W| = magnitude * density) gives back beta."""
+    nonzero = int(np.count_nonzero(codes))
+    return np.float32(beta) if nonzero == 0 else np.float32(np.float64(beta) * codes.size / nonzero)
+
+
+def _holds_what_we_wrote(raw: np.ndarray, codes: np.ndarray, beta: np.float32) -> bool:
+    expected = f32_to_bf16(np.array([master_value(codes, beta)], np.float32))[0]
+    magnitude = raw.view(np.uint16) & np.uint16(0x7FFF)
+    return bool(np.all(np.where(codes != 0, magnitude == expected, magnitude == 0)))

@@ -1,0 +1,78 @@
+"""The `bitnet-pack` command line: parse arguments, call the library, map errors to exit codes.
+
+Exit codes: 0 ok, 1 failure (bad input, I/O), 2 usage, 3 verification mismatch.
+Data goes to stdout (tables, or JSON with --json); progress, notes and errors to stderr.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from . import __version__
+from .errors import EXIT_FAILURE, EXIT_MISMATCH, EXIT_USAGE, BitnetPackError
+
+EPILOG = ("Exit codes: 0 ok, 1 failure, 2 usage, 3 verification mismatch. "
+          "Set BITNET_PACK_DEBUG=1 or pass --debug for tracebacks.")
+
+
+def _debug_wanted() -> bool:
+    return os.environ.get("BITNET_PACK_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:]
+
+
+class Group(click.Group):
+    """Turns library errors into one line on stderr and the documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except BitnetPackError as exc:
+            self._fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            self._fail("interrupted; nothing was written", 130)
+        except (OSError, MemoryError) as exc:
+            self._fail(f"{type(exc).__name__}: {exc}", EXIT_FAILURE)
+        except Exception as exc:  # a bug: still one line, unless asked for the traceback
+            self._fail(f"internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it",
+                       EXIT_FAILURE)
+
+    @staticmethod
+    def _fail(message: str, code: int) -> None:
+        if _debug_wanted():
+            traceback.print_exc()
+        click.echo(f"Error: {message}", err=True)
+        sys.exit(code)
+
+
+def _version_text() -> str:
+    from .kernel import BACKEND
+
+    return f"bitnet-pack {__version__} (kernel: {BACKEND})"
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(_version_text())
+        ctx.exit()
+
+
+@click.group(cls=Group, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and the kernel path in use.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors (or BITNET_PACK_DEBUG=1).")
+def main(debug: bool) -> None:
+    """Move BitNet b1.58 models between layouts, and prove nothing changed on the way."""
+
+
+def _register_commands() -> None:
+    from .commands import convert_cmd, inspect_cmd
+
+    for module in (convert_cmd, inspect_cmd):
+        main.add_command(module.command)
+
+
+_register_commands()

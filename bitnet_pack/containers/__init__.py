@@ -1,0 +1,1 @@
+"""Containers: bytes on disk (safetensors, GGUF). Nothing here knows what a ternary is."""

@@ -1,0 +1,31 @@
+"""bf16 <-> f32 without torch or ml_dtypes: bf16 is the top half of an f32.
+
+numpy has no bfloat16, so bf16 arrays travel as uint16 bit patterns.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    """uint16 bf16 bit patterns -> float32 (exact)."""
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def f32_to_bf16(values: np.ndarray) -> np.ndarray:
+    """float32 -> uint16 bf16 bit patterns, round to nearest even (torch's .to(bfloat16)).
+
+    NaN stays a quiet NaN; Inf stays Inf.
+    """
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    lsb = (bits >> 16) & 1
+    rounded = ((bits.astype(np.uint64) + 0x7FFF + lsb) >> 16).astype(np.uint16)
+    nan = np.isnan(values)
+    if nan.any():
+        rounded = np.where(nan, ((bits >> 16) | 0x40).astype(np.uint16), rounded)
+    return rounded
+
+
+def round_to_bf16(values: np.ndarray | float) -> np.ndarray:
+    """float32 values rounded to the nearest bf16, returned as float32."""
+    return bf16_to_f32(f32_to_bf16(np.asarray(values, dtype=np.float32)))

@@ -1,0 +1,105 @@
+"""GGML tensor type ids and byte sizes, upstream and bitnet.cpp's fork side by side.
+
+gguf-py (`gguf.GGMLQuantizationType`, `GGML_QUANT_SIZES`) is the table for upstream types.
+It has no ids for bitnet.cpp's types, and upstream reuses their numbers (36-38 were the
+removed IQ4_NL_4_x, 39 is MXFP4, 42 is Q2_0), so a type id means nothing without knowing
+which runtime wrote the file. `TypeTable` pins that choice: one per target flavour.
+
+bitnet.cpp's byte sizes are special-cased in its `ggml_nbytes` (not blocks x type size):
+
+    I2_S : M*K/4 + 32                    codes, then f32 scale + 28 bytes of tail
+    TL1  : M*K/4 + 32                    codes, then the `_scale` sidecar slot
+    TL2  : pad32(F) + 32,  F = (K-256)*M//3*5//8 + 256*M//2*4//8   (integer arithmetic)
+
+with M = rows (out_features, ggml ne[1]) and K = columns (in_features, ggml ne[0]).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+ALIGNMENT = 32
+
+
+def pad(n: int, align: int = ALIGNMENT) -> int:
+    return -(-n // align) * align
+
+
+def i2s_nbytes(rows: int, cols: int) -> int:
+    return rows * cols // 4 + 32
+
+
+def tl1_nbytes(rows: int, cols: int) -> int:
+    return rows * cols // 4 + 32
+
+
+def tl2_nbytes(rows: int, cols: int) -> int:
+    return pad((cols - 256) * rows // 3 * 5 // 8 + 256 * rows // 2 * 4 // 8) + 32
+
+
+@dataclass(frozen=True)
+class BitnetType:
+    name: str
+    type_id: int
+    nbytes: object  # Callable[[rows, cols], int]
+
+
+# Type ids in bitnet.cpp's llama.cpp fork. "2025": the fork that bitnet.cpp releases up to
+# mid-2025 use (Eddie-Wang1120 merge-dev / 40ed0f2, the conformance vectors). "2026": newer
+# forks, where upstream's MXFP4 took 39 and TL2 moved to 42 (reported, microsoft/BitNet#631).
+BITNET_CPP_FLAVOURS: dict[str, dict[str, int]] = {
+    "2025": {"I2_S": 36, "TL1": 38, "TL2": 39},
+    "2026": {"I2_S": 36, "TL1": 38, "TL2": 42},
+}
+_BITNET_SIZES = {"I2_S": i2s_nbytes, "TL1": tl1_nbytes, "TL2": tl2_nbytes}
+# llama ftype (general.file_type) that bitnet.cpp writes for these.
+BITNET_CPP_FILE_TYPES = {"TL1": 38, "TL2": 39, "I2_S": 40}
+
+
+@dataclass(frozen=True)
+class TypeTable:
+    """Maps type ids <-> names and sizes for one runtime. `bitnet` is None for mainline."""
+
+    flavour: str | None = None
+    bitnet: dict[int, BitnetType] = field(default_factory=dict)
+
+    @classmethod
+    def for_target(cls, flavour: str | None) -> "TypeTable":
+        """`None` = mainline llama.cpp; "2025" / "2026" = a bitnet.cpp fork generation."""
+        if flavour is None:
+            return cls()
+        ids = BITNET_CPP_FLAVOURS[flavour]
+        return cls(flavour, {i: BitnetType(n, i, _BITNET_SIZES[n]) for n, i in ids.items()})
+
+    def name(self, type_id: int) -> str | None:
+        """The type's name, or None when the id is unknown to this table."""
+        if type_id in self.bitnet:
+            return self.bitnet[type_id].name
+        try:
+            return GGMLQuantizationType(type_id).name
+        except ValueError:
+            return None
+
+    def type_id(self, name: str) -> int:
+        for bt in self.bitnet.values():
+            if bt.name == name.upper():
+                return bt.type_id
+        return int(GGMLQuantizationType[name.upper()])
+
+    def nbytes(self, type_id: int, shape: tuple[int, ...]) -> int | None:
+        """Bytes of a tensor of torch-order `shape` (rows..., cols); None if unknown/invalid."""
+        if type_id in self.bitnet:
+            if len(shape) != 2:
+                return None
+            return self.bitnet[type_id].nbytes(shape[0], shape[1])
+        try:
+            block, size = GGML_QUANT_SIZES[GGMLQuantizationType(type_id)]
+        except (ValueError, KeyError):
+            return None
+        count = 1
+        for dim in shape:
+            count *= dim
+        if not shape or shape[-1] % block:
+            return None if shape else size
+        return count // block * size

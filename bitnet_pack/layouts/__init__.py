@@ -1,0 +1,127 @@
+"""Registry of packed ternary layouts: one module per layout, looked up by normalised name.
+
+A layout turns a `TernaryWeight` into the exact bytes one runtime loads, and back:
+
+    layout = get_layout("TQ2_0")            # same as "tq2-0", "tq2_0"
+    blob = layout.encode(tw)                # np.ndarray of uint8 (shape: layout.stored_shape)
+    tw2 = layout.decode(blob, tw.shape)     # exact inverse; beta= needed if not embedded
+
+Every layout declares its table entry (`LayoutSpec`) so sizes can be planned before any
+data is touched, and checks shapes with messages that carry the numbers and the rule.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import ShapeError, UsageError
+from ..ternary import TernaryWeight
+
+__all__ = ["Layout", "LayoutSpec", "get_layout", "layout_names", "normalize_name"]
+
+
+@dataclass(frozen=True)
+class LayoutSpec:
+    """The table entry of a layout, in the manner of gguf-py's GGML_QUANT_SIZES.
+
+    block_size / type_size: elements per block and bytes per block of codes (scale bytes
+    included when the block carries one). `scale` says where beta lives.
+    """
+
+    name: str
+    block_size: int
+    type_size: int
+    scale: str  # "tensor:bf16" (separate tensor), "tail:f32", "block:f16", "sidecar:f32"
+    ggml_type: int | None = None
+    source: str = ""
+
+
+_REGISTRY: dict[str, "Layout"] = {}
+
+
+def normalize_name(name: str) -> str:
+    """'TQ2_0', 'tq2-0' and 'Tq2 0' all become 'tq2-0'."""
+    return re.sub(r"[\s_]+", "-", name.strip().lower())
+
+
+class Layout:
+    """Base class: subclasses set `spec` and implement `encode`/`decode`; they register
+    themselves on definition (a duplicate name is a programming error)."""
+
+    spec: ClassVar[LayoutSpec]
+    embeds_scale: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "spec" not in cls.__dict__:
+            return
+        key = normalize_name(cls.spec.name)
+        assert key not in _REGISTRY, f"layout {cls.spec.name!r} registered twice"
+        _REGISTRY[key] = cls()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def check_shape(self, shape: tuple[int, ...], tensor: str | None = None) -> None:
+        """Raise ShapeError naming the rule when this layout cannot hold `shape`."""
+        if len(shape) != 2 or min(shape) < 1:
+            raise ShapeError(f"{self.name} needs a non-empty 2-D [out, in] shape, got {list(shape)}", tensor=tensor)
+        cols = shape[1]
+        if cols % self.spec.block_size:
+            raise ShapeError(
+                f"{self.name} needs in_features to be a multiple of {self.spec.block_size}, "
+                f"got {cols} (shape {list(shape)})",
+                tensor=tensor,
+            )
+
+    def nbytes(self, shape: tuple[int, int]) -> int:
+        """Bytes `encode` produces for a weight of `shape` (scale included if embedded)."""
+        self.check_shape(shape)
+        return shape[0] * shape[1] // self.spec.block_size * self.spec.type_size
+
+    def stored_shape(self, shape: tuple[int, int]) -> tuple[int, ...]:
+        """Shape of the array `encode` returns (flat bytes unless the layout says otherwise)."""
+        return (self.nbytes(shape),)
+
+    def encode(self, weight: TernaryWeight) -> np.ndarray:
+        raise NotImplementedError(f"{self.name}: encode is not implemented")
+
+    def decode(self, data: np.ndarray, shape: tuple[int, int], beta: float | None = None) -> TernaryWeight:
+        raise NotImplementedError(f"{self.name}: decode is not implemented")
+
+    def _check_blob(self, data: np.ndarray, shape: tuple[int, int], tensor: str | None = None) -> np.ndarray:
+        """The encoded bytes as a flat uint8 array of exactly `nbytes(shape)`."""
+        flat = np.asarray(data).reshape(-1).view(np.uint8) if np.asarray(data).dtype != np.uint8 else np.asarray(data).reshape(-1)
+        want = self.nbytes(shape)
+        if flat.size != want:
+            raise ShapeError(f"{self.name} data for shape {list(shape)} is {want} bytes, got {flat.size}", tensor=tensor)
+        return flat
+
+
+def get_layout(name: str) -> Layout:
+    """The registered layout called `name` (normalised); UsageError lists the known ones."""
+    _load_all()
+    key = normalize_name(name)
+    if key not in _REGISTRY:
+        raise UsageError(f"unknown layout {name!r}; known: {', '.join(layout_names())}")
+    return _REGISTRY[key]
+
+
+def layout_names() -> list[str]:
+    _load_all()
+    return sorted(layout.name for layout in _REGISTRY.values())
+
+
+def _load_all() -> None:
+    """Import every layout module so each registers itself (cheap, done once)."""
+    from importlib import import_module
+
+    for module in _MODULES:
+        import_module(f"{__name__}.{module}")
+
+
+_MODULES = ("hf",)

@@ -1,0 +1,108 @@
+"""transformers checkpoints out: packed 1.58-bit (`hf-packed`) or a bf16 master (`bf16`).
+
+hf-packed: `<proj>.weight` uint8 [ceil(out/4), in] (layout `hf`) and `<proj>.weight_scale`
+= [beta] in bf16; config `{quant_method: bitnet, linear_class: autobitlinear,
+quantization_mode: offline}` -- what microsoft/bitnet-b1.58-2B-4T ships.
+
+bf16: each projection as codes * m in bf16 with m = beta / density (density = share of
+non-zero codes) and config `quantization_mode: online`. transformers' WeightQuant divides by
+mean|W| = m * density = beta, so it recovers exactly these codes and this beta (up to the
+bf16 rounding of m); writing codes * beta instead would make it compute beta * density, the
+shrinkage that llama.cpp's converter suffers from. The exact betas go into the safetensors
+metadata (`bitnet_pack.betas`), so our own reader makes packed -> bf16 -> packed lossless.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoints import Checkpoint, Entry, Tensor
+from ..checkpoints.hf import BETAS_KEY, master_value
+from ..containers.safetensors import TensorPlan
+from ..containers.shards import ShardedWriter
+from ..dtypes import f32_to_bf16
+from ..layouts import get_layout
+from ..outputs import StagedDir
+from ..ternary import TernaryWeight
+from . import PlannedTensor, Sink
+
+PACKED_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"}
+MASTER_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"}
+
+
+class HFSink(Sink):
+    def __init__(self, path: Path, outtype: str, *, force: bool = False, max_shard_size: int | None = None,
+                 inputs: list[Path] | None = None, extra_metadata: dict[str, str] | None = None):
+        assert outtype in ("hf-packed", "bf16"), outtype
+        self.path = Path(path)
+        self.packed = outtype == "hf-packed"
+        self.force, self.max_shard_size, self.inputs = force, max_shard_size, inputs or []
+        self.extra_metadata = extra_metadata or {}
+        self.betas: dict[str, str] = {}
+
+    def tensor_plans(self, entries: list[Entry]) -> list[TensorPlan]:
+        plans = []
+        for entry in entries:
+            if entry.kind == "linear" and self.packed:
+                plans.append(TensorPlan(entry.name, "U8", get_layout("hf").stored_shape(entry.shape)))
+                plans.append(TensorPlan(entry.name + "_scale", "BF16", (1,)))
+            else:
+                plans.append(TensorPlan(entry.name, "BF16", entry.shape))
+        return plans
+
+    def plan(self, source: Checkpoint, entries: list[Entry]) -> list[PlannedTensor]:
+        return [PlannedTensor(p.name, "hf" if p.dtype == "U8" else p.dtype, p.shape, p.nbytes)
+                for p in self.tensor_plans(entries)]
+
+    def begin(self, source: Checkpoint, entries: list[Entry]) -> None:
+        self.source = source
+        self.staged = StagedDir(self.path, force=self.force, inputs=self.inputs)
+        metadata = {"format": "pt", **self.extra_metadata}
+        if not self.packed:  # fixed-width placeholders, filled in at finish()
+            self.betas = {e.name: "0x00000000" for e in entries if e.kind == "linear"}
+            metadata[BETAS_KEY] = json.dumps(self.betas, sort_keys=True)
+        self.metadata = metadata
+        self.writer = ShardedWriter(self.staged.temp, self.tensor_plans(entries), metadata, self.max_shard_size)
+
+    def put(self, entry: Entry, value: TernaryWeight | Tensor) -> None:
+        if isinstance(value, TernaryWeight):
+            self._put_linear(entry.name, value)
+        else:
+            self.writer.write(entry.name, _as_bf16(value))
+
+    def _put_linear(self, name: str, weight: TernaryWeight) -> None:
+        if self.packed:
+            self.writer.write(name, get_layout("hf").encode(weight))
+            self.writer.write(name + "_scale", f32_to_bf16(np.array([weight.beta], np.float32)))
+            return
+        magnitude = f32_to_bf16(np.array([master_value(weight.codes, weight.beta)], np.float32))[0]
+        signs = np.where(weight.codes < 0, np.uint16(0x8000), np.uint16(0))
+        self.writer.write(name, np.where(weight.codes != 0, signs | magnitude, signs).astype(np.uint16))
+        self.betas[name] = f"0x{int(np.float32(weight.beta).view(np.uint32)):08x}"
+
+    def finish(self) -> Path:
+        if not self.packed:
+            self.metadata[BETAS_KEY] = json.dumps(self.betas, sort_keys=True)
+        self.writer.finish(self.metadata)
+        self._write_side_files()
+        return self.staged.commit()
+
+    def _write_side_files(self) -> None:
+        config = dict(self.source.config)
+        config["quantization_config"] = dict(PACKED_CONFIG if self.packed else MASTER_CONFIG)
+        (self.staged.temp / "config.json").write_text(json.dumps(config, indent=2))
+        for name, data in self.source.aux_files.items():
+            (self.staged.temp / name).write_bytes(data)
+
+    def abort(self) -> None:
+        if hasattr(self, "writer"):
+            self.writer.abort()
+        if hasattr(self, "staged"):
+            self.staged.abort()
+
+
+def _as_bf16(tensor: Tensor) -> np.ndarray:
+    """Stored bf16 passes through untouched; f16/f32 are rounded to bf16."""
+    return tensor.data if tensor.dtype == "BF16" else f32_to_bf16(tensor.f32())

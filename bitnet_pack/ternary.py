@@ -1,0 +1,100 @@
+"""The semantics every layout shares: absmean weights, absmax int8 activations.
+
+One in-memory form per linear weight: `TernaryWeight(codes, beta)` with `codes` int8 in
+{-1, 0, +1}, shape [out, in], and one per-tensor multiplier `beta` (W ~= codes * beta).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import NonFiniteWeight, NotTernary, ShapeError
+from .torchsum import torch_mean
+
+ABSMEAN_EPS = np.float32(1e-5)
+ACT_EPS = np.float32(1e-5)
+ACT_QMAX = np.float32(127.0)
+
+
+@dataclass(frozen=True, eq=False)
+class TernaryWeight:
+    """Ternary codes [out, in] (int8) and the per-tensor multiplier beta (float32)."""
+
+    codes: np.ndarray
+    beta: np.float32
+
+    def __post_init__(self) -> None:
+        if self.codes.dtype != np.int8 or self.codes.ndim != 2:
+            raise ShapeError(
+                f"ternary codes must be 2-D int8, got {self.codes.ndim}-D {self.codes.dtype}"
+            )
+        object.__setattr__(self, "beta", np.float32(self.beta))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.codes.shape  # type: ignore[return-value]
+
+    def dequantize(self) -> np.ndarray:
+        """codes * beta in float32."""
+        return self.codes.astype(np.float32) * self.beta
+
+    def same_as(self, other: "TernaryWeight") -> bool:
+        """Exact equality of codes, shape and the bits of beta."""
+        return (
+            self.shape == other.shape
+            and np.float32(self.beta).tobytes() == np.float32(other.beta).tobytes()
+            and bool(np.array_equal(self.codes, other.codes))
+        )
+
+    def counts(self) -> tuple[int, int, int]:
+        """How many -1, 0 and +1 codes."""
+        flat = self.codes.ravel()
+        minus = int(np.count_nonzero(flat == -1))
+        plus = int(np.count_nonzero(flat == 1))
+        return minus, flat.size - minus - plus, plus
+
+
+def check_ternary(codes: np.ndarray, *, tensor: str | None = None) -> None:
+    """Raise NotTernary when `codes` holds anything but -1, 0, +1."""
+    bad = np.count_nonzero((codes < -1) | (codes > 1))
+    if bad:
+        raise NotTernary(f"{bad} of {codes.size} codes are outside {{-1, 0, 1}}", tensor=tensor)
+
+
+def absmean(weight: np.ndarray) -> np.float32:
+    """mean(|W|) in float32, bit-identical to transformers' `w.abs().mean()` on CPU
+    (see `torchsum`: the last ulp decides the I2_S/TL scale bytes)."""
+    return torch_mean(np.abs(np.asarray(weight, dtype=np.float32)))
+
+
+def ternarize(weight: np.ndarray, *, tensor: str | None = None) -> TernaryWeight:
+    """Absmean ternarization, exactly as transformers' `WeightQuant`:
+
+        s = 1 / clamp(mean|W|, 1e-5);  t = clamp(round_half_even(W * s), -1, 1);  beta = 1 / s
+
+    all in float32. `weight` is float32 (a bf16 master widened by `dtypes.bf16_to_f32`).
+    """
+    w = np.asarray(weight, dtype=np.float32)
+    if w.ndim != 2:
+        raise ShapeError(f"a linear weight is 2-D, got shape {w.shape}", tensor=tensor)
+    finite = np.isfinite(w)
+    if not finite.all():
+        bad = w.size - int(np.count_nonzero(finite))
+        raise NonFiniteWeight(f"{bad} NaN/Inf values in a master weight", tensor=tensor)
+    scale = np.float32(1.0) / max(absmean(w), ABSMEAN_EPS)
+    codes = np.clip(np.rint(w * scale), -1, 1).astype(np.int8)
+    return TernaryWeight(codes, np.float32(1.0) / scale)
+
+
+def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token absmax int8 quantization of activations [..., features].
+
+    Returns (q int8, s float32 [...]) with s = 127 / max(|x|, 1e-5) and
+    q = clamp(round_half_even(x * s), -128, 127), all in float32; x ~= q / s.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    amax = np.maximum(np.abs(x).max(axis=-1), ACT_EPS).astype(np.float32)
+    scale = (ACT_QMAX / amax).astype(np.float32)
+    q = np.clip(np.rint(x * scale[..., None]), -128, 127).astype(np.int8)
+    return q, scale
