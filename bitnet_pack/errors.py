@@ -66,6 +66,10 @@ class NonFiniteWeight(BitnetPackError):
     """NaN or Inf in a master weight."""
 
 
+class ScaleNotRepresentable(BitnetPackError):
+    """A beta the layout cannot store exactly (TQ's fp16 d); `lossy=True` rounds it."""
+
+
 class NotTernary(BitnetPackError):
     """Data that claims to be ternary holds another value."""
 

@@ -6,13 +6,15 @@ numpy's pairwise sum and a float64 sum both miss torch's result on about a third
 tensors, so we replay torch's reduction order (aten/src/ATen/native/cpu/SumKernel.cpp,
 `cascade_sum` -> `vectorized_inner_sum` -> `row_sum` -> `multi_row_sum`):
 
-  * the range is split into `threads` chunks of at least 32768 elements (`parallel_for`
-    GRAIN_SIZE), each summed alone, the chunk sums then added in order;
+  * the range is split into min(threads, ceil(n / 32768)) equal chunks (`parallel_for`,
+    GRAIN_SIZE 32768), each summed alone, the chunk sums then added in order;
   * a chunk is read as vectors of 8 float lanes, 4 vectors per step (ILP), giving 32
     independent lanes that each run a 4-level cascade: sequential sums of 2**p items,
     carried upward every 2**p blocks, p = max(4, ceil(log2(n)) // 4);
   * leftover vectors join lane group 0, groups 1..3 are added to group 0, then the scalar
-    tail and the 8 lanes are added one by one to a float32 accumulator.
+    tail and the 8 lanes are added one by one to a float32 accumulator;
+  * a chunk shorter than one vector takes the scalar path: 4 lanes of one item each, the
+    tail added to lane 0, then lanes 1..3.
 
 The result depends on torch's thread count; the conformance vectors were produced with 2
 (torch's default on the 2-core reference machines), which is our default too.
@@ -57,13 +59,28 @@ def _cascade(items: np.ndarray) -> np.ndarray:
     return tail + part1 + part2 + part3
 
 
+def _scalar_row_sum(x: np.ndarray) -> np.float32:
+    """`scalar_inner_sum` (chunks shorter than one vector): 4 scalar lanes, then the tail."""
+    n_ilp = x.size // ILP
+    lanes = _cascade(x[: n_ilp * ILP].reshape(n_ilp, ILP)) if n_ilp else np.zeros(ILP, np.float32)
+    for value in x[n_ilp * ILP :]:
+        lanes[0] = np.float32(lanes[0] + value)
+    for k in range(1, ILP):
+        lanes[0] = np.float32(lanes[0] + lanes[k])
+    return np.float32(lanes[0])
+
+
 def _inner_sum(x: np.ndarray) -> np.float32:
     """`vectorized_inner_sum` over one contiguous chunk."""
+    if x.size < VEC_LANES:
+        return _scalar_row_sum(x)
     n_vec = x.size // VEC_LANES
     n_ilp = n_vec // ILP
     vectors = x[: n_vec * VEC_LANES].reshape(n_vec, VEC_LANES)
     groups = _cascade(vectors[: n_ilp * ILP].reshape(n_ilp, ILP * VEC_LANES)).reshape(ILP, VEC_LANES)
-    lanes = groups[0] + _sequential(vectors[n_ilp * ILP :]) if n_vec > n_ilp * ILP else groups[0].copy()
+    lanes = groups[0].copy()
+    for leftover in vectors[n_ilp * ILP :]:
+        lanes += leftover
     for k in range(1, ILP):
         lanes += groups[k]
     acc = np.float32(0.0)
@@ -79,7 +96,8 @@ def torch_sum(values: np.ndarray, threads: int = DEFAULT_THREADS) -> np.float32:
     x = np.ascontiguousarray(values, dtype=np.float32).ravel()
     chunk = x.size
     if threads > 1 and x.size >= GRAIN_SIZE:
-        chunk = max(GRAIN_SIZE, -(-x.size // threads))
+        workers = min(threads, -(-x.size // GRAIN_SIZE))
+        chunk = -(-x.size // workers)
     total = np.float32(0.0)
     for begin in range(0, max(x.size, 1), max(chunk, 1)):
         total = np.float32(total + _inner_sum(x[begin : begin + chunk]))

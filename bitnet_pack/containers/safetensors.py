@@ -81,6 +81,8 @@ class SafetensorsFile:
                 "(truncated download, or not a safetensors file?)", path=self.path)
         try:
             header = json.loads(bytes(self._map[8 : 8 + length]), object_pairs_hook=_no_duplicates)
+        except DuplicateTensor as exc:
+            raise DuplicateTensor(str(exc), path=self.path) from None
         except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
             raise HeaderInvalid(f"header is not valid JSON ({exc})", path=self.path) from None
         if not isinstance(header, dict):
@@ -132,6 +134,7 @@ class SafetensorsFile:
         info = self.tensors[name]
         array = np.frombuffer(self._map, dtype=DTYPES[info.dtype][0], count=info.nbytes // itemsize(info.dtype),
                               offset=info.begin) if info.nbytes else np.zeros(0, DTYPES[info.dtype][0])
+        array.flags.writeable = False
         return array.reshape(info.shape)
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import ShapeError, UsageError
+from ..errors import FormatError, ShapeError, UsageError
 from ..ternary import TernaryWeight
 
 __all__ = ["Layout", "LayoutSpec", "get_layout", "layout_names", "normalize_name"]
@@ -39,7 +39,7 @@ class LayoutSpec:
     source: str = ""
 
 
-_REGISTRY: dict[str, "Layout"] = {}
+_REGISTRY: dict[str, Layout] = {}
 
 
 def normalize_name(name: str) -> str:
@@ -87,11 +87,19 @@ class Layout:
         """Shape of the array `encode` returns (flat bytes unless the layout says otherwise)."""
         return (self.nbytes(shape),)
 
-    def encode(self, weight: TernaryWeight) -> np.ndarray:
+    def encode(self, weight: TernaryWeight, **options: object) -> np.ndarray:
+        """The exact bytes the target runtime stores; layouts may take keyword options
+        (TQ's `lossy=`, TL's `tiling=`)."""
         raise NotImplementedError(f"{self.name}: encode is not implemented")
 
     def decode(self, data: np.ndarray, shape: tuple[int, int], beta: float | None = None) -> TernaryWeight:
         raise NotImplementedError(f"{self.name}: decode is not implemented")
+
+    def check_given_beta(self, stored: np.float32, given: float | None) -> None:
+        """A beta passed to decode must be the one the bytes carry (same float32 bits)."""
+        if given is not None and np.float32(given).tobytes() != np.float32(stored).tobytes():
+            raise FormatError(f"{self.name} bytes carry beta {float(stored)!r} but "
+                              f"beta={float(np.float32(given))!r} was passed")
 
     def _check_blob(self, data: np.ndarray, shape: tuple[int, int], tensor: str | None = None) -> np.ndarray:
         """The encoded bytes as a flat uint8 array of exactly `nbytes(shape)`."""
@@ -124,4 +132,4 @@ def _load_all() -> None:
         import_module(f"{__name__}.{module}")
 
 
-_MODULES = ("hf",)
+_MODULES = ("hf", "i2s", "tq", "tl1", "tl2")

@@ -1,0 +1,112 @@
+"""`i2_s`: bitnet.cpp's 2-bit ternary type (ggml type 36 in its fork), and `i2_s_arm`.
+
+The [out, in] codes are read row-major as one stream q[0 .. M*K) and cut into blocks of
+B elements: B = 128 on x86 (`i2_s`, every official file) and B = 64 on ARM NEON builds of
+bitnet.cpp since Nov 2025 (`i2_s_arm`, an explicit option). A block becomes B/4 bytes;
+byte p holds four elements B/4 apart, the FIRST one in the TOP bits (code = t + 1):
+
+    i2_s      byte[32*b + p]:  bit 7 6  | 5 4       | 3 2       | 1 0        (p = 0..31)
+                                   q[p]  | q[p + 32] | q[p + 64] | q[p + 96]  of block b
+
+    i2_s_arm  byte[16*b + p]:  bit 7 6  | 5 4       | 3 2       | 1 0        (p = 0..15)
+                                   q[p]  | q[p + 16] | q[p + 32] | q[p + 48]  of block b
+
+    codes: 0 -> -1, 1 -> 0, 2 -> +1; 3 is never written (decode refuses it)
+
+After the M*K/4 code bytes comes a 32-byte tail, so a tensor is M*K/4 + 32 bytes:
+
+    +0 .. +3    beta, float32 little-endian (the runtime multiplies: W ~= t * beta)
+    +4 .. +31   zero here; llama-quantize leaves them uninitialised, so decode ignores them
+
+The kernels address row m at byte m*K/4, so a block must not cross a row: K % B == 0.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import NotTernary, ShapeError
+from ..ggml_types import BITNET_CPP_FLAVOURS, i2s_nbytes
+from ..ternary import TernaryWeight, check_ternary
+from . import Layout, LayoutSpec
+
+I2S_TYPE_ID = BITNET_CPP_FLAVOURS["2025"]["I2_S"]  # 36 in every bitnet.cpp fork generation
+GROUPS = 4  # elements per byte
+SCALE_BYTES = 4
+# Group g of a block (elements g*B/4 ..) sits at bit shift 6 - 2g: the first group on top.
+SHIFTS = np.array([6, 4, 2, 0], dtype=np.uint8)
+
+
+class _I2S(Layout):
+    """The I2_S family; subclasses only choose the block size."""
+
+    def check_shape(self, shape: tuple[int, ...], tensor: str | None = None) -> None:
+        if len(shape) != 2 or min(shape) < 1:
+            super().check_shape(shape, tensor)
+        block = self.spec.block_size
+        if shape[1] % block:
+            raise ShapeError(
+                f"{self.name} needs in_features % {block} == 0 (a {block}-element block must not "
+                f"cross a row), got in_features {shape[1]} (shape {list(shape)})",
+                tensor=tensor,
+            )
+
+    def nbytes(self, shape: tuple[int, int]) -> int:
+        self.check_shape(shape)
+        return i2s_nbytes(shape[0], shape[1])
+
+    def encode(self, weight: TernaryWeight) -> np.ndarray:
+        """M*K/4 code bytes, f32 beta, 28 zero bytes (flat uint8, `nbytes(shape)` long)."""
+        self.check_shape(weight.shape)
+        check_ternary(weight.codes)
+        stride = self.spec.block_size // GROUPS
+        # int8 -1/0/1 seen as uint8 255/0/1, plus 1 (wrapping): codes 0/1/2 in a new array.
+        codes = (weight.codes.view(np.uint8) + np.uint8(1)).reshape(-1, GROUPS, stride)
+        blob = np.zeros(self.nbytes(weight.shape), dtype=np.uint8)
+        body = blob[: codes.shape[0] * stride].reshape(-1, stride)
+        np.left_shift(codes[:, 0], SHIFTS[0], out=body)
+        for group in range(1, GROUPS):
+            body |= codes[:, group] << SHIFTS[group]
+        scale_at = body.size
+        blob[scale_at : scale_at + SCALE_BYTES] = np.array([weight.beta], dtype="<f4").view(np.uint8)
+        return blob
+
+    def decode(self, data: np.ndarray, shape: tuple[int, int], beta: float | None = None) -> TernaryWeight:
+        """Codes and beta from the bytes; `beta=`, if given, must equal the stored one."""
+        flat = self._check_blob(data, shape)
+        rows, cols = shape
+        stride = self.spec.block_size // GROUPS
+        scale_at = rows * cols // GROUPS
+        body = flat[:scale_at].reshape(-1, 1, stride)
+        codes = (body >> SHIFTS[:, None]) & np.uint8(3)  # [blocks, group, p]
+        bad = int(np.count_nonzero(codes == 3))
+        if bad:
+            raise NotTernary(
+                f"{bad} of {rows * cols} {self.name} codes are 3 (no ternary value; "
+                f"bitnet.cpp would read them as 0), shape {list(shape)}"
+            )
+        codes -= np.uint8(1)  # 0/1/2 -> 255/0/1, i.e. int8 -1/0/1
+        stored = np.frombuffer(flat[scale_at : scale_at + SCALE_BYTES].tobytes(), dtype="<f4")[0]
+        self.check_given_beta(np.float32(stored), beta)
+        return TernaryWeight(codes.view(np.int8).reshape(rows, cols), np.float32(stored))
+
+
+class I2S(_I2S):
+    spec = LayoutSpec(
+        name="i2_s",
+        block_size=128,
+        type_size=32,
+        scale="tail:f32",
+        ggml_type=I2S_TYPE_ID,
+        source="bitnet.cpp src/ggml-bitnet-mad.cpp quantize_i2_s (x86, QK_I2_S = 128)",
+    )
+
+
+class I2SArm(_I2S):
+    spec = LayoutSpec(
+        name="i2_s_arm",
+        block_size=64,
+        type_size=16,
+        scale="tail:f32",
+        ggml_type=I2S_TYPE_ID,
+        source="bitnet.cpp src/ggml-bitnet-mad.cpp quantize_i2_s (ARM NEON since 112f853, QK_I2_S = 64)",
+    )

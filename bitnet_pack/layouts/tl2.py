@@ -1,0 +1,164 @@
+"""`tl2`: bitnet.cpp's x86 lookup-table layout (GGML type 39; 42 in 2026 forks), tiled per shape.
+
+K splits into a three-column part and a two-column remainder (three_k = K // BK * BK):
+
+    [ magnitudes M*three_k/6 ][ signs M*three_k/24 ][ pairs M*two_k/4 ][ 00.. to pad32(F) ][ f32 beta | 28 x 00 ]
+      F = (K-256)*M//3*5//8 + 256*M//2*4//8   (ggml_types.tl2_nbytes = pad32(F) + 32)
+
+Three part. Triplet g of row m, v = 9*t[m,3g] + 3*t[m,3g+1] + t[m,3g+2] in -13..13:
+
+    magnitude byte:  bit 7 6 5 4 | 3 2 1 0         columns 3g..3g+5 of row m
+                        |v(m,g)| | |v(m,g+1)|
+    order: tm < M/BM, tk < three_k/BK, rb < BM/32, kb < BK/6, c in (0, 2, 1, 3), r8 < 8
+           m = tm*BM + rb*32 + 8c + r8,   g = (tk*BK + 6*kb) / 3
+    (c runs 0, 2, 1, 3: rows 8-15 and 16-23 of every 32 swap places)
+
+    sign words: 16 little-endian uint16 w[b] per (tm, tk, rb, ks < BK/24):
+           bit 15-a of w[b] = [v(m, g) < 0],  m = tm*BM + rb*32 + 16*(a % 2) + b,
+                                             g = (tk*BK + 24*ks) / 3 + a // 2
+
+Two part (columns three_k..K-1): TL1's pair byte (`tl1.pair_bytes`, 4 columns a byte), with
+32-column tiles and the same row swap:
+    order: tm, tk < two_k/32, rb < BM/32, kb < 8, c in (0, 2, 1, 3), r8 < 8
+           m = tm*BM + rb*32 + 8c + r8,   columns three_k + tk*32 + 4*kb .. +3
+
+The bytes between the codes and pad32(F) are zero (the converter pads to F with zeros, the
+GGUF writer to 32); the scale slot is TL1's.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import NotTernary, ShapeError
+from ..ggml_types import tl2_nbytes
+from ..kernel_config import KernelConfig, Tiling, choose_tiling, resolve_tiling, tl2_split
+from ..ternary import TernaryWeight, check_ternary
+from . import Layout, LayoutSpec
+from .tl1 import SLOT_BYTES, pair_bytes, pair_codes, scale_slot, slot_beta
+
+ROW_SWAP = [0, 2, 1, 3]  # its own inverse
+TWO_BK = 32
+
+
+def _triplet_table() -> np.ndarray:
+    """(sign << 4 | magnitude) -> the 3 codes (int8 [32, 3]); rows of magnitude > 13 are unused."""
+    key = np.arange(32)
+    v = np.where(key >= 16, -(key & 15), key & 15)
+    u = np.clip(v + 13, 0, 26)  # 9*(t0+1) + 3*(t1+1) + (t2+1)
+    return (np.stack([u // 9, u // 3 % 3, u % 3], axis=1) - 1).astype(np.int8)
+
+
+TRIPLET_CODES = _triplet_table()
+
+
+def _swap_rows(tiles: np.ndarray) -> np.ndarray:
+    """Axis 2 is the 4 chunks of 8 rows in each 32-row block: order them 0, 2, 1, 3."""
+    return tiles[:, :, ROW_SWAP]
+
+
+def _triplets(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """codes [M, 3n] -> (|v| uint8 [M, n], [v < 0] uint8 [M, n])."""
+    c = codes.reshape(codes.shape[0], -1, 3).astype(np.int8)
+    v = 9 * c[..., 0] + 3 * c[..., 1] + c[..., 2]
+    return np.abs(v).astype(np.uint8), (v < 0).astype(np.uint8)
+
+
+def _encode_three(codes: np.ndarray, t: Tiling) -> tuple[np.ndarray, np.ndarray]:
+    m, three_k = codes.shape
+    mag, sgn = _triplets(codes)
+    byte = (mag[:, 0::2] << 4) | mag[:, 1::2]
+    tiles = _swap_rows(byte.reshape(m // t.BM, t.BM // 32, 4, 8, three_k // t.BK, t.BK // 6))
+    magnitudes = tiles.transpose(0, 4, 1, 5, 2, 3).reshape(-1)
+    bits = sgn.reshape(m // t.BM, t.BM // 32, 2, 16, three_k // t.BK, t.BK // 24, 8)
+    bits = bits.transpose(0, 4, 1, 5, 3, 6, 2).reshape(m // t.BM, three_k // t.BK, t.BM // 32, t.BK // 24, 16, 16)
+    big_endian = np.packbits(bits, axis=-1, bitorder="big")  # bit 15-a of each word first
+    return magnitudes, big_endian[..., ::-1].reshape(-1)
+
+
+def _decode_three(magnitudes: np.ndarray, signs: np.ndarray, m: int, three_k: int, t: Tiling, tensor: str | None) -> np.ndarray:
+    tiles = magnitudes.reshape(m // t.BM, three_k // t.BK, t.BM // 32, t.BK // 6, 4, 8)
+    byte = _swap_rows(tiles.transpose(0, 2, 4, 5, 1, 3)).reshape(m, three_k // 6)
+    mag = np.stack([byte >> 4, byte & 15], axis=-1).reshape(m, three_k // 3)
+    bad = np.count_nonzero(mag > 13)
+    if bad:
+        raise NotTernary(f"{bad} TL2 triplet magnitudes are above 13", tensor=tensor)
+    words = signs.reshape(m // t.BM, three_k // t.BK, t.BM // 32, t.BK // 24, 16, 2)[..., ::-1]
+    bits = np.unpackbits(words, axis=-1, bitorder="big").reshape(*words.shape[:-1], 8, 2)
+    sgn = bits.transpose(0, 2, 6, 4, 1, 3, 5).reshape(m, three_k // 3)
+    return TRIPLET_CODES[(sgn << 4) | mag].reshape(m, three_k)
+
+
+def _encode_two(codes: np.ndarray, BM: int) -> np.ndarray:
+    m, two_k = codes.shape
+    tiles = _swap_rows(pair_bytes(codes).reshape(m // BM, BM // 32, 4, 8, two_k // TWO_BK, 8))
+    return tiles.transpose(0, 4, 1, 5, 2, 3).reshape(-1)
+
+
+def _decode_two(data: np.ndarray, m: int, two_k: int, BM: int, tensor: str | None) -> np.ndarray:
+    tiles = data.reshape(m // BM, two_k // TWO_BK, BM // 32, 8, 4, 8)
+    rows = _swap_rows(tiles.transpose(0, 2, 4, 5, 1, 3))
+    return pair_codes(rows, "TL2 two-part", tensor).reshape(m, two_k)
+
+
+def _sections(m: int, k: int, t: Tiling) -> tuple[int, int, int, int]:
+    """(three_k, two_k, end of magnitudes, end of signs) in bytes."""
+    three_k, two_k = tl2_split(k, t.BK)
+    return three_k, two_k, m * three_k // 6, m * three_k // 6 + m * three_k // 24
+
+
+class TL2(Layout):
+    spec = LayoutSpec(
+        name="tl2",
+        block_size=24,
+        type_size=5,  # three part: 24 weights -> 4 magnitude bytes + 1 sign byte
+        scale="sidecar:f32",
+        ggml_type=39,
+        source="microsoft/BitNet utils/convert-hf-to-gguf-bitnet.py preprocess_weights_tl2, codegen_tl2.py; "
+        "type id 39 in the 2025 fork, 42 in 2026 forks (ggml_types.BITNET_CPP_FLAVOURS)",
+    )
+
+    def check_shape(self, shape: tuple[int, ...], tensor: str | None = None, *, tiling: Tiling | KernelConfig | None = None) -> None:
+        """ShapeError naming the shape and the rule; without `tiling`, whether any tiling fits."""
+        if len(shape) != 2 or min(shape) < 1:
+            raise ShapeError(f"TL2 needs a non-empty 2-D [out, in] shape, got {list(shape)}", tensor=tensor)
+        if tiling is None:
+            choose_tiling("tl2", *shape, tensor=tensor)
+        else:
+            resolve_tiling("tl2", shape, tiling, tensor=tensor)
+
+    def nbytes(self, shape: tuple[int, int]) -> int:
+        self.check_shape(shape)
+        return tl2_nbytes(*shape)
+
+    def encode(self, weight: TernaryWeight, *, tiling: Tiling | KernelConfig | None = None, tensor: str | None = None) -> np.ndarray:
+        """The tensor's GGUF bytes (codes, zero pad, scale slot); tiling defaults to `choose_tiling`."""
+        check_ternary(weight.codes, tensor=tensor)
+        m, k = weight.shape
+        t = resolve_tiling("tl2", (m, k), tiling, tensor=tensor)
+        three_k, two_k, _, data_end = _sections(m, k, t)
+        out = np.zeros(tl2_nbytes(m, k), dtype=np.uint8)
+        magnitudes, signs = _encode_three(weight.codes[:, :three_k], t)
+        parts = [magnitudes, signs, _encode_two(weight.codes[:, three_k:], t.BM) if two_k else magnitudes[:0]]
+        np.concatenate(parts, out=out[: data_end + m * two_k // 4])
+        out[-SLOT_BYTES:] = scale_slot(weight.beta)
+        return out
+
+    def decode(
+        self,
+        data: np.ndarray,
+        shape: tuple[int, int],
+        beta: float | None = None,
+        *,
+        tiling: Tiling | KernelConfig | None = None,
+        tensor: str | None = None,
+    ) -> TernaryWeight:
+        """Codes and beta (from the scale slot unless `beta` is given) of TL2 tensor bytes."""
+        m, k = shape
+        t = resolve_tiling("tl2", (m, k), tiling, tensor=tensor)
+        flat = self._check_blob(data, shape, tensor=tensor)
+        three_k, two_k, mag_end, sign_end = _sections(m, k, t)
+        codes = np.empty((m, k), dtype=np.int8)
+        codes[:, :three_k] = _decode_three(flat[:mag_end], flat[mag_end:sign_end], m, three_k, t, tensor)
+        if two_k:
+            codes[:, three_k:] = _decode_two(flat[sign_end : sign_end + m * two_k // 4], m, two_k, t.BM, tensor)
+        return TernaryWeight(codes, slot_beta(flat[-SLOT_BYTES:]) if beta is None else np.float32(beta))
