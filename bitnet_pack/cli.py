@@ -12,18 +12,25 @@ import traceback
 import click
 
 from . import __version__
-from .errors import EXIT_FAILURE, EXIT_MISMATCH, EXIT_USAGE, BitnetPackError
+from .errors import EXIT_FAILURE, BitnetPackError
 
 EPILOG = ("Exit codes: 0 ok, 1 failure, 2 usage, 3 verification mismatch. "
           "Set BITNET_PACK_DEBUG=1 or pass --debug for tracebacks.")
 
 
 def _debug_wanted() -> bool:
-    return os.environ.get("BITNET_PACK_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:]
+    return os.environ.get("BITNET_PACK_DEBUG", "") not in ("", "0")
 
 
 class Group(click.Group):
     """Turns library errors into one line on stderr and the documented exit code."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """`--debug` is accepted anywhere on the line, not only before the command."""
+        if "--debug" in args:
+            os.environ["BITNET_PACK_DEBUG"] = "1"
+            args = [a for a in args if a != "--debug"]
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -32,6 +39,9 @@ class Group(click.Group):
             raise
         except BitnetPackError as exc:
             self._fail(str(exc), exc.exit_code)
+        except BrokenPipeError:  # `bitnet-pack inspect ... | head`: the reader left, not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except KeyboardInterrupt:
             self._fail("interrupted; nothing was written", 130)
         except (OSError, MemoryError) as exc:
@@ -63,7 +73,8 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 @click.group(cls=Group, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Show the version and the kernel path in use.")
-@click.option("--debug", is_flag=True, help="Show tracebacks for errors (or BITNET_PACK_DEBUG=1).")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors (or BITNET_PACK_DEBUG=1); "
+              "accepted anywhere on the line.")
 def main(debug: bool) -> None:
     """Move BitNet b1.58 models between layouts, and prove nothing changed on the way."""
 

@@ -39,4 +39,4 @@ def convert(source: Checkpoint, sink: Sink, *, progress: Callable[[int], None] |
         sink.abort()
         raise
     return ConvertResult(output, source.kind, len(entries), sum(e.nbytes for e in entries),
-                         sum(p.nbytes for p in planned), list(source.notes) + list(getattr(sink, "notes", [])))
+                         sum(p.nbytes for p in planned), list(source.notes))

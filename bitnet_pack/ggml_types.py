@@ -65,7 +65,7 @@ class TypeTable:
     bitnet: dict[int, BitnetType] = field(default_factory=dict)
 
     @classmethod
-    def for_target(cls, flavour: str | None) -> "TypeTable":
+    def for_target(cls, flavour: str | None) -> TypeTable:
         """`None` = mainline llama.cpp; "2025" / "2026" = a bitnet.cpp fork generation."""
         if flavour is None:
             return cls()

@@ -265,23 +265,31 @@ _KEYS = ("m", "k", "bm", "bk", "bmm")
 def read_kernel_config(path: str | os.PathLike, kind: str | None = None) -> KernelConfig:
     """Parse bitnet.cpp's kernel_config.ini. Keys are case-insensitive (as ConfigParser reads them);
     section names are free. With `kind`, every tiling is also checked against that kernel's rules."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FormatError(f"cannot read the kernel config ({exc.__class__.__name__}: {exc})", path=path) from None
+    return parse_kernel_config(text, source=path, kind=kind)
+
+
+def parse_kernel_config(text: str, source: object = "<string>", kind: str | None = None) -> KernelConfig:
+    """`read_kernel_config` for ini text already in memory (e.g. our GGUF metadata key)."""
     parser = configparser.ConfigParser()
     try:
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle)
+        parser.read_string(text)
     except configparser.Error as exc:
-        raise FormatError(f"not a kernel_config ini: {str(exc).splitlines()[0]}", path=path) from None
+        raise FormatError(f"not a kernel_config ini: {str(exc).splitlines()[0]}", path=source) from None
     entries: dict[tuple[int, int], Tiling] = {}
     sections: dict[tuple[int, int], str] = {}
     for section in parser.sections():
-        m, k, BM, BK, bm = (_int_key(parser, path, section, key) for key in _KEYS)
+        m, k, BM, BK, bm = (_int_key(parser, source, section, key) for key in _KEYS)
         if (m, k) in entries:
-            raise FormatError(f"sections [{sections[(m, k)]}] and [{section}] both tile M={m}, K={k}", path=path)
+            raise FormatError(f"sections [{sections[(m, k)]}] and [{section}] both tile M={m}, K={k}", path=source)
         entries[(m, k)], sections[(m, k)] = Tiling(BM, BK, bm), section
         if kind is not None:
             problem = tiling_violation(kind, (m, k), entries[(m, k)])
             if problem:
-                raise ShapeError(f"section [{section}]: {problem}", path=path)
+                raise ShapeError(f"section [{section}]: {problem}", path=source)
     return KernelConfig(entries)
 
 

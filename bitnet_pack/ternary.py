@@ -39,7 +39,7 @@ class TernaryWeight:
         """codes * beta in float32."""
         return self.codes.astype(np.float32) * self.beta
 
-    def same_as(self, other: "TernaryWeight") -> bool:
+    def same_as(self, other: TernaryWeight) -> bool:
         """Exact equality of codes, shape and the bits of beta."""
         return (
             self.shape == other.shape

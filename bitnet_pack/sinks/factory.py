@@ -8,7 +8,7 @@ from ..errors import UsageError
 from . import Sink
 
 SAFETENSORS_OUTTYPES = ("hf-packed", "bf16")
-GGUF_OUTTYPES: tuple[str, ...] = ()
+GGUF_OUTTYPES = ("i2_s", "i2_s_arm", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "bf16", "f32")
 
 
 def outtypes() -> tuple[str, ...]:
@@ -29,4 +29,7 @@ def make_sink(out: Path, outtype: str, **options: object) -> Sink:
     from .hf import HFSink
 
     allowed = {"force", "max_shard_size", "inputs", "extra_metadata"}
+    unused = [k for k in ("target", "arch", "kernel_config", "name") if options.get(k)]
+    if unused:
+        raise UsageError(f"--{unused[0].replace('_', '-')} applies to GGUF outputs only")
     return HFSink(out, outtype, **{k: v for k, v in options.items() if k in allowed})

@@ -1,0 +1,425 @@
+"""Streaming GGUF writer: declare every KV and tensor, write the header, then stream tensors.
+
+    GGUFWriter(path)          DECLARING  add_kv(), add_tensor()
+      .write_header()         HEADER     header written to .<name>.incomplete-<pid> beside path
+      .write_tensor() x n     HEADER     one tensor at a time, in declaration order
+      .finish()               FINISHED   flush, fsync, rename onto path
+      .abort() / exception    ABORTED    temporary file removed (a failed write: FAILED)
+
+    data: [tensor 0][zeros to alignment][tensor 1][zeros]...    offset_i+1 = offset_i + pad(nbytes_i)
+
+Bytes are deterministic (keys and tensors in the order added, no timestamps). Memory: the
+header plus one chunk of the tensor being written; ndarrays and buffers are written from
+views, never copied whole.
+
+Inferred value types (pass vtype=/subtype= for exact control): bool -> BOOL; int -> UINT32 if
+0 <= v < 2^32, else INT32 if it fits, else INT64, else UINT64; float -> FLOAT32; str -> STRING;
+numpy scalar -> its dtype; list/tuple -> ARRAY of the common element type (ints: the first of
+UINT32/INT32/INT64/UINT64 that holds all; any float -> FLOAT32); 1-D ndarray -> ARRAY of its
+dtype; list of lists -> ARRAY of ARRAY; a `KVField` -> its own types.
+"""
+from __future__ import annotations
+
+import enum
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from gguf import GGUF_DEFAULT_ALIGNMENT, GGUF_VERSION, GGUFValueType, Keys
+
+from ..errors import DuplicateTensor, UnknownTensorType, UsageError
+from ..ggml_types import TypeTable, pad
+from .gguf_read import ARRAY_DTYPES, MAGIC_BYTES, MAX_ARRAY_DEPTH, MAX_DIMS, SCALAR_FORMATS, KVField
+
+__all__ = ["GGUFWriter", "infer_vtype", "iter_chunks"]
+
+CHUNK_BYTES = 16 << 20
+MAX_NAME_BYTES = 63  # ggml's GGML_MAX_NAME is 64 including the NUL
+_U32, _U64, _I64 = struct.Struct("<I"), struct.Struct("<Q"), struct.Struct("<q")
+_VT = GGUFValueType
+_INT_RANGES = ((_VT.UINT32, 0, (1 << 32) - 1), (_VT.INT32, -(1 << 31), (1 << 31) - 1),
+               (_VT.INT64, -(1 << 63), (1 << 63) - 1), (_VT.UINT64, 0, (1 << 64) - 1))
+_DTYPE_VTYPES = {dt: vt for vt, dt in ARRAY_DTYPES.items() if vt != _VT.BOOL} | {np.dtype(bool): _VT.BOOL}
+
+
+class _State(enum.Enum):
+    DECLARING = "declaring"
+    HEADER = "header written"
+    FINISHED = "finished"
+    ABORTED = "aborted"
+    FAILED = "failed (call abort())"
+
+
+class _Tensor(NamedTuple):
+    name: str
+    ne: tuple[int, ...]
+    type_id: int
+    nbytes: int
+    offset: int
+
+
+class GGUFWriter:
+    """Write one GGUF file (see the module docstring). `types`, when given, checks type ids
+    and fills in / checks each tensor's nbytes."""
+
+    def __init__(self, path: str | Path, *, alignment: int = GGUF_DEFAULT_ALIGNMENT,
+                 types: TypeTable | None = None, chunk_bytes: int = CHUNK_BYTES):
+        if not 0 < alignment < 1 << 32 or alignment & (alignment - 1):
+            raise UsageError(f"alignment must be a power of two below 2^32, got {alignment}")
+        self.path = Path(path)
+        self.alignment, self.types, self.chunk_bytes = alignment, types, chunk_bytes
+        self.data_start: int | None = None
+        self._kv: dict[str, bytes] = {}
+        self._tensors: list[_Tensor] = []
+        self._names: set[str] = set()
+        self._data_size = 0
+        self._next = 0
+        self._file = None
+        self._tmp = self.path.with_name(f".{self.path.name}.incomplete-{os.getpid()}")
+        self._state = _State.DECLARING
+
+    # -- declarations ----------------------------------------------------------------------
+    def add_kv(self, key: str, value: Any, vtype: GGUFValueType | None = None,
+               subtype: GGUFValueType | None = None) -> None:
+        self._require(_State.DECLARING, "add_kv")
+        encode_string(key)  # a str, or UsageError now rather than at write_header()
+        if key in self._kv:
+            raise UsageError(f"key {key!r} was already added", path=self.path)
+        if isinstance(value, KVField):
+            value, vtype, subtype = value.value, value.vtype if vtype is None else vtype, value.subtype
+        if vtype is None:
+            vtype, subtype = infer_vtype(value)
+        if key == Keys.General.ALIGNMENT and not (
+                vtype == _VT.UINT32 and isinstance(value, (int, np.integer)) and value == self.alignment):
+            raise UsageError(f"{key!r} must be uint32 {self.alignment} (the writer's alignment), "
+                             f"got {_VT(vtype).name.lower()} {value!r}", path=self.path)
+        self._kv[key] = _U32.pack(vtype) + encode_value(_VT(vtype), value, subtype, f"key {key!r}")
+
+    def add_tensor(self, name: str, shape: tuple[int, ...], type_id: int, nbytes: int | None = None) -> int:
+        """Declare a tensor of torch-order `shape`; returns its offset relative to data_start."""
+        self._require(_State.DECLARING, "add_tensor")
+        self._check_name(name)
+        shape = tuple(int(d) for d in shape)
+        if not 1 <= len(shape) <= MAX_DIMS or min(shape) < 1:
+            raise UsageError(f"shape {list(shape)} must have 1..{MAX_DIMS} dimensions, all > 0",
+                             path=self.path, tensor=name)
+        nbytes = self._checked_nbytes(name, shape, type_id, nbytes)
+        tensor = _Tensor(name, shape[::-1], type_id, nbytes, self._data_size)
+        self._tensors.append(tensor)
+        self._names.add(name)
+        self._data_size += pad(nbytes, self.alignment)
+        return tensor.offset
+
+    def _check_name(self, name: str) -> None:
+        size = len(encode_string(name)) - 8
+        if not 0 < size <= MAX_NAME_BYTES:
+            raise UsageError(f"tensor names must be 1..{MAX_NAME_BYTES} UTF-8 bytes (ggml's limit), "
+                             f"got {size}", path=self.path, tensor=name)
+        if name in self._names:
+            raise DuplicateTensor("declared twice", path=self.path, tensor=name)
+
+    def _checked_nbytes(self, name: str, shape: tuple[int, ...], type_id: int, nbytes: int | None) -> int:
+        if not 0 <= type_id < 1 << 32:
+            raise UnknownTensorType(f"type id {type_id} does not fit a u32", path=self.path, tensor=name)
+        expected = None
+        if self.types is not None:
+            if self.types.name(type_id) is None:
+                raise UnknownTensorType(f"type id {type_id} is unknown to the writer's type table "
+                                        f"(flavour {self.types.flavour!r})", path=self.path, tensor=name)
+            expected = self.types.nbytes(type_id, shape)
+            if expected is None:
+                raise UsageError(f"{self.types.name(type_id)} cannot hold shape {list(shape)}",
+                                 path=self.path, tensor=name)
+        nbytes = expected if nbytes is None else int(nbytes)
+        if nbytes is None or nbytes <= 0 or (expected is not None and nbytes != expected):
+            rule = "pass nbytes= or types=" if nbytes is None else f"the type table says {expected}"
+            raise UsageError(f"nbytes {nbytes} for shape {list(shape)} type {type_id}: {rule}",
+                             path=self.path, tensor=name)
+        return nbytes
+
+    # -- header ----------------------------------------------------------------------------
+    def write_header(self) -> None:
+        self._require(_State.DECLARING, "write_header")
+        kv = dict(self._kv)
+        if Keys.General.ALIGNMENT not in kv and self.alignment != GGUF_DEFAULT_ALIGNMENT:
+            kv[Keys.General.ALIGNMENT] = _U32.pack(_VT.UINT32) + _U32.pack(self.alignment)
+        parts = [MAGIC_BYTES, _U32.pack(GGUF_VERSION), _U64.pack(len(self._tensors)), _U64.pack(len(kv))]
+        for key, encoded in kv.items():
+            parts += [encode_string(key), encoded]
+        for t in self._tensors:
+            parts += [encode_string(t.name), _U32.pack(len(t.ne)), *(_I64.pack(n) for n in t.ne),
+                      _U32.pack(t.type_id), _U64.pack(t.offset)]
+        header = b"".join(parts)
+        self.data_start = pad(len(header), self.alignment)
+        with self._writing():
+            self._file = open(self._tmp, "wb")
+            self._file.write(header + bytes(self.data_start - len(header)))
+        self._state = _State.HEADER
+
+    # -- tensor data -----------------------------------------------------------------------
+    def write_tensor(self, name: str, data: Any) -> None:
+        """Write the next tensor's bytes (bytes-like or ndarray, any layout), then its padding."""
+        tensor = self._expect_next(name)
+        chunks, size = _chunks(data, self.chunk_bytes)
+        if size != tensor.nbytes:
+            raise UsageError(f"data is {size} bytes but the tensor was declared with {tensor.nbytes}",
+                             path=self.path, tensor=name)
+        with self._writing():
+            for chunk in chunks:
+                self._file.write(chunk)
+            self._end_tensor(tensor)
+
+    def write_tensor_chunks(self, name: str, chunks: Iterable[Any]) -> None:
+        """Stream the next tensor from pieces (bytes-like or ndarrays) whose sizes add up to nbytes."""
+        tensor = self._expect_next(name)
+        written = 0
+        with self._writing():
+            for piece in chunks:
+                for chunk in _chunks(piece, self.chunk_bytes)[0]:
+                    written += memoryview(chunk).nbytes
+                    if written > tensor.nbytes:
+                        raise UsageError(f"chunks exceed the declared {tensor.nbytes} bytes", path=self.path,
+                                         tensor=name)
+                    self._file.write(chunk)
+            if written != tensor.nbytes:
+                raise UsageError(f"chunks add up to {written} bytes, declared {tensor.nbytes}", path=self.path,
+                                 tensor=name)
+            self._end_tensor(tensor)
+
+    def _expect_next(self, name: str) -> _Tensor:
+        self._require(_State.HEADER, "write_tensor")
+        if self._next >= len(self._tensors):
+            raise UsageError(f"all {len(self._tensors)} declared tensors are already written", path=self.path,
+                             tensor=name)
+        tensor = self._tensors[self._next]
+        if tensor.name != name:
+            raise UsageError(f"tensors are written in declaration order: {tensor.name!r} (#{self._next}) "
+                             "comes next", path=self.path, tensor=name)
+        return tensor
+
+    def _end_tensor(self, tensor: _Tensor) -> None:
+        self._file.write(bytes(pad(tensor.nbytes, self.alignment) - tensor.nbytes))
+        self._next += 1
+
+    # -- ending ----------------------------------------------------------------------------
+    def finish(self) -> Path:
+        """Flush, fsync and rename the temporary file onto `path`; returns `path`."""
+        if self._state is _State.DECLARING:
+            self.write_header()
+        self._require(_State.HEADER, "finish")
+        if self._next < len(self._tensors):
+            missing = self._tensors[self._next].name
+            raise UsageError(f"tensor {missing!r} (#{self._next} of {len(self._tensors)}) was declared but not "
+                             "written", path=self.path)
+        with self._writing():
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self.path)
+            _fsync_dir(self.path.parent)
+        self._state = _State.FINISHED
+        return self.path
+
+    def abort(self) -> None:
+        """Close and delete the temporary file; `path` is never touched. Safe to call twice."""
+        if self._state is _State.FINISHED:
+            return
+        if self._file is not None:
+            self._file.close()
+        self._tmp.unlink(missing_ok=True)
+        self._state = _State.ABORTED
+
+    def __enter__(self) -> GGUFWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif self._state not in (_State.FINISHED, _State.ABORTED):
+            try:
+                self.finish()
+            except BaseException:
+                self.abort()
+                raise
+
+    def _require(self, state: _State, call: str) -> None:
+        if self._state is not state:
+            raise UsageError(f"{call}() needs the writer to be {state.value}, it is {self._state.value}",
+                             path=self.path)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Once bytes may be half-written, any failure leaves the writer FAILED (only abort())."""
+        try:
+            yield
+        except BaseException:
+            self._state = _State.FAILED
+            raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- chunks ----------------------------------------------------------------------------------
+def iter_chunks(data: Any, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Any]:
+    """Little-endian C-order byte pieces of an ndarray or buffer, views where possible."""
+    return _chunks(data, chunk_bytes)[0]
+
+
+def _chunks(data: Any, chunk_bytes: int) -> tuple[Iterator[Any], int]:
+    if isinstance(data, np.ndarray):
+        if data.dtype.hasobject:
+            raise UsageError(f"cannot write an ndarray of {data.dtype}")
+        return _array_chunks(data, chunk_bytes), data.nbytes
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise UsageError(f"tensor data must be bytes-like or an ndarray, got {type(data).__name__}") from None
+    if not view.c_contiguous:
+        return _array_chunks(np.asarray(view), chunk_bytes), view.nbytes
+    flat = view.cast("B") if view.ndim != 1 or view.format != "B" else view
+    return (flat[i: i + chunk_bytes] for i in range(0, flat.nbytes, chunk_bytes)), flat.nbytes
+
+
+def _array_chunks(arr: np.ndarray, chunk_bytes: int) -> Iterator[np.ndarray]:
+    little = arr.dtype.newbyteorder("<")
+    if arr.flags.c_contiguous and little == arr.dtype:
+        flat = arr.reshape(-1).view(np.uint8)
+        for i in range(0, flat.size, chunk_bytes):
+            yield flat[i: i + chunk_bytes]
+        return
+    rows = arr.reshape(1) if arr.ndim == 0 else arr
+    step = max(1, chunk_bytes // max(1, rows[:1].nbytes))
+    for i in range(0, rows.shape[0], step):
+        yield np.ascontiguousarray(rows[i: i + step], dtype=little).reshape(-1).view(np.uint8)
+
+
+# -- value encoding --------------------------------------------------------------------------
+def infer_vtype(value: Any) -> tuple[GGUFValueType, GGUFValueType | None]:
+    """(vtype, subtype) for a Python/numpy value, by the rules in the module docstring."""
+    if isinstance(value, KVField):
+        return value.vtype, value.subtype
+    if isinstance(value, (bool, np.bool_)):
+        return _VT.BOOL, None
+    if isinstance(value, np.generic):
+        return _dtype_vtype(value.dtype), None
+    if isinstance(value, int):
+        return _int_vtype(value, value), None
+    if isinstance(value, float):
+        return _VT.FLOAT32, None
+    if isinstance(value, str):
+        return _VT.STRING, None
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            raise UsageError(f"metadata arrays must be 1-D, got shape {list(value.shape)}")
+        return _VT.ARRAY, _dtype_vtype(value.dtype)
+    if isinstance(value, (list, tuple)):
+        return _VT.ARRAY, _infer_elements(value)
+    raise UsageError(f"cannot store a {type(value).__name__} as a GGUF value")
+
+
+def _dtype_vtype(dtype: np.dtype) -> GGUFValueType:
+    vtype = _DTYPE_VTYPES.get(np.dtype(dtype).newbyteorder("<"))
+    if vtype is None:
+        raise UsageError(f"no GGUF value type for numpy {dtype}")
+    return vtype
+
+
+def _int_vtype(lo: int, hi: int) -> GGUFValueType:
+    for vtype, low, high in _INT_RANGES:
+        if low <= lo and hi <= high:
+            return vtype
+    raise UsageError(f"integers {lo}..{hi} do not fit any GGUF integer type")
+
+
+def _infer_elements(values: list | tuple) -> GGUFValueType:
+    if not values:
+        raise UsageError("an empty array needs an explicit subtype=")
+    if all(isinstance(v, str) for v in values):
+        return _VT.STRING
+    if all(isinstance(v, (bool, np.bool_)) for v in values):
+        return _VT.BOOL
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return _int_vtype(min(values), max(values))
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return _VT.FLOAT32
+    if all(isinstance(v, (list, tuple, np.ndarray, KVField)) for v in values):
+        return _VT.ARRAY
+    kinds = [type(v).__name__ for v in values[:4]]
+    raise UsageError(f"cannot infer one element type for {kinds}...; pass subtype=")
+
+
+def encode_string(text: str) -> bytes:
+    if not isinstance(text, str):
+        raise UsageError(f"a GGUF string must be str, got {type(text).__name__}")
+    raw = text.encode("utf-8")
+    return _U64.pack(len(raw)) + raw
+
+
+def encode_value(vtype: GGUFValueType, value: Any, subtype: GGUFValueType | None, where: str,
+                 depth: int = 0) -> bytes:
+    """The value's bytes (without its own u32 type tag)."""
+    if vtype == _VT.STRING:
+        return encode_string(value)
+    if vtype == _VT.ARRAY:
+        return _encode_array(value, subtype, where, depth)
+    if vtype == _VT.BOOL and not (isinstance(value, (bool, np.bool_)) or value in (0, 1)):
+        raise UsageError(f"{where}: a bool must be True/False or 0/1, got {value!r}")
+    try:
+        return SCALAR_FORMATS[vtype].pack(value)
+    except (struct.error, OverflowError, TypeError) as err:
+        raise UsageError(f"{where}: {value!r} does not fit {vtype.name.lower()} ({err})") from None
+
+
+def _encode_array(values: Any, subtype: GGUFValueType | None, where: str, depth: int) -> bytes:
+    if isinstance(values, KVField):
+        values, subtype = values.value, values.subtype if subtype is None else subtype
+    if subtype is None:
+        subtype = infer_vtype(values)[1]
+    subtype = _VT(subtype)
+    head = _U32.pack(subtype) + _U64.pack(len(values))
+    if subtype == _VT.STRING:
+        return head + b"".join(encode_string(v) for v in values)
+    if subtype == _VT.ARRAY:
+        if depth + 1 >= MAX_ARRAY_DEPTH:
+            raise UsageError(f"{where}: arrays nest deeper than {MAX_ARRAY_DEPTH}")
+        inner = (_encode_array(v, None, f"{where}[{i}]", depth + 1) for i, v in enumerate(values))
+        return head + b"".join(inner)
+    return head + _numeric_array(values, subtype, where).tobytes()
+
+
+def _numeric_array(values: Any, subtype: GGUFValueType, where: str) -> np.ndarray:
+    dtype = ARRAY_DTYPES[subtype]
+    src = np.asarray(values)
+    if src.ndim != 1 or src.dtype.kind not in "biuf" and src.size:
+        raise UsageError(f"{where}: a {subtype.name.lower()} array needs a flat list of numbers, "
+                         f"got {src.dtype} shape {list(src.shape)}")
+    if src.size == 0:
+        return np.zeros(0, dtype)
+    if subtype == _VT.BOOL or dtype.kind in "iu":
+        if src.dtype.kind == "f":
+            raise UsageError(f"{where}: floats cannot be stored in a {subtype.name.lower()} array")
+        lo, hi = int(src.min()), int(src.max())
+        low, high = (0, 1) if subtype == _VT.BOOL else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+        if lo < low or hi > high:
+            raise UsageError(f"{where}: values {lo}..{hi} do not fit a {subtype.name.lower()} array")
+        return src.astype(dtype)
+    with np.errstate(over="ignore"):
+        out = src.astype(dtype)
+    if np.any(np.isinf(out) & np.isfinite(src)):
+        raise UsageError(f"{where}: values overflow {subtype.name.lower()}")
+    return out
