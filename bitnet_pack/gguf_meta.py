@@ -72,6 +72,9 @@ def hparam_kvs(config: dict, target: Target) -> list[tuple[str, object, VT]]:
         (f"{arch}.attention.head_count_kv", int(config.get("num_key_value_heads") or heads), VT.UINT32),
         (f"{arch}.attention.layer_norm_rms_epsilon", float(config.get("rms_norm_eps", 1e-5)), VT.FLOAT32),
         (f"{arch}.rope.freq_base", rope_theta(config), VT.FLOAT32),
+        # both runtimes' converters write this no-op scaling for BitNet
+        (f"{arch}.rope.scaling.type", "linear", VT.STRING),
+        (f"{arch}.rope.scaling.factor", 1.0, VT.FLOAT32),
     ]
     if not target.is_bitnet_cpp:
         kvs.append((f"{arch}.hidden_activation", str(config.get("hidden_act", "relu2")), VT.STRING))

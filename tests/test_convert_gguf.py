@@ -30,8 +30,11 @@ def convert(src: Path, out: Path, outtype: str, *extra: str) -> Path:
 
 
 def hparams(file: GGUFFile) -> dict[str, object]:
+    """{arch}.* keys without the arch prefix; rope.scaling (linear, factor 1: a no-op that
+    convert-hf-to-gguf-bitnet.py and llama.cpp's converter write, convert-ms does not) left out."""
     arch = file.architecture
-    return {k[len(arch) + 1:]: file.get(k) for k in file.kv if k.startswith(arch + ".")}
+    return {k[len(arch) + 1:]: file.get(k) for k in file.kv
+            if k.startswith(arch + ".") and ".rope.scaling." not in k}
 
 
 def test_i2s_from_master_equals_bitnet_cpps_official_route(tiny_a: Path, tmp_path: Path) -> None:
@@ -90,7 +93,7 @@ def test_packed_through_gguf_and_back_is_byte_identical(outtype: str, tiny_a: Pa
     ours, theirs = SafetensorsDir(back), SafetensorsDir(tiny_a / "tiny-a-packed")
     assert set(ours.where) == set(theirs.where)
     for name in theirs.where:
-        if name != "model.embed_tokens.weight" or outtype == "f16":
+        if name != "model.embed_tokens.weight":  # F16 in every GGUF: see the next test
             assert ours.raw(name).tobytes() == theirs.raw(name).tobytes(), name
     config = json.loads((back / "config.json").read_text())
     expected = json.loads((tiny_a / "tiny-a-packed" / "config.json").read_text())

@@ -29,7 +29,7 @@ def make_sink(out: Path, outtype: str, **options: object) -> Sink:
     from .hf import HFSink
 
     allowed = {"force", "max_shard_size", "inputs", "extra_metadata"}
-    unused = [k for k in ("target", "arch", "kernel_config", "name") if options.get(k)]
+    unused = [k for k in ("target", "arch", "name") if options.get(k)]
     if unused:
         raise UsageError(f"--{unused[0].replace('_', '-')} applies to GGUF outputs only")
     return HFSink(out, outtype, **{k: v for k, v in options.items() if k in allowed})
