@@ -18,8 +18,8 @@ def f32_to_bf16(values: np.ndarray) -> np.ndarray:
     NaN stays a quiet NaN; Inf stays Inf.
     """
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
-    lsb = (bits >> 16) & 1
-    rounded = ((bits.astype(np.uint64) + 0x7FFF + lsb) >> 16).astype(np.uint16)
+    # uint32 wraps only for NaN bit patterns, which are replaced below
+    rounded = ((bits + np.uint32(0x7FFF) + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
     nan = np.isnan(values)
     if nan.any():
         rounded = np.where(nan, ((bits >> 16) | 0x40).astype(np.uint16), rounded)
