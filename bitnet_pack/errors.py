@@ -50,6 +50,14 @@ class OffsetOutOfRange(FormatError):
     """A tensor's offset or size reaches past the data section."""
 
 
+class MissingTensor(FormatError):
+    """A tensor the architecture needs is absent."""
+
+
+class UnexpectedTensor(FormatError):
+    """A tensor the architecture has no place for."""
+
+
 class DuplicateTensor(FormatError):
     """A tensor name appears twice."""
 

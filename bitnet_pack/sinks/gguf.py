@@ -131,7 +131,27 @@ class GGUFSink(Sink):
             self.writer.write_tensor(gguf_name, self._encode_linear(value))
         else:
             type_name = self._tensor_type(entry)[0]
-            self.writer.write_tensor_chunks(gguf_name, _float_chunks(value, type_name))
+            self.writer.write_tensor_chunks(gguf_name, self._float_chunks(entry.name, value, type_name))
+
+    def _float_chunks(self, name: str, tensor: Tensor, type_name: str):
+        """Row chunks of a float tensor converted to `type_name`: the 2B4T embedding (656 MB
+        as F16) never exists whole in another dtype. Values F16 cannot hold are counted."""
+        data = tensor.data
+        rows = data.reshape(data.shape[0], -1) if data.ndim > 1 else data.reshape(1, -1)
+        inexact = 0
+        for start in range(0, rows.shape[0], CHUNK_ROWS):
+            part = Tensor(tensor.dtype, rows[start:start + CHUNK_ROWS])
+            if tensor.dtype == type_name:
+                yield part.data
+                continue
+            values = part.f32()
+            converted = _convert_float(values, type_name)
+            if type_name == "F16":
+                inexact += int(np.count_nonzero(converted.astype(np.float32) != values))
+            yield converted
+        if inexact:
+            self.notes.append(f"{name}: {inexact} of {data.size} values are not exact in F16 (below its normal "
+                              "range or above 65504); --embedding-type bf16 or f32 keeps them")
 
     def _encode_linear(self, weight: TernaryWeight) -> np.ndarray:
         if self.layout is None:
@@ -168,16 +188,6 @@ class GGUFSink(Sink):
     def abort(self) -> None:
         if hasattr(self, "writer"):
             self.writer.abort()
-
-
-def _float_chunks(tensor: Tensor, type_name: str):
-    """Row chunks of a float tensor converted to `type_name`: the 2B4T embedding (656 MB as
-    F16) never exists whole in another dtype."""
-    data = tensor.data
-    rows = data.reshape(data.shape[0], -1) if data.ndim > 1 else data.reshape(1, -1)
-    for start in range(0, rows.shape[0], CHUNK_ROWS):
-        part = Tensor(tensor.dtype, rows[start:start + CHUNK_ROWS])
-        yield part.data if tensor.dtype == type_name else _convert_float(part.f32(), type_name)
 
 
 def _convert_float(values: np.ndarray, type_name: str) -> np.ndarray:

@@ -1,0 +1,48 @@
+"""Loading a checkpoint into the model, and its tokenizer files, for verify and generate."""
+from __future__ import annotations
+
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ..checkpoints import Tensor, open_checkpoint
+from ..errors import MissingFile, UsageError
+from ..model import BitNetModel
+
+
+def read_options(path: Path, kernel_config: Path | None) -> dict:
+    return {"kernel_config": kernel_config} if path.suffix == ".gguf" else {}
+
+
+@contextmanager
+def loaded(path: Path, numerics: str, kernel_config: Path | None = None) -> Iterator[tuple[BitNetModel, Path]]:
+    """(model, tokenizer.json path): the tokenizer files as the checkpoint has them, or as
+    rebuilt from GGUF metadata into a temporary directory."""
+    with open_checkpoint(path, **read_options(path, kernel_config)) as source:
+        weights = {}
+        for entry in source.entries():
+            value = entry.load()
+            weights[entry.name] = value.f32() if isinstance(value, Tensor) else value
+        model = BitNetModel(source.config, weights, numerics=numerics)
+        with tempfile.TemporaryDirectory(prefix="bitnet-pack-tok-") as scratch:
+            for name, data in source.aux_files.items():
+                (Path(scratch) / name).write_bytes(data)
+            yield model, Path(scratch) / "tokenizer.json"
+
+
+def prompt_ids(ids: str | None, prompt: str | None, tokenizer_json: Path) -> list[int]:
+    """--ids 1,2,3 as given, or --prompt encoded with the checkpoint's tokenizer."""
+    if ids is not None:
+        try:
+            parsed = [int(x) for x in ids.replace(" ", "").split(",") if x]
+        except ValueError:
+            raise UsageError(f"--ids must be comma-separated integers, got {ids!r}") from None
+        if not parsed:
+            raise UsageError("--ids is empty")
+        return parsed
+    if not tokenizer_json.is_file():
+        raise MissingFile("no tokenizer.json to encode --prompt with: pass --ids instead", path=tokenizer_json.parent)
+    from ..generate import encode_prompt, load_tokenizer
+
+    return encode_prompt(load_tokenizer(tokenizer_json), prompt or "", tokenizer_json)

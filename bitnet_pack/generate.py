@@ -1,0 +1,74 @@
+"""Greedy text generation with a checkpoint's `tokenizer.json` (HF `tokenizers`).
+
+BOS follows the tokenizer: its post-processor adds it when it says so (Llama 3's
+TemplateProcessing does); otherwise `add_bos_token: true` in a `tokenizer_config.json`
+beside it prepends `bos_token`. Nothing is added when neither asks (transformers does the
+same: tiny-a's LlamaTokenizer encodes without BOS). Decoding stops at the first EOS: the
+tokenizer_config.json `eos_token` or any `eos_token_id` (an int or a list) of a
+generation_config.json beside it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import MissingFile, UsageError
+from .model import BitNetModel
+
+
+def load_tokenizer(tokenizer_json_path: str | Path):
+    from tokenizers import Tokenizer
+
+    path = Path(tokenizer_json_path)
+    if not path.is_file():
+        raise MissingFile("tokenizer.json is missing", path=path)
+    return Tokenizer.from_file(str(path))
+
+
+def encode_prompt(tokenizer, prompt: str, tokenizer_json_path: str | Path) -> list[int]:
+    """Token ids of `prompt` with BOS exactly where the tokenizer's files put it."""
+    ids = tokenizer.encode(prompt, add_special_tokens=True).ids
+    bos = _configured_bos(tokenizer, Path(tokenizer_json_path).parent)
+    if bos is not None and ids[:1] != [bos]:
+        ids = [bos, *ids]
+    if not ids:
+        raise UsageError("the prompt encodes to no tokens")
+    return ids
+
+
+def _special_id(tokenizer, config: dict, key: str) -> int | None:
+    token = config.get(key)
+    if isinstance(token, dict):  # {"content": "<s>", ...} in older configs
+        token = token.get("content")
+    return None if token is None else tokenizer.token_to_id(token)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _read_tokenizer_config(directory: Path) -> dict:
+    return _read_json(directory / "tokenizer_config.json")
+
+
+def eos_ids(tokenizer, directory: Path) -> set[int]:
+    """Ids that end generation, from tokenizer_config.json and generation_config.json."""
+    found = _read_json(directory / "generation_config.json").get("eos_token_id")
+    ids = set(found if isinstance(found, list) else [] if found is None else [found])
+    eos = _special_id(tokenizer, _read_tokenizer_config(directory), "eos_token")
+    return ids | ({eos} if eos is not None else set())
+
+
+def _configured_bos(tokenizer, directory: Path) -> int | None:
+    """BOS id when tokenizer_config.json sets add_bos_token true, else None."""
+    config = _read_tokenizer_config(directory)
+    return _special_id(tokenizer, config, "bos_token") if config.get("add_bos_token") is True else None
+
+
+def generate_text(model: BitNetModel, tokenizer_json_path: str | Path, prompt: str, n_tokens: int) -> str:
+    """Greedy-decode up to `n_tokens` after `prompt`; the new text only (stops at EOS)."""
+    tokenizer = load_tokenizer(tokenizer_json_path)
+    ids, _ = model.generate_ids(encode_prompt(tokenizer, prompt, tokenizer_json_path), n_tokens)
+    stops = eos_ids(tokenizer, Path(tokenizer_json_path).parent)
+    ended = next((i for i, token in enumerate(ids) if token in stops), len(ids))
+    return tokenizer.decode(ids[:ended], skip_special_tokens=True)
