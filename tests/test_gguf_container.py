@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bitnet_pack.containers.gguf import FLAVOUR_KEY, GGUFFile, GGUFWriter, KVField, iter_chunks
-from bitnet_pack.containers.gguf_write import infer_vtype
+from bitnet_pack.containers.gguf_values import infer_vtype
 from bitnet_pack.dtypes import bf16_to_f32, f32_to_bf16
 from bitnet_pack.errors import BitnetPackError, DuplicateTensor, FormatError, UnknownTensorType, UsageError
 from bitnet_pack.ggml_types import TypeTable, i2s_nbytes, pad, tl1_nbytes, tl2_nbytes

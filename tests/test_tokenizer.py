@@ -25,8 +25,8 @@ from bitnet_pack.tokenizer import (
     LLAMA3_SPLIT_CASED,
     gguf_tokenizer_metadata,
     pre_tokenizer_name,
-    tokenizer_files_from_gguf,
 )
+from bitnet_pack.tokenizer_reverse import tokenizer_files_from_gguf
 from bitnet_pack.tokenizer_spm import parse_sentencepiece_model
 
 LLAMA3_CONFIG = {"vocab_size": 128256, "bos_token_id": 128000, "eos_token_id": 128001}

@@ -23,7 +23,7 @@ from ..kernel_config import KernelConfig, parse_kernel_config, read_kernel_confi
 from ..layouts import get_layout
 from ..names import to_hf
 from ..ternary import TernaryWeight, check_ternary
-from ..tokenizer import tokenizer_files_from_gguf
+from ..tokenizer_reverse import tokenizer_files_from_gguf
 from . import Checkpoint, Entry, Tensor, is_projection
 
 FLOAT_TYPES = {"F32": ("F32", "<f4"), "F16": ("F16", "<f2"), "BF16": ("BF16", "<u2")}

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from ..checkpoints import Tensor, open_checkpoint
 from ..errors import MissingFile, UsageError

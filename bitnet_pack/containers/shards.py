@@ -96,8 +96,8 @@ class ShardedWriter:
         self.directory = directory
         groups = _split(sorted(plans, key=lambda p: p.name), max_shard_size)
         names = [SINGLE] if len(groups) == 1 else [SHARD_NAME.format(i + 1, len(groups)) for i in range(len(groups))]
-        self.writers = [SafetensorsWriter(directory / n, g, metadata) for n, g in zip(names, groups)]
-        self.route = {p.name: w for w, g in zip(self.writers, groups) for p in g}
+        self.writers = [SafetensorsWriter(directory / n, g, metadata) for n, g in zip(names, groups, strict=True)]
+        self.route = {p.name: w for w, g in zip(self.writers, groups, strict=True) for p in g}
         self.total = sum(p.nbytes for p in plans)
         self.sharded = len(groups) > 1
 

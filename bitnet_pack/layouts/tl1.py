@@ -74,7 +74,29 @@ def slot_beta(slot: np.ndarray) -> np.float32:
     return np.frombuffer(slot[:4].tobytes(), dtype="<f4")[0].astype(np.float32)
 
 
-class TL1(Layout):
+class TiledLayout(Layout):
+    """What TL1 and TL2 share: bytes that depend on a tiling, sizes from bitnet.cpp's nbytes."""
+
+    kind = ""  # "tl1" / "tl2": the kernel_config rules that apply
+    size = staticmethod(tl1_nbytes)
+
+    def check_shape(self, shape: tuple[int, ...], tensor: str | None = None, *,
+                    tiling: Tiling | KernelConfig | None = None) -> None:
+        """ShapeError naming the shape and the rule; without `tiling`, whether any tiling fits."""
+        if len(shape) != 2 or min(shape) < 1:
+            raise ShapeError(f"{self.kind.upper()} needs a non-empty 2-D [out, in] shape, got {list(shape)}",
+                             tensor=tensor)
+        if tiling is None:
+            choose_tiling(self.kind, *shape, tensor=tensor)
+        else:
+            resolve_tiling(self.kind, shape, tiling, tensor=tensor)
+
+    def nbytes(self, shape: tuple[int, int]) -> int:
+        self.check_shape(shape)
+        return self.size(*shape)
+
+
+class TL1(TiledLayout):
     spec = LayoutSpec(
         name="tl1",
         block_size=4,
@@ -83,19 +105,7 @@ class TL1(Layout):
         ggml_type=38,
         source="microsoft/BitNet utils/convert-hf-to-gguf-bitnet.py preprocess_weights_tl1, codegen_tl1.py",
     )
-
-    def check_shape(self, shape: tuple[int, ...], tensor: str | None = None, *, tiling: Tiling | KernelConfig | None = None) -> None:
-        """ShapeError naming the shape and the rule; without `tiling`, whether any tiling fits."""
-        if len(shape) != 2 or min(shape) < 1:
-            raise ShapeError(f"TL1 needs a non-empty 2-D [out, in] shape, got {list(shape)}", tensor=tensor)
-        if tiling is None:
-            choose_tiling("tl1", *shape, tensor=tensor)
-        else:
-            resolve_tiling("tl1", shape, tiling, tensor=tensor)
-
-    def nbytes(self, shape: tuple[int, int]) -> int:
-        self.check_shape(shape)
-        return tl1_nbytes(*shape)
+    kind = "tl1"
 
     def encode(self, weight: TernaryWeight, *, tiling: Tiling | KernelConfig | None = None, tensor: str | None = None) -> np.ndarray:
         """The tensor's GGUF bytes (codes + scale slot); tiling defaults to `choose_tiling`."""

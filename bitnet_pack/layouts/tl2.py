@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import NotTernary, ShapeError
+from ..errors import NotTernary
 from ..ggml_types import tl2_nbytes
-from ..kernel_config import KernelConfig, Tiling, choose_tiling, resolve_tiling, tl2_split
+from ..kernel_config import KernelConfig, Tiling, resolve_tiling, tl2_split
 from ..ternary import TernaryWeight, check_ternary
-from . import Layout, LayoutSpec
-from .tl1 import SLOT_BYTES, pair_bytes, pair_codes, scale_slot, slot_beta
+from . import LayoutSpec
+from .tl1 import SLOT_BYTES, TiledLayout, pair_bytes, pair_codes, scale_slot, slot_beta
 
 ROW_SWAP = [0, 2, 1, 3]  # its own inverse
 TWO_BK = 32
@@ -106,7 +106,7 @@ def _sections(m: int, k: int, t: Tiling) -> tuple[int, int, int, int]:
     return three_k, two_k, m * three_k // 6, m * three_k // 6 + m * three_k // 24
 
 
-class TL2(Layout):
+class TL2(TiledLayout):
     spec = LayoutSpec(
         name="tl2",
         block_size=24,
@@ -116,19 +116,8 @@ class TL2(Layout):
         source="microsoft/BitNet utils/convert-hf-to-gguf-bitnet.py preprocess_weights_tl2, codegen_tl2.py; "
         "type id 39 in the 2025 fork, 42 in 2026 forks (ggml_types.BITNET_CPP_FLAVOURS)",
     )
-
-    def check_shape(self, shape: tuple[int, ...], tensor: str | None = None, *, tiling: Tiling | KernelConfig | None = None) -> None:
-        """ShapeError naming the shape and the rule; without `tiling`, whether any tiling fits."""
-        if len(shape) != 2 or min(shape) < 1:
-            raise ShapeError(f"TL2 needs a non-empty 2-D [out, in] shape, got {list(shape)}", tensor=tensor)
-        if tiling is None:
-            choose_tiling("tl2", *shape, tensor=tensor)
-        else:
-            resolve_tiling("tl2", shape, tiling, tensor=tensor)
-
-    def nbytes(self, shape: tuple[int, int]) -> int:
-        self.check_shape(shape)
-        return tl2_nbytes(*shape)
+    kind = "tl2"
+    size = staticmethod(tl2_nbytes)
 
     def encode(self, weight: TernaryWeight, *, tiling: Tiling | KernelConfig | None = None, tensor: str | None = None) -> np.ndarray:
         """The tensor's GGUF bytes (codes, zero pad, scale slot); tiling defaults to `choose_tiling`."""
