@@ -16,12 +16,18 @@ $(STAMP): pyproject.toml meson.build kernels/meson.build
 
 install: $(STAMP)
 
+BP := $(VENV)/bin/bitnet-pack
+
 demo: $(STAMP)
 	rm -rf $(OUT)/demo && mkdir -p $(OUT)/demo
-	$(VENV)/bin/bitnet-pack --version
-	$(VENV)/bin/bitnet-pack convert fixtures/tiny-bitnet $(OUT)/demo/tiny-bitnet-packed --outtype hf-packed
-	$(VENV)/bin/bitnet-pack convert $(OUT)/demo/tiny-bitnet-packed $(OUT)/demo/tiny-bitnet-bf16 --outtype bf16
-	$(VENV)/bin/bitnet-pack inspect $(OUT)/demo/tiny-bitnet-packed
+	$(BP) --version
+	$(BP) convert fixtures/tiny-bitnet $(OUT)/demo/tiny-bitnet-packed --outtype hf-packed
+	$(BP) convert $(OUT)/demo/tiny-bitnet-packed $(OUT)/demo/tiny-bitnet-I2_S.gguf --outtype i2_s
+	$(BP) convert $(OUT)/demo/tiny-bitnet-packed $(OUT)/demo/tiny-bitnet-TQ2_0.gguf --outtype tq2_0
+	$(BP) convert $(OUT)/demo/tiny-bitnet-I2_S.gguf $(OUT)/demo/tiny-bitnet-back --outtype hf-packed
+	$(BP) inspect $(OUT)/demo/tiny-bitnet-I2_S.gguf
+	$(BP) verify $(OUT)/demo/tiny-bitnet-packed $(OUT)/demo/tiny-bitnet-I2_S.gguf --tokens 8
+	$(BP) verify $(OUT)/demo/tiny-bitnet-packed $(OUT)/demo/tiny-bitnet-TQ2_0.gguf --tokens 8
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS)
