@@ -80,9 +80,9 @@ def main(debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    from .commands import convert_cmd, generate_cmd, inspect_cmd, verify_cmd
+    from .commands import convert_cmd, diff_cmd, generate_cmd, inspect_cmd, roundtrip_cmd, verify_cmd
 
-    for module in (convert_cmd, inspect_cmd, verify_cmd, generate_cmd):
+    for module in (convert_cmd, inspect_cmd, verify_cmd, generate_cmd, diff_cmd, roundtrip_cmd):
         main.add_command(module.command)
 
 

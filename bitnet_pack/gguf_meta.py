@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from gguf import GGUFValueType as VT
 
-from .errors import MissingFile, UnknownArchitecture, UsageError
+from .errors import HeaderInvalid, MissingFile, UnknownArchitecture, UsageError
 
 BITNET_CPP_ARCHS = ("bitnet-b1.58", "bitnet-25")
 MAINLINE_ARCH = "bitnet"
@@ -93,23 +93,35 @@ def config_from_kvs(get, arch: str) -> dict:
             raise MissingFile(f"GGUF metadata has no {arch}.{name}")
         return value
 
-    heads = int(key("attention.head_count"))
-    hidden = int(key("embedding_length"))
+    def count(name: str, default: object = None) -> int:  # a crafted file may hold 0, -1 or a string
+        value = key(name) if default is None else get(f"{arch}.{name}", default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise HeaderInvalid(f"GGUF metadata {arch}.{name} must be a positive integer, got {value!r}")
+        return value
+
+    def number(name: str, default: object = None) -> float:
+        value = key(name) if default is None else get(f"{arch}.{name}", default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise HeaderInvalid(f"GGUF metadata {arch}.{name} must be a number, got {value!r}")
+        return _clean_float(value)
+
+    heads = count("attention.head_count")
+    hidden = count("embedding_length")
     config = {
         "architectures": ["BitNetForCausalLM"], "model_type": "bitnet", "attention_bias": False,
         "attention_dropout": 0.0, "bos_token_id": get("tokenizer.ggml.bos_token_id", 128000),
         "eos_token_id": get("tokenizer.ggml.eos_token_id", 128001), "hidden_act": get(f"{arch}.hidden_activation", "relu2"),
-        "hidden_size": hidden, "intermediate_size": int(key("feed_forward_length")), "initializer_range": 0.02,
-        "max_position_embeddings": int(key("context_length")), "num_attention_heads": heads,
-        "num_hidden_layers": int(key("block_count")),
-        "num_key_value_heads": int(get(f"{arch}.attention.head_count_kv", heads)),
-        "rms_norm_eps": _clean_float(key("attention.layer_norm_rms_epsilon")),
-        "rope_theta": _clean_float(get(f"{arch}.rope.freq_base", 10000.0)),
+        "hidden_size": hidden, "intermediate_size": count("feed_forward_length"), "initializer_range": 0.02,
+        "max_position_embeddings": count("context_length"), "num_attention_heads": heads,
+        "num_hidden_layers": count("block_count"),
+        "num_key_value_heads": count("attention.head_count_kv", heads),
+        "rms_norm_eps": number("attention.layer_norm_rms_epsilon"),
+        "rope_theta": number("rope.freq_base", 10000.0),
         "tie_word_embeddings": True, "torch_dtype": "bfloat16", "use_cache": True,
-        "vocab_size": int(get(f"{arch}.vocab_size") or len(get("tokenizer.ggml.tokens", []))),
+        "vocab_size": count("vocab_size", len(get("tokenizer.ggml.tokens", None) or [])),
     }
     head_dim = get(f"{arch}.rope.dimension_count")
-    if head_dim is not None and int(head_dim) != hidden // heads:
+    if head_dim is not None and count("rope.dimension_count") != hidden // heads:
         config["head_dim"] = int(head_dim)
     return config
 

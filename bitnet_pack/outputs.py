@@ -1,11 +1,13 @@
 """Outputs appear whole or not at all: built under a temporary name, renamed at the end.
 
-An interrupted run (an exception, Ctrl-C, a kill) leaves at most a `.NAME.incomplete-PID`
-sibling that the next run of the same output removes; the input is never touched.
+An exception or Ctrl-C leaves nothing; a kill (SIGKILL, power loss) can leave only a hidden
+`.NAME.incomplete-PID` sibling, which the next run writing NAME removes once that process is
+gone. The final name never holds a partial output, and the input is never touched.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -13,7 +15,8 @@ from .errors import OutputExists
 
 
 def check_output(final: Path, inputs: list[Path], force: bool) -> None:
-    """Refuse to write over an input (or inside one), or over an existing output without force."""
+    """Refuse to write over an input (or inside one), or over an existing output without force;
+    then clear what killed runs left beside `final`."""
     target = final.resolve()
     for source in inputs:
         source = source.resolve()
@@ -21,6 +24,31 @@ def check_output(final: Path, inputs: list[Path], force: bool) -> None:
             raise OutputExists(f"output {final} would overwrite the input {source}")
     if final.exists() and not force:
         raise OutputExists(f"{final} exists: pass --force to replace it")
+    remove_stale_temps(final)
+
+
+def remove_stale_temps(final: Path) -> list[Path]:
+    """Delete `.NAME.incomplete-PID` siblings of `final` whose process no longer runs."""
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.incomplete-(\d+)")
+    removed = []
+    for candidate in final.parent.glob(f".{final.name}.incomplete-*"):
+        match = pattern.fullmatch(candidate.name)
+        if match and not _process_alive(int(match.group(1))):
+            shutil.rmtree(candidate) if candidate.is_dir() else candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # ours: the caller manages it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 class StagedDir:

@@ -157,3 +157,16 @@ def test_inspect_reports_layout_beta_and_shares(tiny_a: Path) -> None:
     assert rows["model.norm.weight"]["beta"] is None
     code, text, _ = run("inspect", tiny_a / "tiny-a-bf16")
     assert code == 0 and "beta=0.2694" in text
+
+
+@pytest.mark.parametrize("change", [{"num_attention_heads": 0}, {"hidden_size": "256"}, {"vocab_size": -1},
+                                    {"num_attention_heads": 3}])
+def test_config_sizes_are_checked(change: dict, tiny_a: Path, tmp_path: Path) -> None:
+    src = tmp_path / "bad"
+    src.mkdir()
+    config = json.loads((tiny_a / "tiny-a-bf16" / "config.json").read_text()) | change
+    (src / "config.json").write_text(json.dumps(config))
+    (src / "model.safetensors").write_bytes((tiny_a / "tiny-a-bf16" / "model.safetensors").read_bytes())
+    code, _, err = run("convert", src, tmp_path / "o.gguf", "--outtype", "i2_s")
+    key = next(iter(change))
+    assert code == 1 and key in err and "internal error" not in err and not (tmp_path / "o.gguf").exists()

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import fastpath
 from ..dtypes import bf16_to_f32
-from ..errors import MissingFile, UnknownArchitecture
+from ..errors import HeaderInvalid, MissingFile, UnknownArchitecture
 from ..ternary import TernaryWeight
 
 PROJECTION = re.compile(r"^model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)\.weight$")
@@ -41,6 +42,19 @@ class Tensor:
         if self.dtype == "BF16":
             return bf16_to_f32(self.data)
         return np.asarray(self.data, dtype=np.float32)
+
+    def row_chunks(self, max_bytes: int | None = None) -> Iterator[Tensor]:
+        """The tensor as consecutive row slices of about `max_bytes` (default
+        `fastpath.CHUNK_BYTES`; whole inside `fastpath.reference()`). Once the consumer asks
+        for the next slice, the file pages under the previous one leave this process."""
+        data = self.data
+        rows = data.reshape(data.shape[0], -1) if data.ndim > 1 else data.reshape(1, -1)
+        limit = max_bytes or fastpath.CHUNK_BYTES
+        step = max(1, limit // max(1, rows[:1].nbytes)) if fastpath.streaming() else max(1, rows.shape[0])
+        for start in range(0, rows.shape[0], step):
+            part = rows[start:start + step]
+            yield Tensor(self.dtype, part)
+            fastpath.drop_mapped_pages(part)
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,10 @@ class Checkpoint:
     def entries(self) -> list[Entry]:
         raise NotImplementedError
 
+    def release(self, entry: Entry) -> None:
+        """Called once `entry` is written: forget its memory-mapped pages (they stay in the
+        page cache), so memory tracks the tensor in flight, not the model."""
+
     def __iter__(self) -> Iterator[Entry]:
         return iter(self.entries())
 
@@ -85,10 +103,27 @@ def check_architecture(config: dict, where: Path) -> None:
     """Refuse configs that are not BitNet b1.58 (model_type bitnet / BitNetForCausalLM)."""
     archs = set(config.get("architectures") or [])
     if config.get("model_type") == "bitnet" or archs & ARCHITECTURES:
+        check_sizes(config, where)
         return
     name = config.get("model_type") or ", ".join(sorted(archs)) or "none"
     raise UnknownArchitecture(f"architecture {name!r} is not BitNet b1.58 (model_type 'bitnet', "
                               "BitNetForCausalLM)", path=where)
+
+
+SIZE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+
+def check_sizes(config: dict, where: Path) -> None:
+    """The sizes every layout and the model need: positive integers, heads dividing hidden."""
+    for key in SIZE_KEYS + ("num_key_value_heads",):
+        value = config.get(key)
+        if value is None and key == "num_key_value_heads":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise HeaderInvalid(f"{key} must be a positive integer, got {value!r}", path=where)
+    if config["hidden_size"] % config["num_attention_heads"] and not config.get("head_dim"):
+        raise HeaderInvalid(f"hidden_size {config['hidden_size']} is not a multiple of num_attention_heads "
+                            f"{config['num_attention_heads']}", path=where)
 
 
 def read_aux_files(directory: Path) -> dict[str, bytes]:

@@ -3,16 +3,23 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
-from ..errors import UsageError
+from ..errors import BitnetPackError, UsageError
 
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 
 def emit_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def note(message: str) -> None:
+    click.echo(f"note: {message}", err=True)
 
 
 def parse_size(text: str | None) -> int | None:
@@ -23,3 +30,33 @@ def parse_size(text: str | None) -> int | None:
     if not match or int(match.group(1)) == 0:
         raise UsageError(f"size {text!r} is not a positive number with an optional K/M/G/T suffix")
     return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def resolve(src: str, revision: str | None, *, progress: bool):
+    """SRC (a path or a hub repo id) as a `hub.Source`; says which commit a repo id resolved to."""
+    from ..hub import resolve_source
+
+    source = resolve_source(src, revision, progress=progress)
+    if source.is_hub:
+        note(f"resolved {source.repo_id} (revision {source.revision or 'main'}) to commit {source.commit}")
+    return source
+
+
+def model_id(source, checkpoint) -> str:
+    """The name a model goes by, for default output names and GGUF general.name."""
+    if source.is_hub:
+        return source.model_id
+    name = checkpoint.file.get("general.name") if hasattr(checkpoint, "file") else None
+    return name if isinstance(name, str) and name.strip() else source.model_id
+
+
+@contextmanager
+def about(path: Path) -> Iterator[None]:
+    """Errors about the data raised without a file name get `path` (the source), so every
+    message names one; usage errors are about the command line and stay as they are."""
+    try:
+        yield
+    except BitnetPackError as exc:
+        if exc.path is not None or isinstance(exc, UsageError):
+            raise
+        raise type(exc)(str(exc), path=path) from exc

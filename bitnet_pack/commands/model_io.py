@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..checkpoints import Tensor, open_checkpoint
 from ..errors import MissingFile, UsageError
-from ..model import BitNetModel
+from .common import about, resolve
 
 
 def read_options(path: Path, kernel_config: Path | None) -> dict:
@@ -16,10 +16,14 @@ def read_options(path: Path, kernel_config: Path | None) -> dict:
 
 
 @contextmanager
-def loaded(path: Path, numerics: str, kernel_config: Path | None = None) -> Iterator[tuple[BitNetModel, Path]]:
-    """(model, tokenizer.json path): the tokenizer files as the checkpoint has them, or as
-    rebuilt from GGUF metadata into a temporary directory."""
-    with open_checkpoint(path, **read_options(path, kernel_config)) as source:
+def loaded(src: str, numerics: str, kernel_config: Path | None = None, revision: str | None = None
+           ) -> Iterator[tuple[object, Path]]:
+    """(model, tokenizer.json path) for SRC, a path or a hub repo id: the tokenizer files as
+    the checkpoint has them, or as rebuilt from GGUF metadata into a temporary directory."""
+    from ..model import BitNetModel  # imported on use: the CLI starts without loading the kernel
+
+    path = resolve(str(src), revision, progress=False).path
+    with about(path), open_checkpoint(path, **read_options(path, kernel_config)) as source:
         weights = {}
         for entry in source.entries():
             value = entry.load()

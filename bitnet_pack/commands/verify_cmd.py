@@ -6,7 +6,6 @@ from pathlib import Path
 import click
 
 from ..errors import VerificationMismatch
-from ..verify import verify
 from .common import emit_json
 from .model_io import loaded, prompt_ids
 
@@ -14,8 +13,8 @@ DEFAULT_PROMPT = "BitNet b1.58 stores every weight as"
 
 
 @click.command("verify")
-@click.argument("a", type=click.Path(path_type=Path))
-@click.argument("b", type=click.Path(path_type=Path))
+@click.argument("a", type=str)
+@click.argument("b", type=str)
 @click.option("--prompt", default=None, help=f"Prompt text, encoded with A's tokenizer [default: {DEFAULT_PROMPT!r}].")
 @click.option("--ids", default=None, help="Prompt as token ids, e.g. 1,15,27 (instead of --prompt).")
 @click.option("--tokens", default=16, show_default=True, type=click.IntRange(1), help="Greedy steps.")
@@ -25,12 +24,14 @@ DEFAULT_PROMPT = "BitNet b1.58 stores every weight as"
 @click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="kernel_config.ini for TL1/TL2 GGUFs that do not carry their tiling.")
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON on stdout.")
-def command(a: Path, b: Path, prompt: str | None, ids: str | None, tokens: int, atol: float, numerics: str,
+def command(a: str, b: str, prompt: str | None, ids: str | None, tokens: int, atol: float, numerics: str,
             kernel_config: Path | None, as_json: bool) -> None:
-    """Run A and B greedily and show bit-identical logits, or where and by how much they differ.
+    """Run A and B (paths or hub repo ids) greedily and show bit-identical logits, or where and by how much they differ.
 
     Exit 0 when every compared logit is identical (or within --atol), 3 otherwise.
     """
+    from ..verify import verify
+
     with loaded(a, numerics, kernel_config) as (model_a, tokenizer), loaded(b, numerics, kernel_config) as (model_b, _):
         prompt_tokens = prompt_ids(ids, prompt if prompt is not None or ids else DEFAULT_PROMPT, tokenizer)
         report = verify(model_a, model_b, prompt_tokens, tokens, atol=atol)

@@ -27,7 +27,12 @@ def betas(bf16: bool = True) -> st.SearchStrategy[np.float32]:
     """Positive per-tensor multipliers; bf16-representable ones by default (what packed
     checkpoints store, and exactly representable in every layout)."""
     values = st.floats(2.0**-14, 60000.0, allow_nan=False, allow_infinity=False)
-    return values.map(lambda v: np.float32(round_to_bf16(v)) if bf16 else np.float32(v))
+    return values.map(lambda v: _bf16_scalar(v) if bf16 else np.float32(v))
+
+
+def _bf16_scalar(value: float) -> np.float32:
+    """A scalar (round_to_bf16 returns an array, which would make beta an array too)."""
+    return np.float32(round_to_bf16(value).reshape(-1)[0])
 
 
 @st.composite
@@ -41,3 +46,56 @@ def ternary_weights(draw, *, max_rows: int = 64, max_cols: int = 64, row_multipl
     else:
         cols = draw(st.integers(1, max_cols))
     return TernaryWeight(draw(ternary_codes(rows, cols)), draw(betas(bf16_beta)))
+
+
+ROW_CANDIDATES = (1, 3, 4, 16, 32, 48, 64, 96, 128, 160, 256)
+
+
+def accepted_shapes(layout: str, *, max_rows: int = 256, max_cols: int = 1024) -> list[tuple[int, int]]:
+    """Small [out, in] shapes `layout` accepts (its `check_shape` rules, TL tilings included);
+    odd row counts are among them where the layout allows them."""
+    from ..errors import ShapeError
+    from ..layouts import get_layout
+
+    chosen = get_layout(layout)
+    step = 32 if chosen.spec.block_size < 32 else chosen.spec.block_size
+    valid = []
+    for rows in (r for r in ROW_CANDIDATES if r <= max_rows):
+        for cols in range(step, max_cols + 1, step):
+            try:
+                chosen.check_shape((rows, cols))
+            except ShapeError:
+                continue
+            valid.append((rows, cols))
+    return valid
+
+
+def layout_shapes(layout: str, *, max_rows: int = 256, max_cols: int = 1024) -> st.SearchStrategy[tuple[int, int]]:
+    """A strategy over `accepted_shapes`."""
+    valid = accepted_shapes(layout, max_rows=max_rows, max_cols=max_cols)
+    if not valid:
+        raise ValueError(f"no {layout} shape fits within {max_rows}x{max_cols}")
+    return st.sampled_from(valid)
+
+
+@st.composite
+def layout_weights(draw, layout: str, *, max_rows: int = 256, max_cols: int = 1024,
+                   bf16_beta: bool = True) -> TernaryWeight:
+    """A TernaryWeight `layout` can encode: an accepted shape, and by default a bf16 beta in
+    fp16's normal range, which every layout stores exactly (TQ's fp16 d included)."""
+    rows, cols = draw(layout_shapes(layout, max_rows=max_rows, max_cols=max_cols))
+    beta = draw(betas(bf16_beta))
+    return TernaryWeight(draw(ternary_codes(rows, cols)), beta)
+
+
+@st.composite
+def mutated_bytes(draw, data: bytes, *, region: tuple[int, int] | None = None, max_edits: int = 6,
+                  truncate: bool = True) -> bytes:
+    """`data` with up to `max_edits` bytes overwritten inside `region` (default: all of it) and,
+    optionally, cut short: for fuzzing readers with damaged headers."""
+    start, end = region if region is not None else (0, len(data))
+    out = bytearray(data)
+    for _ in range(draw(st.integers(1, max_edits))):
+        out[draw(st.integers(start, max(start, end - 1)))] = draw(st.integers(0, 255))
+    cut = draw(st.one_of(st.none(), st.integers(0, len(out)))) if truncate else None
+    return bytes(out[:cut])

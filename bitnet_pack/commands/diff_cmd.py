@@ -1,0 +1,100 @@
+"""bitnet-pack diff A B: which tensors differ in ternary space, by how many codes, by what beta."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..diff import diff_checkpoints
+from ..errors import VerificationMismatch
+from ..progress import bars_wanted, byte_progress
+from ..verify import TensorDiff, WeightDiff
+from .common import emit_json, resolve
+
+
+@click.command("diff")
+@click.argument("a")
+@click.argument("b")
+@click.option("--revision-a", default=None, help="Branch, tag or commit when A is a hub repo id.")
+@click.option("--revision-b", default=None, help="Branch, tag or commit when B is a hub repo id.")
+@click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="kernel_config.ini for TL1/TL2 GGUFs that do not carry their tiling.")
+@click.option("--json", "as_json", is_flag=True, help="The comparison as JSON on stdout.")
+def command(a: str, b: str, revision_a: str | None, revision_b: str | None, kernel_config: Path | None,
+            as_json: bool) -> None:
+    """Compare checkpoints A and B tensor by tensor, in ternary space.
+
+    Any two of: a bf16 master, a packed directory, a GGUF in any layout, a hub repo id.
+    Projections compare as codes and beta (masters are ternarized first), other tensors
+    as float32 values. Exit 0 when identical, 3 when anything differs.
+    """
+    bars = bars_wanted(as_json)
+    source_a, source_b = resolve(a, revision_a, progress=bars), resolve(b, revision_b, progress=bars)
+    options_a, options_b = (_options(s.path, kernel_config) for s in (source_a, source_b))
+    total = sum(_size(s.path) for s in (source_a, source_b))
+    with byte_progress(total, "diff", bars) as advance:
+        report = diff_checkpoints(source_a.path, source_b.path, options_a=options_a, options_b=options_b,
+                                  progress=advance)
+    if as_json:
+        emit_json({"a": source_a.label, "b": source_b.label} | report.to_dict())
+    else:
+        _print_table(report)
+    if not report.identical:
+        raise VerificationMismatch(f"{source_a.label} and {source_b.label} differ: {_headline(report)}")
+
+
+def _options(path: Path, kernel_config: Path | None) -> dict:
+    return {"kernel_config": kernel_config} if path.suffix == ".gguf" else {}
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.glob("*.safetensors"))
+
+
+def _print_table(report: WeightDiff) -> None:
+    rows = [t for t in report.tensors if not t.identical]
+    if not rows and not (report.only_in_a or report.only_in_b):
+        click.echo(f"identical: {len(report.tensors)} tensors equal (codes, beta bits, float bits)")
+        return
+    width = max([len(t.name) for t in rows] + [len(n) for n in report.only_in_a + report.only_in_b] + [6])
+    click.echo(f"{'tensor':<{width}}  {'kind':<8}  {'differing':>21}  scale A -> B")
+    for t in rows:
+        click.echo(f"{t.name:<{width}}  {t.kind:<8}  {_differing(t):>21}  {_scale(t)}")
+    for name in report.only_in_a:
+        click.echo(f"{name:<{width}}  only in A")
+    for name in report.only_in_b:
+        click.echo(f"{name:<{width}}  only in B")
+    click.echo(f"{len(rows)} of {len(report.tensors)} shared tensors differ; "
+               f"{len(report.only_in_a)} only in A, {len(report.only_in_b)} only in B")
+
+
+def _differing(t: TensorDiff) -> str:
+    if t.kind == "mismatch":
+        return "shape or kind"
+    unit = "codes" if t.kind == "ternary" else "values"
+    return f"{t.differing} of {t.size} {unit}"
+
+
+def _scale(t: TensorDiff) -> str:
+    if t.kind != "ternary":
+        return f"max |diff| {t.max_abs_diff:.4g}" if t.differing else ""
+    if t.betas_equal:
+        return f"{t.beta_a:.8g} (same bits)"
+    return f"{t.beta_a:.8g} -> {t.beta_b:.8g} (rel {t.beta_rel_diff:.2e})"
+
+
+def _headline(report: WeightDiff) -> str:
+    parts = []
+    if report.code_diffs:
+        worst = max(report.code_diffs, key=lambda t: t.differing)
+        parts.append(f"codes differ in {len(report.code_diffs)} tensors (most: {worst.name}, "
+                     f"{worst.differing} of {worst.size})")
+    if report.beta_diffs:
+        parts.append(f"beta differs in {len(report.beta_diffs)}")
+    if report.float_diffs:
+        parts.append(f"float values differ in {len(report.float_diffs)}")
+    if report.mismatched:
+        parts.append(f"shape or kind differs in {len(report.mismatched)}")
+    if report.only_in_a or report.only_in_b:
+        parts.append(f"{len(report.only_in_a)} tensors only in A, {len(report.only_in_b)} only in B")
+    return "; ".join(parts)

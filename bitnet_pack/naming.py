@@ -1,0 +1,88 @@
+"""Output names: the `{outtype}` placeholder, and the default name when OUT is left out.
+
+Defaults follow the GGUF naming convention (ggml docs/gguf.md):
+
+    <BaseName>-<SizeLabel>-<FineTune>-<Version>-<Type>.gguf   e.g. Bitnet-B1.58-2B-4T-I2_S.gguf
+
+The parts come from the model id (hub repo name, GGUF general.name, or the directory / file
+stem, with a trailing type like "-bf16" or "-gguf" dropped) through gguf-py's own heuristics,
+as llama.cpp's converter does; lowercase words are capitalised. When the id carries no size
+("tiny-bitnet"), the parameter count gives it (Tiny-Bitnet-1.6M-I2_S.gguf). A safetensors
+output is a directory named the same way without the suffix (Bitnet-B1.58-2B-4T-HF-PACKED).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .sinks.factory import GGUF_OUTTYPES, SAFETENSORS_OUTTYPES
+
+PLACEHOLDER = "{outtype}"
+_TYPE_SUFFIX = re.compile(r"(?i)[-_.](gguf|safetensors|bf16|f16|f32|fp16|fp32|hf[-_]packed|packed|"
+                          r"i2[-_]s(?:[-_]arm)?|tl[12]|tq[12][-_]0)$")
+_COUNT_WORD = re.compile(r"\d+(?:\.\d+)?[a-z]")
+
+
+def expand(out: str, outtype: str) -> str:
+    """OUT with every `{outtype}` replaced by the outtype as typed on the command line."""
+    return out.replace(PLACEHOLDER, outtype)
+
+
+def default_is_gguf(outtype: str) -> bool:
+    """Which container a default name gets: `bf16` (both) means a transformers master."""
+    return outtype in GGUF_OUTTYPES and outtype not in SAFETENSORS_OUTTYPES
+
+
+def default_name(model_id: str, total_params: int, outtype: str, *, gguf: bool | None = None) -> str:
+    """`<BaseName>-<SizeLabel>-<FineTune>-<Version>-<Type>`, plus `.gguf` for GGUF outputs."""
+    from gguf import naming_convention, size_label
+    from gguf.metadata import Metadata
+
+    model_id = strip_type_suffix(model_id.split("/")[-1]) or "ggml-model"
+    full, _org, base, finetune, version, size = Metadata.get_model_id_components(model_id, total_params)
+    if size is None and total_params > 0:
+        size = size_label(total_params, 0, 0, 0)
+    name = naming_convention(_capitalised(full), _capitalised(base), _capitalised(finetune),
+                             version, size, outtype.upper())
+    gguf = default_is_gguf(outtype) if gguf is None else gguf
+    return f"{name}.gguf" if gguf else name
+
+
+def strip_type_suffix(model_id: str) -> str:
+    previous = None
+    while previous != model_id:
+        previous, model_id = model_id, _TYPE_SUFFIX.sub("", model_id)
+    return model_id
+
+
+def _capitalised(text: str | None) -> str | None:
+    """'bitnet-b1.58' -> 'Bitnet-B1.58', '4t' -> '4T'; words with capitals stay as they are."""
+    if text is None or text.lower() == "ggml-model":  # the convention's generic name stays as is
+        return text
+    words = []
+    for word in text.split("-"):
+        if word != word.lower():
+            words.append(word)
+        elif _COUNT_WORD.fullmatch(word):
+            words.append(word.upper())
+        else:
+            words.append(word[:1].upper() + word[1:])
+    return "-".join(words)
+
+
+def resolve_output(out: str | None, outtype: str, model_id: str, total_params: int,
+                   directory: Path | None = None) -> Path:
+    """OUT with its placeholder filled in, or the default name in `directory` (the cwd)."""
+    if out is not None:
+        return Path(expand(out, outtype))
+    return (directory or Path.cwd()) / default_name(model_id, total_params, outtype)
+
+
+def count_params(shapes: list[tuple[int, ...]]) -> int:
+    total = 0
+    for shape in shapes:
+        count = 1
+        for dim in shape:
+            count *= int(dim)
+        total += count
+    return total
