@@ -78,6 +78,10 @@ class ScaleNotRepresentable(BitnetPackError):
     """A beta the layout cannot store exactly (TQ's fp16 d); `lossy=True` rounds it."""
 
 
+class NonFiniteActivation(BitnetPackError):
+    """NaN or Inf in an activation row."""
+
+
 class NotTernary(BitnetPackError):
     """Data that claims to be ternary holds another value."""
 

@@ -1,0 +1,290 @@
+"""Ternary x int8 products straight from packed bytes.
+
+`ternary_linear(matrix, x)` computes, per token row of x (bitnet.cpp's I2_S semantics):
+
+    q, s = absmax int8 quantization of x        (ternary.quantize_activations)
+    acc  = sum_k t[m, k] * q[k]                 (exact int32)
+    y[m] = float32(acc) / s * beta              (float32, in this order)
+
+Two layouts are read as stored (code = t + 1; see layouts/i2s.py and layouts/hf.py):
+
+    i2_s  row m = K/4 bytes at m*K/4, 128-element blocks of 32 bytes, then f32 beta + 28 B
+          block byte p:  bit 7 6 | 5 4  | 3 2  | 1 0
+                             p   | p+32 | p+64 | p+96       (elements of the block)
+    hf    uint8 [R = ceil(M/4), K]
+          packed[j, k]:  bit 7 6  | 5 4  | 3 2 | 1 0
+                          3R + j  | 2R+j | R+j | j          (output rows, column k)
+
+The compiled kernel (`bitnet_pack._kernels`, built from kernels/) sums code * q and
+subtracts sum(q); it is tested bit for bit against the numpy reference kept here
+(`reference_*`). Backends: "numpy" (the reference), "scalar", "avx2", "avx512",
+"avx512vnni"; at import the best one this CPU runs is chosen (`BACKEND`).
+
+Environment, read once at import:
+    BITNET_PACK_PUREPYTHON=1   skip the extension: every function runs the numpy reference
+    BITNET_PACK_CPU=<backend>  start on that backend; one the build or CPU lacks warns
+                               (RuntimeWarning) and falls back to the best available
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import FormatError, NonFiniteActivation, NotTernary, ShapeError, UsageError
+from .layouts import get_layout, normalize_name
+from .ternary import TernaryWeight
+from .ternary import quantize_activations as _numpy_quantize
+
+__all__ = ["BACKEND", "NonFiniteActivation", "PackedMatrix", "available_backends", "num_threads",
+           "quantize_activations", "reference_linear", "reference_matmul_int",
+           "reference_quantize_activations", "set_backend",
+           "set_num_threads", "ternary_linear", "ternary_matmul_int", "use_backend"]
+
+LAYOUTS = {"i2-s": "i2_s", "hf": "hf"}  # normalised name -> the name the kernel uses
+I2S_TAIL = 32
+MAX_IN_FEATURES = 1 << 16  # the kernel's int32 lanes hold code << 6 sums (see isa_avx512vnni.c)
+
+
+
+def _load_extension() -> object | None:
+    if os.environ.get("BITNET_PACK_PUREPYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from . import _kernels
+    except ImportError as exc:
+        warnings.warn(f"bitnet_pack._kernels is not built ({exc}); using the slow numpy reference",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    return _kernels
+
+
+_ext = _load_extension()
+
+
+def available_backends() -> tuple[str, ...]:
+    """Backends this build and CPU run, slowest first; "numpy" is always there."""
+    return ("numpy",) + (tuple(_ext.supported_backends()) if _ext else ())
+
+
+def _best() -> str:
+    return _ext.best_backend() if _ext else "numpy"
+
+
+def _initial_backend() -> str:
+    wanted = os.environ.get("BITNET_PACK_CPU", "").strip().lower()
+    if not wanted:
+        return _best()
+    if wanted not in available_backends():
+        warnings.warn(f"BITNET_PACK_CPU={wanted} is not available here (available: "
+                      f"{', '.join(available_backends())}); using {_best()}", RuntimeWarning, stacklevel=3)
+        return _best()
+    return wanted
+
+
+BACKEND = _initial_backend()
+
+
+def set_backend(name: str) -> None:
+    """Run every following product on `name` (one of `available_backends()`)."""
+    global BACKEND
+    if name not in available_backends():
+        raise UsageError(f"backend {name!r} is not available here; available: {', '.join(available_backends())}")
+    BACKEND = name
+
+
+@contextmanager
+def use_backend(name: str) -> Iterator[str]:
+    """`with use_backend("scalar"): ...` runs the block on that backend, then restores."""
+    previous = BACKEND
+    set_backend(name)
+    try:
+        yield name
+    finally:
+        set_backend(previous)
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for large products (the caller included); the default is one per CPU this
+    process may use."""
+    if n < 1:
+        raise UsageError(f"thread count must be >= 1, got {n}")
+    if _ext:
+        _ext.set_threads(n)
+
+
+def num_threads() -> int:
+    return _ext.get_threads() if _ext else 1
+
+
+@dataclass(frozen=True, eq=False)
+class PackedMatrix:
+    """A weight in a layout the kernel reads directly: `data` as the layout stores it
+    (i2_s: the flat M*K/4 + 32 byte tensor, beta in its tail; hf: uint8 [ceil(M/4), K])."""
+
+    layout: str  # "i2_s" or "hf"
+    data: np.ndarray
+    shape: tuple[int, int]
+    beta: np.float32
+    codes_bytes: np.ndarray = field(init=False, repr=False)  # what the kernel walks, flat
+
+    def __post_init__(self) -> None:
+        layout = LAYOUTS.get(normalize_name(self.layout))
+        if layout is None:
+            raise UsageError(f"the kernel reads layouts i2_s and hf, not {self.layout!r}")
+        shape = tuple(int(d) for d in self.shape)
+        get_layout(layout).check_shape(shape)
+        if shape[1] > MAX_IN_FEATURES:
+            raise ShapeError(f"the kernel takes in_features <= {MAX_IN_FEATURES}, got {shape[1]}")
+        object.__setattr__(self, "layout", layout)
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "beta", np.float32(self.beta))
+        object.__setattr__(self, "data", _checked_bytes(layout, self.data, shape, self.beta))
+        body = self.data.reshape(-1)
+        object.__setattr__(self, "codes_bytes", body[: shape[0] * shape[1] // 4] if layout == "i2_s" else body)
+
+    @classmethod
+    def from_ternary(cls, weight: TernaryWeight, layout: str = "i2_s") -> PackedMatrix:
+        return cls(layout, get_layout(layout).encode(weight), weight.shape, np.float32(weight.beta))
+
+    @classmethod
+    def from_bytes(cls, layout: str, data: np.ndarray, shape: tuple[int, int],
+                   beta: float | None = None) -> PackedMatrix:
+        """Stored bytes as read from a file; i2_s carries beta in its tail, hf needs `beta=`."""
+        if beta is None:
+            if LAYOUTS.get(normalize_name(layout)) != "i2_s":
+                raise UsageError(f"the {layout} layout keeps beta outside the bytes; pass beta=")
+            flat = np.asarray(data).reshape(-1).view(np.uint8)
+            at = shape[0] * shape[1] // 4
+            beta = np.frombuffer(flat[at: at + 4].tobytes(), dtype="<f4")[0]
+        return cls(layout, data, shape, np.float32(beta))
+
+    def codes(self) -> np.ndarray:
+        """int8 ternary codes [M, K] (the numpy decode of the layout module)."""
+        return get_layout(self.layout).decode(self.data, self.shape, beta=self.beta).codes
+
+
+def _checked_bytes(layout: str, data: np.ndarray, shape: tuple[int, int], beta: np.float32) -> np.ndarray:
+    """The caller's bytes (a contiguous copy only if needed), after the checks the kernel
+    relies on: size, the i2_s tail beta, and no 2-bit field holding 3."""
+    array = np.asarray(data)
+    if array.dtype != np.uint8:
+        raise ShapeError(f"{layout} data must be uint8, got {array.dtype}")
+    array = np.ascontiguousarray(array)
+    if layout == "hf":
+        want = get_layout("hf").stored_shape(shape)
+        if array.shape != want:
+            raise ShapeError(f"hf packed weight for shape {list(shape)} must be {list(want)}, got {list(array.shape)}")
+        body = array.reshape(-1)
+    else:
+        body_size = shape[0] * shape[1] // 4
+        if array.size != body_size + I2S_TAIL:
+            raise ShapeError(f"i2_s data for shape {list(shape)} is {body_size + I2S_TAIL} bytes, got {array.size}")
+        flat = array.reshape(-1)
+        stored = flat[body_size: body_size + 4].tobytes()
+        if stored != np.float32(beta).astype("<f4").tobytes():
+            found = float(np.frombuffer(stored, "<f4")[0])
+            raise FormatError(f"i2_s bytes carry beta {found!r} but beta={float(beta)!r} was given")
+        body = flat[:body_size]
+    bad = _ext.count_code3(body) if _ext else _count_code3(body)
+    if bad:
+        raise NotTernary(f"{bad} of {shape[0] * shape[1]} {layout} codes are 3 (no ternary value), shape {list(shape)}")
+    return array
+
+
+def _count_code3(body: np.ndarray) -> int:
+    both = body & (body >> 1) & np.uint8(0x55)  # bit 2p set iff field p == 3
+    return int(np.unpackbits(both).sum(dtype=np.int64))
+
+
+# ---- the products ----------------------------------------------------------------------
+
+
+def _rows(array: np.ndarray, k: int, what: str) -> np.ndarray:
+    if array.ndim == 0 or array.shape[-1] != k:
+        raise ShapeError(f"{what} must end in in_features {k}, got shape {list(array.shape)}")
+    return array.reshape(-1, k)
+
+
+def _raise_non_finite(bad: int, rows: int) -> None:
+    if bad:
+        raise NonFiniteActivation(f"{bad} of {rows} activation rows hold NaN/Inf")
+
+
+def _checked_numpy_quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ternary.quantize_activations, refusing rows with NaN/Inf (there s is NaN or 0)."""
+    with np.errstate(invalid="ignore"):
+        q, scale = _numpy_quantize(x)
+    _raise_non_finite(int(np.count_nonzero(~(scale > 0))), scale.size)
+    return q, scale
+
+
+def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token absmax int8 (q [..., K], s [...]), bit-identical to
+    `ternary.quantize_activations`; NonFiniteActivation on NaN/Inf rows."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if BACKEND == "numpy" or x.ndim == 0 or x.size == 0:
+        return _checked_numpy_quantize(x)
+    rows = x.reshape(-1, x.shape[-1])
+    q = np.empty(rows.shape, np.int8)
+    scale = np.empty(rows.shape[0], np.float32)
+    _raise_non_finite(_ext.quantize(BACKEND, rows, q, scale), rows.shape[0])
+    return q.reshape(x.shape), scale.reshape(x.shape[:-1])
+
+
+def ternary_matmul_int(matrix: PackedMatrix, q: np.ndarray) -> np.ndarray:
+    """Exact int32 sums: q int8 [..., K] -> [..., M]."""
+    q = np.asarray(q)
+    if q.dtype != np.int8:
+        if q.dtype.kind not in "iu" or (q.size and (q.min() < -128 or q.max() > 127)):
+            raise UsageError(f"activations must be int8 (or integers in [-128, 127]), got {q.dtype}")
+        q = q.astype(np.int8)
+    rows = _rows(q, matrix.shape[1], "q")
+    if BACKEND == "numpy" or rows.shape[0] == 0:
+        out = reference_matmul_int(matrix, rows)
+    else:
+        out = np.empty((rows.shape[0], matrix.shape[0]), np.int32)
+        _ext.matmul_int(BACKEND, matrix.layout, matrix.codes_bytes, *matrix.shape,
+                        np.ascontiguousarray(rows), out)
+    return out.reshape(q.shape[:-1] + (matrix.shape[0],))
+
+
+def ternary_linear(matrix: PackedMatrix, x: np.ndarray) -> np.ndarray:
+    """float32 x [..., K] -> float32 y [..., M] with per-token int8 activations."""
+    x = np.asarray(x, dtype=np.float32)
+    rows = _rows(x, matrix.shape[1], "x")
+    if BACKEND == "numpy" or rows.shape[0] == 0:
+        y = reference_linear(matrix, rows)
+    else:
+        y = np.empty((rows.shape[0], matrix.shape[0]), np.float32)
+        bad = _ext.linear(BACKEND, matrix.layout, matrix.codes_bytes, *matrix.shape, matrix.beta,
+                          np.ascontiguousarray(rows), y)
+        _raise_non_finite(bad, rows.shape[0])
+    return y.reshape(x.shape[:-1] + (matrix.shape[0],))
+
+
+# ---- the numpy reference ----------------------------------------------------------------
+
+
+def reference_quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ternary.quantize_activations, refusing NaN/Inf rows like the kernel."""
+    return _checked_numpy_quantize(np.asarray(x, dtype=np.float32))
+
+
+def reference_matmul_int(matrix: PackedMatrix, q: np.ndarray) -> np.ndarray:
+    """int32 [N, M] sums from the layout module's decode. A float BLAS product is exact
+    here: every partial sum is an integer below 128 * K, under 2**24 (f32) or 2**53 (f64)."""
+    dtype = np.float32 if 128 * matrix.shape[1] <= 1 << 24 else np.float64
+    codes = matrix.codes().astype(dtype)
+    return (np.asarray(q).astype(dtype) @ codes.T).astype(np.int32)
+
+
+def reference_linear(matrix: PackedMatrix, x: np.ndarray) -> np.ndarray:
+    """float32 [N, M] = float32(sums) / s * beta, with ternary.quantize_activations."""
+    q, scale = _checked_numpy_quantize(x)
+    acc = reference_matmul_int(matrix, q).astype(np.float32)
+    return acc / scale[..., None] * matrix.beta

@@ -1,0 +1,100 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Thin wrapper over the C kernel (driver.c + isa_*.c). bitnet_pack/kernel.py is the API:
+it checks shapes and dtypes, so these functions trust their arguments' shapes and only
+map C return codes to exceptions. Every product runs with the GIL released."""
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
+
+cdef extern from "bitnet_kernels.h" nogil:
+    int BP_LAYOUT_I2S, BP_LAYOUT_HF, BP_ENOMEM, BP_EBACKEND, BP_ESHAPE
+    int bp_backend_count()
+    const char *bp_backend_name(int backend)
+    int bp_backend_built(int backend)
+    int bp_backend_supported(int backend)
+    int bp_best_backend()
+    void bp_set_threads(int n)
+    int bp_get_threads()
+    int64_t bp_quantize(int backend, const float *x, int64_t n, int64_t k, int8_t *q, float *s)
+    int bp_matmul_int(int backend, int layout, const uint8_t *w, int64_t m, int64_t k,
+                      const int8_t *q, int64_t n, int32_t *out)
+    int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t k,
+                      float beta, const float *x, int64_t n, float *y)
+    int64_t bp_count_code3(const uint8_t *w, int64_t nbytes)
+
+LAYOUTS = {"i2_s": BP_LAYOUT_I2S, "hf": BP_LAYOUT_HF}
+BACKENDS = tuple(bp_backend_name(i).decode() for i in range(bp_backend_count()))
+
+
+def built_backends():
+    return tuple(name for i, name in enumerate(BACKENDS) if bp_backend_built(i))
+
+
+def supported_backends():
+    return tuple(name for i, name in enumerate(BACKENDS) if bp_backend_supported(i))
+
+
+def best_backend():
+    return BACKENDS[bp_best_backend()]
+
+
+def set_threads(int n):
+    bp_set_threads(n)
+
+
+def get_threads():
+    return bp_get_threads()
+
+
+cdef int _check(int64_t code, str what) except -1:
+    if code == BP_ENOMEM:
+        raise MemoryError(f"{what}: out of memory for activation panels")
+    if code == BP_EBACKEND:
+        raise RuntimeError(f"{what}: backend not built or not supported by this CPU")
+    if code == BP_ESHAPE:
+        raise ValueError(f"{what}: shape rejected by the C kernel")
+    return 0
+
+
+def quantize(str backend, const float[:, ::1] x, int8_t[:, ::1] q, float[::1] s):
+    """Fill q [N, K] and s [N]; return the number of rows holding NaN/Inf."""
+    cdef int b = BACKENDS.index(backend)
+    cdef int64_t bad
+    if x.shape[0] == 0:
+        return 0
+    with nogil:
+        bad = bp_quantize(b, &x[0, 0], x.shape[0], x.shape[1], &q[0, 0], &s[0])
+    return bad
+
+
+def matmul_int(str backend, str layout, const uint8_t[::1] w, int64_t m, int64_t k,
+               const int8_t[:, ::1] q, int32_t[:, ::1] out):
+    cdef int b = BACKENDS.index(backend)
+    cdef int lay = LAYOUTS[layout]
+    cdef int64_t n = q.shape[0]
+    cdef int code
+    if n == 0:
+        return
+    with nogil:
+        code = bp_matmul_int(b, lay, &w[0], m, k, &q[0, 0], n, &out[0, 0])
+    _check(code, f"{layout} matmul {m}x{k}")
+
+
+def linear(str backend, str layout, const uint8_t[::1] w, int64_t m, int64_t k, float beta,
+           const float[:, ::1] x, float[:, ::1] y):
+    """Fill y [N, M]; return the number of activation rows holding NaN/Inf (y untouched then)."""
+    cdef int b = BACKENDS.index(backend)
+    cdef int lay = LAYOUTS[layout]
+    cdef int64_t n = x.shape[0]
+    cdef int64_t code
+    if n == 0:
+        return 0
+    with nogil:
+        code = bp_linear(b, lay, &w[0], m, k, beta, &x[0, 0], n, &y[0, 0])
+    _check(code, f"{layout} linear {m}x{k}")
+    return code
+
+
+def count_code3(const uint8_t[::1] w):
+    cdef int64_t count
+    with nogil:
+        count = bp_count_code3(&w[0], w.shape[0])
+    return count

@@ -1,0 +1,44 @@
+/* The C entry points the Cython wrapper (_kernels.pyx) calls. All are thread-safe and
+ * touch no Python object, so the wrapper calls them with the GIL released.
+ *
+ * Backends are small integers: 0 scalar, 1 avx2, 2 avx512, 3 avx512vnni.
+ * Layouts: 0 i2_s (x86 128/32 blocks, K % 128 == 0), 1 hf (transformers' packed planes).
+ * Return codes: 0 ok, BP_ENOMEM, BP_EBACKEND (not built or not on this CPU), BP_ESHAPE,
+ * or for bp_linear a positive count of activation rows holding NaN/Inf (nothing written).
+ */
+#ifndef BITNET_PACK_KERNELS_H
+#define BITNET_PACK_KERNELS_H
+
+#include <stdint.h>
+
+#define BP_LAYOUT_I2S 0
+#define BP_LAYOUT_HF 1
+#define BP_ENOMEM (-1)
+#define BP_EBACKEND (-2)
+#define BP_ESHAPE (-3)
+
+int bp_backend_count(void);
+const char *bp_backend_name(int backend);
+int bp_backend_built(int backend);     /* compiled into this extension */
+int bp_backend_supported(int backend); /* built and this CPU (and OS) can run it */
+int bp_best_backend(void);
+
+void bp_set_threads(int n); /* threads for large products (pool.c), the caller included */
+int bp_get_threads(void);
+
+/* Per-token absmax int8: s = 127 / max(|x|, 1e-5), q = clamp(rint(x * s), -128, 127).
+ * Returns the number of rows holding NaN/Inf (their q and s are unspecified). */
+int64_t bp_quantize(int backend, const float *x, int64_t n, int64_t k, int8_t *q, float *s);
+
+/* out[n, m] = sum_k t[m, k] * q[n, k] (exact int32). */
+int bp_matmul_int(int backend, int layout, const uint8_t *w, int64_t m, int64_t k,
+                  const int8_t *q, int64_t n, int32_t *out);
+
+/* y[n, m] = (float)sum_k t[m, k] * q[n, k] / s[n] * beta with (q, s) = bp_quantize(x). */
+int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t k, float beta,
+                  const float *x, int64_t n, float *y);
+
+/* How many 2-bit fields hold 3 (a code no ternary value maps to) in `nbytes` bytes. */
+int64_t bp_count_code3(const uint8_t *w, int64_t nbytes);
+
+#endif
