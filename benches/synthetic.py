@@ -79,6 +79,33 @@ def write_master(directory: Path, config: dict) -> Path:
     return directory
 
 
+# A child's ru_maxrss counts the parent's pages it shared between fork and exec, so the peak
+# is read as the child's own VmHWM (the high-water mark of the address space exec gave it).
+_HWM = """
+import atexit, runpy, sys
+report, imports_only = sys.argv[1], sys.argv[2] == "1"
+
+def write_peak():
+    with open("/proc/self/status") as status:
+        peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(report, "w") as out:
+        out.write(peak)
+
+atexit.register(write_peak)
+sys.argv = ["bitnet-pack", *sys.argv[3:]]
+if imports_only:
+    import bitnet_pack.cli, bitnet_pack.convert, bitnet_pack.fastpath, bitnet_pack.sinks.gguf, bitnet_pack.sinks.hf
+else:
+    runpy.run_module("bitnet_pack", run_name="__main__", alter_sys=True)
+"""
+
+
+def peak_rss_command(report: Path, args: list[str], imports_only: bool = False) -> list[str]:
+    """`python -c ...` running `bitnet-pack ARGS` (or only its imports) that writes its peak
+    RSS in KiB to `report` at exit."""
+    return [sys.executable, "-c", _HWM, str(report), "1" if imports_only else "0", *args]
+
+
 def ensure(cache: Path = DEFAULT_CACHE, layers: int = 30) -> dict[str, Path]:
     """The master and packed checkpoints, made on first use."""
     name = f"bitnet-2b4t-shaped-{layers}l"

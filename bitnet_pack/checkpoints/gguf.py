@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import fastpath
 from ..containers.gguf import GGUFFile
 from ..errors import MissingFile, NotTernary, UnknownTensorType
 from ..gguf_meta import config_from_kvs
@@ -81,8 +82,10 @@ class GGUFCheckpoint(Checkpoint):
 
     def entries(self) -> list[Entry]:
         entries = []
+        self._gguf_names: dict[str, str] = {}
         for name, info in self.file.tensors.items():
             hf_name = to_hf(name)
+            self._gguf_names[hf_name] = name
             if is_projection(hf_name):
                 entries.append(Entry(hf_name, info.shape, "linear", info.type_name, info.nbytes,
                                      lambda n=name: self._load_linear(n)))
@@ -111,6 +114,11 @@ class GGUFCheckpoint(Checkpoint):
                                   "(the kernel_config.ini used to convert it)", path=self.path, tensor=name)
             options["tiling"] = self.kernel_config
         return layout.decode(self.file.tensor_bytes(name), info.shape, **options)
+
+    def release(self, entry: Entry) -> None:
+        name = getattr(self, "_gguf_names", {}).get(entry.name)
+        if name is not None and self.file._map is not None:
+            fastpath.drop_mapped_pages(self.file.tensor_bytes(name))
 
     def close(self) -> None:
         self.file.close()

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import fastpath
 from ..containers.shards import SafetensorsDir
-from ..dtypes import bf16_to_f32, f32_to_bf16
+from ..dtypes import f32_to_bf16
 from ..errors import HeaderInvalid, MissingFile, ShapeError, UnknownTensorType
 from ..layouts import get_layout
-from ..ternary import TernaryWeight, check_ternary, ternarize
+from ..ternary import TernaryWeight, check_ternary
 from . import Checkpoint, Entry, Tensor, check_architecture, is_projection, read_aux_files
 
 FLOAT_DTYPES = ("BF16", "F16", "F32")
@@ -99,10 +100,10 @@ class HFCheckpoint(Checkpoint):
 
     def _load_master(self, name: str) -> TernaryWeight:
         raw = self.files.raw(name)
-        weight = bf16_to_f32(raw) if self.files.info(name).dtype == "BF16" else raw.astype(np.float32)
-        ternary = ternarize(weight, tensor=name)
+        dtype = self.files.info(name).dtype
+        ternary = fastpath.ternarize_stored(raw, dtype, tensor=name)
         recorded = self.recorded_betas.get(name)
-        is_bf16 = self.files.info(name).dtype == "BF16"
+        is_bf16 = dtype == "BF16"
         if recorded is not None and is_bf16 and _holds_what_we_wrote(raw, ternary.codes, recorded):
             return TernaryWeight(ternary.codes, recorded)
         return ternary
@@ -120,6 +121,11 @@ class HFCheckpoint(Checkpoint):
         codes = Tensor(self.files.info(name).dtype, data).f32()
         check_ternary(codes, tensor=name)
         return TernaryWeight(codes.astype(np.int8), beta)
+
+    def release(self, entry: Entry) -> None:
+        for name in (entry.name, entry.name + "_scale"):
+            if name in self.files.where:
+                fastpath.drop_mapped_pages(self.files.raw(name))
 
     def close(self) -> None:
         self.files.close()

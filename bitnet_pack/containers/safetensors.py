@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,9 +199,13 @@ class SafetensorsWriter:
 
     Tensors may arrive in any order: each is written at its planned offset. The file is
     built under a temporary name in the same directory and renamed by `finish()`.
+    `direct(path)`, if given, may return a writer with write(data, offset), size, flush(),
+    fileno() and close(flush=) that takes the data instead of pwrite (the sinks' O_DIRECT
+    writer); the header then goes last, once its final metadata is known.
     """
 
-    def __init__(self, path: str | os.PathLike, plans: list[TensorPlan], metadata: dict[str, str] | None):
+    def __init__(self, path: str | os.PathLike, plans: list[TensorPlan], metadata: dict[str, str] | None,
+                 direct: Callable[[Path], object | None] | None = None):
         self.path = Path(path)
         names = [p.name for p in plans]
         if len(set(names)) != len(names):
@@ -216,7 +221,10 @@ class SafetensorsWriter:
         self._temp = self.path.with_name(f".{self.path.name}.incomplete-{os.getpid()}")
         self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.ftruncate(self._fd, cursor)
-        os.pwrite(self._fd, head, 0)
+        self._size, self._head = cursor, head
+        self._direct = direct(self._temp) if direct is not None else None
+        if self._direct is None:
+            os.pwrite(self._fd, head, 0)
         self._pending = set(self._offsets)
 
     def write(self, name: str, array: np.ndarray) -> None:
@@ -226,11 +234,34 @@ class SafetensorsWriter:
         if tuple(data.shape) != plan.shape or data.nbytes != plan.nbytes:
             raise FormatError(f"planned {plan.dtype}{list(plan.shape)} ({plan.nbytes} bytes), got "
                               f"{data.dtype}{list(data.shape)} ({data.nbytes} bytes)", path=self.path, tensor=name)
+        self._pwrite(data, offset)
+        self._pending.discard(name)
+
+    def write_chunks(self, name: str, chunks: Iterable[np.ndarray]) -> None:
+        """Write one tensor from consecutive pieces (storage dtype, row slices in order), so a
+        large tensor never has to exist whole in its output dtype."""
+        offset, plan = self._offsets[name]
+        done = 0
+        for chunk in chunks:
+            data = np.ascontiguousarray(chunk)
+            if data.dtype.itemsize != itemsize(plan.dtype) or done + data.nbytes > plan.nbytes:
+                raise FormatError(f"planned {plan.dtype}{list(plan.shape)} ({plan.nbytes} bytes), got a "
+                                  f"{data.dtype} piece ending at byte {done + data.nbytes}", path=self.path,
+                                  tensor=name)
+            self._pwrite(data, offset + done)
+            done += data.nbytes
+        if done != plan.nbytes:
+            raise FormatError(f"planned {plan.nbytes} bytes, the pieces hold {done}", path=self.path, tensor=name)
+        self._pending.discard(name)
+
+    def _pwrite(self, data: np.ndarray, offset: int) -> None:
         view = memoryview(data.reshape(-1).view(np.uint8))
+        if self._direct is not None:
+            self._direct.write(view, offset)
+            return
         while view:
             written = os.pwrite(self._fd, view, offset)
             view, offset = view[written:], offset + written
-        self._pending.discard(name)
 
     def finish(self, metadata: dict[str, str] | None = None) -> Path:
         """Close and rename into place. `metadata` may replace the planned metadata if its
@@ -241,17 +272,30 @@ class SafetensorsWriter:
                 self.abort()
                 raise FormatError(f"final metadata changes the header size ({len(head)} != "
                                   f"{self._header_size} bytes)", path=self.path)
-            os.pwrite(self._fd, head, 0)
+            self._head = head
+            if self._direct is None:
+                os.pwrite(self._fd, head, 0)
         if self._pending:
             self.abort()
             raise FormatError(f"{len(self._pending)} planned tensors were never written, e.g. "
                               f"{sorted(self._pending)[0]!r}", path=self.path)
+        if self._direct is not None:
+            self._direct.write(self._head, 0)
+            self._direct.size = self._size
+            self._direct.flush()
+            os.fsync(self._direct.fileno())
+            self._direct.close()
         os.fsync(self._fd)
         os.close(self._fd)
         os.replace(self._temp, self.path)
         return self.path
 
     def abort(self) -> None:
+        if self._direct is not None:
+            try:
+                self._direct.close(flush=False)
+            except OSError:
+                pass
         try:
             os.close(self._fd)
         except OSError:

@@ -10,6 +10,7 @@ two places is an error that names it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -92,17 +93,21 @@ class ShardedWriter:
     plus an index. Tensors are assigned to shards in name order; data streams in any order."""
 
     def __init__(self, directory: Path, plans: list[TensorPlan], metadata: dict[str, str],
-                 max_shard_size: int | None = None):
+                 max_shard_size: int | None = None, direct: Callable[[Path], object | None] | None = None):
         self.directory = directory
         groups = _split(sorted(plans, key=lambda p: p.name), max_shard_size)
         names = [SINGLE] if len(groups) == 1 else [SHARD_NAME.format(i + 1, len(groups)) for i in range(len(groups))]
-        self.writers = [SafetensorsWriter(directory / n, g, metadata) for n, g in zip(names, groups, strict=True)]
+        self.writers = [SafetensorsWriter(directory / n, g, metadata, direct)
+                        for n, g in zip(names, groups, strict=True)]
         self.route = {p.name: w for w, g in zip(self.writers, groups, strict=True) for p in g}
         self.total = sum(p.nbytes for p in plans)
         self.sharded = len(groups) > 1
 
     def write(self, name: str, array: np.ndarray) -> None:
         self.route[name].write(name, array)
+
+    def write_chunks(self, name: str, chunks: Iterable[np.ndarray]) -> None:
+        self.route[name].write_chunks(name, chunks)
 
     def finish(self, metadata: dict[str, str] | None = None) -> list[Path]:
         paths = [w.finish(metadata) for w in self.writers]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import fastpath
 from ..errors import NotTernary, ShapeError
 from ..ternary import TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
@@ -42,6 +43,9 @@ class HFPacked(Layout):
         return (-(-shape[0] // PLANES), shape[1])
 
     def encode(self, weight: TernaryWeight) -> np.ndarray:
+        fast = fastpath.hf_encode(weight)
+        if fast is not None:
+            return fast
         out_features, in_features = weight.shape
         check_ternary(weight.codes)
         rows = -(-out_features // PLANES)
@@ -57,6 +61,9 @@ class HFPacked(Layout):
         packed = np.asarray(data, dtype=np.uint8)
         if packed.shape != want:
             raise ShapeError(f"hf packed weight for shape {list(shape)} must be {list(want)}, got {list(packed.shape)}")
+        fast = fastpath.hf_decode(packed, shape, np.float32(beta))
+        if fast is not None:
+            return fast
         shifts = np.array([0, 2, 4, 6], dtype=np.uint8).reshape(PLANES, 1, 1)
         codes = (packed[None] >> shifts) & 3
         if (codes == 3).any():

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import fastpath
 from ..errors import NotTernary, ShapeError
 from ..ggml_types import BITNET_CPP_FLAVOURS, i2s_nbytes
 from ..ternary import TernaryWeight, check_ternary
@@ -57,6 +58,10 @@ class _I2S(Layout):
     def encode(self, weight: TernaryWeight) -> np.ndarray:
         """M*K/4 code bytes, f32 beta, 28 zero bytes (flat uint8, `nbytes(shape)` long)."""
         self.check_shape(weight.shape)
+        fast = fastpath.i2s_encode(weight, self.spec.block_size, self.nbytes(weight.shape))
+        return fast if fast is not None else self._encode_reference(weight)
+
+    def _encode_reference(self, weight: TernaryWeight) -> np.ndarray:
         check_ternary(weight.codes)
         stride = self.spec.block_size // GROUPS
         # int8 -1/0/1 seen as uint8 255/0/1, plus 1 (wrapping): codes 0/1/2 in a new array.
@@ -73,10 +78,18 @@ class _I2S(Layout):
     def decode(self, data: np.ndarray, shape: tuple[int, int], beta: float | None = None) -> TernaryWeight:
         """Codes and beta from the bytes; `beta=`, if given, must equal the stored one."""
         flat = self._check_blob(data, shape)
+        scale_at = shape[0] * shape[1] // GROUPS
+        stored = np.float32(np.frombuffer(flat[scale_at : scale_at + SCALE_BYTES].tobytes(), dtype="<f4")[0])
+        fast = fastpath.i2s_decode(flat[:scale_at], shape, self.spec.block_size, stored)
+        codes = self._decode_reference(flat[:scale_at], shape) if fast is None else None
+        self.check_given_beta(stored, beta)
+        return fast if fast is not None else TernaryWeight(codes, stored)
+
+    def _decode_reference(self, body: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """int8 codes [out, in] from the M*K/4 code bytes."""
         rows, cols = shape
         stride = self.spec.block_size // GROUPS
-        scale_at = rows * cols // GROUPS
-        body = flat[:scale_at].reshape(-1, 1, stride)
+        body = body.reshape(-1, 1, stride)
         codes = (body >> SHIFTS[:, None]) & np.uint8(3)  # [blocks, group, p]
         bad = int(np.count_nonzero(codes == 3))
         if bad:
@@ -85,9 +98,7 @@ class _I2S(Layout):
                 f"bitnet.cpp would read them as 0), shape {list(shape)}"
             )
         codes -= np.uint8(1)  # 0/1/2 -> 255/0/1, i.e. int8 -1/0/1
-        stored = np.frombuffer(flat[scale_at : scale_at + SCALE_BYTES].tobytes(), dtype="<f4")[0]
-        self.check_given_beta(np.float32(stored), beta)
-        return TernaryWeight(codes.view(np.int8).reshape(rows, cols), np.float32(stored))
+        return codes.view(np.int8).reshape(rows, cols)
 
 
 class I2S(_I2S):

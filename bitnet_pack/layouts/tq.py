@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from .. import fastpath
 from ..errors import NonFiniteWeight, NotTernary, ScaleNotRepresentable, ShapeError
 from ..ternary import TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
@@ -55,6 +56,9 @@ class _TQ(Layout):
     def encode(self, weight: TernaryWeight, *, lossy: bool = False) -> np.ndarray:
         """The GGUF tensor bytes: per block, the packed codes then d (flat uint8)."""
         self.check_shape(weight.shape)
+        fast = self._encode_fast(weight, lossy)
+        if fast is not None:
+            return fast
         check_ternary(weight.codes)
         d = self._fp16_scale(np.float32(weight.beta), lossy)
         trits = (weight.codes.view(np.uint8) + np.uint8(1)).reshape(-1, QK_K)  # a new array
@@ -65,20 +69,40 @@ class _TQ(Layout):
         blocks[:, -D_BYTES:] = scales.view(np.uint8).reshape(-1, D_BYTES)
         return blocks.reshape(-1)
 
+    def _encode_fast(self, weight: TernaryWeight, lossy: bool) -> np.ndarray | None:
+        """The compiled encoder, or None: then the reference runs and raises what it finds first."""
+        if not fastpath.compiled():
+            return None
+        try:
+            d = self._fp16_scale(np.float32(weight.beta), lossy)
+        except (NonFiniteWeight, ScaleNotRepresentable):
+            return None
+        return fastpath.tq_encode(self.name, weight, d)
+
     def decode(self, data: np.ndarray, shape: tuple[int, int], beta: float | None = None) -> TernaryWeight:
         """Codes, and beta = the common d of the non-zero blocks (or `beta=`, else 0, when
         every block is zero). Blocks that disagree on d are not one ternary tensor."""
-        blocks = self._check_blob(data, shape).reshape(-1, self.spec.type_size)
-        trits = self._unpack(blocks[:, :-D_BYTES])
-        d_bits = np.ascontiguousarray(blocks[:, -D_BYTES:]).view("<u2").reshape(-1)
-        nonzero = np.any(trits != 1, axis=1)
-        found = self._common_d(d_bits[nonzero], shape)
+        flat = self._check_blob(data, shape)
+        fast = fastpath.tq_decode(self.name, flat, shape)
+        if fast is not None:
+            codes, d_bits = fast
+            found = None if d_bits is None else np.float32(np.uint16(d_bits).view(np.float16))
+        else:
+            codes, found = self._decode_reference(flat, shape)
         if found is None:
             found = np.float32(0.0 if beta is None else beta)
         else:
             self.check_given_beta(found, beta)
+        return TernaryWeight(codes, found)
+
+    def _decode_reference(self, flat: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.float32 | None]:
+        blocks = flat.reshape(-1, self.spec.type_size)
+        trits = self._unpack(blocks[:, :-D_BYTES])
+        d_bits = np.ascontiguousarray(blocks[:, -D_BYTES:]).view("<u2").reshape(-1)
+        nonzero = np.any(trits != 1, axis=1)
+        found = self._common_d(d_bits[nonzero], shape)
         trits -= np.uint8(1)  # 0/1/2 -> 255/0/1, i.e. int8 -1/0/1
-        return TernaryWeight(trits.view(np.int8).reshape(shape), found)
+        return trits.view(np.int8).reshape(shape), found
 
     def _fp16_scale(self, beta: np.float32, lossy: bool) -> np.float16:
         if not np.isfinite(beta):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFValueType as VT
 
-from .. import __version__
+from .. import __version__, fastpath
 from ..checkpoints import Checkpoint, Entry, Tensor
 from ..containers.gguf import FLAVOUR_KEY, GGUFWriter
 from ..dtypes import f32_to_bf16
@@ -25,6 +25,7 @@ from ..names import to_gguf
 from ..outputs import check_output
 from ..ternary import TernaryWeight
 from . import PlannedTensor, Sink
+from .direct_io import open_direct_file
 from .gguf_tokenizer import tokenizer_kvs
 
 LAYOUT_OUTTYPES = ("i2_s", "i2_s_arm", "tl1", "tl2", "tq1_0", "tq2_0")
@@ -34,7 +35,6 @@ FILE_TYPES = {"f32": 0, "f16": 1, "bf16": 32, "tq1_0": 36, "tq2_0": 37, "tl1": B
               "i2_s_arm": BITNET_CPP_FILE_TYPES["I2_S"]}
 BITNET_CPP_ONLY = ("i2_s", "i2_s_arm", "tl1", "tl2")
 EMBEDDING_NAME = "model.embed_tokens.weight"
-CHUNK_ROWS = 4096
 MAINLINE_WARNING = ("mainline llama.cpp currently computes the BitNet FFN with SiLU instead of relu2, so "
                     "2B4T-style models give wrong output there until that is fixed upstream")
 
@@ -100,8 +100,9 @@ class GGUFSink(Sink):
     # -- writing --------------------------------------------------------------------------
     def begin(self, source: Checkpoint, entries: list[Entry]) -> None:
         check_output(self.path, self.inputs, self.force)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tiling_config(entries)
-        self.writer = GGUFWriter(self.path, types=self.types)
+        self.writer = _DirectGGUFWriter(self.path, types=self.types)
         for key, value, vtype in self._metadata(source):
             self.writer.add_kv(key, value, vtype)
         for field in tokenizer_kvs(source, self.target):
@@ -136,13 +137,16 @@ class GGUFSink(Sink):
     def _float_chunks(self, name: str, tensor: Tensor, type_name: str):
         """Row chunks of a float tensor converted to `type_name`: the 2B4T embedding (656 MB
         as F16) never exists whole in another dtype. Values F16 cannot hold are counted."""
-        data = tensor.data
-        rows = data.reshape(data.shape[0], -1) if data.ndim > 1 else data.reshape(1, -1)
         inexact = 0
-        for start in range(0, rows.shape[0], CHUNK_ROWS):
-            part = Tensor(tensor.dtype, rows[start:start + CHUNK_ROWS])
+        for part in tensor.row_chunks():
             if tensor.dtype == type_name:
                 yield part.data
+                continue
+            fast = fastpath.convert_float(part.data, tensor.dtype, type_name)
+            if fast is not None:
+                converted, count = fast
+                inexact += count if type_name == "F16" else 0
+                yield converted
                 continue
             values = part.f32()
             converted = _convert_float(values, type_name)
@@ -150,7 +154,7 @@ class GGUFSink(Sink):
                 inexact += int(np.count_nonzero(converted.astype(np.float32) != values))
             yield converted
         if inexact:
-            self.notes.append(f"{name}: {inexact} of {data.size} values are not exact in F16 (below its normal "
+            self.notes.append(f"{name}: {inexact} of {tensor.data.size} values are not exact in F16 (below its normal "
                               "range or above 65504); --embedding-type bf16 or f32 keeps them")
 
     def _encode_linear(self, weight: TernaryWeight) -> np.ndarray:
@@ -188,6 +192,21 @@ class GGUFSink(Sink):
     def abort(self) -> None:
         if hasattr(self, "writer"):
             self.writer.abort()
+
+
+class _DirectGGUFWriter(GGUFWriter):
+    """GGUFWriter whose tensor data, after the header, bypasses the page cache where the
+    filesystem allows it (see `direct_io`); the bytes are the same."""
+
+    def write_header(self) -> None:
+        super().write_header()
+        if not fastpath.streaming():
+            return
+        self._file.flush()
+        direct = open_direct_file(self._tmp, self.data_start)
+        if direct is not None:
+            self._file.close()
+            self._file = direct
 
 
 def _convert_float(values: np.ndarray, type_name: str) -> np.ndarray:

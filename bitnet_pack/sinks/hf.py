@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import fastpath
 from ..checkpoints import Checkpoint, Entry, Tensor
 from ..checkpoints.hf import BETAS_KEY, master_value
 from ..containers.safetensors import TensorPlan
@@ -27,6 +28,7 @@ from ..layouts import get_layout
 from ..outputs import StagedDir
 from ..ternary import TernaryWeight
 from . import PlannedTensor, Sink
+from .direct_io import open_direct
 
 PACKED_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"}
 MASTER_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"}
@@ -64,13 +66,14 @@ class HFSink(Sink):
             self.betas = {e.name: "0x00000000" for e in entries if e.kind == "linear"}
             metadata[BETAS_KEY] = json.dumps(self.betas, sort_keys=True)
         self.metadata = metadata
-        self.writer = ShardedWriter(self.staged.temp, self.tensor_plans(entries), metadata, self.max_shard_size)
+        self.writer = ShardedWriter(self.staged.temp, self.tensor_plans(entries), metadata, self.max_shard_size,
+                                    direct=open_direct if fastpath.streaming() else None)
 
     def put(self, entry: Entry, value: TernaryWeight | Tensor) -> None:
         if isinstance(value, TernaryWeight):
             self._put_linear(entry.name, value)
         else:
-            self.writer.write(entry.name, _as_bf16(value))
+            self.writer.write_chunks(entry.name, (_as_bf16(part) for part in value.row_chunks()))
 
     def _put_linear(self, name: str, weight: TernaryWeight) -> None:
         if self.packed:
@@ -105,4 +108,7 @@ class HFSink(Sink):
 
 def _as_bf16(tensor: Tensor) -> np.ndarray:
     """Stored bf16 passes through untouched; f16/f32 are rounded to bf16."""
-    return tensor.data if tensor.dtype == "BF16" else f32_to_bf16(tensor.f32())
+    if tensor.dtype == "BF16":
+        return tensor.data
+    fast = fastpath.convert_float(tensor.data, tensor.dtype, "BF16")
+    return fast[0] if fast is not None else f32_to_bf16(tensor.f32())
