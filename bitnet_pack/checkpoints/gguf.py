@@ -117,7 +117,7 @@ class GGUFCheckpoint(Checkpoint):
 
     def release(self, entry: Entry) -> None:
         name = getattr(self, "_gguf_names", {}).get(entry.name)
-        if name is not None and self.file._map is not None:
+        if name is not None and not self.file.closed:
             fastpath.drop_mapped_pages(self.file.tensor_bytes(name))
 
     def close(self) -> None:

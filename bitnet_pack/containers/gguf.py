@@ -87,6 +87,10 @@ class GGUFFile:
         named = arch is not None and arch.vtype == GGUFValueType.STRING
         return TypeTable.for_target("2025" if named and arch.value in BITNET_CPP_ARCHS else None)
 
+    @property
+    def closed(self) -> bool:
+        return self._map is None
+
     # -- metadata --------------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         """The plain value of `key` (arrays of arrays unwrapped to nested lists), or `default`."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -65,7 +65,8 @@ class GGUFWriter:
     and fills in / checks each tensor's nbytes."""
 
     def __init__(self, path: str | Path, *, alignment: int = GGUF_DEFAULT_ALIGNMENT,
-                 types: TypeTable | None = None, chunk_bytes: int = CHUNK_BYTES):
+                 types: TypeTable | None = None, chunk_bytes: int = CHUNK_BYTES,
+                 data_stream: Callable[[Path, int], Any] | None = None):
         if not 0 < alignment < 1 << 32 or alignment & (alignment - 1):
             raise UsageError(f"alignment must be a power of two below 2^32, got {alignment}")
         self.path = Path(path)
@@ -77,6 +78,9 @@ class GGUFWriter:
         self._data_size = 0
         self._next = 0
         self._file = None
+        # `data_stream(temp_path, data_start)` may return another writable file for the tensor
+        # data (e.g. direct I/O); None keeps the ordinary file.
+        self._data_stream = data_stream
         self._tmp = self.path.with_name(f".{self.path.name}.incomplete-{os.getpid()}")
         self._state = _State.DECLARING
 
@@ -156,6 +160,12 @@ class GGUFWriter:
         with self._writing():
             self._file = open(self._tmp, "wb")
             self._file.write(header + bytes(self.data_start - len(header)))
+            if self._data_stream is not None:
+                self._file.flush()
+                stream = self._data_stream(self._tmp, self.data_start)
+                if stream is not None:
+                    self._file.close()
+                    self._file = stream
         self._state = _State.HEADER
 
     # -- tensor data -----------------------------------------------------------------------

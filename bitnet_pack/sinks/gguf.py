@@ -102,7 +102,7 @@ class GGUFSink(Sink):
         check_output(self.path, self.inputs, self.force)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tiling_config(entries)
-        self.writer = _DirectGGUFWriter(self.path, types=self.types)
+        self.writer = GGUFWriter(self.path, types=self.types, data_stream=_direct_data_stream)
         for key, value, vtype in self._metadata(source):
             self.writer.add_kv(key, value, vtype)
         for field in tokenizer_kvs(source, self.target):
@@ -194,19 +194,10 @@ class GGUFSink(Sink):
             self.writer.abort()
 
 
-class _DirectGGUFWriter(GGUFWriter):
-    """GGUFWriter whose tensor data, after the header, bypasses the page cache where the
-    filesystem allows it (see `direct_io`); the bytes are the same."""
-
-    def write_header(self) -> None:
-        super().write_header()
-        if not fastpath.streaming():
-            return
-        self._file.flush()
-        direct = open_direct_file(self._tmp, self.data_start)
-        if direct is not None:
-            self._file.close()
-            self._file = direct
+def _direct_data_stream(path: Path, data_start: int):
+    """Tensor data past the header bypasses the page cache where the filesystem allows it
+    (see `direct_io`); the bytes are the same."""
+    return open_direct_file(path, data_start) if fastpath.streaming() else None
 
 
 def _convert_float(values: np.ndarray, type_name: str) -> np.ndarray:
