@@ -12,11 +12,7 @@ Bytes are deterministic (keys and tensors in the order added, no timestamps). Me
 header plus one chunk of the tensor being written; ndarrays and buffers are written from
 views, never copied whole.
 
-Inferred value types (pass vtype=/subtype= for exact control): bool -> BOOL; int -> UINT32 if
-0 <= v < 2^32, else INT32 if it fits, else INT64, else UINT64; float -> FLOAT32; str -> STRING;
-numpy scalar -> its dtype; list/tuple -> ARRAY of the common element type (ints: the first of
-UINT32/INT32/INT64/UINT64 that holds all; any float -> FLOAT32); 1-D ndarray -> ARRAY of its
-dtype; list of lists -> ARRAY of ARRAY; a `KVField` -> its own types.
+Value types are inferred as `gguf_values.infer_vtype` documents.
 """
 from __future__ import annotations
 
