@@ -145,6 +145,7 @@ def main() -> None:
         args.json.write_text(json.dumps(rows, indent=2))
     if not args.skip_kernel:
         subprocess.run([sys.executable, str(HERE / "bench_kernel.py")], check=True)
+        subprocess.run([sys.executable, str(HERE / "bench_decode.py")], check=True)
 
 
 if __name__ == "__main__":

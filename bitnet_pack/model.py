@@ -6,7 +6,7 @@
       h = h + o_proj(attn_sub_norm(a))
       f = RMSNorm(h) -> relu(gate)^2 * up -> ffn_sub_norm
       h = h + down_proj(f)
-    logits = RMSNorm(h) @ embed^T          (tied lm_head, plain fp32 matmul)
+    logits = RMSNorm(h) @ embed^T          (tied lm_head, kernel.half_matmul)
 
 Every projection is `kernel.ternary_linear` on a `PackedMatrix`: per-token absmax int8
 activations, exact integer sums, y = acc / s * beta (the W1.58A8 semantics transformers and
@@ -30,7 +30,12 @@ bitnet.cpp share). Two numerics (`Numerics`) decide everything else:
     - RoPE angles: theta_i = pos * powf(base, -2/d)^i, multiplied up one i at a time in
       fp32 (`ggml_rope_cache_init`);
     - the embedding is whatever the file holds (F16 for I2_S files): the loader passes it.
-  Checked against a build of BitNet 404980e with that fork (x86-64, gcc 12): every
+  The embedding (and an untied lm_head) is kept as the 16-bit values the checkpoint stores
+(`HalfTensor`: bf16 from transformers files, f16 from GGUF F16; found by checking the float32
+values round-trip exactly, else it stays float32 and numpy's matmul runs). The lookup reads
+those values; the logits are `kernel.half_matmul`, whose fp32 summation order is fixed
+(kernels/half_isa.h: 16 strided lanes, then a halving fold) and the same on every backend.
+Checked against a build of BitNet 404980e with that fork (x86-64, gcc 12): every
   intermediate tensor of tiny-a's two prompts x 16 steps within 2e-5, logits within 1e-4.
   Dropping the one-row rounding flips a token of tiny-a's 12-token prompt; transformers'
   RoPE tables instead of ggml's move the top-2 margins by up to 0.14; the softmax detail is
@@ -47,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UnknownArchitecture, UsageError
-from .kernel import PackedMatrix, ternary_linear
+from .kernel import PackedMatrix, exact_half_bits, half_matmul, half_to_float32, ternary_linear
 from .ternary import TernaryWeight
 
 PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -199,6 +204,32 @@ def to_f16(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float16).astype(np.float32)
 
 
+class HalfTensor:
+    """A float tensor held as its bf16 / f16 bits (uint16, `bits`); `np.asarray(t)` gives the
+    float32 values (so `verify.compare_weights` sees the same floats as before)."""
+
+    def __init__(self, kind: str, bits: np.ndarray):
+        self.kind, self.bits = kind, bits
+        self.shape = bits.shape
+
+    @classmethod
+    def from_float32(cls, values: np.ndarray) -> HalfTensor | np.ndarray:
+        """The 16-bit form if it holds every value exactly, else `values` unchanged."""
+        found = exact_half_bits(values)
+        return values if found is None else cls(*found)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        values = half_to_float32(self.bits, self.kind)
+        return values if dtype is None else values.astype(dtype, copy=False)
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        return half_to_float32(self.bits[ids], self.kind)
+
+    def matmul(self, x: np.ndarray) -> np.ndarray:
+        """x [T, K] -> [T, V]; a row's result does not depend on T (fixed order per row)."""
+        return half_matmul(self.bits, self.kind, x)
+
+
 class KVCache:
     """Per layer K and V [kv_heads, positions, head_dim], grown by doubling."""
 
@@ -230,6 +261,9 @@ class BitNetModel:
         self.config = ModelConfig.from_hf(config)
         self.numerics = NUMERICS[numerics]
         self.tensors = _prepare(self.config, weights)
+        for name in ("model.embed_tokens.weight", "lm_head.weight"):
+            if name in self.tensors:
+                self.tensors[name] = HalfTensor.from_float32(self.tensors[name])
         self.embedding = self.tensors["model.embed_tokens.weight"]
         self.lm_head = self.tensors.get("lm_head.weight", self.embedding)
         self.reset()
@@ -244,15 +278,21 @@ class BitNetModel:
         if ids.size == 0 or ids.min() < 0 or ids.max() >= self.config.vocab_size:
             raise UsageError(f"token ids must be a non-empty list in [0, {self.config.vocab_size}), got {ids.tolist()[:8]}")
         positions = np.arange(self.cache.length, self.cache.length + ids.size)
-        h = self.embedding[ids]
+        h = self.embedding.rows(ids) if isinstance(self.embedding, HalfTensor) else self.embedding[ids]
         for layer in range(self.config.num_layers):
             h = self._layer(layer, h, positions)
         self.cache.length += ids.size
         h = rms_norm(h if all_logits else h[-1:], self.tensors["model.norm.weight"], self.config.rms_norm_eps)
         if self.numerics.single_row_f16 and h.shape[0] == 1:
             h = to_f16(h)
-        logits = np.stack([self.lm_head @ row for row in h])  # row by row: a row's logits never
-        return logits if all_logits else logits[0]          # depend on how many rows are asked
+        logits = self._logits(h)
+        return logits if all_logits else logits[0]
+
+    def _logits(self, h: np.ndarray) -> np.ndarray:
+        if isinstance(self.lm_head, HalfTensor):
+            return self.lm_head.matmul(h)
+        return np.stack([self.lm_head @ row for row in h])  # row by row: a row's logits never
+                                                            # depend on how many rows are asked
 
     def _layer(self, layer: int, h: np.ndarray, positions: np.ndarray) -> np.ndarray:
         c, w = self.config, self._layer_tensors(layer)

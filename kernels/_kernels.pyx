@@ -2,7 +2,7 @@
 """Thin wrapper over the C kernel (driver.c + isa_*.c). bitnet_pack/kernel.py is the API:
 it checks shapes and dtypes, so these functions trust their arguments' shapes and only
 map C return codes to exceptions. Every product runs with the GIL released."""
-from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t
 
 cdef extern from "bitnet_kernels.h" nogil:
     int BP_LAYOUT_I2S, BP_LAYOUT_HF, BP_ENOMEM, BP_EBACKEND, BP_ESHAPE
@@ -19,6 +19,9 @@ cdef extern from "bitnet_kernels.h" nogil:
     int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t k,
                       float beta, const float *x, int64_t n, float *y)
     int64_t bp_count_code3(const uint8_t *w, int64_t nbytes)
+    int BP_HALF_BF16, BP_HALF_F16
+    int bp_half_matmul(int backend, int kind, const uint16_t *w, int64_t v, int64_t k,
+                       const float *x, int64_t n, float *y)
 
 LAYOUTS = {"i2_s": BP_LAYOUT_I2S, "hf": BP_LAYOUT_HF}
 BACKENDS = tuple(bp_backend_name(i).decode() for i in range(bp_backend_count()))
@@ -98,3 +101,20 @@ def count_code3(const uint8_t[::1] w):
     with nogil:
         count = bp_count_code3(&w[0], w.shape[0])
     return count
+
+
+HALF_KINDS = {"bf16": BP_HALF_BF16, "f16": BP_HALF_F16}
+
+
+def half_matmul(str backend, str kind, const uint16_t[:, ::1] w, const float[:, ::1] x,
+                float[:, ::1] y):
+    """Fill y [N, V] = x [N, K] . float(w [V, K])^T (order: half_isa.h)."""
+    cdef int b = BACKENDS.index(backend)
+    cdef int kd = HALF_KINDS[kind]
+    cdef int64_t n = x.shape[0]
+    cdef int code
+    if n == 0:
+        return
+    with nogil:
+        code = bp_half_matmul(b, kd, &w[0, 0], w.shape[0], w.shape[1], &x[0, 0], n, &y[0, 0])
+    _check(code, f"{kind} matmul {w.shape[0]}x{w.shape[1]}")

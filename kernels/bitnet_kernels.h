@@ -38,6 +38,13 @@ int bp_matmul_int(int backend, int layout, const uint8_t *w, int64_t m, int64_t 
 int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t k, float beta,
                   const float *x, int64_t n, float *y);
 
+/* 16-bit weights (half.c; the summation order is specified in half_isa.h):
+ * y[n, v] = sum_k float(w[v, k]) * x[n, k], w uint16 [V, K] as bf16 or f16 bits. */
+#define BP_HALF_BF16 0
+#define BP_HALF_F16 1
+int bp_half_matmul(int backend, int kind, const uint16_t *w, int64_t v, int64_t k,
+                   const float *x, int64_t n, float *y);
+
 /* How many 2-bit fields hold 3 (a code no ternary value maps to) in `nbytes` bytes. */
 int64_t bp_count_code3(const uint8_t *w, int64_t nbytes);
 

@@ -447,3 +447,212 @@ def test_products_release_the_gil():
         stop.set()
         thread.join()
     assert all(inside.values()), inside
+
+
+# ---- 16-bit weights (half_matmul, the lm_head) -------------------------------------------
+
+
+def half_weights(rng: np.random.Generator, shape: tuple[int, int], kind: str, scale: float = 0.5) -> np.ndarray:
+    values = (rng.standard_normal(shape) * scale).astype(np.float32)
+    if kind == "bf16":
+        return (values.view(np.uint32) >> 16).astype(np.uint16)
+    return values.astype(np.float16).view(np.uint16)
+
+
+def spelled_out_half_matmul(w: np.ndarray, kind: str, x: np.ndarray) -> np.ndarray:
+    """The order of kernels/half_isa.h, one float32 scalar at a time."""
+    f = kernel.half_to_float32(w, kind)
+    y = np.empty((x.shape[0], w.shape[0]), np.float32)
+    zero = np.float32(0.0)
+    for n in range(x.shape[0]):
+        for v in range(w.shape[0]):
+            lanes = [zero] * 16
+            for k in range(0, -(-w.shape[1] // 16) * 16):
+                wk, xk = (f[v, k], x[n, k]) if k < w.shape[1] else (zero, zero)
+                lanes[k % 16] = np.float32(lanes[k % 16] + np.float32(wk * xk))
+            for half in (8, 4, 2, 1):
+                lanes = [np.float32(lanes[j] + lanes[j + half]) for j in range(half)]
+            y[n, v] = lanes[0]
+    return y
+
+
+def assert_half_same_everywhere(w: np.ndarray, kind: str, x: np.ndarray) -> None:
+    want = kernel.reference_half_matmul(w, kind, x)
+    for backend in BACKENDS:
+        with kernel.use_backend(backend):
+            got = kernel.half_matmul(w, kind, x)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        assert np.array_equal(bits(got), bits(want)), f"{backend} {kind}: float32 outputs differ"
+
+
+@pytest.mark.parametrize("kind", ["bf16", "f16"])
+def test_half_reference_is_the_specified_order(kind):
+    rng = np.random.default_rng(20)
+    w, x = half_weights(rng, (5, 37), kind), rng.standard_normal((2, 37)).astype(np.float32)
+    want = spelled_out_half_matmul(w, kind, x)
+    assert np.array_equal(bits(kernel.reference_half_matmul(w, kind, x)), bits(want))
+    exact = x.astype(np.float64) @ kernel.half_to_float32(w, kind).astype(np.float64).T
+    assert np.allclose(want, exact, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["bf16", "f16"])
+@pytest.mark.parametrize("v", [1, 7, 37])
+@pytest.mark.parametrize("k", [1, 15, 16, 17, 333, 2560])
+@pytest.mark.parametrize("n", [1, 3])
+def test_half_matmul_matches_reference(backend, kind, v, k, n):
+    rng = np.random.default_rng(v * 10007 + k * 7 + n)
+    w, x = half_weights(rng, (v, k), kind), rng.standard_normal((n, k)).astype(np.float32)
+    want = kernel.reference_half_matmul(w, kind, x)
+    with kernel.use_backend(backend):
+        got = kernel.half_matmul(w, kind, x)
+    assert np.array_equal(bits(got), bits(want))
+
+
+@settings(deadline=None, max_examples=30)
+@given(kind=st.sampled_from(["bf16", "f16"]), v=st.integers(1, 40), k=st.integers(1, 100),
+       n=st.integers(1, 5), scale=st.sampled_from([1e-3, 1.0, 300.0]), seed=st.integers(0, 2**32 - 1))
+def test_hypothesis_half_matmul_matches_reference(kind, v, k, n, scale, seed):
+    rng = np.random.default_rng(seed)
+    w = half_weights(rng, (v, k), kind, scale)
+    assert_half_same_everywhere(w, kind, (rng.standard_normal((n, k)) * scale).astype(np.float32))
+
+
+@pytest.mark.parametrize("kind", ["bf16", "f16"])
+def test_every_finite_16_bit_value_converts_exactly(kind):
+    """One weight per row, times 1: y is the weight's float32 value (-0 sums to +0)."""
+    words = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    values = kernel.half_to_float32(words, kind)
+    words = words[np.isfinite(values) & (words != 0x8000)]
+    if kind == "f16":
+        assert np.array_equal(kernel.half_to_float32(words, kind), words.view(np.float16).astype(np.float32))
+    else:
+        assert np.array_equal(bits(kernel.half_to_float32(words, kind)), bits(words.astype(np.uint32) << 16))
+    x = np.ones((1, 1), np.float32)
+    want = kernel.half_to_float32(words, kind)[None]
+    assert np.array_equal(bits(kernel.reference_half_matmul(words[:, None], kind, x)), bits(want))
+    assert_half_same_everywhere(words[:, None], kind, x)
+
+
+@pytest.mark.parametrize("kind", ["bf16", "f16"])
+def test_threaded_half_products_are_complete(kind):
+    rng = np.random.default_rng(21)
+    w = half_weights(rng, (4099, 301), kind, 0.02)
+    x = rng.standard_normal((3, 301)).astype(np.float32)
+    want = kernel.reference_half_matmul(w, kind, x)
+    for backend in BACKENDS:
+        with kernel.use_backend(backend):
+            for n in (1, 3):
+                y = np.full((n, 4099), np.nan, np.float32)
+                y[...] = kernel.half_matmul(w, kind, x[:n])
+                assert np.array_equal(bits(y), bits(want[:n])), backend
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_half_matmul_shapes_and_refusals(backend):
+    rng = np.random.default_rng(22)
+    w = half_weights(rng, (9, 20), "f16")
+    x = rng.standard_normal((2, 3, 20)).astype(np.float32)
+    before = x.copy()
+    with kernel.use_backend(backend):
+        got = kernel.half_matmul(w, "f16", x)
+        assert got.shape == (2, 3, 9)
+        assert np.array_equal(bits(got.reshape(6, 9)), bits(kernel.reference_half_matmul(w, "f16", x.reshape(6, 20))))
+        assert np.array_equal(bits(kernel.half_matmul(w.view(np.float16), "f16", x)), bits(got))
+        assert kernel.half_matmul(w, "f16", np.zeros((0, 20), np.float32)).shape == (0, 9)
+        assert np.array_equal(x, before)
+        with pytest.raises(ShapeError, match="in_features 20"):
+            kernel.half_matmul(w, "f16", x[..., :19])
+        with pytest.raises(ShapeError, match="uint16"):
+            kernel.half_matmul(w.astype(np.int32), "bf16", x)
+        with pytest.raises(UsageError, match="bf16, f16"):
+            kernel.half_matmul(w, "f32", x)
+
+
+def test_exact_half_bits_picks_a_lossless_type():
+    rng = np.random.default_rng(23)
+    bf16 = kernel.half_to_float32(half_weights(rng, (4, 6), "bf16"), "bf16")
+    f16 = kernel.half_to_float32(half_weights(rng, (4, 6), "f16"), "f16")
+    kind, words = kernel.exact_half_bits(bf16)
+    assert kind == "bf16" and np.array_equal(bits(kernel.half_to_float32(words, kind)), bits(bf16))
+    assert words.flags.c_contiguous and not np.shares_memory(words, bf16)
+    mixed = f16.copy()
+    mixed[0, 0] = np.float32(1 + 2**-10)  # f16 holds it, bf16 does not
+    kind, words = kernel.exact_half_bits(mixed)
+    assert kind == "f16" and np.array_equal(bits(kernel.half_to_float32(words, kind)), bits(mixed))
+    assert kernel.exact_half_bits(mixed * np.float32(1 + 2**-20)) is None
+    assert kernel.exact_half_bits(np.array([[1e30]], np.float32)) is None  # too wide for f16, too fine for bf16
+    assert kernel.exact_half_bits(np.array([[1.0, 65504.0, 2.0**-24]], np.float32))[0] == "f16"
+
+
+def test_half_matmul_releases_the_gil():
+    """As test_products_release_the_gil, for the 16-bit product."""
+    if not COMPILED:
+        assert PURE
+        return
+    rng = np.random.default_rng(24)
+    w = half_weights(rng, (8192, 2048), "bf16", 0.02)
+    x = rng.standard_normal((4, 2048)).astype(np.float32)
+    y = np.empty((4, 8192), np.float32)
+    stop = threading.Event()
+    ticks: list[int] = []
+
+    def ticker() -> None:
+        while not stop.is_set():
+            ticks.append(time.perf_counter_ns())
+            time.sleep(0.0002)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    inside = {}
+    try:
+        for backend in COMPILED:
+            for _ in range(20):
+                t0 = time.perf_counter_ns()
+                kernel._ext.half_matmul(backend, "bf16", w, x, y)
+                t1 = time.perf_counter_ns()
+                inside[backend] = sum(t0 < t < t1 for t in list(ticks))
+                if inside[backend]:
+                    break
+    finally:
+        sys.setswitchinterval(old)
+        stop.set()
+        thread.join()
+    assert all(inside.values()), inside
+
+
+@pytest.mark.parametrize("kind", ["bf16", "f16", None])
+def test_model_keeps_the_embedding_16_bit_and_uses_half_matmul(kind):
+    """BitNetModel stores an exactly representable embedding as its 16-bit bits; lookup and
+    logits read those values (None: values neither type holds stay float32)."""
+    from bitnet_pack.model import BitNetModel, HalfTensor, ModelConfig
+    rng = np.random.default_rng(25)
+    config = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "num_key_value_heads": 1, "vocab_size": 77, "rope_theta": 10000.0, "tie_word_embeddings": True}
+    embedding = kernel.half_to_float32(half_weights(rng, (77, 128), kind or "f16"), kind or "f16")
+    if kind == "f16":
+        embedding[0, 0] = np.float32(1 + 2**-10)  # not a bf16 value
+    if kind is None:
+        embedding[0, 0] = np.float32(1 + 2**-20)
+    weights = {"model.embed_tokens.weight": embedding, "model.norm.weight": np.ones(128, np.float32)}
+    for name, shape in ModelConfig.from_hf(config).tensor_shapes().items():
+        if name.endswith("_proj.weight"):
+            weights[name] = TernaryWeight(random_codes(rng, shape), np.float32(0.05))
+        elif name not in weights:
+            weights[name] = np.ones(shape, np.float32)
+    model = BitNetModel(config, weights)
+    held = model.tensors["model.embed_tokens.weight"]
+    assert isinstance(held, HalfTensor) == (kind is not None)
+    assert np.array_equal(bits(np.ascontiguousarray(held, np.float32)), bits(embedding))
+    seen = []
+    logits_of = model._logits
+    model._logits = lambda h: seen.append(h) or logits_of(h)
+    logits = model.prompt_logits([3, 5, 7])
+    assert logits.shape == (3, 77) and np.array_equal(bits(logits[1]), bits(model.prefill([3, 5])))
+    if kind is not None:
+        assert held.kind == kind
+        assert np.array_equal(bits(logits), bits(kernel.reference_half_matmul(held.bits, kind, seen[0])))
+    else:
+        assert np.array_equal(bits(logits), bits(np.stack([embedding @ row for row in seen[0]])))
