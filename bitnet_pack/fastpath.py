@@ -242,148 +242,6 @@ def ternarize_stored(raw: np.ndarray, dtype: str, *, tensor: str | None = None) 
     return StoredTernary(raw.shape, np.float32(1.0) / scale, rows, origin)
 
 
-# -- layouts ------------------------------------------------------------------------------
-def _no_threes(data: np.ndarray) -> bool:
-    """No 2-bit field of `data` holds 3 (hf and I2_S bytes are valid)."""
-    return _over(data.size, 4, lambda a, b: _ext.count_threes(data[a:b])) == 0
-
-
-def i2s_encode(weight: TernaryWeight, block: int, nbytes: int) -> np.ndarray | None:
-    """The whole I2_S tensor (codes, f32 beta, zero tail), or None."""
-    if not compiled():
-        return None
-    out_features, in_features = weight.shape
-    blob = np.empty(nbytes, np.uint8)
-    body = out_features * in_features // 4
-    origin = getattr(weight, "origin", ())
-    if origin and origin[0] == "bf16":
-        flat, bits = origin[1], origin[2]
-        _over(out_features, in_features, lambda a, b: _ext.bf16_to_i2s(
-            flat[a * in_features:b * in_features], bits, block, blob[a * in_features // 4:b * in_features // 4]))
-    elif origin and origin[0] == "hf":
-        _over(-(-out_features // 4), 4 * in_features, lambda a, b: _ext.hf_to_i2s(
-            origin[1], out_features, in_features, block, a, b, blob[:body]))
-    elif _by_rows(weight, lambda r0, r1, codes: _ext.i2s_encode(
-            codes, block, blob[r0 * in_features // 4:r1 * in_features // 4])):
-        return None
-    blob[body:] = 0
-    blob[body:body + 4] = np.array([weight.beta], "<f4").view(np.uint8)
-    return blob
-
-
-def i2s_decode(body: np.ndarray, shape: tuple[int, int], block: int, beta: np.float32) -> TernaryWeight | None:
-    """The weight in I2_S code bytes `body` (checked), or None."""
-    if not compiled() or not _no_threes(body):
-        return None
-    in_features = shape[1]
-
-    def rows(r0: int, r1: int, out: np.ndarray) -> np.ndarray:
-        part = out[:(r1 - r0) * in_features]
-        _ext.i2s_decode(body[r0 * in_features // 4:r1 * in_features // 4], block, part)
-        return part
-
-    return StoredTernary(shape, beta, rows, ("i2s", body, block))
-
-
-def hf_encode(weight: TernaryWeight) -> np.ndarray | None:
-    """uint8 [R = ceil(out/4), in] in transformers' packing, or None. Packed rows are done in
-    runs where each plane is wholly inside `out` or wholly padding."""
-    if not compiled():
-        return None
-    out_features, in_features = weight.shape
-    planes = -(-out_features // 4)
-    packed = np.empty((planes, in_features), np.uint8)
-    target = packed.reshape(-1)
-    origin = getattr(weight, "origin", ())
-    if origin and origin[0] == "bf16":
-        _over(planes, 4 * in_features, lambda a, b: _ext.bf16_to_hf(
-            origin[1], out_features, in_features, origin[2], a, b, target))
-        return packed
-    if origin and origin[0] == "i2s":
-        _over(planes, 4 * in_features, lambda a, b: _ext.i2s_to_hf(
-            origin[1], out_features, in_features, origin[2], a, b, target))
-        return packed
-    source, decodes = _row_source(weight)
-    step = max(1, CHUNK_CODES // (4 * in_features)) if decodes else planes
-    valid = [min(max(out_features - p * planes, 0), planes) for p in range(4)]  # rows j < valid[p]
-
-    def work(a: int, b: int) -> int:
-        scratch = np.empty(4 * step * in_features, np.int8) if decodes else None
-        cuts = sorted({a, b, *(v for v in valid if a < v < b), *range(a, b, step)})
-        bad = 0
-        for j0, j1 in zip(cuts, cuts[1:], strict=False):
-            codes = [source(p * planes + j0, p * planes + j1,
-                            None if scratch is None else scratch[p * step * in_features:]).reshape(-1)
-                     if j1 <= valid[p] else None for p in range(4)]
-            bad += _ext.hf_encode(codes, target[j0 * in_features:j1 * in_features])
-        return bad
-
-    return None if _over(planes, 4 * in_features, work) else packed
-
-
-def hf_decode(packed: np.ndarray, shape: tuple[int, int], beta: np.float32) -> TernaryWeight | None:
-    """The weight in transformers' packed bytes (checked), or None."""
-    if not compiled():
-        return None
-    source = _flat(packed, "uint8")
-    if not _no_threes(source):
-        return None
-    out_features, in_features = shape
-    planes = -(-out_features // 4)
-
-    def rows(r0: int, r1: int, out: np.ndarray) -> np.ndarray:
-        part = out[:(r1 - r0) * in_features]
-        row = r0
-        while row < r1:  # one plane at a time: row = p * R + j
-            plane, j = divmod(row, planes)
-            end = min(r1, (plane + 1) * planes)
-            _ext.hf_decode_plane(source[j * in_features:(j + end - row) * in_features], plane,
-                                 part[(row - r0) * in_features:(end - r0) * in_features])
-            row = end
-        return part
-
-    return StoredTernary(shape, beta, rows, ("hf", source))
-
-
-TQ_BLOCK_BYTES = {"tq2_0": 66, "tq1_0": 54}
-
-
-def tq_encode(name: str, weight: TernaryWeight, d: np.float16) -> np.ndarray | None:
-    """The TQ1_0/TQ2_0 tensor bytes with fp16 `d` in every non-zero block, or None."""
-    if not compiled():
-        return None
-    size = TQ_BLOCK_BYTES[name]
-    blocks_per_row = weight.shape[1] // 256
-    blob = np.empty(weight.shape[0] * blocks_per_row * size, np.uint8)
-    encode = _ext.tq2_encode if name == "tq2_0" else _ext.tq1_encode
-    d_bits = int(np.float16(d).view(np.uint16))
-    origin = getattr(weight, "origin", ())
-    if name == "tq2_0" and origin and origin[0] == "i2s" and origin[2] == 128:
-        body = origin[1]
-        _over(blob.size // size, 256, lambda a, b: _ext.i2s_to_tq2(body[a * 64:b * 64], d_bits, blob[a * size:b * size]))
-        return blob
-    bad = _by_rows(weight, lambda r0, r1, codes: encode(
-        codes, d_bits, blob[r0 * blocks_per_row * size:r1 * blocks_per_row * size]))
-    return None if bad else blob
-
-
-def tq_decode(name: str, blob: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int | None] | None:
-    """(int8 codes, the fp16 bits of the non-zero blocks' common d or None if all are zero), or
-    None (also when blocks disagree on d: the reference raises for that)."""
-    if not compiled():
-        return None
-    codes = np.empty(shape, np.int8)
-    flat = codes.reshape(-1)
-    size = TQ_BLOCK_BYTES[name]
-    decode = _ext.tq2_decode if name == "tq2_0" else _ext.tq1_decode
-    parts = _parallel([lambda a=a, b=b: decode(blob[a * size:b * size], flat[a * 256:b * 256])
-                       for a, b in _ranges(flat.size // 256, 256)])
-    firsts = {first for _, nonzero, first, _ in parts if nonzero}
-    if sum(p[0] for p in parts) or sum(p[3] for p in parts) or len(firsts) > 1:
-        return None
-    return codes, (firsts.pop() if firsts else None)
-
-
 # -- float conversions of large tensors --------------------------------------------------
 _tables: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
@@ -449,3 +307,14 @@ def drop_mapped_pages(array: np.ndarray) -> None:
     end = min(high - start, len(owner))
     if 0 <= begin < end:
         owner.madvise(mmap.MADV_DONTNEED, begin, end - begin)
+
+
+# The compiled layout encoders and decoders live in fastpath_layouts; they are part of this
+# module's API (the layouts call fastpath.i2s_encode etc.).
+from .fastpath_layouts import TQ_BLOCK_BYTES as TQ_BLOCK_BYTES  # noqa: E402
+from .fastpath_layouts import hf_decode as hf_decode  # noqa: E402
+from .fastpath_layouts import hf_encode as hf_encode  # noqa: E402
+from .fastpath_layouts import i2s_decode as i2s_decode  # noqa: E402
+from .fastpath_layouts import i2s_encode as i2s_encode  # noqa: E402
+from .fastpath_layouts import tq_decode as tq_decode  # noqa: E402
+from .fastpath_layouts import tq_encode as tq_encode  # noqa: E402

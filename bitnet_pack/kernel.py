@@ -294,10 +294,8 @@ def reference_linear(matrix: PackedMatrix, x: np.ndarray) -> np.ndarray:
 
 
 # The 16-bit lm_head product lives in kernel_half; it is part of this module's API.
-from .kernel_half import (  # noqa: E402
-    HALF_KINDS,
-    exact_half_bits,
-    half_matmul,
-    half_to_float32,
-    reference_half_matmul,
-)
+from .kernel_half import HALF_KINDS as HALF_KINDS  # noqa: E402
+from .kernel_half import exact_half_bits as exact_half_bits  # noqa: E402
+from .kernel_half import half_matmul as half_matmul  # noqa: E402
+from .kernel_half import half_to_float32 as half_to_float32  # noqa: E402
+from .kernel_half import reference_half_matmul as reference_half_matmul  # noqa: E402
