@@ -401,25 +401,10 @@ def test_products_work_in_a_forked_child():
 # ---- the GIL --------------------------------------------------------------------------------
 
 
-def test_products_release_the_gil():
-    """Structural: with a huge switch interval the main thread never hands the GIL over
-    while it runs Python, so a second thread can only take a timestamp between t0 and t1
-    if the C product itself released the GIL."""
-    if not COMPILED:
-        assert PURE
-        return
-    rng = np.random.default_rng(10)
-    matrix = packed(random_codes(rng, (2048, 2048)), "i2_s")
-    x = rng.standard_normal((64, 2048)).astype(np.float32)
-    q = rng.integers(-128, 128, (64, 2048)).astype(np.int8)
-    out_y = np.empty((64, 2048), np.float32)
-    out_i = np.empty((64, 2048), np.int32)
-    calls = {}
-    for backend in COMPILED:
-        calls[(backend, "linear")] = partial(kernel._ext.linear, backend, "i2_s", matrix.codes_bytes,
-                                             2048, 2048, matrix.beta, x, out_y)
-        calls[(backend, "matmul_int")] = partial(kernel._ext.matmul_int, backend, "i2_s", matrix.codes_bytes,
-                                                 2048, 2048, q, out_i)
+def assert_releases_gil(calls: dict[object, object]) -> None:
+    """Each call lets a second thread run while it is inside C: with a huge switch interval
+    the main thread never hands the GIL over while running Python, so the ticker can only
+    take a timestamp between t0 and t1 if the call itself released the GIL."""
     stop = threading.Event()
     ticks: list[int] = []
 
@@ -447,6 +432,28 @@ def test_products_release_the_gil():
         stop.set()
         thread.join()
     assert all(inside.values()), inside
+
+
+def test_products_release_the_gil():
+    """Structural: with a huge switch interval the main thread never hands the GIL over
+    while it runs Python, so a second thread can only take a timestamp between t0 and t1
+    if the C product itself released the GIL."""
+    if not COMPILED:
+        assert PURE
+        return
+    rng = np.random.default_rng(10)
+    matrix = packed(random_codes(rng, (2048, 2048)), "i2_s")
+    x = rng.standard_normal((64, 2048)).astype(np.float32)
+    q = rng.integers(-128, 128, (64, 2048)).astype(np.int8)
+    out_y = np.empty((64, 2048), np.float32)
+    out_i = np.empty((64, 2048), np.int32)
+    calls = {}
+    for backend in COMPILED:
+        calls[(backend, "linear")] = partial(kernel._ext.linear, backend, "i2_s", matrix.codes_bytes,
+                                             2048, 2048, matrix.beta, x, out_y)
+        calls[(backend, "matmul_int")] = partial(kernel._ext.matmul_int, backend, "i2_s", matrix.codes_bytes,
+                                                 2048, 2048, q, out_i)
+    assert_releases_gil(calls)
 
 
 # ---- 16-bit weights (half_matmul, the lm_head) -------------------------------------------
@@ -594,33 +601,7 @@ def test_half_matmul_releases_the_gil():
     w = half_weights(rng, (8192, 2048), "bf16", 0.02)
     x = rng.standard_normal((4, 2048)).astype(np.float32)
     y = np.empty((4, 8192), np.float32)
-    stop = threading.Event()
-    ticks: list[int] = []
-
-    def ticker() -> None:
-        while not stop.is_set():
-            ticks.append(time.perf_counter_ns())
-            time.sleep(0.0002)
-
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1000.0)
-    thread = threading.Thread(target=ticker)
-    thread.start()
-    inside = {}
-    try:
-        for backend in COMPILED:
-            for _ in range(20):
-                t0 = time.perf_counter_ns()
-                kernel._ext.half_matmul(backend, "bf16", w, x, y)
-                t1 = time.perf_counter_ns()
-                inside[backend] = sum(t0 < t < t1 for t in list(ticks))
-                if inside[backend]:
-                    break
-    finally:
-        sys.setswitchinterval(old)
-        stop.set()
-        thread.join()
-    assert all(inside.values()), inside
+    assert_releases_gil({b: partial(kernel._ext.half_matmul, b, "bf16", w, x, y) for b in COMPILED})
 
 
 @pytest.mark.parametrize("kind", ["bf16", "f16", None])
