@@ -156,8 +156,13 @@ def open_checkpoint(path: str | Path, **options: object) -> Checkpoint:
 def load_weights(path: str | Path, **options: object) -> tuple[dict, dict[str, TernaryWeight | np.ndarray]]:
     """(config, {HF name: TernaryWeight or float32 array}) for the model/verify code."""
     with open_checkpoint(path, **options) as checkpoint:
-        weights: dict[str, TernaryWeight | np.ndarray] = {}
-        for entry in checkpoint.entries():
-            value = entry.load()
-            weights[entry.name] = value.f32() if isinstance(value, Tensor) else value
-        return checkpoint.config, weights
+        return checkpoint.config, read_weights(checkpoint)
+
+
+def read_weights(checkpoint: Checkpoint) -> dict[str, TernaryWeight | np.ndarray]:
+    """Every entry of an open checkpoint: projections ternary, other tensors as float32."""
+    weights: dict[str, TernaryWeight | np.ndarray] = {}
+    for entry in checkpoint.entries():
+        value = entry.load()
+        weights[entry.name] = value.f32() if isinstance(value, Tensor) else value
+    return weights

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..checkpoints import Tensor, open_checkpoint
+from ..checkpoints import open_checkpoint, read_weights
 from ..errors import MissingFile, UsageError
 from .common import about, resolve
 
@@ -24,11 +24,7 @@ def loaded(src: str, numerics: str, kernel_config: Path | None = None, revision:
 
     path = resolve(str(src), revision, progress=False).path
     with about(path), open_checkpoint(path, **read_options(path, kernel_config)) as source:
-        weights = {}
-        for entry in source.entries():
-            value = entry.load()
-            weights[entry.name] = value.f32() if isinstance(value, Tensor) else value
-        model = BitNetModel(source.config, weights, numerics=numerics)
+        model = BitNetModel(source.config, read_weights(source), numerics=numerics)
         with tempfile.TemporaryDirectory(prefix="bitnet-pack-tok-") as scratch:
             for name, data in source.aux_files.items():
                 (Path(scratch) / name).write_bytes(data)
