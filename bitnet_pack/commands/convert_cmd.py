@@ -75,7 +75,6 @@ def command(src: str, out: str | None, outtype: str, revision: str | None, targe
             _print_plan(plan(checkpoint, sink), target_path, push_repo, as_json)
             return
         total = sum(entry.nbytes for entry in entries)
-        target_path.parent.mkdir(parents=True, exist_ok=True)
         with byte_progress(total, f"{source.path.name} -> {target_path.name}", bars_wanted(as_json)) as advance:
             result = convert(checkpoint, sink, progress=advance)
     for message in getattr(sink, "notes", []):
