@@ -38,7 +38,7 @@ import numpy as np
 
 from .dtypes import bf16_to_f32, f32_to_bf16
 from .ternary import ABSMEAN_EPS, TernaryWeight, ternarize
-from .torchsum import DEFAULT_THREADS, GRAIN_SIZE
+from .torchsum import DEFAULT_THREADS, torch_chunks
 from .torchsum import torch_sum as _reference_torch_sum
 
 PARALLEL_MIN = 1 << 20  # elements below which one thread does the work
@@ -190,17 +190,8 @@ def _by_rows(weight: TernaryWeight, emit: Callable[[int, int, np.ndarray], int])
 
 
 # -- torch's sum and absmean ternarization ------------------------------------------------
-def _torch_chunks(size: int, threads: int) -> list[tuple[int, int]]:
-    """torch's parallel_for split of a reduction (see torchsum)."""
-    chunk = size
-    if threads > 1 and size >= GRAIN_SIZE:
-        workers = min(threads, -(-size // GRAIN_SIZE))
-        chunk = -(-size // workers)
-    return [(begin, min(begin + chunk, size)) for begin in range(0, max(size, 1), max(chunk, 1))]
-
-
 def _chunked_sum(flat: np.ndarray, inner: Callable[[np.ndarray], float], threads: int) -> np.float32:
-    sums = _parallel([lambda a=a, b=b: inner(flat[a:b]) for a, b in _torch_chunks(flat.size, threads)])
+    sums = _parallel([lambda a=a, b=b: inner(flat[a:b]) for a, b in torch_chunks(flat.size, threads)])
     total = np.float32(0.0)
     for part in sums:
         total = np.float32(total + np.float32(part))
@@ -221,13 +212,16 @@ _MASTER_KERNELS = {"BF16": ("uint16", "abs_sum_bf16", "ternarize_bf16", "ternary
 def ternarize_stored(raw: np.ndarray, dtype: str, *, tensor: str | None = None) -> TernaryWeight:
     """`ternary.ternarize` of a master weight as stored ("BF16" as uint16 bits, "F16", "F32").
     One pass finds mean|W| in torch's order; the codes are made when encoded (`StoredTernary`)."""
-    if not compiled() or dtype not in _MASTER_KERNELS or raw.ndim != 2 or raw.size == 0:
+    def reference() -> TernaryWeight:
         return ternarize(bf16_to_f32(raw) if dtype == "BF16" else np.asarray(raw, np.float32), tensor=tensor)
+
+    if not compiled() or dtype not in _MASTER_KERNELS or raw.ndim != 2 or raw.size == 0:
+        return reference()
     storage, summer, quantizer, threshold = _MASTER_KERNELS[dtype]
     flat = _flat(raw, storage)
     total = _chunked_sum(flat, getattr(_ext, summer), DEFAULT_THREADS)
     if not np.isfinite(total):  # NaN/Inf inside (the reference names them) or an overflow
-        return ternarize(bf16_to_f32(raw) if dtype == "BF16" else np.asarray(raw, np.float32), tensor=tensor)
+        return reference()
     scale = np.float32(1.0) / max(np.float32(total / np.float32(flat.size)), ABSMEAN_EPS)
     bits, quantize = getattr(_ext, threshold)(scale), getattr(_ext, quantizer)
     stored = flat.view(np.uint32) if dtype == "F32" else flat
@@ -311,7 +305,6 @@ def drop_mapped_pages(array: np.ndarray) -> None:
 
 # The compiled layout encoders and decoders live in fastpath_layouts; they are part of this
 # module's API (the layouts call fastpath.i2s_encode etc.).
-from .fastpath_layouts import TQ_BLOCK_BYTES as TQ_BLOCK_BYTES  # noqa: E402
 from .fastpath_layouts import hf_decode as hf_decode  # noqa: E402
 from .fastpath_layouts import hf_encode as hf_encode  # noqa: E402
 from .fastpath_layouts import i2s_decode as i2s_decode  # noqa: E402

@@ -3,6 +3,7 @@ None when the compiled path does not apply, and the caller's numpy reference run
 from __future__ import annotations
 
 import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from . import fastpath as _fp
 from .ternary import TernaryWeight
@@ -110,7 +111,7 @@ def hf_decode(packed: np.ndarray, shape: tuple[int, int], beta: np.float32) -> T
     return _fp.StoredTernary(shape, beta, rows, ("hf", source))
 
 
-TQ_BLOCK_BYTES = {"tq2_0": 66, "tq1_0": 54}
+TQ_BLOCK_BYTES = {name: GGML_QUANT_SIZES[GGMLQuantizationType[name.upper()]][1] for name in ("tq2_0", "tq1_0")}
 
 
 def tq_encode(name: str, weight: TernaryWeight, d: np.float16) -> np.ndarray | None:

@@ -91,10 +91,6 @@ class KernelConfig(Mapping):
             raise ShapeError(f"kernel config has no tiling for M={m}, K={k} (has: {known})", tensor=tensor)
         return self._entries[(m, k)]
 
-    def check(self, kind: str) -> None:
-        """Raise ShapeError for the first entry `kind`'s kernels cannot use."""
-        for shape, tiling in self._entries.items():
-            check_tiling(kind, shape, tiling)
 
 
 # --- rules -----------------------------------------------------------------------------------

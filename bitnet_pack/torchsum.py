@@ -91,17 +91,23 @@ def _inner_sum(x: np.ndarray) -> np.float32:
     return acc
 
 
+def torch_chunks(size: int, threads: int = DEFAULT_THREADS) -> list[tuple[int, int]]:
+    """torch's parallel_for split of a reduction over `size` elements: [begin, end) ranges."""
+    chunk = size
+    if threads > 1 and size >= GRAIN_SIZE:
+        workers = min(threads, -(-size // GRAIN_SIZE))
+        chunk = -(-size // workers)
+    return [(begin, min(begin + chunk, size)) for begin in range(0, max(size, 1), max(chunk, 1))]
+
+
 def torch_sum(values: np.ndarray, threads: int = DEFAULT_THREADS) -> np.float32:
     """Sum of a float32 array exactly as `torch.sum` on CPU with `threads` intra-op threads."""
     x = np.ascontiguousarray(values, dtype=np.float32).ravel()
-    chunk = x.size
-    if threads > 1 and x.size >= GRAIN_SIZE:
-        workers = min(threads, -(-x.size // GRAIN_SIZE))
-        chunk = -(-x.size // workers)
     total = np.float32(0.0)
-    for begin in range(0, max(x.size, 1), max(chunk, 1)):
-        total = np.float32(total + _inner_sum(x[begin : begin + chunk]))
+    for begin, end in torch_chunks(x.size, threads):
+        total = np.float32(total + _inner_sum(x[begin:end]))
     return total
+
 
 
 def torch_mean(values: np.ndarray, threads: int = DEFAULT_THREADS) -> np.float32:

@@ -117,7 +117,7 @@ def _case_table() -> dict[str, tuple[bytes, type, str]]:
         "three_bytes": (b"GGU", E.TruncatedFile, "shorter than the GGUF magic"),
         "bad_magic": (_with(magic=b"GGUX"), E.BadMagic, "not the GGUF magic"),
         "html_page": (b"<!DOCTYPE html><html>404</html>" + bytes(40), E.BadMagic, "HTML"),
-        "lfs_pointer": (lfs, E.LfsPointer, "git-lfs pointer: fetch the real file"),
+        "lfs_pointer": (lfs, E.LfsPointer, "git-lfs pointer, not the data: fetch the real file"),
         "truncated_in_header": (base_bytes()[:13], E.TruncatedFile, "truncated download?"),
         "truncated_in_kv": (_truncated("kv", 30), E.TruncatedFile, "general.architecture"),
         "truncated_in_tensor_info": (_truncated("tensor_info", 14), E.TruncatedFile, "truncated download?"),

@@ -37,12 +37,12 @@ from ..errors import (
     DuplicateTensor,
     HeaderInvalid,
     HeaderTooLarge,
-    LfsPointer,
     OffsetOutOfRange,
     TruncatedFile,
     UnknownTensorType,
 )
 from ..ggml_types import BITNET_CPP_FLAVOURS, TypeTable, pad
+from .sniff import reject_lfs_pointer
 
 MAGIC_BYTES = struct.pack("<I", GGUF_MAGIC)  # b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -189,8 +189,7 @@ def _check_magic(buf: np.ndarray, path: Path) -> None:
     if len(buf) == 0:
         raise TruncatedFile("the file is empty (0 bytes), not GGUF", path=path)
     head = bytes(buf[:64])
-    if head.startswith(b"version https://git-lfs"):
-        raise LfsPointer("this is a git-lfs pointer: fetch the real file (git lfs pull)", path=path)
+    reject_lfs_pointer(path, head)
     if head.startswith(MAGIC_BYTES):
         return
     if MAGIC_BYTES.startswith(head):

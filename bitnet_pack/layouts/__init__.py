@@ -70,13 +70,10 @@ class Layout:
         """Raise ShapeError naming the rule when this layout cannot hold `shape`."""
         if len(shape) != 2 or min(shape) < 1:
             raise ShapeError(f"{self.name} needs a non-empty 2-D [out, in] shape, got {list(shape)}", tensor=tensor)
-        cols = shape[1]
-        if cols % self.spec.block_size:
-            raise ShapeError(
-                f"{self.name} needs in_features to be a multiple of {self.spec.block_size}, "
-                f"got {cols} (shape {list(shape)})",
-                tensor=tensor,
-            )
+        block = self.spec.block_size
+        if shape[1] % block:
+            raise ShapeError(f"{self.name} needs in_features % {block} == 0 (a {block}-element block must not "
+                             f"cross a row), got in_features {shape[1]} (shape {list(shape)})", tensor=tensor)
 
     def nbytes(self, shape: tuple[int, int]) -> int:
         """Bytes `encode` produces for a weight of `shape` (scale included if embedded)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import fastpath
-from ..errors import NotTernary, ShapeError
+from ..errors import NotTernary
 from ..ggml_types import BITNET_CPP_FLAVOURS, i2s_nbytes
 from ..ternary import TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
@@ -39,17 +39,6 @@ SHIFTS = np.array([6, 4, 2, 0], dtype=np.uint8)
 
 class _I2S(Layout):
     """The I2_S family; subclasses only choose the block size."""
-
-    def check_shape(self, shape: tuple[int, ...], tensor: str | None = None) -> None:
-        if len(shape) != 2 or min(shape) < 1:
-            super().check_shape(shape, tensor)
-        block = self.spec.block_size
-        if shape[1] % block:
-            raise ShapeError(
-                f"{self.name} needs in_features % {block} == 0 (a {block}-element block must not "
-                f"cross a row), got in_features {shape[1]} (shape {list(shape)})",
-                tensor=tensor,
-            )
 
     def nbytes(self, shape: tuple[int, int]) -> int:
         self.check_shape(shape)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import NotTernary, ShapeError
 from ..ggml_types import tl1_nbytes
-from ..kernel_config import KernelConfig, Tiling, choose_tiling, resolve_tiling
+from ..kernel_config import KernelConfig, Tiling, resolve_tiling
 from ..ternary import TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
 
@@ -86,10 +86,7 @@ class TiledLayout(Layout):
         if len(shape) != 2 or min(shape) < 1:
             raise ShapeError(f"{self.kind.upper()} needs a non-empty 2-D [out, in] shape, got {list(shape)}",
                              tensor=tensor)
-        if tiling is None:
-            choose_tiling(self.kind, *shape, tensor=tensor)
-        else:
-            resolve_tiling(self.kind, shape, tiling, tensor=tensor)
+        resolve_tiling(self.kind, shape, tiling, tensor=tensor)
 
     def nbytes(self, shape: tuple[int, int]) -> int:
         self.check_shape(shape)

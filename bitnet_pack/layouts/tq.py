@@ -31,7 +31,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from .. import fastpath
-from ..errors import NonFiniteWeight, NotTernary, ScaleNotRepresentable, ShapeError
+from ..errors import NonFiniteWeight, NotTernary, ScaleNotRepresentable
 from ..ternary import TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
 
@@ -42,16 +42,6 @@ D_BYTES = 2
 
 class _TQ(Layout):
     """What TQ1_0 and TQ2_0 share: 256-element blocks of codes followed by fp16 d."""
-
-    def check_shape(self, shape: tuple[int, ...], tensor: str | None = None) -> None:
-        if len(shape) != 2 or min(shape) < 1:
-            super().check_shape(shape, tensor)
-        if shape[1] % QK_K:
-            raise ShapeError(
-                f"{self.name} needs in_features % {QK_K} == 0 (a {QK_K}-element block must not "
-                f"cross a row), got in_features {shape[1]} (shape {list(shape)})",
-                tensor=tensor,
-            )
 
     def encode(self, weight: TernaryWeight, *, lossy: bool = False) -> np.ndarray:
         """The GGUF tensor bytes: per block, the packed codes then d (flat uint8)."""
