@@ -6,6 +6,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from . import fastpath as _fp
+from .ggml_types import scale_slot
 from .ternary import TernaryWeight
 
 
@@ -32,8 +33,7 @@ def i2s_encode(weight: TernaryWeight, block: int, nbytes: int) -> np.ndarray | N
     elif _fp._by_rows(weight, lambda r0, r1, codes: _fp._ext.i2s_encode(
             codes, block, blob[r0 * in_features // 4:r1 * in_features // 4])):
         return None
-    blob[body:] = 0
-    blob[body:body + 4] = np.array([weight.beta], "<f4").view(np.uint8)
+    blob[body:] = scale_slot(weight.beta)
     return blob
 
 

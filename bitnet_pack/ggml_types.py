@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 ALIGNMENT = 32
@@ -24,6 +25,20 @@ ALIGNMENT = 32
 
 def pad(n: int, align: int = ALIGNMENT) -> int:
     return -(-n // align) * align
+
+
+SLOT_BYTES = 32  # the tail after I2_S/TL codes: f32 beta, then 28 bytes (zero when we write)
+
+
+def scale_slot(beta: np.float32) -> np.ndarray:
+    """The 32 bytes after the codes: little-endian f32 beta, then 28 zero bytes."""
+    slot = np.zeros(SLOT_BYTES, dtype=np.uint8)
+    slot[:4] = np.frombuffer(np.float32(beta).astype("<f4").tobytes(), dtype=np.uint8)
+    return slot
+
+
+def slot_beta(slot: np.ndarray) -> np.float32:
+    return np.frombuffer(slot[:4].tobytes(), dtype="<f4")[0].astype(np.float32)
 
 
 def i2s_nbytes(rows: int, cols: int) -> int:

@@ -26,13 +26,12 @@ import numpy as np
 
 from .. import fastpath
 from ..errors import NotTernary
-from ..ggml_types import BITNET_CPP_FLAVOURS, i2s_nbytes
+from ..ggml_types import BITNET_CPP_FLAVOURS, i2s_nbytes, scale_slot, slot_beta
 from ..ternary import TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
 
 I2S_TYPE_ID = BITNET_CPP_FLAVOURS["2025"]["I2_S"]  # 36 in every bitnet.cpp fork generation
 GROUPS = 4  # elements per byte
-SCALE_BYTES = 4
 # Group g of a block (elements g*B/4 ..) sits at bit shift 6 - 2g: the first group on top.
 SHIFTS = np.array([6, 4, 2, 0], dtype=np.uint8)
 
@@ -61,14 +60,14 @@ class _I2S(Layout):
         for group in range(1, GROUPS):
             body |= codes[:, group] << SHIFTS[group]
         scale_at = body.size
-        blob[scale_at : scale_at + SCALE_BYTES] = np.array([weight.beta], dtype="<f4").view(np.uint8)
+        blob[scale_at:] = scale_slot(weight.beta)
         return blob
 
     def decode(self, data: np.ndarray, shape: tuple[int, int], beta: float | None = None) -> TernaryWeight:
         """Codes and beta from the bytes; `beta=`, if given, must equal the stored one."""
         flat = self._check_blob(data, shape)
         scale_at = shape[0] * shape[1] // GROUPS
-        stored = np.float32(np.frombuffer(flat[scale_at : scale_at + SCALE_BYTES].tobytes(), dtype="<f4")[0])
+        stored = slot_beta(flat[scale_at:])
         fast = fastpath.i2s_decode(flat[:scale_at], shape, self.spec.block_size, stored)
         codes = self._decode_reference(flat[:scale_at], shape) if fast is None else None
         self.check_given_beta(stored, beta)

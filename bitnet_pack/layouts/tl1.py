@@ -28,12 +28,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NotTernary, ShapeError
-from ..ggml_types import tl1_nbytes
+from ..ggml_types import scale_slot, slot_beta, tl1_nbytes
 from ..kernel_config import KernelConfig, Tiling, resolve_tiling
 from ..ternary import TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
-
-SLOT_BYTES = 32
 
 
 def _pair_byte_tables() -> tuple[np.ndarray, np.ndarray]:
@@ -61,17 +59,6 @@ def pair_codes(data: np.ndarray, what: str, tensor: str | None = None) -> np.nda
     if bad:
         raise NotTernary(f"{bad} {what} bytes hold a pair index above 8", tensor=tensor)
     return PAIR_BYTE_CODES[data]
-
-
-def scale_slot(beta: np.float32) -> np.ndarray:
-    """The 32 bytes after the codes: little-endian f32 beta, then 28 zero bytes."""
-    slot = np.zeros(SLOT_BYTES, dtype=np.uint8)
-    slot[:4] = np.frombuffer(np.float32(beta).astype("<f4").tobytes(), dtype=np.uint8)
-    return slot
-
-
-def slot_beta(slot: np.ndarray) -> np.float32:
-    return np.frombuffer(slot[:4].tobytes(), dtype="<f4")[0].astype(np.float32)
 
 
 class TiledLayout(Layout):

@@ -30,11 +30,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NotTernary
-from ..ggml_types import tl2_nbytes
+from ..ggml_types import SLOT_BYTES, scale_slot, slot_beta, tl2_nbytes
 from ..kernel_config import KernelConfig, Tiling, resolve_tiling, tl2_split
 from ..ternary import TernaryWeight, check_ternary
 from . import LayoutSpec
-from .tl1 import SLOT_BYTES, TiledLayout, pair_bytes, pair_codes, scale_slot, slot_beta
+from .tl1 import TiledLayout, pair_bytes, pair_codes
 
 ROW_SWAP = [0, 2, 1, 3]  # its own inverse
 TWO_BK = 32
