@@ -27,12 +27,14 @@ def diff_checkpoints(path_a: str | Path, path_b: str | Path, *, options_a: dict 
                      progress: Callable[[int], None] | None = None) -> WeightDiff:
     """Compare every tensor of A with the tensor of the same name in B (see the module doc)."""
     with open_checkpoint(path_a, **(options_a or {})) as a, open_checkpoint(path_b, **(options_b or {})) as b:
-        return diff_entries(a.entries(), b.entries(), progress=progress, paths=(a.path, b.path))
+        return diff_entries(a.entries(), b.entries(), progress=progress, paths=(a.path, b.path),
+                            releases=(a.release, b.release))
 
 
 def diff_entries(entries_a: list[Entry], entries_b: list[Entry], *,
                  progress: Callable[[int], None] | None = None,
-                 paths: tuple[Path | None, Path | None] = (None, None)) -> WeightDiff:
+                 paths: tuple[Path | None, Path | None] = (None, None),
+                 releases: tuple[Callable[[Entry], None], Callable[[Entry], None]] | None = None) -> WeightDiff:
     """The comparison of two entry lists (names matched, each pair loaded, compared, dropped)."""
     by_name = {entry.name: entry for entry in entries_b}
     names_a = {entry.name for entry in entries_a}
@@ -42,6 +44,9 @@ def diff_entries(entries_a: list[Entry], entries_b: list[Entry], *,
         if other is None:
             continue
         tensors.append(compare_pair(entry.name, _load(entry, paths[0]), _load(other, paths[1])))
+        if releases is not None:  # memory holds one pair, not the models
+            releases[0](entry)
+            releases[1](other)
         if progress is not None:
             progress(entry.nbytes + other.nbytes)
     return WeightDiff(tensors=tuple(tensors),

@@ -11,6 +11,7 @@ ARM 64/16; official files are x86) and the TL tilings (a kernel_config.ini).
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from ..errors import MissingFile, NotTernary, UnknownTensorType
 from ..gguf_meta import config_from_kvs
 from ..kernel_config import KernelConfig, parse_kernel_config, read_kernel_config
 from ..layouts import get_layout
-from ..names import to_hf
+from ..names import to_gguf, to_hf
 from ..ternary import TernaryWeight, check_ternary
 from ..tokenizer_reverse import tokenizer_files_from_gguf
 from . import Checkpoint, Entry, Tensor, is_projection
@@ -45,7 +46,6 @@ class GGUFCheckpoint(Checkpoint):
         self.i2s_layout = self._i2s_layout(i2s_variant)
         self.kernel_config = self._kernel_config(kernel_config)
         self.layout = self._projection_layout()
-        self.aux_files = self._aux_files()
 
     @property
     def types_flavour(self) -> str | None:
@@ -73,7 +73,10 @@ class GGUFCheckpoint(Checkpoint):
             return self.i2s_layout
         return LAYOUT_OF_TYPE.get(type_name, type_name.lower())
 
-    def _aux_files(self) -> dict[str, bytes]:
+    @functools.cached_property
+    def aux_files(self) -> dict[str, bytes]:
+        """tokenizer.json, tokenizer_config.json and generation_config.json rebuilt from the
+        metadata, on first use (inspect, diff and verify never need them)."""
         files = {name: text.encode() for name, text in tokenizer_files_from_gguf(
             {k: self.file.get(k) for k in self.tokenizer_fields}).items()}
         generation = {k: self.config[k] for k in ("bos_token_id", "eos_token_id")}
@@ -82,10 +85,8 @@ class GGUFCheckpoint(Checkpoint):
 
     def entries(self) -> list[Entry]:
         entries = []
-        self._gguf_names: dict[str, str] = {}
         for name, info in self.file.tensors.items():
             hf_name = to_hf(name)
-            self._gguf_names[hf_name] = name
             if is_projection(hf_name):
                 entries.append(Entry(hf_name, info.shape, "linear", info.type_name, info.nbytes,
                                      lambda n=name: self._load_linear(n)))
@@ -116,9 +117,8 @@ class GGUFCheckpoint(Checkpoint):
         return layout.decode(self.file.tensor_bytes(name), info.shape, **options)
 
     def release(self, entry: Entry) -> None:
-        name = getattr(self, "_gguf_names", {}).get(entry.name)
-        if name is not None and not self.file.closed:
-            fastpath.drop_mapped_pages(self.file.tensor_bytes(name))
+        if not self.file.closed:
+            fastpath.drop_mapped_pages(self.file.tensor_bytes(to_gguf(entry.name)))
 
     def close(self) -> None:
         self.file.close()

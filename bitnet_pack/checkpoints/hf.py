@@ -12,6 +12,7 @@ which makes packed -> bf16 -> packed lossless (see `sinks.hf`).
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -41,10 +42,14 @@ class HFCheckpoint(Checkpoint):
             raise HeaderInvalid(f"config.json is not valid JSON ({exc})", path=config_path) from None
         check_architecture(self.config, config_path)
         self.files = SafetensorsDir(self.path)
-        self.aux_files = read_aux_files(self.path)
         self.notes = []
         self._read_quantization_config()
         self.recorded_betas = _recorded_betas(self.files.metadata)
+
+    @functools.cached_property
+    def aux_files(self) -> dict[str, bytes]:
+        """Tokenizer and generation files carried over unchanged, read on first use."""
+        return read_aux_files(self.path)
 
     def _read_quantization_config(self) -> None:
         qc = self.config.get("quantization_config") or {}

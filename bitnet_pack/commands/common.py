@@ -60,3 +60,8 @@ def about(path: Path) -> Iterator[None]:
         if exc.path is not None or isinstance(exc, UsageError):
             raise
         raise type(exc)(str(exc), path=path) from exc
+
+
+def source_bytes(path: Path) -> int:
+    """Bytes of a checkpoint's tensor files (a .gguf, or a directory's *.safetensors)."""
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.glob("*.safetensors"))

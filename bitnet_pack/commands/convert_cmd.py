@@ -60,7 +60,7 @@ def command(src: str, out: str | None, outtype: str, revision: str | None, targe
 
         check_push(push_repo)
     source = resolve(src, revision, progress=bars_wanted(as_json))
-    read_options = {"i2s_variant": i2s_variant, "kernel_config": kernel_config} if source.path.suffix == ".gguf" else {}
+    read_options = {"i2s_variant": i2s_variant, "kernel_config": kernel_config}  # used by GGUF sources
     with about(source.path), open_checkpoint(source.path, **read_options) as checkpoint:
         entries = checkpoint.entries()
         the_model = model_id(source, checkpoint)

@@ -9,7 +9,7 @@ from ..diff import diff_checkpoints
 from ..errors import VerificationMismatch
 from ..progress import bars_wanted, byte_progress
 from ..verify import TensorDiff, WeightDiff
-from .common import emit_json, resolve
+from .common import emit_json, resolve, source_bytes
 
 
 @click.command("diff")
@@ -30,8 +30,8 @@ def command(a: str, b: str, revision_a: str | None, revision_b: str | None, kern
     """
     bars = bars_wanted(as_json)
     source_a, source_b = resolve(a, revision_a, progress=bars), resolve(b, revision_b, progress=bars)
-    options_a, options_b = (_options(s.path, kernel_config) for s in (source_a, source_b))
-    total = sum(_size(s.path) for s in (source_a, source_b))
+    options_a = options_b = {"kernel_config": kernel_config}  # used by GGUF sources
+    total = sum(source_bytes(s.path) for s in (source_a, source_b))
     with byte_progress(total, "diff", bars) as advance:
         report = diff_checkpoints(source_a.path, source_b.path, options_a=options_a, options_b=options_b,
                                   progress=advance)
@@ -43,12 +43,6 @@ def command(a: str, b: str, revision_a: str | None, revision_b: str | None, kern
         raise VerificationMismatch(f"{source_a.label} and {source_b.label} differ: {_headline(report)}")
 
 
-def _options(path: Path, kernel_config: Path | None) -> dict:
-    return {"kernel_config": kernel_config} if path.suffix == ".gguf" else {}
-
-
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.glob("*.safetensors"))
 
 
 def _print_table(report: WeightDiff) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 from ..checkpoints import open_checkpoint
 from ..progress import bars_wanted, byte_progress
 from ..ternary import TernaryWeight
-from .common import about, emit_json, resolve
+from .common import about, emit_json, resolve, source_bytes
 
 ARRAY_SHOWN = 8  # elements of a KV array shown (the 2B4T vocabulary is 128k strings)
 TEXT_SHOWN = 120
@@ -33,6 +33,7 @@ def describe(path: Path, progress: Callable[[int], None] | None = None) -> dict:
                 row["beta"] = float(value.beta)
                 row["share"] = {"-1": minus / size, "0": zero / size, "+1": plus / size}
             rows.append(row)
+            source.release(entry)
         return {"path": str(path), "kind": source.kind, "layout": source.layout, "notes": source.notes,
                 "tensors": rows}
 
@@ -101,7 +102,7 @@ def command(src: str, revision: str | None, raw: bool, as_json: bool) -> None:
         if raw:
             report = describe_raw(source.path)
         else:
-            with byte_progress(_size(source.path), f"inspect {source.path.name}", bars) as advance:
+            with byte_progress(source_bytes(source.path), f"inspect {source.path.name}", bars) as advance:
                 report = describe(source.path, advance)
     if as_json:
         emit_json(report)
@@ -110,9 +111,6 @@ def command(src: str, revision: str | None, raw: bool, as_json: bool) -> None:
     else:
         _print_checkpoint(report)
 
-
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.glob("*.safetensors"))
 
 
 def _print_checkpoint(report: dict) -> None:

@@ -11,10 +11,6 @@ from ..errors import MissingFile, UsageError
 from .common import about, resolve
 
 
-def read_options(path: Path, kernel_config: Path | None) -> dict:
-    return {"kernel_config": kernel_config} if path.suffix == ".gguf" else {}
-
-
 @contextmanager
 def loaded(src: str, numerics: str, kernel_config: Path | None = None, revision: str | None = None
            ) -> Iterator[tuple[object, Path]]:
@@ -23,7 +19,7 @@ def loaded(src: str, numerics: str, kernel_config: Path | None = None, revision:
     from ..model import BitNetModel  # imported on use: the CLI starts without loading the kernel
 
     path = resolve(str(src), revision, progress=False).path
-    with about(path), open_checkpoint(path, **read_options(path, kernel_config)) as source:
+    with about(path), open_checkpoint(path, kernel_config=kernel_config) as source:
         model = BitNetModel(source.config, read_weights(source), numerics=numerics)
         with tempfile.TemporaryDirectory(prefix="bitnet-pack-tok-") as scratch:
             for name, data in source.aux_files.items():

@@ -9,7 +9,7 @@ from ..errors import VerificationMismatch
 from ..layouts import layout_names
 from ..progress import bars_wanted, byte_progress
 from ..roundtrip import RoundtripReport, roundtrip
-from .common import about, emit_json, resolve
+from .common import about, emit_json, resolve, source_bytes
 from .model_io import prompt_ids
 
 
@@ -41,11 +41,11 @@ def command(model: str, layouts: str | None, revision: str | None, tokens: int, 
     chosen = _layouts(layouts)
     bars = bars_wanted(as_json)
     source = resolve(model, revision, progress=bars)
-    options = {"kernel_config": kernel_config, "i2s_variant": i2s_variant} if source.path.suffix == ".gguf" else {}
+    options = {"kernel_config": kernel_config, "i2s_variant": i2s_variant}  # used by GGUF sources
     given_ids = prompt_ids(ids, None, Path()) if ids is not None else None
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
-    with about(source.path), byte_progress(_size(source.path) * len(chosen), "roundtrip", bars) as advance:
+    with about(source.path), byte_progress(source_bytes(source.path) * len(chosen), "roundtrip", bars) as advance:
         report = roundtrip(source.path, chosen, workdir=keep, prompt_ids=given_ids, n_tokens=tokens,
                            read_options=options, progress=advance)
     if as_json:
@@ -64,9 +64,6 @@ def _layouts(text: str | None) -> list[str]:
 
     return [get_layout(name).name for name in text.split(",") if name.strip()]
 
-
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.glob("*.safetensors"))
 
 
 def _print_table(report: RoundtripReport) -> None:
