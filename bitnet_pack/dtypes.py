@@ -29,3 +29,10 @@ def f32_to_bf16(values: np.ndarray) -> np.ndarray:
 def round_to_bf16(values: np.ndarray | float) -> np.ndarray:
     """float32 values rounded to the nearest bf16, returned as float32."""
     return bf16_to_f32(f32_to_bf16(np.asarray(values, dtype=np.float32)))
+
+
+def f32_to_stored(values: np.ndarray, type_name: str) -> np.ndarray:
+    """float32 values as "BF16" (uint16 bits), "F16" or "F32" storage, round to nearest even."""
+    if type_name == "BF16":
+        return f32_to_bf16(values)
+    return np.asarray(values, dtype=np.float32).astype(np.float16 if type_name == "F16" else np.float32)

@@ -9,11 +9,11 @@ generation_config.json beside it.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import MissingFile, UsageError
 from .model import BitNetModel
+from .tokenizer import read_json, token_text
 
 
 def load_tokenizer(tokenizer_json_path: str | Path):
@@ -37,14 +37,12 @@ def encode_prompt(tokenizer, prompt: str, tokenizer_json_path: str | Path) -> li
 
 
 def _special_id(tokenizer, config: dict, key: str) -> int | None:
-    token = config.get(key)
-    if isinstance(token, dict):  # {"content": "<s>", ...} in older configs
-        token = token.get("content")
+    token = token_text(config.get(key))
     return None if token is None else tokenizer.token_to_id(token)
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) or {}
 
 
 def _read_tokenizer_config(directory: Path) -> dict:

@@ -114,7 +114,7 @@ def gguf_tokenizer_metadata(model_dir: Path, config: dict, *, target: str,
     return _entries(vocab, special, flags, _chat_templates(files, target), target)
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
     """The JSON object in `path`, None if there is no such file."""
     if not path.is_file():
         return None
@@ -134,13 +134,13 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _read_files(model_dir: Path) -> _Files:
-    tokenizer_json = _read_json(model_dir / "tokenizer.json")
+    tokenizer_json = read_json(model_dir / "tokenizer.json")
     spm = model_dir / "tokenizer.model"
     if tokenizer_json is None and not spm.is_file():
         raise MissingFile("not found, and there is no tokenizer.model beside it",
                           path=model_dir / "tokenizer.json")
-    return _Files(model_dir, tokenizer_json, _read_json(model_dir / "tokenizer_config.json") or {},
-                  _read_json(model_dir / "generation_config.json") or {}, spm if spm.is_file() else None)
+    return _Files(model_dir, tokenizer_json, read_json(model_dir / "tokenizer_config.json") or {},
+                  read_json(model_dir / "generation_config.json") or {}, spm if spm.is_file() else None)
 
 
 def _checked_model(tj: dict, path: Path) -> tuple[dict, dict[str, int], list[dict]]:
@@ -224,7 +224,7 @@ def _load_vocab(files: _Files, config: dict, pre: str | None) -> _Vocab:
         path = files.spm_model
         tokens = spm_tokens_from_pieces(read_sentencepiece_model(path), added)
     elif kind == "spm":
-        unk = model.get("unk_token") or _token_text(files.tokenizer_config.get("unk_token"))
+        unk = model.get("unk_token") or token_text(files.tokenizer_config.get("unk_token"))
         tokens = spm_tokens_from_tokenizer_json(vocab, added, unk)
     else:
         raise FormatError(f"model type {model.get('type')!r} is neither a ByteLevel BPE nor a byte-fallback "
@@ -279,7 +279,7 @@ def _lookup(added: list[dict], tokens: dict[int, Token]) -> dict[str, int]:
     return lookup
 
 
-def _token_text(entry: object) -> str | None:
+def token_text(entry: object) -> str | None:
     """A tokenizer_config `<kind>_token`: a string or a serialized AddedToken."""
     entry = entry.get("content") if isinstance(entry, dict) else entry
     return entry if isinstance(entry, str) else None
@@ -293,7 +293,7 @@ def _first_int(value: object) -> int | None:
 def _special_ids(files: _Files, config: dict, vocab: _Vocab) -> dict[str, int]:
     found = {}
     for kind in SPECIAL_KINDS:
-        text = _token_text(files.tokenizer_config.get(f"{kind}_token"))
+        text = token_text(files.tokenizer_config.get(f"{kind}_token"))
         candidates = [(vocab.lookup.get(text) if text is not None else None, "tokenizer_config.json"),
                       (_first_int(config.get(f"{kind}_token_id")), "config.json"),
                       (_first_int(files.generation_config.get(f"{kind}_token_id")), "generation_config.json")]
@@ -341,7 +341,7 @@ def _chat_templates(files: _Files, target: str) -> list[Entry]:
         except UnicodeDecodeError as err:
             raise FormatError(f"is not UTF-8 ({err.reason} at byte {err.start})", path=jinja) from None
     if template is None:
-        template = (_read_json(files.dir / "chat_template.json") or {}).get("chat_template")
+        template = (read_json(files.dir / "chat_template.json") or {}).get("chat_template")
     if template is None or isinstance(template, str):
         return [] if template is None else [(T.CHAT_TEMPLATE, template, V.STRING, None)]
     named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)} \

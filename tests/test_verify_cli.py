@@ -81,3 +81,13 @@ def test_generate_prints_text(packed: Path) -> None:
     code, out, err = run("generate", packed, "--prompt", "BitNet stores", "--tokens", "5")
     assert code == 0, err
     assert out.strip() != ""
+
+
+def test_generate_reports_a_broken_tokenizer_config_as_bad_input(packed: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for file in packed.iterdir():
+        (broken / file.name).write_bytes(file.read_bytes())
+    (broken / "tokenizer_config.json").write_text("{not json")
+    code, _, err = run("generate", broken, "--prompt", "BitNet", "--tokens", "2")
+    assert code == 1 and "tokenizer_config.json" in err and "internal error" not in err

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import fastpath
-from ..dtypes import bf16_to_f32
+from ..dtypes import bf16_to_f32, f32_to_stored
 from ..errors import HeaderInvalid, MissingFile, UnknownArchitecture
 from ..ternary import TernaryWeight
 
@@ -42,6 +42,20 @@ class Tensor:
         if self.dtype == "BF16":
             return bf16_to_f32(self.data)
         return np.asarray(self.data, dtype=np.float32)
+
+    def converted(self, type_name: str) -> tuple[np.ndarray, int]:
+        """The data as `type_name` storage ("BF16", "F16", "F32"), and how many values did not
+        survive exactly (only narrowing to F16 can lose any: below its normal range, above 65504)."""
+        if self.dtype == type_name:
+            return self.data, 0
+        fast = fastpath.convert_float(self.data, self.dtype, type_name)
+        if fast is not None:
+            data, inexact = fast
+            return data, inexact if type_name == "F16" else 0
+        values = self.f32()
+        data = f32_to_stored(values, type_name)
+        inexact = int(np.count_nonzero(data.astype(np.float32) != values)) if type_name == "F16" else 0
+        return data, inexact
 
     def row_chunks(self, max_bytes: int | None = None) -> Iterator[Tensor]:
         """The tensor as consecutive row slices of about `max_bytes` (default

@@ -164,7 +164,12 @@ def master_value(codes: np.ndarray, beta: np.float32) -> np.float32:
     return np.float32(beta) if nonzero == 0 else np.float32(np.float64(beta) * codes.size / nonzero)
 
 
+def master_bits(codes: np.ndarray, beta: np.float32) -> np.uint16:
+    """The bf16 bits of `master_value`: what the writer stores and the reader expects."""
+    return f32_to_bf16(np.array([master_value(codes, beta)], np.float32))[0]
+
+
 def _holds_what_we_wrote(raw: np.ndarray, codes: np.ndarray, beta: np.float32) -> bool:
-    expected = f32_to_bf16(np.array([master_value(codes, beta)], np.float32))[0]
+    expected = master_bits(codes, beta)
     magnitude = raw.view(np.uint16) & np.uint16(0x7FFF)
     return bool(np.all(np.where(codes != 0, magnitude == expected, magnitude == 0)))

@@ -15,7 +15,7 @@ from gguf import GGUFValueType as VT
 from .. import __version__, fastpath
 from ..checkpoints import Checkpoint, Entry, Tensor
 from ..containers.gguf import FLAVOUR_KEY, GGUFWriter
-from ..dtypes import f32_to_bf16
+from ..dtypes import f32_to_stored
 from ..errors import UsageError
 from ..ggml_types import BITNET_CPP_FILE_TYPES, TypeTable
 from ..gguf_meta import Target, hparam_kvs, make_target
@@ -29,7 +29,7 @@ from .direct_io import open_direct_file
 from .gguf_tokenizer import tokenizer_kvs
 
 LAYOUT_OUTTYPES = ("i2_s", "i2_s_arm", "tl1", "tl2", "tq1_0", "tq2_0")
-FLOAT_OUTTYPES = {"f32": ("F32", np.float32), "f16": ("F16", np.float16), "bf16": ("BF16", None)}
+FLOAT_OUTTYPES = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
 FILE_TYPES = {"f32": 0, "f16": 1, "bf16": 32, "tq1_0": 36, "tq2_0": 37, "tl1": BITNET_CPP_FILE_TYPES["TL1"],
               "tl2": BITNET_CPP_FILE_TYPES["TL2"], "i2_s": BITNET_CPP_FILE_TYPES["I2_S"],
               "i2_s_arm": BITNET_CPP_FILE_TYPES["I2_S"]}
@@ -81,9 +81,9 @@ class GGUFSink(Sink):
             type_name = self.layout.name.upper().replace("_ARM", "")
             return type_name, self.types.type_id(type_name), self.layout.nbytes(entry.shape)
         if entry.kind == "linear":
-            type_name = FLOAT_OUTTYPES[self.outtype][0]
+            type_name = FLOAT_OUTTYPES[self.outtype]
         elif entry.name in (EMBEDDING_NAME, "lm_head.weight"):
-            type_name = FLOAT_OUTTYPES[self.embedding_type][0]
+            type_name = FLOAT_OUTTYPES[self.embedding_type]
         else:
             type_name = "F32"
         type_id = self.types.type_id(type_name)
@@ -139,27 +139,16 @@ class GGUFSink(Sink):
         as F16) never exists whole in another dtype. Values F16 cannot hold are counted."""
         inexact = 0
         for part in tensor.row_chunks():
-            if tensor.dtype == type_name:
-                yield part.data
-                continue
-            fast = fastpath.convert_float(part.data, tensor.dtype, type_name)
-            if fast is not None:
-                converted, count = fast
-                inexact += count if type_name == "F16" else 0
-                yield converted
-                continue
-            values = part.f32()
-            converted = _convert_float(values, type_name)
-            if type_name == "F16":
-                inexact += int(np.count_nonzero(converted.astype(np.float32) != values))
-            yield converted
+            data, lost = part.converted(type_name)
+            inexact += lost
+            yield data
         if inexact:
             self.notes.append(f"{name}: {inexact} of {tensor.data.size} values are not exact in F16 (below its normal "
                               "range or above 65504); --embedding-type bf16 or f32 keeps them")
 
     def _encode_linear(self, weight: TernaryWeight) -> np.ndarray:
         if self.layout is None:
-            return _convert_float(weight.dequantize(), FLOAT_OUTTYPES[self.outtype][0])
+            return f32_to_stored(weight.dequantize(), FLOAT_OUTTYPES[self.outtype])
         if self.kernel_config is not None:
             return self.layout.encode(weight, tiling=self.kernel_config)
         if self.layout.spec.scale == "block:f16":
@@ -198,9 +187,3 @@ def _direct_data_stream(path: Path, data_start: int):
     """Tensor data past the header bypasses the page cache where the filesystem allows it
     (see `direct_io`); the bytes are the same."""
     return open_direct_file(path, data_start) if fastpath.streaming() else None
-
-
-def _convert_float(values: np.ndarray, type_name: str) -> np.ndarray:
-    if type_name == "BF16":
-        return f32_to_bf16(values)
-    return np.asarray(values, dtype=np.float32).astype(np.float16 if type_name == "F16" else np.float32)

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import fastpath
 from ..checkpoints import Checkpoint, Entry, Tensor
-from ..checkpoints.hf import BETAS_KEY, master_value
+from ..checkpoints.hf import BETAS_KEY, master_bits
 from ..containers.safetensors import TensorPlan
 from ..containers.shards import ShardedWriter
 from ..dtypes import f32_to_bf16
@@ -73,14 +73,14 @@ class HFSink(Sink):
         if isinstance(value, TernaryWeight):
             self._put_linear(entry.name, value)
         else:
-            self.writer.write_chunks(entry.name, (_as_bf16(part) for part in value.row_chunks()))
+            self.writer.write_chunks(entry.name, (part.converted("BF16")[0] for part in value.row_chunks()))
 
     def _put_linear(self, name: str, weight: TernaryWeight) -> None:
         if self.packed:
             self.writer.write(name, get_layout("hf").encode(weight))
             self.writer.write(name + "_scale", f32_to_bf16(np.array([weight.beta], np.float32)))
             return
-        magnitude = f32_to_bf16(np.array([master_value(weight.codes, weight.beta)], np.float32))[0]
+        magnitude = master_bits(weight.codes, weight.beta)
         signs = np.where(weight.codes < 0, np.uint16(0x8000), np.uint16(0))
         self.writer.write(name, np.where(weight.codes != 0, signs | magnitude, signs).astype(np.uint16))
         self.betas[name] = f"0x{int(np.float32(weight.beta).view(np.uint32)):08x}"
@@ -104,11 +104,3 @@ class HFSink(Sink):
             self.writer.abort()
         if hasattr(self, "staged"):
             self.staged.abort()
-
-
-def _as_bf16(tensor: Tensor) -> np.ndarray:
-    """Stored bf16 passes through untouched; f16/f32 are rounded to bf16."""
-    if tensor.dtype == "BF16":
-        return tensor.data
-    fast = fastpath.convert_float(tensor.data, tensor.dtype, "BF16")
-    return fast[0] if fast is not None else f32_to_bf16(tensor.f32())
