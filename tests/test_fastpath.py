@@ -74,8 +74,10 @@ def test_compiled_torch_sum_equals_torch_with_two_threads(size: int) -> None:
 @settings(deadline=None, max_examples=40)
 @given(st.integers(0, 140_000), st.integers(0, 2**32 - 1))
 def test_absmean_of_bf16_bits_equals_the_f32_reference(size: int, seed: int) -> None:
+    if not fastpath.compiled():
+        pytest.skip("compiled path only (BITNET_PACK_PUREPYTHON=1)")
     bits = f32_to_bf16(np.random.default_rng(seed).standard_normal(size).astype(np.float32))
-    if fastpath.compiled() and size:
+    if size:
         total = fastpath._chunked_sum(bits, fastpath._ext.abs_sum_bf16, 2)
         assert total.tobytes() == torch_sum(np.abs(bf16_to_f32(bits))).tobytes()
 
@@ -103,6 +105,8 @@ def test_ternarize_stored_on_a_2b4t_sized_tensor() -> None:
 @pytest.mark.parametrize("scale", [1e-30, 3.0e-5, 0.7, 1.0, 2.0, 3.0, 17.5, 1e5, 3e38])
 def test_threshold_codes_equal_rint_for_every_bf16_and_many_f32_values(scale: float) -> None:
     """The compiled pass compares stored bits with one threshold; numpy multiplies and rounds."""
+    if not fastpath.compiled():
+        pytest.skip("compiled path only (BITNET_PACK_PUREPYTHON=1)")
     every = np.arange(1 << 16, dtype=np.uint16)
     every = every[(every & 0x7FFF) <= 0x7F80]  # not NaN
     f32 = np.random.default_rng(9).integers(0, 1 << 32, size=1 << 20, dtype=np.uint32)
@@ -114,9 +118,8 @@ def test_threshold_codes_equal_rint_for_every_bf16_and_many_f32_values(scale: fl
         with np.errstate(over="ignore", invalid="ignore"):
             expected = np.clip(np.rint(values * s), -1, 1).astype(np.int8)
         codes = np.empty(stored.size, np.int8)
-        if fastpath.compiled():
-            getattr(fastpath._ext, kernel)(stored, getattr(fastpath._ext, threshold)(s), codes)
-            assert np.array_equal(codes, expected)
+        getattr(fastpath._ext, kernel)(stored, getattr(fastpath._ext, threshold)(s), codes)
+        assert np.array_equal(codes, expected)
 
 
 def test_nonfinite_masters_raise_what_the_reference_raises() -> None:
@@ -296,7 +299,7 @@ def test_direct_writer_writes_scattered_pieces_exactly(tmp_path: Path) -> None:
     writer = open_direct(path)
     assert writer is not None or refuses_direct_io(path)
     if writer is None:
-        return
+        pytest.skip(f"{tmp_path} refuses O_DIRECT")
     for begin, end in pieces:
         writer.write(expected[begin:end], begin)
     writer.close()
@@ -310,7 +313,7 @@ def test_direct_file_continues_a_header_written_the_ordinary_way(tmp_path: Path)
     direct = open_direct_file(path, len(head))
     assert direct is not None or refuses_direct_io(path)
     if direct is None:
-        return
+        pytest.skip(f"{tmp_path} refuses O_DIRECT")
     body = np.random.default_rng(3).integers(0, 255, size=(8 << 20) + 4099, dtype=np.uint8)
     for start in range(0, body.size, 1_000_003):
         direct.write(body[start:start + 1_000_003])
