@@ -1,8 +1,10 @@
-"""Hyperparameter metadata: transformers config.json <-> GGUF keys, per target runtime.
+"""Hyperparameter metadata: transformers config.json <-> GGUF keys, per family and target.
 
-    target       general.architecture   extra keys
-    bitnet.cpp   bitnet-b1.58            (its loader also accepts bitnet-25)
-    llama.cpp    bitnet                  bitnet.hidden_activation = "relu2"
+    family   target       general.architecture   extra keys
+    2b4t     bitnet.cpp   bitnet-b1.58            (its loader also accepts bitnet-25)
+    2b4t     llama.cpp    bitnet                  bitnet.hidden_activation = "relu2"
+    1bitllm  both         bitnet
+    llama    both         llama                   no rope.scaling (as both converters write it)
 
 Both loaders default rope.freq_base to 10000, so it is always written (2B4T uses 500000).
 """
@@ -12,10 +14,12 @@ from dataclasses import dataclass
 
 from gguf import GGUFValueType as VT
 
-from .errors import HeaderInvalid, MissingFile, UnknownArchitecture, UsageError
+from .arch import BITNET_2B4T, LLAMA_BITNET, Family, family_of_gguf
+from .errors import HeaderInvalid, MissingFile, UsageError
 
-BITNET_CPP_ARCHS = ("bitnet-b1.58", "bitnet-25")
+BITNET_CPP_ARCHS = BITNET_2B4T.gguf_archs["bitnet.cpp"]
 MAINLINE_ARCH = "bitnet"
+TARGETS = ("bitnet.cpp", "llama.cpp")
 
 
 @dataclass(frozen=True)
@@ -29,17 +33,16 @@ class Target:
         return self.name == "bitnet.cpp"
 
 
-def make_target(name: str, *, arch: str | None = None, type_ids: str = "2025") -> Target:
-    if name == "bitnet.cpp":
-        chosen = arch or BITNET_CPP_ARCHS[0]
-        if chosen not in BITNET_CPP_ARCHS:
-            raise UsageError(f"bitnet.cpp loads arch {' or '.join(BITNET_CPP_ARCHS)}, not {chosen!r}")
-        return Target(name, chosen, type_ids)
-    if name == "llama.cpp":
-        if arch not in (None, MAINLINE_ARCH):
-            raise UsageError(f"mainline llama.cpp loads arch {MAINLINE_ARCH!r}, not {arch!r}")
-        return Target(name, MAINLINE_ARCH, None)
-    raise UsageError(f"unknown target {name!r}: bitnet.cpp or llama.cpp")
+def make_target(name: str, *, arch: str | None = None, type_ids: str = "2025",
+                family: Family = BITNET_2B4T) -> Target:
+    """The runtime `name` and the GGUF arch it loads for `family` (`arch` picks among them)."""
+    if name not in TARGETS:
+        raise UsageError(f"unknown target {name!r}: bitnet.cpp or llama.cpp")
+    allowed = family.gguf_archs[name]
+    chosen = arch or allowed[0]
+    if chosen not in allowed:
+        raise UsageError(f"{name} loads a {family.title} model as arch {' or '.join(allowed)}, not {chosen!r}")
+    return Target(name, chosen, type_ids if name == "bitnet.cpp" else None)
 
 
 def _need(config: dict, key: str) -> object:
@@ -56,7 +59,7 @@ def rope_theta(config: dict) -> float:
     return float(params.get("rope_theta", 10000.0))
 
 
-def hparam_kvs(config: dict, target: Target) -> list[tuple[str, object, VT]]:
+def hparam_kvs(config: dict, target: Target, family: Family = BITNET_2B4T) -> list[tuple[str, object, VT]]:
     """The `{arch}.*` keys, in the order bitnet.cpp's converter writes them."""
     arch = target.arch
     hidden, heads = int(_need(config, "hidden_size")), int(_need(config, "num_attention_heads"))
@@ -72,20 +75,18 @@ def hparam_kvs(config: dict, target: Target) -> list[tuple[str, object, VT]]:
         (f"{arch}.attention.head_count_kv", int(config.get("num_key_value_heads") or heads), VT.UINT32),
         (f"{arch}.attention.layer_norm_rms_epsilon", float(config.get("rms_norm_eps", 1e-5)), VT.FLOAT32),
         (f"{arch}.rope.freq_base", rope_theta(config), VT.FLOAT32),
-        # both runtimes' converters write this no-op scaling for BitNet
-        (f"{arch}.rope.scaling.type", "linear", VT.STRING),
-        (f"{arch}.rope.scaling.factor", 1.0, VT.FLOAT32),
     ]
-    if not target.is_bitnet_cpp:
+    if family is not LLAMA_BITNET:  # both runtimes' converters write this no-op scaling for BitNet
+        kvs += [(f"{arch}.rope.scaling.type", "linear", VT.STRING), (f"{arch}.rope.scaling.factor", 1.0, VT.FLOAT32)]
+    if family is BITNET_2B4T and not target.is_bitnet_cpp:
         kvs.append((f"{arch}.hidden_activation", str(config.get("hidden_act", "relu2")), VT.STRING))
     return kvs
 
 
-def config_from_kvs(get, arch: str) -> dict:
-    """Rebuild a transformers config.json from GGUF metadata (`get(key, default)`)."""
-    if arch not in BITNET_CPP_ARCHS + (MAINLINE_ARCH,):
-        raise UnknownArchitecture(f"GGUF architecture {arch!r} is not BitNet b1.58 "
-                                  f"({', '.join(BITNET_CPP_ARCHS + (MAINLINE_ARCH,))})")
+def config_from_kvs(get, arch: str, *, has_output: bool = False) -> dict:
+    """Rebuild a transformers config.json from GGUF metadata (`get(key, default)`), in the
+    convention of the file's family; `has_output`: the file holds an `output.weight`."""
+    family = family_of_gguf(arch, get)
 
     def key(name: str, default: object = None) -> object:
         value = get(f"{arch}.{name}", default)
@@ -108,16 +109,18 @@ def config_from_kvs(get, arch: str) -> dict:
     heads = count("attention.head_count")
     hidden = count("embedding_length")
     config = {
-        "architectures": ["BitNetForCausalLM"], "model_type": "bitnet", "attention_bias": False,
+        **family.identity, "attention_bias": False,
         "attention_dropout": 0.0, "bos_token_id": get("tokenizer.ggml.bos_token_id", 128000),
-        "eos_token_id": get("tokenizer.ggml.eos_token_id", 128001), "hidden_act": get(f"{arch}.hidden_activation", "relu2"),
+        "eos_token_id": get("tokenizer.ggml.eos_token_id", 128001),
+        "hidden_act": get(f"{arch}.hidden_activation", family.hidden_act),
         "hidden_size": hidden, "intermediate_size": count("feed_forward_length"), "initializer_range": 0.02,
         "max_position_embeddings": count("context_length"), "num_attention_heads": heads,
         "num_hidden_layers": count("block_count"),
         "num_key_value_heads": count("attention.head_count_kv", heads),
         "rms_norm_eps": number("attention.layer_norm_rms_epsilon"),
         "rope_theta": number("rope.freq_base", 10000.0),
-        "tie_word_embeddings": True, "torch_dtype": "bfloat16", "use_cache": True,
+        "tie_word_embeddings": not has_output,
+        "torch_dtype": "bfloat16", "use_cache": True,
         "vocab_size": count("vocab_size", len(get("tokenizer.ggml.tokens", None) or [])),
     }
     head_dim = get(f"{arch}.rope.dimension_count")

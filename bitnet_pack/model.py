@@ -4,9 +4,13 @@
     per layer:
       a = RMSNorm(h) -> q, k, v (ternary) -> NeoX RoPE(q, k) -> GQA causal attention
       h = h + o_proj(attn_sub_norm(a))
-      f = RMSNorm(h) -> relu(gate)^2 * up -> ffn_sub_norm
+      f = RMSNorm(h) -> act(gate) * up -> ffn_sub_norm
       h = h + down_proj(f)
     logits = RMSNorm(h) @ embed^T          (tied lm_head, kernel.half_matmul)
+
+The family (arch.py) decides act (relu^2 for 2B4T, SiLU otherwise), whether the sub-norms
+exist (not in Llama-style BitNet) and whether lm_head is its own tensor. Weights are always in
+transformers' row order (GGUF sources undo llama's q/k permute), so RoPE is NeoX for all.
 
 Every projection is `kernel.ternary_linear` on a `PackedMatrix`: per-token absmax int8
 activations, exact integer sums, y = acc / s * beta (the W1.58A8 semantics transformers and
@@ -51,14 +55,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arch import BITNET_2B4T, PROJECTIONS, family_of_config
 from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UnknownArchitecture, UsageError
 from .kernel import PackedMatrix, exact_half_bits, half_matmul, half_to_float32, ternary_linear
 from .ternary import TernaryWeight
 
-PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-LAYER_NORMS = ("input_layernorm", "post_attention_layernorm", "self_attn.attn_sub_norm",
-               "mlp.ffn_sub_norm")
+BLOCK_NORMS = ("input_layernorm", "post_attention_layernorm")
 
 
 
@@ -91,13 +93,17 @@ class ModelConfig:
     rope_theta: float
     vocab_size: int
     tie_word_embeddings: bool
+    hidden_act: str = "relu2"  # "relu2" (2B4T) or "silu" (1bitLLM, Llama-style)
+    sub_norms: tuple[str, str] | None = ("self_attn.attn_sub_norm", "mlp.ffn_sub_norm")  # None: no sub-norms
+    shapes: Mapping | None = None  # every tensor's shape, from the family's description (arch.py)
 
     @classmethod
     def from_hf(cls, config: Mapping) -> ModelConfig:
-        """Read a transformers config.json dict (BitNetConfig keys)."""
-        if config.get("model_type", "bitnet") != "bitnet" or config.get("hidden_act", "relu2") != "relu2":
-            raise UnknownArchitecture(f"model_type {config.get('model_type')!r} / hidden_act "
-                                      f"{config.get('hidden_act')!r}: only bitnet with relu2 is supported")
+        """Read a transformers config.json dict of any BitNet family (see `arch`)."""
+        family = family_of_config(dict(config), default=BITNET_2B4T)
+        if config.get("hidden_act", family.hidden_act) != family.hidden_act:
+            raise UnknownArchitecture(f"hidden_act {config.get('hidden_act')!r}: the {family.title} graph uses "
+                                      f"{family.hidden_act!r}")
         theta = config.get("rope_theta", (config.get("rope_parameters") or {}).get("rope_theta"))
         missing = [k for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
                                "num_attention_heads", "vocab_size") if k not in config]
@@ -114,23 +120,15 @@ class ModelConfig:
             rms_norm_eps=float(config.get("rms_norm_eps", 1e-5)),
             rope_theta=float(theta),
             vocab_size=int(config["vocab_size"]),
-            tie_word_embeddings=bool(config.get("tie_word_embeddings", True)),
+            tie_word_embeddings=family.is_tied(dict(config)),
+            hidden_act=family.hidden_act,
+            sub_norms=family.sub_norm_names(),
+            shapes=family.tensor_shapes(dict(config)),
         )
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
-        """HF name -> shape of every tensor the model needs."""
-        h, i, q, kv = self.hidden_size, self.intermediate_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (self.vocab_size, h), "model.norm.weight": (h,)}
-        if not self.tie_word_embeddings:
-            shapes["lm_head.weight"] = (self.vocab_size, h)
-        per_layer = {"self_attn.q_proj": (q, h), "self_attn.k_proj": (kv, h), "self_attn.v_proj": (kv, h),
-                     "self_attn.o_proj": (h, q), "mlp.gate_proj": (i, h), "mlp.up_proj": (i, h),
-                     "mlp.down_proj": (h, i), "input_layernorm": (h,), "post_attention_layernorm": (h,),
-                     "self_attn.attn_sub_norm": (h,), "mlp.ffn_sub_norm": (i,)}
-        for layer in range(self.num_layers):
-            for part, shape in per_layer.items():
-                shapes[f"model.layers.{layer}.{part}.weight"] = shape
-        return shapes
+        """HF name -> shape of every tensor the model needs (the family's description)."""
+        return dict(self.shapes or {})
 
 
 def kernel_layout(shape: tuple[int, int]) -> str:
@@ -198,6 +196,14 @@ def softmax(scores: np.ndarray, ggml: bool) -> np.ndarray:
     if ggml:
         return e * (1.0 / e.astype(np.float64).sum(axis=-1, keepdims=True)).astype(np.float32)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def activation(gate: np.ndarray, hidden_act: str) -> np.ndarray:
+    """relu(x)^2 (2B4T) or SiLU x / (1 + exp(-x)) in fp32 (as ggml's and torch's float paths)."""
+    if hidden_act == "relu2":
+        return np.square(np.maximum(gate, np.float32(0.0)))
+    with np.errstate(over="ignore"):  # exp(-x) -> inf for x < -88: x / inf = -0, the limit
+        return gate / (np.float32(1.0) + np.exp(-gate))
 
 
 def to_f16(x: np.ndarray) -> np.ndarray:
@@ -298,11 +304,15 @@ class BitNetModel:
         c, w = self.config, self._layer_tensors(layer)
         x = rms_norm(h, w["input_layernorm"], c.rms_norm_eps)
         attn = self._attention(layer, x, positions, w)
-        h = h + ternary_linear(w["self_attn.o_proj"], rms_norm(attn, w["self_attn.attn_sub_norm"], c.rms_norm_eps))
+        h = h + ternary_linear(w["self_attn.o_proj"], self._sub_norm(attn, w, 0))
         x = rms_norm(h, w["post_attention_layernorm"], c.rms_norm_eps)
-        gate = np.maximum(ternary_linear(w["mlp.gate_proj"], x), np.float32(0.0))
-        ffn = np.square(gate) * ternary_linear(w["mlp.up_proj"], x)
-        return h + ternary_linear(w["mlp.down_proj"], rms_norm(ffn, w["mlp.ffn_sub_norm"], c.rms_norm_eps))
+        ffn = activation(ternary_linear(w["mlp.gate_proj"], x), c.hidden_act) * ternary_linear(w["mlp.up_proj"], x)
+        return h + ternary_linear(w["mlp.down_proj"], self._sub_norm(ffn, w, 1))
+
+    def _sub_norm(self, x: np.ndarray, w: dict, which: int) -> np.ndarray:
+        """The family's attention (0) or FFN (1) sub-norm; identity where it has none."""
+        names = self.config.sub_norms
+        return x if names is None else rms_norm(x, w[names[which]], self.config.rms_norm_eps)
 
     def _attention(self, layer: int, x: np.ndarray, positions: np.ndarray, w: dict) -> np.ndarray:
         c, num = self.config, self.numerics
@@ -329,7 +339,8 @@ class BitNetModel:
 
     def _layer_tensors(self, layer: int) -> dict:
         prefix = f"model.layers.{layer}."
-        return {part: self.tensors[f"{prefix}{part}.weight"] for part in PROJECTIONS + LAYER_NORMS}
+        parts = PROJECTIONS + BLOCK_NORMS + (self.config.sub_norms or ())
+        return {part: self.tensors[f"{prefix}{part}.weight"] for part in parts}
 
     def prefill(self, ids: list[int] | np.ndarray) -> np.ndarray:
         """Empty the cache, run the whole prompt as one batch; logits of its last position."""

@@ -198,7 +198,7 @@ def _edit_file(name: str, content: bytes | None) -> Callable[[Path], Path]:
 def _llama_config(directory: Path) -> Path:
     model = copy_fixture(directory)
     config = json.loads((model / "config.json").read_text())
-    config.update(model_type="llama", architectures=["LlamaForCausalLM"])
+    config.update(model_type="llama", architectures=["LlamaForCausalLM"], quantization_config=None)  # plain Llama
     (model / "config.json").write_text(json.dumps(config))
     return model
 
@@ -263,7 +263,7 @@ def _table() -> dict[str, Case]:
                             outtype="hf-packed"),
         "nan_weight": Case(_edit_weights(_nan_in(NAN_TENSOR)), ("model", f"tensor '{NAN_TENSOR}'", "NaN/Inf"),
                            outtype="hf-packed"),
-        "unknown_architecture": Case(_llama_config, ("config.json", "'llama' is not BitNet b1.58")),
+        "unknown_architecture": Case(_llama_config, ("config.json", "is not a BitNet b1.58 family")),
         "missing_config": Case(_edit_file("config.json", None), ("model", "config.json is missing")),
         "config_not_json": Case(_edit_file("config.json", b"{'hidden_size': 256,"), ("config.json", "not valid JSON")),
         "missing_tokenizer": Case(_edit_file("tokenizer.json", None), ("tokenizer.json", "not found")),

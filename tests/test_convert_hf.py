@@ -128,9 +128,9 @@ def test_unknown_architecture_is_refused(tiny_a: Path, tmp_path: Path) -> None:
     src = tmp_path / "llama"
     src.mkdir()
     config = json.loads((tiny_a / "tiny-a-bf16" / "config.json").read_text())
-    config |= {"model_type": "llama", "architectures": ["LlamaForCausalLM"]}
-    (src / "config.json").write_text(json.dumps(config))
-    with pytest.raises(UnknownArchitecture, match="'llama' is not BitNet"):
+    config |= {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "quantization_config": None}
+    (src / "config.json").write_text(json.dumps(config))  # a plain Llama: no bitnet quantization_config
+    with pytest.raises(UnknownArchitecture, match="'llama'.* is not a BitNet b1.58 family"):
         open_checkpoint(src)
     code, _, err = run("convert", src, tmp_path / "o", "--outtype", "hf-packed")
     assert code == 1 and err.startswith("Error: ") and err.count("\n") == 1 and "Traceback" not in err

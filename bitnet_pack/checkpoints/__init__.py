@@ -7,7 +7,6 @@ loaded only when the pipeline asks for it, so memory holds one tensor at a time.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,19 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from .. import fastpath
+from ..arch import Family, family_of_config, is_projection
 from ..dtypes import bf16_to_f32, f32_to_stored
-from ..errors import HeaderInvalid, MissingFile, UnknownArchitecture
+from ..errors import BitnetPackError, HeaderInvalid, MissingFile
 from ..ternary import TernaryWeight
-
-PROJECTION = re.compile(r"^model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)\.weight$")
-ARCHITECTURES = {"BitNetForCausalLM", "BitnetForCausalLM"}
 # Files carried over unchanged next to the weights (tokenizer, generation, chat template).
 AUX_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "generation_config.json",
                 "chat_template.json", "chat_template.jinja", "vocab.json", "merges.txt")
 
 
-def is_projection(name: str) -> bool:
-    return PROJECTION.match(name) is not None
+__all__ = ["Checkpoint", "Entry", "Tensor", "is_projection", "check_architecture", "open_checkpoint",
+           "load_weights", "read_weights", "read_aux_files"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +85,7 @@ class Checkpoint:
 
     path: Path
     config: dict
+    family: Family  # the architecture description the tensors follow (see `arch`)
     kind: str  # "bf16-master", "hf-packed", "gguf"
     layout: str  # "bf16", "hf", "i2_s", "tq2_0", ...
     notes: list[str]  # what the reader decided (scale convention, flavour), shown to users
@@ -113,15 +111,14 @@ class Checkpoint:
         self.close()
 
 
-def check_architecture(config: dict, where: Path) -> None:
-    """Refuse configs that are not BitNet b1.58 (model_type bitnet / BitNetForCausalLM)."""
-    archs = set(config.get("architectures") or [])
-    if config.get("model_type") == "bitnet" or archs & ARCHITECTURES:
-        check_sizes(config, where)
-        return
-    name = config.get("model_type") or ", ".join(sorted(archs)) or "none"
-    raise UnknownArchitecture(f"architecture {name!r} is not BitNet b1.58 (model_type 'bitnet', "
-                              "BitNetForCausalLM)", path=where)
+def check_architecture(config: dict, where: Path) -> Family:
+    """The config's family (UnknownArchitecture for anything else), its sizes checked."""
+    try:
+        family = family_of_config(config)
+    except BitnetPackError as exc:
+        raise type(exc)(str(exc), path=where) from None
+    check_sizes(config, where)
+    return family
 
 
 SIZE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")

@@ -19,11 +19,11 @@ import numpy as np
 
 from .. import fastpath
 from ..containers.gguf import GGUFFile
-from ..errors import MissingFile, NotTernary, UnknownTensorType
+from ..errors import BitnetPackError, MissingFile, NotTernary, UnknownTensorType
 from ..gguf_meta import config_from_kvs
 from ..kernel_config import KernelConfig, parse_kernel_config, read_kernel_config
 from ..layouts import get_layout
-from ..names import to_gguf, to_hf
+from ..arch import family_of_gguf
 from ..ternary import TernaryWeight, check_ternary
 from ..tokenizer_reverse import tokenizer_files_from_gguf
 from . import Checkpoint, Entry, Tensor, is_projection
@@ -39,9 +39,15 @@ class GGUFCheckpoint(Checkpoint):
                  kernel_config: Path | None = None, **_ignored: object):
         self.path = Path(path)
         self.file = GGUFFile(self.path, flavour=flavour)
-        self.config = config_from_kvs(self.file.get, self.file.architecture or "")
+        arch = self.file.architecture or ""
+        try:
+            self.family = family_of_gguf(arch, self.file.get)
+            self.config = config_from_kvs(self.file.get, arch, has_output="output.weight" in self.file.tensors)
+        except BitnetPackError as exc:
+            raise type(exc)(str(exc), path=self.path) from None
         self.tokenizer_fields = {k: f for k, f in self.file.kv.items() if k.startswith("tokenizer.")}
-        self.notes = [f"read GGUF arch {self.file.architecture!r} with "
+        self.notes = [f"family {self.family.name}: {self.family.title}",
+                      f"read GGUF arch {arch!r} with "
                       f"{'mainline' if self.types_flavour is None else 'bitnet.cpp ' + self.types_flavour} type ids"]
         self.i2s_layout = self._i2s_layout(i2s_variant)
         self.kernel_config = self._kernel_config(kernel_config)
@@ -65,7 +71,7 @@ class GGUFCheckpoint(Checkpoint):
 
     def _projection_layout(self) -> str:
         kinds = {self._layout_of(info.type_name) for name, info in self.file.tensors.items()
-                 if is_projection(to_hf(name))}
+                 if is_projection(self.family.to_hf(name))}
         return "+".join(sorted(kinds)) or "none"
 
     def _layout_of(self, type_name: str) -> str:
@@ -86,7 +92,7 @@ class GGUFCheckpoint(Checkpoint):
     def entries(self) -> list[Entry]:
         entries = []
         for name, info in self.file.tensors.items():
-            hf_name = to_hf(name)
+            hf_name = self.family.to_hf(name)
             if is_projection(hf_name):
                 entries.append(Entry(hf_name, info.shape, "linear", info.type_name, info.nbytes,
                                      lambda n=name: self._load_linear(n)))
@@ -104,6 +110,10 @@ class GGUFCheckpoint(Checkpoint):
         return Tensor(dtype, self.file.tensor_bytes(name).view(storage).reshape(info.shape))
 
     def _load_linear(self, name: str) -> TernaryWeight:
+        return self.family.gguf_weight(self.family.to_hf(name), self._decode_linear(name), self.config,
+                                       to_gguf=False)
+
+    def _decode_linear(self, name: str) -> TernaryWeight:
         info = self.file.tensors[name]
         if info.type_name in FLOAT_TYPES:
             return _ternary_from_float(self._load_tensor(name).f32(), name, self.path)
@@ -118,7 +128,7 @@ class GGUFCheckpoint(Checkpoint):
 
     def release(self, entry: Entry) -> None:
         if not self.file.closed:
-            fastpath.drop_mapped_pages(self.file.tensor_bytes(to_gguf(entry.name)))
+            fastpath.drop_mapped_pages(self.file.tensor_bytes(self.family.to_gguf(entry.name)))
 
     def close(self) -> None:
         self.file.close()

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import fastpath
+from ..arch import out_features
 from ..containers.shards import SafetensorsDir
 from ..dtypes import f32_to_bf16
 from ..errors import HeaderInvalid, MissingFile, ShapeError, UnknownTensorType
@@ -40,9 +41,9 @@ class HFCheckpoint(Checkpoint):
             self.config = json.loads(config_path.read_text())
         except (ValueError, UnicodeDecodeError) as exc:
             raise HeaderInvalid(f"config.json is not valid JSON ({exc})", path=config_path) from None
-        check_architecture(self.config, config_path)
+        self.family = check_architecture(self.config, config_path)
         self.files = SafetensorsDir(self.path)
-        self.notes = []
+        self.notes = [f"family {self.family.name}: {self.family.title}"]
         self._read_quantization_config()
         self.recorded_betas = _recorded_betas(self.files.metadata)
 
@@ -97,7 +98,7 @@ class HFCheckpoint(Checkpoint):
         """out_features comes from config: [out/4, in] loses out % 4."""
         if info.dtype != "U8":  # transformers also loads unpacked float-ternary weights
             return info.shape
-        out = _out_features(self.config, name)
+        out = out_features(self.config, name)
         if -(-out // 4) != info.shape[0]:
             raise ShapeError(f"packed rows {info.shape[0]} do not match out_features {out} from config.json "
                              f"(expected {-(-out // 4)})", path=self.path, tensor=name)
@@ -134,17 +135,6 @@ class HFCheckpoint(Checkpoint):
 
     def close(self) -> None:
         self.files.close()
-
-
-def _out_features(config: dict, name: str) -> int:
-    hidden = config["hidden_size"]
-    heads = config["num_attention_heads"]
-    head_dim = config.get("head_dim") or hidden // heads
-    kv = config.get("num_key_value_heads") or heads
-    table = {"q_proj": heads * head_dim, "k_proj": kv * head_dim, "v_proj": kv * head_dim,
-             "o_proj": hidden, "gate_proj": config["intermediate_size"],
-             "up_proj": config["intermediate_size"], "down_proj": hidden}
-    return table[name.rsplit(".", 2)[-2]]
 
 
 def _recorded_betas(metadata: dict[str, str]) -> dict[str, np.float32]:

@@ -21,7 +21,7 @@ from ..ggml_types import BITNET_CPP_FILE_TYPES, TypeTable
 from ..gguf_meta import Target, hparam_kvs, make_target
 from ..kernel_config import KernelConfig, choose_config, read_kernel_config, render_kernel_config
 from ..layouts import get_layout
-from ..names import to_gguf
+from ..arch import BITNET_2B4T, Family
 from ..outputs import check_output
 from ..ternary import TernaryWeight
 from . import PlannedTensor, Sink
@@ -49,7 +49,9 @@ class GGUFSink(Sink):
                  force: bool = False, inputs: list[Path] | None = None, name: str | None = None,
                  extra_metadata: dict[str, str] | None = None, **_ignored: object):
         self.path, self.outtype = Path(path), outtype
-        self.target: Target = make_target(target or default_target(outtype), arch=arch, type_ids=type_ids)
+        self.target_options = {"name": target or default_target(outtype), "arch": arch, "type_ids": type_ids}
+        self.family: Family = BITNET_2B4T  # until the source is known (plan / begin)
+        self.target: Target = make_target(self.target_options["name"], type_ids=type_ids)
         if outtype in BITNET_CPP_ONLY and not self.target.is_bitnet_cpp:
             raise UsageError(f"--outtype {outtype} runs only in bitnet.cpp; mainline llama.cpp takes "
                              "tq1_0, tq2_0, f16, bf16 or f32")
@@ -60,8 +62,17 @@ class GGUFSink(Sink):
         self.force, self.inputs, self.name = force, inputs or [], name
         self.extra_metadata = extra_metadata or {}
         self.layout = get_layout(outtype) if outtype in LAYOUT_OUTTYPES else None
-        self.notes: list[str] = [] if self.target.is_bitnet_cpp else [MAINLINE_WARNING]
+        self.notes: list[str] = []
         self.kernel_config: KernelConfig | None = None
+
+    def _for_family(self, source: Checkpoint) -> None:
+        """The arch and keys follow the source's family (arch.Family.gguf_archs)."""
+        options = self.target_options
+        self.family = source.family
+        self.target = make_target(options["name"], arch=options["arch"], type_ids=options["type_ids"],
+                                  family=source.family)
+        if source.family is BITNET_2B4T and not self.target.is_bitnet_cpp and MAINLINE_WARNING not in self.notes:
+            self.notes.append(MAINLINE_WARNING)
 
     # -- planning -------------------------------------------------------------------------
     def _tiling_config(self, entries: list[Entry]) -> None:
@@ -90,17 +101,20 @@ class GGUFSink(Sink):
         return type_name, type_id, self.types.nbytes(type_id, entry.shape)
 
     def plan(self, source: Checkpoint, entries: list[Entry]) -> list[PlannedTensor]:
+        self._for_family(source)
         self._tiling_config(entries)
         return [self._planned(e) for e in entries]
 
     def _planned(self, entry: Entry) -> PlannedTensor:
         type_name, _, nbytes = self._tensor_type(entry)
-        return PlannedTensor(to_gguf(entry.name), type_name, entry.shape, nbytes)
+        return PlannedTensor(self.family.to_gguf(entry.name), type_name, entry.shape, nbytes)
 
     # -- writing --------------------------------------------------------------------------
     def begin(self, source: Checkpoint, entries: list[Entry]) -> None:
         check_output(self.path, self.inputs, self.force)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._for_family(source)
+        self.config = source.config
         self._tiling_config(entries)
         self.writer = GGUFWriter(self.path, types=self.types, data_stream=_direct_data_stream)
         for key, value, vtype in self._metadata(source):
@@ -109,13 +123,13 @@ class GGUFSink(Sink):
             self.writer.add_kv(*field)
         for entry in entries:
             _, type_id, nbytes = self._tensor_type(entry)
-            self.writer.add_tensor(to_gguf(entry.name), entry.shape, type_id, nbytes)
+            self.writer.add_tensor(self.family.to_gguf(entry.name), entry.shape, type_id, nbytes)
         self.writer.write_header()
 
     def _metadata(self, source: Checkpoint) -> list[tuple[str, object, VT]]:
         name = self.name or source.config.get("_name_or_path") or source.path.name.removesuffix(".gguf")
         kvs = [("general.architecture", self.target.arch, VT.STRING), ("general.name", str(name), VT.STRING)]
-        kvs += hparam_kvs(source.config, self.target)
+        kvs += hparam_kvs(source.config, self.target, self.family)
         kvs += [("general.file_type", FILE_TYPES[self.outtype], VT.UINT32),
                 ("general.quantization_version", 2, VT.UINT32),
                 (FLAVOUR_KEY, self.target.flavour or "mainline", VT.STRING),
@@ -127,8 +141,9 @@ class GGUFSink(Sink):
         return kvs
 
     def put(self, entry: Entry, value: TernaryWeight | Tensor) -> None:
-        gguf_name = to_gguf(entry.name)
+        gguf_name = self.family.to_gguf(entry.name)
         if isinstance(value, TernaryWeight):
+            value = self.family.gguf_weight(entry.name, value, self.config, to_gguf=True)
             self.writer.write_tensor(gguf_name, self._encode_linear(value))
         else:
             type_name = self._tensor_type(entry)[0]

@@ -1,11 +1,18 @@
 """transformers checkpoints out: packed 1.58-bit (`hf-packed`) or a bf16 master (`bf16`).
 
 hf-packed: `<proj>.weight` uint8 [ceil(out/4), in] (layout `hf`) and `<proj>.weight_scale`
-= [beta] in bf16; config `{quant_method: bitnet, linear_class: autobitlinear,
-quantization_mode: offline}` -- what microsoft/bitnet-b1.58-2B-4T ships.
+in bf16, in the family's convention (`arch.Family.packed_scale`):
+
+    2b4t, 1bitllm  [beta], `{quant_method: bitnet, linear_class: autobitlinear,
+                   quantization_mode: offline}` -- what microsoft/bitnet-b1.58-2B-4T ships
+    llama          [1/beta], `{quant_method: bitnet, modules_to_not_convert: [lm_head]}` --
+                   transformers' BitLinear (divides), as Llama3-8B-1.58 / Falcon3 ship
+
+(1bitLLM publishes no packed form; ours keeps its names and graph with 2B4T's scale.)
 
 bf16: each projection as codes * m in bf16 with m = beta / density (density = share of
-non-zero codes) and config `quantization_mode: online`. transformers' WeightQuant divides by
+non-zero codes) and config `quantization_mode: online` (1bitLLM: no quantization_config, as
+its latent checkpoints have none). transformers' WeightQuant divides by
 mean|W| = m * density = beta, so it recovers exactly these codes and this beta (up to the
 bf16 rounding of m); writing codes * beta instead would make it compute beta * density, the
 shrinkage that llama.cpp's converter suffers from. The exact betas go into the safetensors
@@ -19,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import fastpath
+from ..arch import ONEBITLLM, Family
 from ..checkpoints import Checkpoint, Entry, Tensor
 from ..checkpoints.hf import BETAS_KEY, master_bits
 from ..containers.safetensors import TensorPlan
@@ -32,6 +40,23 @@ from .direct_io import open_direct
 
 PACKED_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"}
 MASTER_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"}
+INVERSE_PACKED_CONFIG = {"quant_method": "bitnet", "modules_to_not_convert": ["lm_head"]}
+
+
+def quantization_config(family: Family, packed: bool, source_config: dict) -> dict | None:
+    """The quantization_config a family's packed or master checkpoint carries (None: none)."""
+    if family is ONEBITLLM and not packed:
+        return None
+    if family.packed_scale == "beta":
+        return dict(PACKED_CONFIG if packed else MASTER_CONFIG)
+    kept = (source_config.get("quantization_config") or {}).get("modules_to_not_convert")
+    config = dict(INVERSE_PACKED_CONFIG if packed else {**MASTER_CONFIG, **INVERSE_PACKED_CONFIG})
+    return config | ({"modules_to_not_convert": kept} if kept else {})
+
+
+def stored_scale(family: Family, beta: np.float32) -> np.float32:
+    """weight_scale as the family's packed checkpoints hold it: beta, or fp32 1/beta."""
+    return np.float32(beta) if family.packed_scale == "beta" else np.float32(1) / np.float32(beta)
 
 
 class HFSink(Sink):
@@ -78,7 +103,8 @@ class HFSink(Sink):
     def _put_linear(self, name: str, weight: TernaryWeight) -> None:
         if self.packed:
             self.writer.write(name, get_layout("hf").encode(weight))
-            self.writer.write(name + "_scale", f32_to_bf16(np.array([weight.beta], np.float32)))
+            scale = stored_scale(self.source.family, weight.beta)
+            self.writer.write(name + "_scale", f32_to_bf16(np.array([scale], np.float32)))
             return
         magnitude = master_bits(weight.codes, weight.beta)
         signs = np.where(weight.codes < 0, np.uint16(0x8000), np.uint16(0))
@@ -93,8 +119,11 @@ class HFSink(Sink):
         return self.staged.commit()
 
     def _write_side_files(self) -> None:
-        config = dict(self.source.config)
-        config["quantization_config"] = dict(PACKED_CONFIG if self.packed else MASTER_CONFIG)
+        config = {**self.source.config, **self.source.family.identity}
+        config.pop("quantization_config", None)
+        chosen = quantization_config(self.source.family, self.packed, self.source.config)
+        if chosen is not None:
+            config["quantization_config"] = chosen
         (self.staged.temp / "config.json").write_text(json.dumps(config, indent=2))
         for name, data in self.source.aux_files.items():
             (self.staged.temp / name).write_bytes(data)
