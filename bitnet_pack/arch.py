@@ -96,6 +96,7 @@ class Family:
     packed_scale: str                # packed weight_scale holds "beta" (AutoBitLinear) or "inverse" (BitLinear)
     identity: dict                   # architectures / model_type (and extras) of config.json
     gguf_archs: dict                 # target -> GGUF arch names it loads; the first is written
+    float_dtype: str | None = "BF16"  # dtype of norms/embeddings in its checkpoints; None: as read
 
     # -- tensors ---------------------------------------------------------------------------
     def layer_parts(self) -> tuple[Part, ...]:
@@ -175,10 +176,11 @@ BITNET_2B4T = Family(
 ONEBITLLM = Family(
     "1bitllm", "1bitLLM BitNet b1.58", "silu", SUB_NORMS_1BITLLM, True, False, "beta",
     {"architectures": ["BitnetForCausalLM"], "model_type": "llama", "input_bits": 8, "weight_bits": 1},
-    {"bitnet.cpp": ("bitnet",), "llama.cpp": ("bitnet",)})
+    {"bitnet.cpp": ("bitnet",), "llama.cpp": ("bitnet",)}, None)  # fp32 / fp16 latent checkpoints
 LLAMA_BITNET = Family(
     "llama", "Llama-style BitNet (Llama3-8B-1.58, Falcon3-1.58bit, Falcon-E)", "silu", (), False, True, "inverse",
-    {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "is_bitnet_config": True},
+    {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "is_bitnet_config": True,
+     "quantization_config": {"quant_method": "bitnet", "modules_to_not_convert": ["lm_head"]}},
     {"bitnet.cpp": ("llama",), "llama.cpp": ("llama",)})
 FAMILIES = (BITNET_2B4T, ONEBITLLM, LLAMA_BITNET)
 

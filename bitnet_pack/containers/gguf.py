@@ -25,7 +25,7 @@ from gguf import GGMLQuantizationType, GGUFValueType, Keys
 
 from ..dtypes import bf16_to_f32
 from ..errors import HeaderInvalid, MissingFile, UsageError
-from ..ggml_types import BITNET_CPP_FLAVOURS, TypeTable
+from ..ggml_types import BITNET_CPP_FILE_TYPES, BITNET_CPP_FLAVOURS, TypeTable
 from .gguf_read import KVField, TensorInfo, parse_header
 from .gguf_write import GGUFWriter, iter_chunks
 
@@ -85,7 +85,14 @@ class GGUFFile:
             return TypeTable.for_target(None if hint.value == MAINLINE_FLAVOUR_VALUE else hint.value)
         arch = kv.get(Keys.General.ARCHITECTURE)
         named = arch is not None and arch.vtype == GGUFValueType.STRING
-        return TypeTable.for_target("2025" if named and arch.value in BITNET_CPP_ARCHS else None)
+        if named and arch.value in BITNET_CPP_ARCHS:
+            return TypeTable.for_target("2025")
+        # bitnet.cpp writes 1bitLLM as `bitnet` and Llama-style BitNet as `llama`: its I2_S/TL
+        # file types say which table (mainline's 38 is MXFP4_MOE, never a BitNet family)
+        file_type = kv.get(Keys.General.FILE_TYPE)
+        bitnet_cpp = (named and arch.value in ("bitnet", "llama") and file_type is not None
+                      and file_type.value in BITNET_CPP_FILE_TYPES.values())
+        return TypeTable.for_target("2025" if bitnet_cpp else None)
 
     @property
     def closed(self) -> bool:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import fastpath
-from ..arch import ONEBITLLM, Family
+from ..arch import BITNET_2B4T, ONEBITLLM, Family
 from ..checkpoints import Checkpoint, Entry, Tensor
 from ..checkpoints.hf import BETAS_KEY, master_bits
 from ..containers.safetensors import TensorPlan
@@ -68,6 +68,7 @@ class HFSink(Sink):
         self.force, self.max_shard_size, self.inputs = force, max_shard_size, inputs or []
         self.extra_metadata = extra_metadata or {}
         self.betas: dict[str, str] = {}
+        self.family: Family = BITNET_2B4T  # the source's, from plan() / begin()
 
     def tensor_plans(self, entries: list[Entry]) -> list[TensorPlan]:
         plans = []
@@ -76,15 +77,23 @@ class HFSink(Sink):
                 plans.append(TensorPlan(entry.name, "U8", get_layout("hf").stored_shape(entry.shape)))
                 plans.append(TensorPlan(entry.name + "_scale", "BF16", (1,)))
             else:
-                plans.append(TensorPlan(entry.name, "BF16", entry.shape))
+                plans.append(TensorPlan(entry.name, self._float_dtype(entry), entry.shape))
         return plans
 
+    def _float_dtype(self, entry: Entry) -> str:
+        """BF16, or for families with float32 checkpoints (1bitLLM) the dtype as read, so F32
+        norms and F16 embeddings from a GGUF come back unrounded. Master projections: BF16."""
+        if entry.kind == "linear" or self.family.float_dtype is not None:
+            return "BF16"
+        return entry.dtype if entry.dtype in ("BF16", "F16", "F32") else "F32"
+
     def plan(self, source: Checkpoint, entries: list[Entry]) -> list[PlannedTensor]:
+        self.family = source.family
         return [PlannedTensor(p.name, "hf" if p.dtype == "U8" else p.dtype, p.shape, p.nbytes)
                 for p in self.tensor_plans(entries)]
 
     def begin(self, source: Checkpoint, entries: list[Entry]) -> None:
-        self.source = source
+        self.source, self.family = source, source.family
         self.staged = StagedDir(self.path, force=self.force, inputs=self.inputs)
         metadata = {"format": "pt", **self.extra_metadata}
         if not self.packed:  # fixed-width placeholders, filled in at finish()
@@ -98,12 +107,13 @@ class HFSink(Sink):
         if isinstance(value, TernaryWeight):
             self._put_linear(entry.name, value)
         else:
-            self.writer.write_chunks(entry.name, (part.converted("BF16")[0] for part in value.row_chunks()))
+            dtype = self._float_dtype(entry)
+            self.writer.write_chunks(entry.name, (part.converted(dtype)[0] for part in value.row_chunks()))
 
     def _put_linear(self, name: str, weight: TernaryWeight) -> None:
         if self.packed:
             self.writer.write(name, get_layout("hf").encode(weight))
-            scale = stored_scale(self.source.family, weight.beta)
+            scale = stored_scale(self.family, weight.beta)
             self.writer.write(name + "_scale", f32_to_bf16(np.array([scale], np.float32)))
             return
         magnitude = master_bits(weight.codes, weight.beta)
