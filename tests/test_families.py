@@ -1,0 +1,216 @@
+"""The three BitNet families (1bitLLM latent float, Llama-style packed with 1/beta, 2B4T) against
+the peers' own files: every output layout converts to the same tensor bytes, GGUF -> the
+family's checkpoint -> GGUF is lossless, verify agrees, and greedy ids match decode.json."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bitnet_pack.arch import BITNET_2B4T, LLAMA_BITNET, ONEBITLLM, family_of_config, permute_rows
+from bitnet_pack.checkpoints import load_weights, open_checkpoint
+from bitnet_pack.cli import main
+from bitnet_pack.containers.gguf import GGUFFile
+from bitnet_pack.containers.shards import SafetensorsDir
+from bitnet_pack.model import BitNetModel
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+FAMILIES = {"1bitllm": ONEBITLLM, "llama3": LLAMA_BITNET, "falcon3": LLAMA_BITNET}
+PEER_FILES = {"i2_s": ("i2_s", []), "tl2": ("tl2", []), "mainline-tq2_0": ("tq2_0", ["--target", "llama.cpp"])}
+
+
+def run(*args: object) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def vectors(family: str) -> Path:
+    return FIXTURES / f"fam-{family}"
+
+
+def peer(family: str, kind: str) -> Path:
+    return vectors(family) / f"fam-{family}-{kind}.gguf"
+
+
+def kernel_config(family: str) -> Path:
+    return vectors(family) / f"fam-{family}-tl2.kernel_config.ini"
+
+
+def convert(src: Path, out: Path, outtype: str, *extra: object) -> Path:
+    code, _, err = run("convert", src, out, "--outtype", outtype, *extra)
+    assert code == 0, err
+    return out
+
+
+def read_options(family: str, kind: str) -> list[object]:
+    return ["--kernel-config", kernel_config(family)] if kind == "tl2" else []
+
+
+def same_tensor_data(ours: GGUFFile, theirs: GGUFFile) -> None:
+    assert set(ours.tensors) == set(theirs.tensors)
+    for name, info in theirs.tensors.items():
+        mine = ours.tensors[name]
+        assert (mine.type_name, mine.shape) == (info.type_name, info.shape), name
+        a, b = ours.tensor_bytes(name), theirs.tensor_bytes(name)
+        if info.type_name == "I2_S":  # tail bytes 4..31: uninitialised in the peer's file
+            a, b = a[:info.nbytes - 28], b[:info.nbytes - 28]
+        assert np.array_equal(a, b), name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fixture_checksums(family: str) -> None:
+    for line in (vectors(family) / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split()
+        assert hashlib.sha256((vectors(family) / name).read_bytes()).hexdigest() == digest, name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_is_recognised_from_config_and_gguf(family: str) -> None:
+    config = json.loads((vectors(family) / f"fam-{family}-hf" / "config.json").read_text())
+    assert family_of_config(config) is FAMILIES[family]
+    for kind in PEER_FILES:
+        with open_checkpoint(peer(family, kind), kernel_config=kernel_config(family)) as source:
+            assert source.family is FAMILIES[family]
+            assert f"family {FAMILIES[family].name}" in source.notes[0]
+    assert family_of_config({"model_type": "bitnet", "architectures": ["BitNetForCausalLM"]}) is BITNET_2B4T
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", PEER_FILES)
+def test_checkpoint_to_gguf_equals_the_peers_tensor_data(family: str, kind: str, tmp_path: Path) -> None:
+    outtype, extra = PEER_FILES[kind]
+    extra = extra + (["--kernel-config", kernel_config(family)] if kind == "tl2" else [])
+    ours = convert(vectors(family) / f"fam-{family}-hf", tmp_path / "out.gguf", outtype, *extra)
+    with GGUFFile(ours) as mine, GGUFFile(peer(family, kind)) as theirs:
+        same_tensor_data(mine, theirs)
+        assert mine.architecture == theirs.architecture == ("bitnet" if family == "1bitllm" else "llama")
+        assert mine.get(f"{mine.architecture}.hidden_activation") is None
+        for key in ("block_count", "embedding_length", "feed_forward_length", "attention.head_count",
+                    "attention.head_count_kv", "rope.freq_base"):
+            assert mine.get(f"{mine.architecture}.{key}") == theirs.get(f"{theirs.architecture}.{key}"), key
+
+
+def _f32_digests(family: str) -> dict:
+    return json.loads((vectors(family) / f"fam-{family}-f32.digests.json").read_text())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("target", ["bitnet.cpp", "llama.cpp"])
+def test_f32_output_equals_the_peers_f32_files(family: str, target: str, tmp_path: Path) -> None:
+    """Byte for byte against the digests of the peers' f32 files. A 1bitLLM master's zero codes
+    are +0.0 here and -0.0 in the peers' files where the latent weight was negative (their
+    round(W*s)/s keeps the sign); ours equals theirs once those zeros take the master's sign."""
+    digests = _f32_digests(family)["f32" if target == "bitnet.cpp" else "mainline-f32"]["tensors"]
+    src = vectors(family) / f"fam-{family}-hf"
+    ours = convert(src, tmp_path / "f32.gguf", "f32", "--target", target, "--embedding-type", "f32")
+    latent = SafetensorsDir(src) if family == "1bitllm" else None
+    with GGUFFile(ours) as file:
+        assert set(file.tensors) == set(digests)
+        for name, info in file.tensors.items():
+            assert [info.type_name, list(info.shape)] == [digests[name]["type"], digests[name]["shape"]], name
+            data = file.tensor_bytes(name).view("<f4").copy()
+            if latent is not None and ONEBITLLM.to_hf(name).endswith("_proj.weight"):
+                negative = np.signbit(latent.raw(ONEBITLLM.to_hf(name)).reshape(-1))
+                data[(data == 0) & negative] = -0.0
+            assert hashlib.sha256(data.tobytes()).hexdigest() == digests[name]["sha256"], name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", PEER_FILES)
+def test_gguf_to_master_and_back_is_lossless(family: str, kind: str, tmp_path: Path) -> None:
+    outtype, extra = PEER_FILES[kind]
+    options = read_options(family, kind)
+    master = convert(peer(family, kind), tmp_path / "master", "bf16", *options)
+    assert family_of_config(json.loads((master / "config.json").read_text())) is FAMILIES[family]
+    again = convert(master, tmp_path / "again.gguf", outtype, *extra, *options)
+    with GGUFFile(again) as mine, GGUFFile(peer(family, kind)) as theirs:
+        same_tensor_data(mine, theirs)
+    code, out, err = run("verify", master, peer(family, kind), "--ids", "1,15,27,300,42", "--tokens", "3", *options)
+    assert code == 0, out + err
+
+
+@pytest.mark.parametrize("family", ["llama3", "falcon3"])
+def test_llama_style_gguf_to_packed_gives_back_the_original_codes_and_inverse_scales(family: str,
+                                                                                     tmp_path: Path) -> None:
+    packed = convert(peer(family, "i2_s"), tmp_path / "packed", "hf-packed")
+    config = json.loads((packed / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and "linear_class" not in config["quantization_config"]
+    ours, original = SafetensorsDir(packed), SafetensorsDir(vectors(family) / f"fam-{family}-hf")
+    projections = [n for n in original.where if "_proj.weight" in n]
+    assert len(projections) == 28  # 14 uint8 weights + 14 bf16 weight_scale = 1/beta
+    for name in projections:
+        assert np.array_equal(ours.raw(name), original.raw(name)), name
+    again = convert(packed, tmp_path / "again.gguf", "i2_s")
+    with GGUFFile(again) as mine, GGUFFile(peer(family, "i2_s")) as theirs:
+        same_tensor_data(mine, theirs)
+    code, out, err = run("verify", packed, peer(family, "i2_s"), "--ids", "1,15,27,300,42", "--tokens", "3")
+    assert code == 0, out + err
+
+
+@pytest.mark.parametrize("family, kind", [("1bitllm", "i2_s"), ("llama3", "mainline-tq2_0")])
+def test_packed_checkpoint_that_must_round_a_scale_says_so(family: str, kind: str, tmp_path: Path) -> None:
+    """fp32 betas (1bitLLM) or fp16 ones (TQ2_0) become a bf16 weight_scale: verify exits 3
+    and names the rounding, with every ternary code identical."""
+    packed = convert(peer(family, kind), tmp_path / "packed", "hf-packed")
+    code, out, err = run("verify", packed, peer(family, kind), "--ids", "1,15,27,300,42", "--tokens", "2")
+    assert code == 3
+    assert "scale rounding only: ternary codes identical in all 14 projections" in out + err
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_ids_reproduce_bitnet_cpp_i2_s(family: str) -> None:
+    records = json.loads((vectors(family) / f"fam-{family}.decode.json").read_text())["prompts"]
+    config, weights = load_weights(peer(family, "i2_s"))
+    model = BitNetModel(config, weights, numerics="bitnet.cpp")
+    for record in records:
+        assert model.generate_ids(record["prompt"], 16)[0] == record["i2_s"]["ids"]
+
+
+@pytest.mark.parametrize("family", ["llama3", "falcon3"])
+def test_greedy_ids_reproduce_transformers(family: str) -> None:
+    records = json.loads((vectors(family) / f"fam-{family}.decode.json").read_text())["prompts"]
+    config, weights = load_weights(vectors(family) / f"fam-{family}-hf")
+    model = BitNetModel(config, weights)
+    assert model.config.hidden_act == "silu" and model.config.sub_norms is None
+    assert not model.config.tie_word_embeddings
+    for record in records:
+        assert model.generate_ids(record["prompt"], 16)[0] == record["transformers_fp32"]["ids"]
+
+
+def test_1bitllm_model_has_silu_sub_norms_and_a_tied_output() -> None:
+    config, weights = load_weights(vectors("1bitllm") / "fam-1bitllm-hf")
+    model = BitNetModel(config, weights)
+    assert (model.config.hidden_act, model.config.tie_word_embeddings) == ("silu", True)
+    assert model.config.sub_norms == ("self_attn.inner_attn_ln", "mlp.ffn_layernorm")
+    assert model.lm_head is model.embedding
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_inspect_and_dry_run_name_the_family(family: str, tmp_path: Path) -> None:
+    src = vectors(family) / f"fam-{family}-hf"
+    code, out, _ = run("inspect", src)
+    assert code == 0 and f"family {FAMILIES[family].name}" in out
+    code, out, err = run("convert", src, tmp_path / "x.gguf", "--outtype", "tq2_0", "--dry-run")
+    assert code == 0 and f"family {FAMILIES[family].name}" in err + out
+    assert "blk.0.attn_q.weight" in out and not (tmp_path / "x.gguf").exists()
+
+
+def test_bitnet_cpp_arch_names_follow_the_family(tmp_path: Path) -> None:
+    code, _, err = run("convert", vectors("llama3") / "fam-llama3-hf", tmp_path / "x.gguf", "--outtype", "i2_s",
+                       "--arch", "bitnet-25")
+    assert code == 2 and "llama" in err and not (tmp_path / "x.gguf").exists()
+
+
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 3))
+def test_qk_permute_is_undone_on_read(heads: int, half: int, cols: int) -> None:
+    rows = np.arange(heads * 2 * half * cols).reshape(heads * 2 * half, cols)
+    there = permute_rows(rows, heads, to_gguf=True)
+    assert np.array_equal(permute_rows(there, heads, to_gguf=False), rows)
+    # llama.cpp's order: each head's row j of the first half is followed by row j of the second
+    assert np.array_equal(there[1], rows[half])
