@@ -18,6 +18,7 @@ from ..arch import Family, family_of_config, is_projection
 from ..dtypes import bf16_to_f32, f32_to_stored
 from ..errors import BitnetPackError, HeaderInvalid, MissingFile
 from ..ternary import TernaryWeight
+
 # Files carried over unchanged next to the weights (tokenizer, generation, chat template).
 AUX_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "generation_config.json",
                 "chat_template.json", "chat_template.jinja", "vocab.json", "merges.txt")

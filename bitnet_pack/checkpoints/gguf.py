@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import fastpath
+from ..arch import family_of_gguf
 from ..containers.gguf import GGUFFile
 from ..errors import BitnetPackError, MissingFile, NotTernary, UnknownTensorType
 from ..gguf_meta import config_from_kvs
 from ..kernel_config import KernelConfig, parse_kernel_config, read_kernel_config
 from ..layouts import get_layout
-from ..arch import family_of_gguf
 from ..ternary import TernaryWeight, check_ternary
 from ..tokenizer_reverse import tokenizer_files_from_gguf
 from . import Checkpoint, Entry, Tensor, is_projection

@@ -13,6 +13,7 @@ import numpy as np
 from gguf import GGUFValueType as VT
 
 from .. import __version__, fastpath
+from ..arch import BITNET_2B4T, Family
 from ..checkpoints import Checkpoint, Entry, Tensor
 from ..containers.gguf import FLAVOUR_KEY, GGUFWriter
 from ..dtypes import f32_to_stored
@@ -21,7 +22,6 @@ from ..ggml_types import BITNET_CPP_FILE_TYPES, TypeTable
 from ..gguf_meta import Target, hparam_kvs, make_target
 from ..kernel_config import KernelConfig, choose_config, read_kernel_config, render_kernel_config
 from ..layouts import get_layout
-from ..arch import BITNET_2B4T, Family
 from ..outputs import check_output
 from ..ternary import TernaryWeight
 from . import PlannedTensor, Sink
