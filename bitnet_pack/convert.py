@@ -10,6 +10,7 @@ from . import fastpath
 from .checkpoints import Checkpoint, Entry
 from .errors import BitnetPackError, UsageError
 from .sinks import PlannedTensor, Sink
+from .validate import validate
 
 
 @dataclass
@@ -23,13 +24,18 @@ class ConvertResult:
 
 
 def plan(source: Checkpoint, sink: Sink) -> list[PlannedTensor]:
-    """What `convert` would write, without reading tensor data (for --dry-run)."""
-    return sink.plan(source, source.entries())
+    """What `convert` would write, without reading tensor data (for --dry-run): the same
+    validation verdict as a real run."""
+    entries = source.entries()
+    validate(source, entries)
+    return sink.plan(source, entries)
 
 
 def convert(source: Checkpoint, sink: Sink, *, progress: Callable[[int], None] | None = None) -> ConvertResult:
-    """Stream every entry of `source` into `sink`; on any error the sink leaves nothing behind."""
+    """Stream every entry of `source` into `sink`; on any error the sink leaves nothing behind.
+    The source is validated against its architecture before the sink creates anything."""
     entries = source.entries()
+    validate(source, entries)
     planned = sink.plan(source, entries)
     try:
         sink.begin(source, entries)  # inside: an interrupt while it creates the output is cleaned up too

@@ -56,9 +56,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .arch import BITNET_2B4T, PROJECTIONS, family_of_config
-from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UnknownArchitecture, UsageError
+from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UsageError
 from .kernel import PackedMatrix, exact_half_bits, half_matmul, half_to_float32, ternary_linear
 from .ternary import TernaryWeight
+from .validate import check_hyperparameters
 
 BLOCK_NORMS = ("input_layernorm", "post_attention_layernorm")
 
@@ -101,9 +102,7 @@ class ModelConfig:
     def from_hf(cls, config: Mapping) -> ModelConfig:
         """Read a transformers config.json dict of any BitNet family (see `arch`)."""
         family = family_of_config(dict(config), default=BITNET_2B4T)
-        if config.get("hidden_act", family.hidden_act) != family.hidden_act:
-            raise UnknownArchitecture(f"hidden_act {config.get('hidden_act')!r}: the {family.title} graph uses "
-                                      f"{family.hidden_act!r}")
+        check_hyperparameters(config, family)  # hidden_act, sizes, rope_theta, eps (validate.py)
         theta = config.get("rope_theta", (config.get("rope_parameters") or {}).get("rope_theta"))
         missing = [k for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
                                "num_attention_heads", "vocab_size") if k not in config]

@@ -93,8 +93,9 @@ class HFSink(Sink):
                 for p in self.tensor_plans(entries)]
 
     def begin(self, source: Checkpoint, entries: list[Entry]) -> None:
-        self.source, self.family = source, source.family
+        self.source = source
         self.staged = StagedDir(self.path, force=self.force, inputs=self.inputs)
+        self.family = source.family
         metadata = {"format": "pt", **self.extra_metadata}
         if not self.packed:  # fixed-width placeholders, filled in at finish()
             self.betas = {e.name: "0x00000000" for e in entries if e.kind == "linear"}
