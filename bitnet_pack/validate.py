@@ -86,7 +86,11 @@ def _check_rope_scaling(scaling: object, origin: str, where: object) -> None:
 
 def check_tensors(family: Family, config: Mapping, entries: list, *, where: object = None,
                   origin: str = "config.json") -> None:
-    """Every entry (name, shape, kind) against the family's tensors for `config`."""
+    """Every entry (name, shape, kind) against the family's tensors for `config`. Errors name
+    tensors as the file does (GGUF names when `origin` is the GGUF metadata)."""
+    def stored(name: str) -> str:
+        return family.to_gguf(name) if origin == "GGUF metadata" else name
+
     if not entries:
         raise MissingTensor("holds no tensors", path=where)
     expected = family.tensor_shapes(dict(config))
@@ -96,15 +100,16 @@ def check_tensors(family: Family, config: Mapping, entries: list, *, where: obje
             raise UnexpectedTensor(_unexpected(entry.name, family, config, origin), path=where, tensor=entry.name)
         if tuple(entry.shape) != shape:
             raise ShapeError(f"shape {list(entry.shape)} where {origin} implies {list(shape)}", path=where,
-                             tensor=entry.name)
+                             tensor=stored(entry.name))
         if (entry.kind == "linear") != is_projection(entry.name):
-            raise FormatError(f"stored as {entry.dtype}, which is not a {'ternary' if is_projection(entry.name) else 'float'} "
-                              "tensor", path=where, tensor=entry.name)
+            wanted = "ternary" if is_projection(entry.name) else "float"
+            raise FormatError(f"stored as {entry.dtype}, which is not a {wanted} tensor", path=where,
+                              tensor=stored(entry.name))
     present = {entry.name for entry in entries}
     for name, shape in expected.items():
         if name not in present:
             raise MissingTensor(f"the {family.title} architecture needs this tensor {list(shape)}, "
-                                f"absent{_layers_hint(name, config, origin)}", path=where, tensor=name)
+                                f"absent{_layers_hint(name, config, origin)}", path=where, tensor=stored(name))
 
 
 def _unexpected(name: str, family: Family, config: Mapping, origin: str) -> str:

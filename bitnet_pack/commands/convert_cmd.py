@@ -10,6 +10,7 @@ from ..convert import convert, plan
 from ..naming import count_params, resolve_output
 from ..progress import bars_wanted, byte_progress
 from ..sinks.factory import make_sink, outtypes
+from ..validate import validate
 from .common import about, emit_json, model_id, note, parse_size, resolve
 
 
@@ -63,6 +64,7 @@ def command(src: str, out: str | None, outtype: str, revision: str | None, targe
     read_options = {"i2s_variant": i2s_variant, "kernel_config": kernel_config}  # used by GGUF sources
     with about(source.path), open_checkpoint(source.path, **read_options) as checkpoint:
         entries = checkpoint.entries()
+        validate(checkpoint, entries)  # the verdict comes first, before any note
         the_model = model_id(source, checkpoint)
         target_path = resolve_output(out, outtype, the_model, count_params([e.shape for e in entries]))
         sink = make_sink(target_path, outtype, force=force, inputs=[source.path],
