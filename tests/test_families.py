@@ -214,3 +214,25 @@ def test_qk_permute_is_undone_on_read(heads: int, half: int, cols: int) -> None:
     assert np.array_equal(permute_rows(there, heads, to_gguf=False), rows)
     # llama.cpp's order: each head's row j of the first half is followed by row j of the second
     assert np.array_equal(there[1], rows[half])
+
+
+LOSSLESS = ("i2_s", "tl1", "tl2", "f32")
+FP16_SCALE = ("tq1_0", "tq2_0", "f16", "bf16")  # beta (or t*beta) stored in 16 bits
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("outtype", LOSSLESS + FP16_SCALE)
+def test_every_outtype_converts_and_comes_back(family: str, outtype: str, tmp_path: Path) -> None:
+    src = vectors(family) / f"fam-{family}-hf"
+    target = "bitnet.cpp" if outtype in ("i2_s", "tl1", "tl2") else "llama.cpp"
+    gguf = convert(src, tmp_path / "a.gguf", outtype, "--target", target, "--embedding-type", "f32")
+    code, out, err = run("diff", src, gguf)
+    if outtype in LOSSLESS:
+        assert code == 0, out + err
+    else:
+        assert code == 3 and "beta differs" in err and "codes differ" not in err, out + err
+    master = convert(gguf, tmp_path / "master", "bf16")
+    again = convert(master, tmp_path / "b.gguf", outtype, "--target", target, "--embedding-type", "f32")
+    with GGUFFile(again) as mine, GGUFFile(gguf) as first:
+        same_tensor_data(mine, first)
+        assert mine.architecture == FAMILIES[family].gguf_arch(target)
