@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -157,7 +158,9 @@ def test_llama_style_gguf_to_packed_gives_back_the_original_codes_and_inverse_sc
 def test_packed_checkpoint_that_must_round_a_scale_says_so(family: str, kind: str, tmp_path: Path) -> None:
     """fp32 betas (1bitLLM) or fp16 ones (TQ2_0) become a bf16 weight_scale: verify exits 3
     and names the rounding, with every ternary code identical."""
-    packed = convert(peer(family, kind), tmp_path / "packed", "hf-packed")
+    packed = tmp_path / "packed"
+    code, _, err = run("convert", peer(family, kind), packed, "--outtype", "hf-packed")
+    assert code == 0 and re.search(r"weight_scale holds (1/)?beta in bf16: 1[34] betas were rounded", err), err
     code, out, err = run("verify", packed, peer(family, kind), "--ids", "1,15,27,300,42", "--tokens", "2")
     assert code == 3
     assert "scale rounding only: ternary codes identical in all 14 projections" in out + err

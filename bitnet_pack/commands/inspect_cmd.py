@@ -34,7 +34,8 @@ def describe(path: Path, progress: Callable[[int], None] | None = None) -> dict:
                 row["share"] = {"-1": minus / size, "0": zero / size, "+1": plus / size}
             rows.append(row)
             source.release(entry)
-        return {"path": str(path), "kind": source.kind, "layout": source.layout, "notes": source.notes,
+        return {"path": str(path), "kind": source.kind, "family": source.family.name, "layout": source.layout,
+                "notes": source.notes,
                 "tensors": rows}
 
 
@@ -114,7 +115,7 @@ def command(src: str, revision: str | None, raw: bool, as_json: bool) -> None:
 
 
 def _print_checkpoint(report: dict) -> None:
-    click.echo(f"{report['path']}: {report['kind']} ({report['layout']})")
+    click.echo(f"{report['path']}: {report['kind']} ({report['layout']}), family {report['family']}")
     for note in report["notes"]:
         click.echo(f"  note: {note}")
     width = max(len(r["name"]) for r in report["tensors"])

@@ -31,7 +31,7 @@ from ..checkpoints import Checkpoint, Entry, Tensor
 from ..checkpoints.hf import BETAS_KEY, master_bits
 from ..containers.safetensors import TensorPlan
 from ..containers.shards import ShardedWriter
-from ..dtypes import f32_to_bf16
+from ..dtypes import bf16_to_f32, f32_to_bf16
 from ..layouts import get_layout
 from ..outputs import StagedDir
 from ..ternary import TernaryWeight
@@ -69,6 +69,8 @@ class HFSink(Sink):
         self.extra_metadata = extra_metadata or {}
         self.betas: dict[str, str] = {}
         self.family: Family = BITNET_2B4T  # the source's, from plan() / begin()
+        self.notes: list[str] = []
+        self.rounded_scales = 0
 
     def tensor_plans(self, entries: list[Entry]) -> list[TensorPlan]:
         plans = []
@@ -114,8 +116,10 @@ class HFSink(Sink):
     def _put_linear(self, name: str, weight: TernaryWeight) -> None:
         if self.packed:
             self.writer.write(name, get_layout("hf").encode(weight))
-            scale = stored_scale(self.family, weight.beta)
-            self.writer.write(name + "_scale", f32_to_bf16(np.array([scale], np.float32)))
+            scale = f32_to_bf16(np.array([stored_scale(self.family, weight.beta)], np.float32))
+            if stored_scale(self.family, bf16_to_f32(scale)[0]) != weight.beta:
+                self.rounded_scales += 1
+            self.writer.write(name + "_scale", scale)
             return
         magnitude = master_bits(weight.codes, weight.beta)
         signs = np.where(weight.codes < 0, np.uint16(0x8000), np.uint16(0))
@@ -127,6 +131,10 @@ class HFSink(Sink):
             self.metadata[BETAS_KEY] = json.dumps(self.betas, sort_keys=True)
         self.writer.finish(self.metadata)
         self._write_side_files()
+        if self.rounded_scales:
+            held = "beta" if self.family.packed_scale == "beta" else "1/beta"
+            self.notes.append(f"weight_scale holds {held} in bf16: {self.rounded_scales} betas were rounded "
+                              "(--outtype bf16 keeps them exactly)")
         return self.staged.commit()
 
     def _write_side_files(self) -> None:
