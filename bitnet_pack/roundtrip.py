@@ -106,7 +106,9 @@ def roundtrip(model: str | Path, layouts: list[str] | None = None, *, workdir: P
 
 
 def _back_outtype(source) -> str:
-    if source.kind == "bf16-master":
+    # a 1/beta bf16 weight_scale (Llama-style family) cannot hold a layout's fp16 beta: the
+    # master, which records every beta, is the exact way back
+    if source.kind == "bf16-master" or (source.kind == "hf-packed" and source.family.packed_scale == "inverse"):
         return "bf16"
     if source.kind == "gguf" and source.layout in layout_names() and source.layout != "hf":
         return source.layout

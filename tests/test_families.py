@@ -239,3 +239,10 @@ def test_every_outtype_converts_and_comes_back(family: str, outtype: str, tmp_pa
     with GGUFFile(again) as mine, GGUFFile(gguf) as first:
         same_tensor_data(mine, first)
         assert mine.architecture == FAMILIES[family].gguf_arch(target)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_roundtrip_command_passes_for_every_family(family: str) -> None:
+    code, out, err = run("roundtrip", vectors(family) / f"fam-{family}-hf")
+    assert code == 0, out + err
+    assert "0 broken" in out
