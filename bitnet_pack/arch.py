@@ -122,26 +122,27 @@ class Family:
         return tuple(p.hf.removesuffix(".weight") for p in self.sub_norms)  # type: ignore[return-value]
 
     def to_gguf(self, name: str) -> str:
-        for part in GLOBALS + (OUTPUT,):
-            if name == part.hf:
-                return part.gguf
-        match = _HF_LAYER.match(name)
-        if match:
-            for part in self.layer_parts():
-                if match.group(2) == part.hf:
-                    return f"blk.{match.group(1)}.{part.gguf}"
-        raise UnknownArchitecture(f"tensor {name!r} has no GGUF name in the {self.title} architecture")
+        found = self._rename(name, "hf", "gguf", _HF_LAYER, "blk.{}.")
+        if found is None:
+            raise UnknownArchitecture(f"tensor {name!r} has no GGUF name in the {self.title} architecture")
+        return found
 
     def to_hf(self, name: str) -> str:
+        found = self._rename(name, "gguf", "hf", _GGUF_LAYER, "model.layers.{}.")
+        if found is None:
+            raise UnknownArchitecture(f"GGUF tensor {name!r} is not part of the {self.title} architecture")
+        return found
+
+    def _rename(self, name: str, side: str, other: str, layer: re.Pattern, prefix: str) -> str | None:
+        """`name` on `side` ("hf" / "gguf") as the `other` side names it; None if unknown."""
         for part in GLOBALS + (OUTPUT,):
-            if name == part.gguf:
-                return part.hf
-        match = _GGUF_LAYER.match(name)
-        if match:
-            for part in self.layer_parts():
-                if match.group(2) == part.gguf:
-                    return f"model.layers.{match.group(1)}.{part.hf}"
-        raise UnknownArchitecture(f"GGUF tensor {name!r} is not part of the {self.title} architecture")
+            if name == getattr(part, side):
+                return getattr(part, other)
+        match = layer.match(name)
+        for part in self.layer_parts() if match else ():
+            if match.group(2) == getattr(part, side):
+                return prefix.format(match.group(1)) + getattr(part, other)
+        return None
 
     # -- GGUF row order --------------------------------------------------------------------
     def permuted_heads(self, name: str, config: dict) -> int | None:
