@@ -21,6 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bitnet_pack.arch import BITNET_2B4T  # noqa: E402
 from bitnet_pack.containers.safetensors import SafetensorsWriter, TensorPlan  # noqa: E402
 
 SHAPE_2B4T = {"hidden_size": 2560, "intermediate_size": 6912, "num_hidden_layers": 30,
@@ -39,19 +40,7 @@ def config_for(layers: int, **overrides: int) -> dict:
 
 
 def tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    h, f = config["hidden_size"], config["intermediate_size"]
-    kv = config["num_key_value_heads"] * h // config["num_attention_heads"]
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (config["vocab_size"], h),
-                                          "model.norm.weight": (h,)}
-    for i in range(config["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        shapes |= {p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
-                   p + "self_attn.q_proj.weight": (h, h), p + "self_attn.k_proj.weight": (kv, h),
-                   p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, h),
-                   p + "self_attn.attn_sub_norm.weight": (h,), p + "mlp.gate_proj.weight": (f, h),
-                   p + "mlp.up_proj.weight": (f, h), p + "mlp.down_proj.weight": (h, f),
-                   p + "mlp.ffn_sub_norm.weight": (f,)}
-    return shapes
+    return BITNET_2B4T.tensor_shapes(config)  # the 2B4T architecture description
 
 
 def draw_bf16(index: int, shape: tuple[int, ...], norm: bool) -> np.ndarray:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from corrupt_gguf import CASES as GGUF_CASES
 
+from bitnet_pack.arch import BITNET_2B4T
 from bitnet_pack.containers.safetensors import SafetensorsWriter, TensorPlan, header_bytes
 from bitnet_pack.dtypes import f32_to_bf16
 
@@ -47,17 +48,9 @@ def copy_fixture(directory: Path, name: str = "model") -> Path:
 
 
 def model_shapes(hidden: int, ffn: int, layers: int, heads: int, kv_heads: int, vocab: int) -> dict:
-    kv = kv_heads * (hidden // heads)
-    shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        shapes |= {p + "input_layernorm.weight": (hidden,), p + "post_attention_layernorm.weight": (hidden,),
-                   p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.k_proj.weight": (kv, hidden),
-                   p + "self_attn.v_proj.weight": (kv, hidden), p + "self_attn.o_proj.weight": (hidden, hidden),
-                   p + "self_attn.attn_sub_norm.weight": (hidden,), p + "mlp.gate_proj.weight": (ffn, hidden),
-                   p + "mlp.up_proj.weight": (ffn, hidden), p + "mlp.down_proj.weight": (hidden, ffn),
-                   p + "mlp.ffn_sub_norm.weight": (ffn,)}
-    return shapes
+    return BITNET_2B4T.tensor_shapes({"hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
+                                      "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+                                      "vocab_size": vocab})
 
 
 def _config(hidden: int, ffn: int, layers: int, heads: int, kv_heads: int) -> dict:
