@@ -123,6 +123,20 @@ def i2s_with_edited_dims(tmp: Path) -> Path:
     return out
 
 
+def gguf_kv_edited(key: str, fmt: str, old: object, new: object) -> Callable[[Path], Path]:
+    """The I2_S file with one scalar key-value's bytes replaced (value type kept)."""
+    def make(tmp: Path) -> Path:
+        out = tmp / "kv.gguf"
+        name = key.encode()
+        vtype = {"<I": 4, "<f": 6}[fmt]
+        entry = struct.pack("<Q", len(name)) + name + struct.pack("<I", vtype)
+        data = I2S.read_bytes()
+        assert data.count(entry + struct.pack(fmt, old)) == 1
+        out.write_bytes(data.replace(entry + struct.pack(fmt, old), entry + struct.pack(fmt, new)))
+        return out
+    return make
+
+
 CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "missing_projection": (weights_case(LATENT, drop("model.layers.1.self_attn.k_proj.weight")),
                            "tensor 'model.layers.1.self_attn.k_proj.weight': the 1bitLLM"),
@@ -159,6 +173,10 @@ CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "kv_heads_not_dividing": (config_case(LATENT, num_key_value_heads=3), "not a multiple of num_key_value_heads 3"),
     "rope_scaling": (config_case(PACKED, rope_scaling={"rope_type": "llama3", "factor": 8.0}), "rope_scaling"),
     "gguf_no_tensors": (gguf_without_tensors, "holds no tensors"),
+    "gguf_more_layers": (gguf_kv_edited("llama.block_count", "<I", 2, 3), "GGUF metadata says num_hidden_layers 3"),
+    "gguf_kv_heads": (gguf_kv_edited("llama.attention.head_count_kv", "<I", 2, 4), "where GGUF metadata implies"),
+    "gguf_rope_nan": (gguf_kv_edited("llama.rope.freq_base", "<f", 500000.0, float("nan")),
+                      "GGUF metadata rope_theta must be finite and > 0, got nan"),
     "i2s_dims_edited": (i2s_with_edited_dims, "tensor 'blk.0.ffn_up.weight': shape [512, 255] where GGUF metadata "
                                                "implies [512, 256]"),
 }
