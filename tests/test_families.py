@@ -202,6 +202,8 @@ def test_inspect_and_dry_run_name_the_family(family: str, tmp_path: Path) -> Non
     code, out, err = run("convert", src, tmp_path / "x.gguf", "--outtype", "tq2_0", "--dry-run")
     assert code == 0 and f"family {FAMILIES[family].name}" in err + out
     assert "blk.0.attn_q.weight" in out and not (tmp_path / "x.gguf").exists()
+    arch = FAMILIES[family].gguf_arch("llama.cpp")
+    assert f"GGUF arch {arch!r} for llama.cpp" in err
 
 
 def test_bitnet_cpp_arch_names_follow_the_family(tmp_path: Path) -> None:

@@ -75,6 +75,8 @@ def command(src: str, out: str | None, outtype: str, revision: str | None, targe
             note(message)
         if dry_run:
             _print_plan(plan(checkpoint, sink), target_path, push_repo, as_json)
+            for message in getattr(sink, "notes", []):  # what the sink decided: arch, warnings
+                note(message)
             return
         total = sum(entry.nbytes for entry in entries)
         with byte_progress(total, f"{source.path.name} -> {target_path.name}", bars_wanted(as_json)) as advance:

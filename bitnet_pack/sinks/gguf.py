@@ -71,8 +71,11 @@ class GGUFSink(Sink):
         self.family = source.family
         self.target = make_target(options["name"], arch=options["arch"], type_ids=options["type_ids"],
                                   family=source.family)
-        if source.family is BITNET_2B4T and not self.target.is_bitnet_cpp and MAINLINE_WARNING not in self.notes:
-            self.notes.append(MAINLINE_WARNING)
+        arch_note = f"GGUF arch {self.target.arch!r} for {self.target.name} ({source.family.title})"
+        for message in (arch_note, MAINLINE_WARNING if source.family is BITNET_2B4T and not self.target.is_bitnet_cpp
+                        else None):
+            if message is not None and message not in self.notes:
+                self.notes.append(message)
 
     # -- planning -------------------------------------------------------------------------
     def _tiling_config(self, entries: list[Entry]) -> None:
