@@ -36,6 +36,20 @@ _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 def check_hyperparameters(config: Mapping, family: Family, *, where: object = None, origin: str = "config.json"
                           ) -> None:
     """Raise the first hyper-parameter of `config` that no runtime could use."""
+    check_sizes(config, where=where, origin=origin)
+    act = config.get("hidden_act", family.hidden_act)
+    if act != family.hidden_act:
+        raise UnknownArchitecture(f"{origin} hidden_act {act!r}: the {family.title} graph uses "
+                                  f"{family.hidden_act!r}", path=where)
+    theta = config.get("rope_theta", (config.get("rope_parameters") or {}).get("rope_theta", 10000.0))
+    _positive_float32(theta, "rope_theta", origin, where)
+    _positive_float32(config.get("rms_norm_eps", 1e-5), "rms_norm_eps", origin, where)
+    _check_rope_scaling(config.get("rope_scaling"), origin, where)
+
+
+def check_sizes(config: Mapping, *, where: object = None, origin: str = "config.json") -> None:
+    """The sizes every layout and the model need: positive integers, heads dividing hidden and
+    divisible by kv heads, an even head_dim (checked when a source opens: shapes follow)."""
     for key in SIZES + OPTIONAL_SIZES:
         value = config.get(key)
         if value is None and key in OPTIONAL_SIZES:
@@ -52,14 +66,6 @@ def check_hyperparameters(config: Mapping, family: Family, *, where: object = No
                             f"num_attention_heads {heads}", path=where)
     if head_dim % 2:
         raise HeaderInvalid(f"{origin} head_dim {head_dim} is odd: RoPE rotates pairs", path=where)
-    act = config.get("hidden_act", family.hidden_act)
-    if act != family.hidden_act:
-        raise UnknownArchitecture(f"{origin} hidden_act {act!r}: the {family.title} graph uses "
-                                  f"{family.hidden_act!r}", path=where)
-    theta = config.get("rope_theta", (config.get("rope_parameters") or {}).get("rope_theta", 10000.0))
-    _positive_float32(theta, "rope_theta", origin, where)
-    _positive_float32(config.get("rms_norm_eps", 1e-5), "rms_norm_eps", origin, where)
-    _check_rope_scaling(config.get("rope_scaling"), origin, where)
 
 
 def _positive_float32(value: object, key: str, origin: str, where: object) -> None:

@@ -16,8 +16,9 @@ import numpy as np
 from .. import fastpath
 from ..arch import Family, family_of_config, is_projection
 from ..dtypes import bf16_to_f32, f32_to_stored
-from ..errors import BitnetPackError, HeaderInvalid, MissingFile
+from ..errors import BitnetPackError, MissingFile
 from ..ternary import TernaryWeight
+from ..validate import check_sizes
 
 # Files carried over unchanged next to the weights (tokenizer, generation, chat template).
 AUX_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "generation_config.json",
@@ -118,24 +119,8 @@ def check_architecture(config: dict, where: Path) -> Family:
         family = family_of_config(config)
     except BitnetPackError as exc:
         raise type(exc)(str(exc), path=where) from None
-    check_sizes(config, where)
+    check_sizes(config, where=where)
     return family
-
-
-SIZE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-
-
-def check_sizes(config: dict, where: Path) -> None:
-    """The sizes every layout and the model need: positive integers, heads dividing hidden."""
-    for key in SIZE_KEYS + ("num_key_value_heads",):
-        value = config.get(key)
-        if value is None and key == "num_key_value_heads":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise HeaderInvalid(f"{key} must be a positive integer, got {value!r}", path=where)
-    if config["hidden_size"] % config["num_attention_heads"] and not config.get("head_dim"):
-        raise HeaderInvalid(f"hidden_size {config['hidden_size']} is not a multiple of num_attention_heads "
-                            f"{config['num_attention_heads']}", path=where)
 
 
 def read_aux_files(directory: Path) -> dict[str, bytes]:
