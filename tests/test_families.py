@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +253,39 @@ def test_roundtrip_command_passes_for_every_family(family: str) -> None:
     code, out, err = run("roundtrip", vectors(family) / f"fam-{family}-hf")
     assert code == 0, out + err
     assert "0 broken" in out
+
+
+def test_llama_style_with_tied_output_writes_no_output_tensor(tmp_path: Path) -> None:
+    """Falcon-E-like: the Llama-style format with tie_word_embeddings true and no lm_head."""
+    from test_validation import drop, rewrite_safetensors
+
+    src = tmp_path / "tied"
+    shutil.copytree(vectors("falcon3") / "fam-falcon3-hf", src)
+    rewrite_safetensors(src, drop("lm_head.weight"))
+    config = json.loads((src / "config.json").read_text()) | {"tie_word_embeddings": True}
+    (src / "config.json").write_text(json.dumps(config))
+    gguf = convert(src, tmp_path / "t.gguf", "i2_s")
+    with GGUFFile(gguf) as file:
+        assert "output.weight" not in file.tensors and file.architecture == "llama"
+    back = convert(gguf, tmp_path / "back", "hf-packed")
+    assert json.loads((back / "config.json").read_text())["tie_word_embeddings"] is True
+    assert "lm_head.weight" not in SafetensorsDir(back).where
+    code, out, err = run("verify", src, gguf, "--ids", "1,15,27", "--tokens", "3")
+    assert code == 0, out + err
+
+
+def test_fp16_latent_1bitllm_master_converts_to_tl2(tmp_path: Path) -> None:
+    """bitnet.cpp's converter stops on an fp16 1bitLLM master for TL2 (an fp16 scale meets an
+    fp32 assertion); here it converts, with the codes absmean gives on the fp16 values."""
+    from test_validation import rewrite_safetensors
+
+    def to_f16(tensors: dict) -> None:
+        for name, (dtype, shape, blob) in list(tensors.items()):
+            tensors[name] = ("F16", shape, np.frombuffer(blob, np.float32).astype(np.float16).tobytes())
+
+    src = tmp_path / "f16"
+    shutil.copytree(vectors("1bitllm") / "fam-1bitllm-hf", src)
+    rewrite_safetensors(src, to_f16)
+    gguf = convert(src, tmp_path / "t.gguf", "tl2", "--kernel-config", kernel_config("1bitllm"))
+    code, out, err = run("diff", src, gguf)
+    assert code == 0, out + err
