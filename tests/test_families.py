@@ -280,7 +280,7 @@ def test_fp16_latent_1bitllm_master_converts_to_tl2(tmp_path: Path) -> None:
     from test_validation import rewrite_safetensors
 
     def to_f16(tensors: dict) -> None:
-        for name, (dtype, shape, blob) in list(tensors.items()):
+        for name, (_, shape, blob) in list(tensors.items()):
             tensors[name] = ("F16", shape, np.frombuffer(blob, np.float32).astype(np.float16).tobytes())
 
     src = tmp_path / "f16"
