@@ -27,6 +27,7 @@ from ..layouts import get_layout
 from ..ternary import TernaryWeight, check_ternary
 from ..tokenizer_reverse import tokenizer_files_from_gguf
 from . import Checkpoint, Entry, Tensor, is_projection
+from .hf import LatentTernary
 
 FLOAT_TYPES = {"F32": ("F32", "<f4"), "F16": ("F16", "<f2"), "BF16": ("BF16", "<u2")}
 LAYOUT_OF_TYPE = {"I2_S": "i2_s", "TL1": "tl1", "TL2": "tl2", "TQ1_0": "tq1_0", "TQ2_0": "tq2_0"}
@@ -116,7 +117,10 @@ class GGUFCheckpoint(Checkpoint):
     def _decode_linear(self, name: str) -> TernaryWeight:
         info = self.file.tensors[name]
         if info.type_name in FLOAT_TYPES:
-            return _ternary_from_float(self._load_tensor(name).f32(), name, self.path)
+            values = self._load_tensor(name).f32()
+            ternary = _ternary_from_float(values, name, self.path)
+            # a latent family's float file holds -0.0 where the master was negative: keep it
+            return LatentTernary.of(ternary, values, "F32") if self.family.float_dtype is None else ternary
         layout = get_layout(self._layout_of(info.type_name))
         options = {}
         if info.type_name in ("TL1", "TL2"):

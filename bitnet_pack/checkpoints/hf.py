@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,9 @@ class HFCheckpoint(Checkpoint):
         recorded = self.recorded_betas.get(name)
         is_bf16 = dtype == "BF16"
         if recorded is not None and is_bf16 and _holds_what_we_wrote(raw, ternary.codes, recorded):
-            return TernaryWeight(ternary.codes, recorded)
+            ternary = TernaryWeight(ternary.codes, recorded)
+        if self.family.float_dtype is None:  # a latent checkpoint (1bitLLM)
+            return LatentTernary.of(ternary, raw, dtype)
         return ternary
 
     def _load_packed(self, name: str, shape: tuple[int, int]) -> TernaryWeight:
@@ -163,3 +166,25 @@ def _holds_what_we_wrote(raw: np.ndarray, codes: np.ndarray, beta: np.float32) -
     expected = master_bits(codes, beta)
     magnitude = raw.view(np.uint16) & np.uint16(0x7FFF)
     return bool(np.all(np.where(codes != 0, magnitude == expected, magnitude == 0)))
+
+
+@dataclass(frozen=True, eq=False)
+class LatentTernary(TernaryWeight):
+    """Ternary weights of a latent float master that remember which zero codes came from
+    negative weights: both runtimes' converters fake-quantise as round(W*s)/s, which keeps
+    the sign (-0.0), so f32/f16 GGUFs of 1bitLLM hold -0.0 there. `dequantize` does the same;
+    the codes and beta are those of `ternarize`."""
+
+    negative_zeros: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, ternary: TernaryWeight, raw: np.ndarray, dtype: str) -> LatentTernary:
+        codes = ternary.codes
+        sign = (raw.view(np.uint16) >> 15).astype(bool) if dtype == "BF16" else np.signbit(raw)
+        return cls(codes, ternary.beta, sign.reshape(codes.shape) & (codes == 0))
+
+    def dequantize(self) -> np.ndarray:
+        values = super().dequantize()
+        if self.negative_zeros is not None:
+            values[self.negative_zeros] = np.float32(-0.0)
+        return values

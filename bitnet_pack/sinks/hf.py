@@ -122,7 +122,10 @@ class HFSink(Sink):
             self.writer.write(name + "_scale", scale)
             return
         magnitude = master_bits(weight.codes, weight.beta)
-        signs = np.where(weight.codes < 0, np.uint16(0x8000), np.uint16(0))
+        negative = weight.codes < 0
+        if getattr(weight, "negative_zeros", None) is not None:  # a latent master's -0.0 (LatentTernary)
+            negative = negative | weight.negative_zeros
+        signs = np.where(negative, np.uint16(0x8000), np.uint16(0))
         self.writer.write(name, np.where(weight.codes != 0, signs | magnitude, signs).astype(np.uint16))
         self.betas[name] = f"0x{int(np.float32(weight.beta).view(np.uint32)):08x}"
 
