@@ -6,6 +6,10 @@ What `quantization_config` says decides how projections are read:
     linear_class "autobitlinear", "offline"  packed: uint8 [out/4, in] + weight_scale = beta
     linear_class "bitlinear" (the default)   packed: uint8 [out/4, in] + weight_scale = 1/beta
 
+config.json's architectures / model_type decide the family (`arch.family_of_config`): 2B4T,
+1bitLLM (latent fp32/fp16 masters, no quantization_config) or Llama-style (LlamaForCausalLM +
+quant_method bitnet, BitLinear's 1/beta by default).
+
 A master that bitnet-pack wrote from a packed checkpoint records each exact beta in the
 safetensors metadata; when the weights still hold exactly what we wrote, that beta is used,
 which makes packed -> bf16 -> packed lossless (see `sinks.hf`).
