@@ -283,3 +283,21 @@ def test_fp16_latent_1bitllm_master_converts_to_tl2(tmp_path: Path) -> None:
     gguf = convert(src, tmp_path / "t.gguf", "tl2", "--kernel-config", kernel_config("1bitllm"))
     code, out, err = run("diff", src, gguf)
     assert code == 0, out + err
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", PEER_FILES)
+def test_verify_of_the_original_checkpoint_against_each_peer_gguf(family: str, kind: str) -> None:
+    """Exit 0, or 3 naming only rounding steps the GGUF took (its F16 embedding / output, TQ's
+    fp16 beta): the ternary codes agree in every projection."""
+    code, out, err = run("verify", vectors(family) / f"fam-{family}-hf", peer(family, kind), "--ids", "1,15,27,300,42",
+                         "--tokens", "3", *read_options(family, kind))
+    cause = next(line for line in out.splitlines() if line.startswith("cause: "))
+    if code == 0:
+        assert "bit-identical" in cause
+        return
+    assert code == 3 and "ternary codes differ" not in cause, out + err
+    steps = [part.split(":")[0].split(" in ")[0] for part in cause.removeprefix("cause: ").split("; ")]
+    assert set(steps) <= {"float tensors differ", "beta differs"}, cause
+    if "float tensors differ" in cause:
+        assert "model.embed_tokens.weight" in cause or "lm_head.weight" in cause
