@@ -14,7 +14,7 @@ its tensors are named on each side, and which GGUF arch each runtime loads.
 
 RoPE: every family rotates halves (transformers' rotate_half, ggml NEOX) on the weights as
 transformers stores them. The `llama` GGUF arch runs NORM RoPE (adjacent pairs) instead, so
-both runtimes' converters store q and k rows permuted (`permute_qk`; k with the kv head
+both runtimes' converters store q and k rows permuted (`gguf_rope` "norm"; k with the kv head
 count); sources undo it on read and sinks redo it on write, so everything in between, the
 model included, sees transformers' row order.
 """
@@ -92,11 +92,13 @@ class Family:
     hidden_act: str                  # "relu2" | "silu"
     sub_norms: tuple[Part, ...]      # (attention, ffn) sub-norms, or none
     tied: bool                       # tie_word_embeddings when config.json does not say
-    permute_qk: bool                 # GGUF stores q/k rows permuted for NORM RoPE
+    gguf_rope: str                   # the GGUF arch's RoPE: "neox" (halves, as transformers) or
+                                     # "norm" (adjacent pairs: q/k rows stored permuted)
     packed_scale: str                # packed weight_scale holds "beta" (AutoBitLinear) or "inverse" (BitLinear)
     identity: dict                   # architectures / model_type (and extras) of config.json
     gguf_archs: dict                 # target -> GGUF arch names it loads; the first is written
     float_dtype: str | None = "BF16"  # dtype of norms/embeddings in its checkpoints; None: as read
+    gguf_output: bool = False        # its GGUF archs have an `output` tensor (bitnet ones use token_embd)
 
     # -- tensors ---------------------------------------------------------------------------
     def layer_parts(self) -> tuple[Part, ...]:
@@ -148,7 +150,7 @@ class Family:
     def permuted_heads(self, name: str, config: dict) -> int | None:
         """For a q/k projection (transformers name) that GGUF stores permuted: the head count
         its rows are permuted with (kv heads for k, as both converters do); else None."""
-        if not self.permute_qk or not name.endswith(("self_attn.q_proj.weight", "self_attn.k_proj.weight")):
+        if self.gguf_rope != "norm" or not name.endswith(("self_attn.q_proj.weight", "self_attn.k_proj.weight")):
             return None
         dims = Dims.of(config)
         return dims.heads if name.endswith("q_proj.weight") else dims.kv_heads
@@ -171,18 +173,18 @@ SUB_NORMS_1BITLLM = (Part("self_attn.inner_attn_ln.weight", "attn_sub_norm.weigh
                      Part("mlp.ffn_layernorm.weight", "ffn_sub_norm.weight", ("ffn",)))
 
 BITNET_2B4T = Family(
-    "2b4t", "BitNet b1.58 2B4T", "relu2", SUB_NORMS_2B4T, True, False, "beta",
+    "2b4t", "BitNet b1.58 2B4T", "relu2", SUB_NORMS_2B4T, True, "neox", "beta",
     {"architectures": ["BitNetForCausalLM"], "model_type": "bitnet"},
     {"bitnet.cpp": ("bitnet-b1.58", "bitnet-25"), "llama.cpp": ("bitnet",)})
 ONEBITLLM = Family(
-    "1bitllm", "1bitLLM BitNet b1.58", "silu", SUB_NORMS_1BITLLM, True, False, "beta",
+    "1bitllm", "1bitLLM BitNet b1.58", "silu", SUB_NORMS_1BITLLM, True, "neox", "beta",
     {"architectures": ["BitnetForCausalLM"], "model_type": "llama", "input_bits": 8, "weight_bits": 1},
     {"bitnet.cpp": ("bitnet",), "llama.cpp": ("bitnet",)}, None)  # fp32 / fp16 latent checkpoints
 LLAMA_BITNET = Family(
-    "llama", "Llama-style BitNet (Llama3-8B-1.58, Falcon3-1.58bit, Falcon-E)", "silu", (), False, True, "inverse",
+    "llama", "Llama-style BitNet (Llama3-8B-1.58, Falcon3-1.58bit, Falcon-E)", "silu", (), False, "norm", "inverse",
     {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "is_bitnet_config": True,
      "quantization_config": {"quant_method": "bitnet", "modules_to_not_convert": ["lm_head"]}},
-    {"bitnet.cpp": ("llama",), "llama.cpp": ("llama",)})
+    {"bitnet.cpp": ("llama",), "llama.cpp": ("llama",)}, gguf_output=True)
 FAMILIES = (BITNET_2B4T, ONEBITLLM, LLAMA_BITNET)
 
 

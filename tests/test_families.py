@@ -301,3 +301,22 @@ def test_verify_of_the_original_checkpoint_against_each_peer_gguf(family: str, k
     assert set(steps) <= {"float tensors differ", "beta differs"}, cause
     if "float tensors differ" in cause:
         assert "model.embed_tokens.weight" in cause or "lm_head.weight" in cause
+
+
+def test_untied_1bitllm_cannot_go_to_a_gguf_arch_without_output(tmp_path: Path) -> None:
+    from test_validation import rewrite_safetensors
+
+    def add_head(tensors: dict) -> None:
+        tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"]
+
+    src = tmp_path / "untied"
+    shutil.copytree(vectors("1bitllm") / "fam-1bitllm-hf", src)
+    rewrite_safetensors(src, add_head)
+    config = json.loads((src / "config.json").read_text()) | {"tie_word_embeddings": False}
+    (src / "config.json").write_text(json.dumps(config))
+    for extra in ([], ["--dry-run"]):
+        code, _, err = run("convert", src, tmp_path / "u.gguf", "--outtype", "i2_s", *extra)
+        assert code == 1 and "'lm_head.weight': an untied output, which GGUF arch 'bitnet' has no place" in err
+        assert err.count("Error: ") == 1 and err.splitlines()[-1].startswith("Error: ")  # after the notes
+        assert not (tmp_path / "u.gguf").exists()
+    convert(src, tmp_path / "packed", "hf-packed")  # a checkpoint can hold it

@@ -17,7 +17,7 @@ from ..arch import BITNET_2B4T, Family
 from ..checkpoints import Checkpoint, Entry, Tensor
 from ..containers.gguf import FLAVOUR_KEY, GGUFWriter
 from ..dtypes import f32_to_stored
-from ..errors import UsageError
+from ..errors import UnexpectedTensor, UsageError
 from ..ggml_types import BITNET_CPP_FILE_TYPES, TypeTable
 from ..gguf_meta import Target, hparam_kvs, make_target
 from ..kernel_config import KernelConfig, choose_config, read_kernel_config, render_kernel_config
@@ -69,6 +69,10 @@ class GGUFSink(Sink):
         """The arch and keys follow the source's family (arch.Family.gguf_archs)."""
         options = self.target_options
         self.family = source.family
+        if not source.family.gguf_output and not source.family.is_tied(source.config):
+            raise UnexpectedTensor(f"an untied output, which GGUF arch {source.family.gguf_arch(options['name'])!r} "
+                                   "has no place for (both runtimes multiply by token_embd)", path=source.path,
+                                   tensor="lm_head.weight")
         self.target = make_target(options["name"], arch=options["arch"], type_ids=options["type_ids"],
                                   family=source.family)
         arch_note = f"GGUF arch {self.target.arch!r} for {self.target.name} ({source.family.title})"
