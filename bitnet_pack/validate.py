@@ -45,6 +45,7 @@ def check_hyperparameters(config: Mapping, family: Family, *, where: object = No
     _positive_float32(theta, "rope_theta", origin, where)
     _positive_float32(config.get("rms_norm_eps", 1e-5), "rms_norm_eps", origin, where)
     _check_rope_scaling(config.get("rope_scaling"), origin, where)
+    _check_rope_scaling(config.get("rope_parameters"), origin, where)  # transformers 5 keeps scaling here
 
 
 def check_sizes(config: Mapping, *, where: object = None, origin: str = "config.json") -> None:
@@ -84,10 +85,10 @@ def _positive_float32(value: object, key: str, origin: str, where: object) -> No
 def _check_rope_scaling(scaling: object, origin: str, where: object) -> None:
     if scaling is None:
         return
-    kind = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else None
+    kind = scaling.get("rope_type", scaling.get("type", "default")) if isinstance(scaling, dict) else None
     if kind in ("linear", "default") and scaling.get("factor", 1.0) == 1.0:
         return
-    raise HeaderInvalid(f"{origin} rope_scaling {scaling!r} is not supported (only unscaled RoPE)", path=where)
+    raise HeaderInvalid(f"{origin} rope scaling {scaling!r} is not supported (only unscaled RoPE)", path=where)
 
 
 def check_tensors(family: Family, config: Mapping, entries: list, *, where: object = None,
