@@ -62,6 +62,7 @@ from .ternary import TernaryWeight
 from .validate import check_hyperparameters
 
 BLOCK_NORMS = ("input_layernorm", "post_attention_layernorm")
+ACTIVATIONS = ("relu2", "silu")  # what `activation` computes; a family's own is checked on convert
 
 
 
@@ -102,7 +103,7 @@ class ModelConfig:
     def from_hf(cls, config: Mapping) -> ModelConfig:
         """Read a transformers config.json dict of any BitNet family (see `arch`)."""
         family = family_of_config(dict(config), default=BITNET_2B4T)
-        check_hyperparameters(config, family)  # hidden_act, sizes, rope_theta, eps (validate.py)
+        check_hyperparameters(config, family, activations=ACTIVATIONS)  # sizes, rope_theta, eps (validate.py)
         theta = config.get("rope_theta", (config.get("rope_parameters") or {}).get("rope_theta"))
         missing = [k for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
                                "num_attention_heads", "vocab_size") if k not in config]
@@ -120,7 +121,7 @@ class ModelConfig:
             rope_theta=float(theta),
             vocab_size=int(config["vocab_size"]),
             tie_word_embeddings=family.is_tied(dict(config)),
-            hidden_act=family.hidden_act,
+            hidden_act=config.get("hidden_act", family.hidden_act),
             sub_norms=family.sub_norm_names(),
             shapes=family.tensor_shapes(dict(config)),
         )

@@ -33,12 +33,16 @@ OPTIONAL_SIZES = ("num_key_value_heads", "head_dim", "max_position_embeddings")
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 
 
-def check_hyperparameters(config: Mapping, family: Family, *, where: object = None, origin: str = "config.json"
-                          ) -> None:
-    """Raise the first hyper-parameter of `config` that no runtime could use."""
+def check_hyperparameters(config: Mapping, family: Family, *, where: object = None, origin: str = "config.json",
+                          activations: tuple[str, ...] | None = None) -> None:
+    """Raise the first hyper-parameter of `config` that no runtime could use. hidden_act must
+    be the family's, or with `activations` (the model's own switch) one of those."""
     check_sizes(config, where=where, origin=origin)
     act = config.get("hidden_act", family.hidden_act)
-    if act != family.hidden_act:
+    if activations is not None and act not in activations:
+        raise UnknownArchitecture(f"{origin} hidden_act {act!r}: the model runs {' or '.join(activations)}",
+                                  path=where)
+    if activations is None and act != family.hidden_act:
         raise UnknownArchitecture(f"{origin} hidden_act {act!r}: the {family.title} graph uses "
                                   f"{family.hidden_act!r}", path=where)
     theta = config.get("rope_theta", (config.get("rope_parameters") or {}).get("rope_theta", 10000.0))

@@ -17,7 +17,7 @@ import pytest
 
 from bitnet_pack.checkpoints import load_weights
 from bitnet_pack.containers.gguf import GGUFFile
-from bitnet_pack.errors import FormatError, ShapeError, UsageError
+from bitnet_pack.errors import FormatError, ShapeError, UnknownArchitecture, UsageError
 from bitnet_pack.generate import encode_prompt, eos_ids, generate_text, load_tokenizer
 from bitnet_pack.layouts import get_layout
 from bitnet_pack.model import BitNetModel, MissingTensor, UnexpectedTensor
@@ -280,8 +280,8 @@ def test_config_reads_rope_parameters_and_rejects_other_activations():
     BitNetModel(config, random_weights(tiny_config()))
     with pytest.raises(FormatError, match="rope_theta"):
         BitNetModel({k: v for k, v in config.items() if k != "rope_parameters"}, random_weights(tiny_config()))
-    with pytest.raises(Exception, match="relu2"):
-        BitNetModel(dict(tiny_config(), hidden_act="silu"), random_weights(tiny_config()))
+    with pytest.raises(UnknownArchitecture, match="relu2 or silu"):
+        BitNetModel(dict(tiny_config(), hidden_act="gelu"), random_weights(tiny_config()))
 
 
 def test_caller_weights_are_not_mutated():

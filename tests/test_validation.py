@@ -213,7 +213,7 @@ def test_model_config_refuses_the_same_hyperparameters() -> None:
     config = json.loads((LATENT / "config.json").read_text())
     assert ModelConfig.from_hf(config).hidden_act == "silu"
     for change, error in ((dict(rope_theta=float("nan")), HeaderInvalid), (dict(rms_norm_eps=-1.0), HeaderInvalid),
-                          (dict(rope_theta=float("inf")), HeaderInvalid), (dict(hidden_act="relu2"), UnknownArchitecture)):
+                          (dict(rope_theta=float("inf")), HeaderInvalid), (dict(hidden_act="gelu"), UnknownArchitecture)):
         with pytest.raises(error):
             ModelConfig.from_hf(config | change)
 
