@@ -61,6 +61,10 @@ def check_sizes(config: Mapping, *, where: object = None, origin: str = "config.
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise HeaderInvalid(f"{origin} {key} must be a positive integer, got {value!r}", path=where)
+    for key in ("rms_norm_eps", "rope_theta"):  # the values are checked by check_hyperparameters
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise HeaderInvalid(f"{origin} {key} must be a number, got {value!r}", path=where)
     heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
     if heads % kv_heads:
         raise HeaderInvalid(f"{origin} num_attention_heads {heads} is not a multiple of num_key_value_heads "
