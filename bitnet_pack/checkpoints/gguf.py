@@ -19,12 +19,12 @@ import numpy as np
 
 from .. import fastpath
 from ..containers.gguf import GGUFFile
-from ..errors import MissingFile, NotTernary, UnknownTensorType
+from ..errors import MissingFile, NonFiniteWeight, NotTernary, UnknownTensorType
 from ..gguf_meta import config_from_kvs
 from ..kernel_config import KernelConfig, parse_kernel_config, read_kernel_config
 from ..layouts import get_layout
 from ..names import to_gguf, to_hf
-from ..ternary import TernaryWeight, check_ternary
+from ..ternary import ZERO_BETA, TernaryWeight, check_ternary
 from ..tokenizer_reverse import tokenizer_files_from_gguf
 from . import Checkpoint, Entry, Tensor, is_projection
 
@@ -127,8 +127,11 @@ class GGUFCheckpoint(Checkpoint):
 def _ternary_from_float(values: np.ndarray, name: str, path: Path) -> TernaryWeight:
     """A float projection that holds t * beta exactly (our f16/f32 exports) back to ternary."""
     beta = np.float32(np.abs(values).max()) if values.size else np.float32(0)
-    if beta == 0:
-        return TernaryWeight(np.zeros(values.shape, np.int8), np.float32(0))
+    if not np.isfinite(beta):
+        raise NonFiniteWeight(f"{int(np.count_nonzero(~np.isfinite(values)))} NaN/Inf values in a float projection",
+                              path=path, tensor=name)
+    if beta == 0:  # an all-zero projection (see ternary.ZERO_BETA)
+        return TernaryWeight(np.zeros(values.shape, np.int8), ZERO_BETA)
     codes = values / beta
     if not np.array_equal(codes, np.rint(codes)):
         raise NotTernary("the float projection is not ternary x one scale; convert from the master checkpoint",
