@@ -135,6 +135,10 @@ def check_sizes(config: dict, where: Path) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise HeaderInvalid(f"{key} must be a positive integer, got {value!r}", path=where)
+    for key in ("rms_norm_eps", "rope_theta"):
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise HeaderInvalid(f"{key} must be a number, got {value!r}", path=where)
     if config["hidden_size"] % config["num_attention_heads"] and not config.get("head_dim"):
         raise HeaderInvalid(f"hidden_size {config['hidden_size']} is not a multiple of num_attention_heads "
                             f"{config['num_attention_heads']}", path=where)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import fastpath
 from ..containers.gguf import GGUFFile
-from ..errors import MissingFile, NonFiniteWeight, NotTernary, UnknownTensorType
+from ..errors import FormatError, MissingFile, NonFiniteWeight, NotTernary, UnknownTensorType
 from ..gguf_meta import config_from_kvs
 from ..kernel_config import KernelConfig, parse_kernel_config, read_kernel_config
 from ..layouts import get_layout
@@ -41,6 +41,7 @@ class GGUFCheckpoint(Checkpoint):
         self.file = GGUFFile(self.path, flavour=flavour)
         self.config = config_from_kvs(self.file.get, self.file.architecture or "")
         self.tokenizer_fields = {k: f for k, f in self.file.kv.items() if k.startswith("tokenizer.")}
+        check_vocab_arrays(self.tokenizer_fields, self.config.get("vocab_size"), self.path)
         self.notes = [f"read GGUF arch {self.file.architecture!r} with "
                       f"{'mainline' if self.types_flavour is None else 'bitnet.cpp ' + self.types_flavour} type ids"]
         self.i2s_layout = self._i2s_layout(i2s_variant)
@@ -122,6 +123,42 @@ class GGUFCheckpoint(Checkpoint):
 
     def close(self) -> None:
         self.file.close()
+
+
+PER_TOKEN_KEYS = ("tokenizer.ggml.scores", "tokenizer.ggml.token_type")
+SPECIAL_ID_KEYS = ("bos", "eos", "unknown", "seperator", "padding", "eot", "eom")  # llama.cpp's spelling
+
+
+def check_vocab_arrays(fields: dict, vocab_size: object, path: Path) -> None:
+    """Every per-token array has one entry per token, the token count is the vocabulary the
+    metadata states, special ids are tokens, and merges are "left right" strings."""
+    tokens = fields.get("tokenizer.ggml.tokens")
+    if tokens is None:
+        return
+    count = len(tokens.value)
+    for key in PER_TOKEN_KEYS:
+        if key in fields and len(fields[key].value) != count:
+            raise FormatError(f"{key} has {len(fields[key].value)} entries for {count} tokens "
+                              "(tokenizer.ggml.tokens)", path=path)
+    if isinstance(vocab_size, int) and vocab_size != count:
+        raise FormatError(f"the vocabulary is {vocab_size} (vocab_size) but tokenizer.ggml.tokens holds {count}",
+                          path=path)
+    for kind in SPECIAL_ID_KEYS:
+        field = fields.get(f"tokenizer.ggml.{kind}_token_id")
+        if field is not None and not (isinstance(field.value, int) and 0 <= field.value < count):
+            raise FormatError(f"tokenizer.ggml.{kind}_token_id = {field.value!r} is not a token id below {count}",
+                              path=path)
+    merges = fields.get("tokenizer.ggml.merges")
+    if merges is not None:
+        bad = next((i for i, m in enumerate(merges.value) if not _is_merge(m)), None)
+        if bad is not None:
+            raise FormatError(f"tokenizer.ggml.merges[{bad}] = {merges.value[bad]!r} is not two tokens "
+                              "separated by one space", path=path)
+
+
+def _is_merge(merge: object) -> bool:
+    text = merge.decode("utf-8", "replace") if isinstance(merge, (bytes, bytearray)) else merge
+    return isinstance(text, str) and text.count(" ") == 1 and not text.startswith(" ") and not text.endswith(" ")
 
 
 def _ternary_from_float(values: np.ndarray, name: str, path: Path) -> TernaryWeight:

@@ -38,8 +38,12 @@ class HFCheckpoint(Checkpoint):
             raise MissingFile("config.json is missing: is this a transformers checkpoint?", path=self.path)
         try:
             self.config = json.loads(config_path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise HeaderInvalid(f"config.json is not valid JSON ({exc})", path=config_path) from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise HeaderInvalid(f"config.json is not valid JSON ({type(exc).__name__}: {exc})",
+                                path=config_path) from None
+        if not isinstance(self.config, dict):
+            raise HeaderInvalid(f"config.json holds a JSON {type(self.config).__name__}, not an object",
+                                path=config_path)
         check_architecture(self.config, config_path)
         self.files = SafetensorsDir(self.path)
         self.notes = []

@@ -16,7 +16,7 @@ from .. import __version__, fastpath, interrupts
 from ..checkpoints import Checkpoint, Entry, Tensor
 from ..containers.gguf import FLAVOUR_KEY, GGUFWriter
 from ..dtypes import f32_to_stored
-from ..errors import UsageError
+from ..errors import ShapeError, UsageError
 from ..ggml_types import BITNET_CPP_FILE_TYPES, TypeTable
 from ..gguf_meta import Target, hparam_kvs, make_target
 from ..kernel_config import KernelConfig, choose_config, read_kernel_config, render_kernel_config
@@ -75,6 +75,9 @@ class GGUFSink(Sink):
 
     def _tensor_type(self, entry: Entry) -> tuple[str, int, int]:
         """(type name, type id, nbytes) of one entry in this file."""
+        if not entry.shape or 0 in entry.shape:  # the source's fault: named as its tensor, not OUT's
+            raise ShapeError(f"shape {list(entry.shape)} has no elements; a GGUF tensor has 1..4 dimensions, "
+                             "all > 0", tensor=entry.name)
         if entry.kind == "linear" and self.layout is not None:
             options = {"tiling": self.kernel_config} if self.kernel_config is not None else {}
             self.layout.check_shape(entry.shape, tensor=entry.name, **options)
