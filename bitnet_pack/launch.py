@@ -11,6 +11,21 @@ def main() -> None:
     from . import interrupts
 
     interrupts.install()
+    import warnings
+
+    warnings.showwarning = _one_line_warning
     from .cli import main as command_line
 
     command_line(prog_name="bitnet-pack")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning that escapes the library is one `note:` line, without the source line that
+    Python prints under it (the library handles numpy's floating-point warnings itself)."""
+    import sys
+
+    text = " ".join(str(message).split())
+    try:
+        (file or sys.stderr).write(f"note: {category.__name__}: {text}\n")
+    except OSError:
+        pass

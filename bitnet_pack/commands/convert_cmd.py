@@ -8,6 +8,7 @@ import click
 from ..checkpoints import open_checkpoint
 from ..convert import convert, plan
 from ..naming import count_params, resolve_output
+from ..outputs import remove_stale_temps
 from ..progress import bars_wanted, byte_progress
 from ..sinks.factory import make_sink, outtypes
 from .common import about, emit_json, model_id, note, parse_size, resolve
@@ -71,7 +72,9 @@ def command(src: str, out: str | None, outtype: str, revision: str | None, targe
                          name=name or _hub_name(source, target_path), extra_metadata=source.metadata())
         for message in checkpoint.notes:
             note(message)
-        if dry_run:
+        if dry_run:  # writes nothing, but clears what killed runs left, as a real run would
+            for stale in remove_stale_temps(target_path):
+                note(f"removed {stale.name}, left by a run that was killed")
             _print_plan(plan(checkpoint, sink), target_path, push_repo, as_json)
             return
         total = sum(entry.nbytes for entry in entries)

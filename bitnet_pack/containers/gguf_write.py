@@ -237,10 +237,22 @@ class GGUFWriter:
         if self._state is _State.FINISHED:
             return
         if self._file is not None:
-            self._file.close()
+            self._close_without_flush()
         self._tmp.unlink(missing_ok=True)
         interrupts.untrack(self._tmp)
         self._state = _State.ABORTED
+
+    def _close_without_flush(self) -> None:
+        """An aborted file is deleted: its pending bytes are not worth waiting for. (A direct
+        I/O stream's flush waits for its writer thread, which an interrupt may have left
+        unwoken: that wait was the hang a Ctrl-C during a write could cause.)"""
+        try:
+            try:
+                self._file.close(flush=False)
+            except TypeError:  # an ordinary file object
+                self._file.close()
+        except OSError:
+            pass
 
     def __enter__(self) -> GGUFWriter:
         return self
