@@ -114,7 +114,10 @@ def ternarize(weight: np.ndarray, *, tensor: str | None = None) -> TernaryWeight
 
 def checked_absmean_beta(mean: np.float32, *, tensor: str | None = None) -> np.float32:
     """beta = 1 / (1 / clamp(mean|W|, 1e-5)) in float32, as transformers computes it; a mean so
-    large (bf16's maximum values) that the reciprocal underflows makes beta Inf: refused."""
+    large (bf16's maximum values) that the reciprocal underflows makes beta Inf: refused.
+    All-zero weights (mean 0) give all-zero codes, whose beta is ZERO_BETA."""
+    if mean == 0:
+        return ZERO_BETA
     with np.errstate(over="ignore", divide="ignore"):
         beta = np.float32(1.0) / (np.float32(1.0) / max(np.float32(mean), ABSMEAN_EPS))
     if not np.isfinite(beta):
