@@ -19,6 +19,9 @@ import errno
 import os
 import re
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import interrupts
@@ -68,6 +71,18 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
+
+
+@contextmanager
+def scratch_directory(prefix: str) -> Iterator[Path]:
+    """A temporary directory that an interrupt removes too (the signal policy ends the
+    process without running tempfile's cleanup)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as name:
+        interrupts.track(Path(name))
+        try:
+            yield Path(name)
+        finally:
+            interrupts.untrack(Path(name))
 
 
 def temp_name(final: Path) -> Path:
