@@ -16,7 +16,31 @@ def main() -> None:
     warnings.showwarning = _one_line_warning
     from .cli import main as command_line
 
-    command_line(prog_name="bitnet-pack")
+    try:
+        command_line(prog_name="bitnet-pack")
+    except SystemExit as exc:
+        _leave(exc.code)
+    _leave(0)
+
+
+def _leave(code: object) -> None:
+    """Exit with `code` without Python's teardown, which restores the default signal actions
+    (a signal then kills the process without a word) and joins idle worker threads: every
+    file is closed and renamed by now, and only the standard streams need flushing."""
+    import os
+    import sys
+
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
