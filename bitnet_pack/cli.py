@@ -14,6 +14,7 @@ import click
 from . import __version__
 from .errors import EXIT_FAILURE, BitnetPackError
 
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 EPILOG = ("Exit codes: 0 ok, 1 failure, 2 usage, 3 verification mismatch. "
           "Set BITNET_PACK_DEBUG=1 or pass --debug for tracebacks.")
 
@@ -32,6 +33,9 @@ class Group(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NO_ARGS_IS_HELP as exc:  # `bitnet-pack` alone: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             command = f" {exc.ctx.command_path}" if getattr(exc, "ctx", None) is not None else ""
             hint = f" (see{command} --help)" if isinstance(exc, click.UsageError) else ""
