@@ -114,3 +114,29 @@ def test_a_second_signal_during_cleanup_changes_nothing(master, tmp_path: Path) 
     assert proc.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == "Error: interrupted (SIGINT); nothing was written"
     assert "Traceback" not in stderr and list(tmp_path.iterdir()) == []
+
+
+def test_an_aborted_write_does_not_wait_for_an_unwoken_writer_thread(tmp_path: Path) -> None:
+    """The library path (KeyboardInterrupt, no signal policy): an exception that lands inside
+    Queue.put after the job is counted but before the writer thread is woken used to leave
+    abort() waiting for that job forever (the futex hang). Abort must not wait for it."""
+    import threading
+
+    from bitnet_pack.containers.gguf import GGUFWriter
+    from bitnet_pack.sinks.direct_io import open_direct_file
+
+    writer = GGUFWriter(tmp_path / "out.gguf", data_stream=open_direct_file)
+    writer.add_tensor("t", (4096,), 0, 4 * 4096)
+    writer.write_header()
+    direct = writer._file._writer  # noqa: SLF001 - the state an interrupt leaves behind
+    if not hasattr(direct, "_todo"):
+        pytest.skip("this filesystem refuses O_DIRECT: no writer thread to strand")
+    direct._submit()
+    with direct._todo.mutex:  # a job counted but its notify lost, as an interrupted put leaves it
+        buffer = direct._free.get()
+        direct._todo.queue.append((buffer, 0, 4096))
+        direct._todo.unfinished_tasks += 1
+    done = threading.Event()
+    threading.Thread(target=lambda: (writer.abort(), done.set()), daemon=True).start()
+    assert done.wait(20), "abort() hung waiting for the writer thread"
+    assert list(tmp_path.iterdir()) == []
