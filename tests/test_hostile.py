@@ -178,20 +178,27 @@ def _no_links(*_args: object) -> None:
     raise PermissionError(1, "hard links not supported here")
 
 
-def test_two_concurrent_writers_one_wins_and_the_other_fails(tmp_path: Path) -> None:
-    out = tmp_path / "out.gguf"
+@pytest.mark.parametrize("out_name,outtypes", [("out.gguf", ("i2_s", "tq2_0")), ("out", ("hf-packed", "bf16"))])
+def test_two_concurrent_writers_one_wins_and_the_other_fails(tmp_path: Path, out_name: str,
+                                                             outtypes: tuple[str, str]) -> None:
+    out = tmp_path / out_name
     env = {**os.environ, "PYTHONPATH": str(ROOT), **NO_NETWORK}
     procs = [subprocess.Popen([sys.executable, "-m", "bitnet_pack", "convert", FIXTURE, out, "--outtype", outtype],
                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-             for outtype in ("i2_s", "tq2_0")]
+             for outtype in outtypes]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     assert sorted(code for code, _ in results) == [0, 2], results
     loser = next(err for code, err in results if code == 2)
-    assert one_error_line(loser) and "out.gguf" in loser and "--force" in loser
-    winner = ["i2_s", "tq2_0"][[code for code, _ in results].index(0)]
-    with GGUFFile(out) as file:
-        assert file.get("bitnet_pack.layout") == winner  # whole, and the winner's
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.gguf"]
+    assert one_error_line(loser) and out_name in loser and "--force" in loser
+    winner = outtypes[[code for code, _ in results].index(0)]
+    if out.suffix == ".gguf":
+        with GGUFFile(out) as file:
+            assert file.get("bitnet_pack.layout") == winner  # whole, and the winner's
+    else:
+        mode = json.loads((out / "config.json").read_text())["quantization_config"]["quantization_mode"]
+        assert mode == {"hf-packed": "offline", "bf16": "online"}[winner]
+        assert run("inspect", out)[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out_name]
 
 
 def test_force_on_a_directory_replaces_only_the_checkpoint(tmp_path: Path) -> None:
