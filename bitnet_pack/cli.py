@@ -41,7 +41,7 @@ class Group(click.Group):
             hint = f" (see{command} --help)" if isinstance(exc, click.UsageError) else ""
             self._fail(" ".join(exc.format_message().split()) + hint, exc.exit_code)
         except click.Abort:  # KeyboardInterrupt outside a command (click turns it into Abort)
-            self._fail("interrupted; nothing was written", 130)
+            self._fail("interrupted (SIGINT); nothing was written", 130)
         sys.exit(code if isinstance(code, int) else 0)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -61,8 +61,8 @@ class Group(click.Group):
         except BrokenPipeError:  # `bitnet-pack inspect ... | head`: the reader left, not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
-        except KeyboardInterrupt:
-            self._fail("interrupted; nothing was written", 130)
+        except KeyboardInterrupt:  # in-process callers; the console script's policy is `interrupts`
+            self._fail("interrupted (SIGINT); nothing was written", 130)
         except (OSError, MemoryError) as exc:
             self._fail(f"{type(exc).__name__}: {exc}", EXIT_FAILURE)
         except Exception as exc:  # a bug: still one line, unless asked for the traceback

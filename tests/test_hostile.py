@@ -255,6 +255,14 @@ def test_convert_dot_names_the_model_after_the_folder(tmp_path: Path) -> None:
     assert code == 0, stderr
     with GGUFFile(tmp_path / "out.gguf") as file:
         assert file.get("general.name") == "my-model"
+    from bitnet_pack.hub import resolve_source
+
+    previous = Path.cwd()
+    os.chdir(model)
+    try:
+        assert resolve_source(".").model_id == "my-model"  # default output names too
+    finally:
+        os.chdir(previous)
 
 
 def test_the_hostile_table_covers_every_class() -> None:
