@@ -26,9 +26,13 @@ def main() -> None:
 def _leave(code: object) -> None:
     """Exit with `code` without Python's teardown, which restores the default signal actions
     (a signal then kills the process without a word) and joins idle worker threads: every
-    file is closed and renamed by now, and only the standard streams need flushing."""
+    file is closed and renamed by now. atexit callbacks still run (with the handlers in
+    place), then the standard streams are flushed."""
+    import atexit
     import os
     import sys
+
+    getattr(atexit, "_run_exitfuncs", lambda: None)()
 
     if code is None:
         code = 0

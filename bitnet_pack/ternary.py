@@ -96,6 +96,7 @@ def ternarize(weight: np.ndarray, *, tensor: str | None = None) -> TernaryWeight
         s = 1 / clamp(mean|W|, 1e-5);  t = clamp(round_half_even(W * s), -1, 1);  beta = 1 / s
 
     all in float32. `weight` is float32 (a bf16 master widened by `dtypes.bf16_to_f32`).
+    All-zero weights (transformers: beta 1e-5) get ZERO_BETA, the same W = 0.
     """
     w = np.asarray(weight, dtype=np.float32)
     if w.ndim != 2:
