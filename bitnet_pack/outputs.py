@@ -31,7 +31,7 @@ RENAME_NOREPLACE = 1
 AT_FDCWD = -100
 # What a transformers checkpoint directory's weights consist of: these go when --force
 # replaces a checkpoint with one sharded differently; every other file is left alone.
-STALE_WEIGHTS = re.compile(r"(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?")
+STALE_WEIGHTS = re.compile(r"model(-\d+-of-\d+)?\.safetensors(\.index\.json)?")
 
 
 def check_output(final: Path, inputs: list[Path], force: bool) -> None:

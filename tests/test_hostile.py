@@ -209,11 +209,13 @@ def test_force_on_a_directory_replaces_only_the_checkpoint(tmp_path: Path) -> No
     assert len(shards) > 1
     (out / "notes.txt").write_text("mine")
     (out / "README.md").write_text("model card")
+    (out / "pytorch_model.bin").write_bytes(b"their torch weights")
     code, _, stderr = run("convert", FIXTURE, out, "--outtype", "hf-packed", "--force")
     assert code == 0, stderr
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors"]  # old shards gone
     assert not (out / "model.safetensors.index.json").exists()
     assert (out / "notes.txt").read_text() == "mine" and (out / "README.md").read_text() == "model card"
+    assert (out / "pytorch_model.bin").read_bytes() == b"their torch weights"
     assert run("inspect", out)[0] == 0
 
 
