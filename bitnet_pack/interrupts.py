@@ -86,7 +86,10 @@ def _stop(signum: int) -> None:
         _remove(temp)
     name = signal.Signals(signum).name
     done = f"after writing {', '.join(map(str, _published))}" if _published else "nothing was written"
-    os.write(2, f"Error: interrupted ({name}); {done}\n".encode())
+    try:
+        os.write(2, f"Error: interrupted ({name}); {done}\n".encode())
+    except OSError:  # stderr closed: the exit code still says it
+        pass
     os._exit(128 + signum)
 
 
