@@ -140,3 +140,24 @@ def test_an_aborted_write_does_not_wait_for_an_unwoken_writer_thread(tmp_path: P
     threading.Thread(target=lambda: (writer.abort(), done.set()), daemon=True).start()
     assert done.wait(20), "abort() hung waiting for the writer thread"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_inside_a_deferred_section_acts_when_it_ends(tmp_path: Path) -> None:
+    temp = tmp_path / ".out.incomplete-1"
+    script = f"""
+import os, signal, sys
+from pathlib import Path
+from bitnet_pack import interrupts
+interrupts.install()
+interrupts.track(Path({str(temp)!r}))
+Path({str(temp)!r}).write_text("partial")
+with interrupts.deferred():
+    os.kill(os.getpid(), signal.SIGTERM)
+    print("finished the section", flush=True)
+print("never", flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 143 and done.stdout == "finished the section\n", done
+    assert done.stderr == "Error: interrupted (SIGTERM); nothing was written\n"
+    assert not temp.exists()
