@@ -4,8 +4,8 @@ from the fixture (no committed binaries), with the outcome the README promises.
 `CASES` maps a name to a `Hostile`: `build(inputs, outputs)` writes the bad input under
 `inputs` (and anything that must pre-exist under `outputs`) and returns the arguments of one
 `bitnet-pack` command; `code` is its exit code and `message` fragments of its one `Error:`
-line. The test (test_hostile.py) checks for every case: that exit code, one error line and
-nothing else but notes, no traceback or warning, `outputs` exactly as it was, inputs
+line. The test (test_hostile.py) checks for every case: that exit code, stderr exactly one
+`Error:` line (no traceback, warning or note), `outputs` exactly as it was, inputs
 unchanged. The container cases of corrupt_files.py and corrupt_gguf.py join the table.
 """
 from __future__ import annotations
