@@ -14,6 +14,7 @@ import click
 from . import __version__
 from .errors import EXIT_FAILURE, BitnetPackError
 
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 EPILOG = ("Exit codes: 0 ok, 1 failure, 2 usage, 3 verification mismatch. "
           "Set BITNET_PACK_DEBUG=1 or pass --debug for tracebacks.")
 
@@ -24,6 +25,24 @@ def _debug_wanted() -> bool:
 
 class Group(click.Group):
     """Turns library errors into one line on stderr and the documented exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """click's own errors (usage, bad option values, a missing option) are one line too,
+        instead of its usage block and hint: `Error: ...`, exit 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NO_ARGS_IS_HELP as exc:  # `bitnet-pack` alone: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            command = f" {exc.ctx.command_path}" if getattr(exc, "ctx", None) is not None else ""
+            hint = f" (see{command} --help)" if isinstance(exc, click.UsageError) else ""
+            self._fail(" ".join(exc.format_message().split()) + hint, exc.exit_code)
+        except click.Abort:  # KeyboardInterrupt outside a command (click turns it into Abort)
+            self._fail("interrupted (SIGINT); nothing was written", 130)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         """`--debug` is accepted anywhere on the line, not only before the command."""
@@ -42,8 +61,8 @@ class Group(click.Group):
         except BrokenPipeError:  # `bitnet-pack inspect ... | head`: the reader left, not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
-        except KeyboardInterrupt:
-            self._fail("interrupted; nothing was written", 130)
+        except KeyboardInterrupt:  # in-process callers; the console script's policy is `interrupts`
+            self._fail("interrupted (SIGINT); nothing was written", 130)
         except (OSError, MemoryError) as exc:
             self._fail(f"{type(exc).__name__}: {exc}", EXIT_FAILURE)
         except Exception as exc:  # a bug: still one line, unless asked for the traceback
@@ -52,7 +71,7 @@ class Group(click.Group):
 
     @staticmethod
     def _fail(message: str, code: int) -> None:
-        if _debug_wanted():
+        if _debug_wanted() and sys.exc_info()[0] is not None:
             traceback.print_exc()
         click.echo(f"Error: {message}", err=True)
         sys.exit(code)

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .dtypes import bf16_to_f32, f32_to_bf16
-from .ternary import ABSMEAN_EPS, TernaryWeight, ternarize
+from .ternary import ABSMEAN_EPS, TernaryWeight, checked_absmean_beta, ternarize
 from .torchsum import DEFAULT_THREADS, torch_chunks
 from .torchsum import torch_sum as _reference_torch_sum
 
@@ -222,7 +222,9 @@ def ternarize_stored(raw: np.ndarray, dtype: str, *, tensor: str | None = None) 
     total = _chunked_sum(flat, getattr(_ext, summer), DEFAULT_THREADS)
     if not np.isfinite(total):  # NaN/Inf inside (the reference names them) or an overflow
         return reference()
-    scale = np.float32(1.0) / max(np.float32(total / np.float32(flat.size)), ABSMEAN_EPS)
+    mean = np.float32(total / np.float32(flat.size))
+    beta = checked_absmean_beta(mean, tensor=tensor)
+    scale = np.float32(1.0) / max(mean, ABSMEAN_EPS)
     bits, quantize = getattr(_ext, threshold)(scale), getattr(_ext, quantizer)
     stored = flat.view(np.uint32) if dtype == "F32" else flat
     in_features = raw.shape[1]
@@ -233,7 +235,7 @@ def ternarize_stored(raw: np.ndarray, dtype: str, *, tensor: str | None = None) 
         return part
 
     origin = ("bf16", stored, bits) if dtype == "BF16" else ()
-    return StoredTernary(raw.shape, np.float32(1.0) / scale, rows, origin)
+    return StoredTernary(raw.shape, beta, rows, origin)
 
 
 # -- float conversions of large tensors --------------------------------------------------

@@ -56,7 +56,8 @@ class Source:
             return self.repo_id.split("/", 1)[1]
         if self.path.suffix == ".safetensors":
             return self.path.resolve().parent.name
-        return self.path.name.removesuffix(".gguf") if self.path.suffix == ".gguf" else self.path.name
+        name = self.path.resolve().name  # `.` is named after the folder it stands for
+        return name.removesuffix(".gguf") if self.path.suffix == ".gguf" else name
 
     def metadata(self) -> dict[str, str]:
         return {SOURCE_KEY: self.label} if self.is_hub else {}

@@ -162,12 +162,18 @@ def _prepare(config: ModelConfig, weights: Mapping[str, object]) -> dict[str, Pa
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     mean = (np.square(x).astype(np.float64).sum(axis=-1, keepdims=True) / x.shape[-1]).astype(np.float32)
-    inv = np.float32(1.0) / np.sqrt(mean + np.float32(eps))
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN/Inf rows are refused by name downstream
+        inv = np.float32(1.0) / np.sqrt(mean + np.float32(eps))
     return (x * inv) * weight
 
 
 def rope_tables(positions: np.ndarray, head_dim: int, theta: float, ggml: bool) -> tuple[np.ndarray, np.ndarray]:
     """cos, sin [T, head_dim/2] in fp32 for the NeoX pairs (i, i + head_dim/2)."""
+    with np.errstate(all="ignore"):  # a theta of 0 or Inf gives NaN angles, refused downstream by name
+        return _rope_tables(positions, head_dim, theta, ggml)
+
+
+def _rope_tables(positions: np.ndarray, head_dim: int, theta: float, ggml: bool) -> tuple[np.ndarray, np.ndarray]:
     half = head_dim // 2
     if ggml:
         step = np.float32(np.float64(theta) ** (np.float64(-2.0) / head_dim))

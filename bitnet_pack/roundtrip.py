@@ -18,7 +18,6 @@ chosen automatically. Intermediate files live in a temporary directory unless `w
 """
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from .diff import compare_pair
 from .dtypes import round_to_bf16
 from .errors import BitnetPackError, ScaleNotRepresentable, ShapeError, UsageError
 from .layouts import get_layout, layout_names
+from .outputs import scratch_directory
 from .sinks.factory import make_sink
 from .ternary import TernaryWeight
 
@@ -96,8 +96,8 @@ def roundtrip(model: str | Path, layouts: list[str] | None = None, *, workdir: P
                                              "F16"), "f16")
     report = RoundtripReport(str(model), kind, back)
     reference = _Reference(model, read_options or {}, prompt_ids, n_tokens)
-    with tempfile.TemporaryDirectory(prefix="bitnet-pack-roundtrip-") as scratch:
-        base = Path(workdir) if workdir is not None else Path(scratch)
+    with scratch_directory("bitnet-pack-roundtrip-") as scratch:
+        base = Path(workdir) if workdir is not None else scratch
         for layout in layouts or layout_names():
             report.results.append(_one_layout(model, layout, base, back, embedding, reference, read_options or {}))
             if progress is not None:

@@ -2,6 +2,13 @@
 
 One in-memory form per linear weight: `TernaryWeight(codes, beta)` with `codes` int8 in
 {-1, 0, +1}, shape [out, in], and one per-tensor multiplier `beta` (W ~= codes * beta).
+
+beta is finite and positive. The one exception is an all-zero projection, a legal ternary
+tensor whose beta means nothing (W = 0 whatever it is): a layout that stores none (TQ, whose
+all-zero blocks carry d = 0) or stores 0 (bitnet.cpp's quantizer on zero weights) reads back
+as ZERO_BETA = 1.0, exact in every scale format (f32, fp16, bf16); `same_as` and every
+comparison built on it ignore beta when all codes are 0. A stored beta that is NaN, Inf,
+zero or negative next to a non-zero code is refused (`stored_beta`).
 """
 from __future__ import annotations
 
@@ -9,12 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import NonFiniteWeight, NotTernary, ShapeError
+from .errors import FormatError, NonFiniteWeight, NotTernary, ShapeError
 from .torchsum import torch_mean
 
 ABSMEAN_EPS = np.float32(1e-5)
 ACT_EPS = np.float32(1e-5)
 ACT_QMAX = np.float32(127.0)
+ZERO_BETA = np.float32(1.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,12 +48,11 @@ class TernaryWeight:
         return self.codes.astype(np.float32) * self.beta
 
     def same_as(self, other: TernaryWeight) -> bool:
-        """Exact equality of codes, shape and the bits of beta."""
-        return (
-            self.shape == other.shape
-            and np.float32(self.beta).tobytes() == np.float32(other.beta).tobytes()
-            and bool(np.array_equal(self.codes, other.codes))
-        )
+        """Exact equality of codes, shape and the bits of beta (any beta when all codes are 0)."""
+        if self.shape != other.shape or not np.array_equal(self.codes, other.codes):
+            return False
+        same_beta = np.float32(self.beta).tobytes() == np.float32(other.beta).tobytes()
+        return same_beta or not np.any(self.codes)
 
     def counts(self) -> tuple[int, int, int]:
         """How many -1, 0 and +1 codes."""
@@ -62,6 +69,21 @@ def check_ternary(codes: np.ndarray, *, tensor: str | None = None) -> None:
         raise NotTernary(f"{bad} of {codes.size} codes are outside {{-1, 0, 1}}", tensor=tensor)
 
 
+def stored_beta(beta: object, any_nonzero_code, *, layout: str, tensor: str | None = None) -> np.float32:
+    """The beta a file stores, checked: finite and positive, or ZERO_BETA for an all-zero
+    tensor that stores 0. `any_nonzero_code()` is only called (a pass over the codes) when
+    the stored value is not positive."""
+    value = np.float32(beta)
+    if not np.isfinite(value):
+        raise NonFiniteWeight(f"{layout} scale (beta) is {float(value)!r}, not a finite number", tensor=tensor)
+    if value > 0:
+        return value
+    if value == 0 and not any_nonzero_code():
+        return ZERO_BETA
+    raise FormatError(f"{layout} scale (beta) is {float(value)!r} for a tensor with non-zero codes; "
+                      "a ternary scale is positive", tensor=tensor)
+
+
 def absmean(weight: np.ndarray) -> np.float32:
     """mean(|W|) in float32, bit-identical to transformers' `w.abs().mean()` on CPU
     (see `torchsum`: the last ulp decides the I2_S/TL scale bytes)."""
@@ -74,6 +96,7 @@ def ternarize(weight: np.ndarray, *, tensor: str | None = None) -> TernaryWeight
         s = 1 / clamp(mean|W|, 1e-5);  t = clamp(round_half_even(W * s), -1, 1);  beta = 1 / s
 
     all in float32. `weight` is float32 (a bf16 master widened by `dtypes.bf16_to_f32`).
+    All-zero weights (transformers: beta 1e-5) get ZERO_BETA, the same W = 0.
     """
     w = np.asarray(weight, dtype=np.float32)
     if w.ndim != 2:
@@ -82,9 +105,26 @@ def ternarize(weight: np.ndarray, *, tensor: str | None = None) -> TernaryWeight
     if not finite.all():
         bad = w.size - int(np.count_nonzero(finite))
         raise NonFiniteWeight(f"{bad} NaN/Inf values in a master weight", tensor=tensor)
-    scale = np.float32(1.0) / max(absmean(w), ABSMEAN_EPS)
+    with np.errstate(over="ignore"):  # a sum past float32's range is inf: refused below
+        mean = absmean(w)
+    beta = checked_absmean_beta(mean, tensor=tensor)
+    scale = np.float32(1.0) / max(mean, ABSMEAN_EPS)
     codes = np.clip(np.rint(w * scale), -1, 1).astype(np.int8)
-    return TernaryWeight(codes, np.float32(1.0) / scale)
+    return TernaryWeight(codes, beta)
+
+
+def checked_absmean_beta(mean: np.float32, *, tensor: str | None = None) -> np.float32:
+    """beta = 1 / (1 / clamp(mean|W|, 1e-5)) in float32, as transformers computes it; a mean so
+    large (bf16's maximum values) that the reciprocal underflows makes beta Inf: refused.
+    All-zero weights (mean 0) give all-zero codes, whose beta is ZERO_BETA."""
+    if mean == 0:
+        return ZERO_BETA
+    with np.errstate(over="ignore", divide="ignore"):
+        beta = np.float32(1.0) / (np.float32(1.0) / max(np.float32(mean), ABSMEAN_EPS))
+    if not np.isfinite(beta):
+        raise NonFiniteWeight(f"mean|W| is {float(mean):.4g}: its scale beta = 1/(1/mean) overflows float32 "
+                              f"to {float(beta)!r}; the weights are not a usable master", tensor=tensor)
+    return np.float32(beta)
 
 
 def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

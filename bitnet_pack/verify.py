@@ -165,7 +165,10 @@ def _compare_tensor(name: str, a: Weight, b: Weight) -> TensorDiff:
         return TensorDiff(name, "mismatch", shape_a)
     size = int(np.prod(shape_a))
     if _is_ternary(a):
-        return TensorDiff(name, "ternary", shape_a, _differing_codes(a, b), size, _beta(a), _beta(b))
+        differing, beta_a, beta_b = _differing_codes(a, b), _beta(a), _beta(b)
+        if not differing and beta_a != beta_b and not np.any(a.codes if isinstance(a, TernaryWeight) else a.codes()):
+            beta_b = beta_a  # an all-zero projection: its beta means nothing (ternary.ZERO_BETA)
+        return TensorDiff(name, "ternary", shape_a, differing, size, beta_a, beta_b)
     va, vb = np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.float32)
     unequal = va.view(np.uint32) != vb.view(np.uint32)
     diff = float(np.abs(va - vb).max()) if unequal.any() else 0.0

@@ -119,7 +119,8 @@ def test_refuses_to_overwrite_and_to_write_into_the_input(tiny_a: Path, tmp_path
     code, _, err = run("convert", tiny_a / "tiny-a-bf16", out, "--outtype", "hf-packed")
     assert code == 2 and "exists: pass --force" in err and (out / "keep").exists()
     code, _, err = run("convert", tiny_a / "tiny-a-bf16", out, "--outtype", "hf-packed", "--force")
-    assert code == 0 and not (out / "keep").exists()
+    assert code == 0 and (out / "config.json").is_file()
+    assert (out / "keep").read_text() == "x"  # --force replaces a checkpoint's files, not the user's
     with pytest.raises(OutputExists, match="overwrite the input"):
         HFSink(tiny_a / "tiny-a-bf16" / "sub", "hf-packed", inputs=[tiny_a / "tiny-a-bf16"]).begin(None, [])
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from bitnet_pack.containers.shards import SafetensorsDir
 from bitnet_pack.dtypes import bf16_to_f32, f32_to_bf16, round_to_bf16
 from bitnet_pack.errors import NonFiniteWeight, ShapeError
-from bitnet_pack.ternary import TernaryWeight, quantize_activations, ternarize
+from bitnet_pack.ternary import ZERO_BETA, TernaryWeight, quantize_activations, ternarize
 from bitnet_pack.torchsum import torch_mean, torch_sum
 
 
@@ -75,10 +75,13 @@ def test_ternarize_rejects_nan_naming_the_tensor() -> None:
         ternarize(np.ones(8, np.float32))
 
 
-def test_all_zero_weight_uses_the_eps_clamp() -> None:
+def test_all_zero_weight_gets_the_canonical_beta_and_tiny_weights_the_eps_clamp() -> None:
     tw = ternarize(np.zeros((3, 5), np.float32))
     assert not tw.codes.any()
-    assert tw.beta == np.float32(1) / (np.float32(1) / np.float32(1e-5))
+    assert tw.beta == ZERO_BETA  # W = 0 whatever beta is: the one value every layout reads back
+    tiny = ternarize(np.full((3, 5), 1e-7, np.float32))
+    assert not tiny.codes.any()
+    assert tiny.beta == np.float32(1) / (np.float32(1) / np.float32(1e-5))
 
 
 @given(st.integers(1, 6), st.integers(1, 70), st.integers(0, 2**32 - 1))

@@ -20,11 +20,11 @@ import numpy as np
 from .. import fastpath
 from ..arch import family_of_gguf
 from ..containers.gguf import GGUFFile
-from ..errors import BitnetPackError, MissingFile, NotTernary, UnknownTensorType
+from ..errors import BitnetPackError, FormatError, MissingFile, NonFiniteWeight, NotTernary, UnknownTensorType
 from ..gguf_meta import config_from_kvs
 from ..kernel_config import KernelConfig, parse_kernel_config, read_kernel_config
 from ..layouts import get_layout
-from ..ternary import TernaryWeight, check_ternary
+from ..ternary import ZERO_BETA, TernaryWeight, check_ternary
 from ..tokenizer_reverse import tokenizer_files_from_gguf
 from . import Checkpoint, Entry, Tensor, is_projection
 from .hf import LatentTernary
@@ -47,6 +47,7 @@ class GGUFCheckpoint(Checkpoint):
         except BitnetPackError as exc:
             raise type(exc)(str(exc), path=self.path) from None
         self.tokenizer_fields = {k: f for k, f in self.file.kv.items() if k.startswith("tokenizer.")}
+        check_vocab_arrays(self.tokenizer_fields, self.config.get("vocab_size"), self.path)
         self.notes = [f"family {self.family.name}: {self.family.title}",
                       f"read GGUF arch {arch!r} with "
                       f"{'mainline' if self.types_flavour is None else 'bitnet.cpp ' + self.types_flavour} type ids"]
@@ -138,11 +139,50 @@ class GGUFCheckpoint(Checkpoint):
         self.file.close()
 
 
+PER_TOKEN_KEYS = ("tokenizer.ggml.scores", "tokenizer.ggml.token_type")
+SPECIAL_ID_KEYS = ("bos", "eos", "unknown", "seperator", "padding", "eot", "eom")  # llama.cpp's spelling
+
+
+def check_vocab_arrays(fields: dict, vocab_size: object, path: Path) -> None:
+    """Every per-token array has one entry per token, the token count is the vocabulary the
+    metadata states, special ids are tokens, and merges are "left right" strings."""
+    tokens = fields.get("tokenizer.ggml.tokens")
+    if tokens is None:
+        return
+    count = len(tokens.value)
+    for key in PER_TOKEN_KEYS:
+        if key in fields and len(fields[key].value) != count:
+            raise FormatError(f"{key} has {len(fields[key].value)} entries for {count} tokens "
+                              "(tokenizer.ggml.tokens)", path=path)
+    if isinstance(vocab_size, int) and vocab_size != count:
+        raise FormatError(f"the vocabulary is {vocab_size} (vocab_size) but tokenizer.ggml.tokens holds {count}",
+                          path=path)
+    for kind in SPECIAL_ID_KEYS:
+        field = fields.get(f"tokenizer.ggml.{kind}_token_id")
+        if field is not None and not (isinstance(field.value, int) and 0 <= field.value < count):
+            raise FormatError(f"tokenizer.ggml.{kind}_token_id = {field.value!r} is not a token id below {count}",
+                              path=path)
+    merges = fields.get("tokenizer.ggml.merges")
+    if merges is not None:
+        bad = next((i for i, m in enumerate(merges.value) if not _is_merge(m)), None)
+        if bad is not None:
+            raise FormatError(f"tokenizer.ggml.merges[{bad}] = {merges.value[bad]!r} is not two tokens "
+                              "separated by one space", path=path)
+
+
+def _is_merge(merge: object) -> bool:
+    text = merge.decode("utf-8", "replace") if isinstance(merge, (bytes, bytearray)) else merge
+    return isinstance(text, str) and text.count(" ") == 1 and not text.startswith(" ") and not text.endswith(" ")
+
+
 def _ternary_from_float(values: np.ndarray, name: str, path: Path) -> TernaryWeight:
     """A float projection that holds t * beta exactly (our f16/f32 exports) back to ternary."""
     beta = np.float32(np.abs(values).max()) if values.size else np.float32(0)
-    if beta == 0:
-        return TernaryWeight(np.zeros(values.shape, np.int8), np.float32(0))
+    if not np.isfinite(beta):
+        raise NonFiniteWeight(f"{int(np.count_nonzero(~np.isfinite(values)))} NaN/Inf values in a float projection",
+                              path=path, tensor=name)
+    if beta == 0:  # an all-zero projection (see ternary.ZERO_BETA)
+        return TernaryWeight(np.zeros(values.shape, np.int8), ZERO_BETA)
     codes = values / beta
     if not np.array_equal(codes, np.rint(codes)):
         raise NotTernary("the float projection is not ternary x one scale; convert from the master checkpoint",

@@ -44,8 +44,12 @@ class HFCheckpoint(Checkpoint):
             raise MissingFile("config.json is missing: is this a transformers checkpoint?", path=self.path)
         try:
             self.config = json.loads(config_path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise HeaderInvalid(f"config.json is not valid JSON ({exc})", path=config_path) from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise HeaderInvalid(f"config.json is not valid JSON ({type(exc).__name__}: {exc})",
+                                path=config_path) from None
+        if not isinstance(self.config, dict):
+            raise HeaderInvalid(f"config.json holds a JSON {type(self.config).__name__}, not an object",
+                                path=config_path)
         self.family = check_architecture(self.config, config_path)
         self.files = SafetensorsDir(self.path)
         self.notes = [f"family {self.family.name}: {self.family.title}"]
@@ -124,16 +128,17 @@ class HFCheckpoint(Checkpoint):
     def _load_packed(self, name: str, shape: tuple[int, int]) -> TernaryWeight:
         raw_scale = self.files.raw(name + "_scale")
         stored = Tensor(self.files.info(name + "_scale").dtype, raw_scale).f32().reshape(-1)
-        if stored.size != 1 or not np.isfinite(stored[0]) or stored[0] == 0:
-            raise ShapeError(f"weight_scale must be one finite non-zero value, got {stored.tolist()[:4]}",
-                             path=self.path, tensor=name + "_scale")
-        beta = np.float32(1) / stored[0] if self.linear_class == "bitlinear" else stored[0]
+        if stored.size != 1:
+            raise ShapeError(f"weight_scale must be one value, got {stored.size}", path=self.path,
+                             tensor=name + "_scale")
+        usable = np.isfinite(stored[0]) and stored[0] > 0  # others are checked with the codes
+        beta = np.float32(1) / stored[0] if self.linear_class == "bitlinear" and usable else stored[0]
         data = self.files.raw(name)
         if self.files.info(name).dtype == "U8":
             return get_layout("hf").decode(data, shape, beta=beta)
         codes = Tensor(self.files.info(name).dtype, data).f32()
         check_ternary(codes, tensor=name)
-        return TernaryWeight(codes.astype(np.int8), beta)
+        return TernaryWeight(codes.astype(np.int8), get_layout("hf").read_beta(beta, codes, tensor=name))
 
     def release(self, entry: Entry) -> None:
         for name in (entry.name, entry.name + "_scale"):

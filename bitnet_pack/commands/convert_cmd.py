@@ -8,6 +8,7 @@ import click
 from ..checkpoints import open_checkpoint
 from ..convert import convert, plan
 from ..naming import count_params, resolve_output
+from ..outputs import remove_stale_temps
 from ..progress import bars_wanted, byte_progress
 from ..sinks.factory import make_sink, outtypes
 from ..validate import validate
@@ -71,9 +72,11 @@ def command(src: str, out: str | None, outtype: str, revision: str | None, targe
                          max_shard_size=parse_size(max_shard_size), target=target, arch=arch, type_ids=type_ids,
                          embedding_type=embedding_type, kernel_config=kernel_config,
                          name=name or _hub_name(source, target_path), extra_metadata=source.metadata())
-        for message in checkpoint.notes:
-            note(message)
-        if dry_run:
+        if dry_run:  # writes nothing, but clears what killed runs left, as a real run would
+            for message in checkpoint.notes:
+                note(message)
+            for stale in remove_stale_temps(target_path):
+                note(f"removed {stale.name}, left by a run that was killed")
             _print_plan(plan(checkpoint, sink), target_path, push_repo, as_json)
             for message in getattr(sink, "notes", []):  # what the sink decided: arch, warnings
                 note(message)
@@ -81,7 +84,7 @@ def command(src: str, out: str | None, outtype: str, revision: str | None, targe
         total = sum(entry.nbytes for entry in entries)
         with byte_progress(total, f"{source.path.name} -> {target_path.name}", bars_wanted(as_json)) as advance:
             result = convert(checkpoint, sink, progress=advance)
-    for message in getattr(sink, "notes", []):
+    for message in [*result.notes, *getattr(sink, "notes", [])]:  # after success: a failure is one line
         note(message)
     summary = {"output": str(result.output), "outtype": outtype, "source": result.source_kind,
                "source_ref": source.label if source.is_hub else None,

@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from ..checkpoints import open_checkpoint
+from ..errors import FormatError
 from ..progress import bars_wanted, byte_progress
 from ..ternary import TernaryWeight
 from .common import about, emit_json, resolve, source_bytes
@@ -105,6 +106,8 @@ def command(src: str, revision: str | None, raw: bool, as_json: bool) -> None:
         else:
             with byte_progress(source_bytes(source.path), f"inspect {source.path.name}", bars) as advance:
                 report = describe(source.path, advance)
+            if not report["tensors"]:
+                raise FormatError("holds no tensors: not a model checkpoint")
     if as_json:
         emit_json(report)
     elif raw:

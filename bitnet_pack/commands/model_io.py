@@ -1,13 +1,13 @@
 """Loading a checkpoint into the model, and its tokenizer files, for verify and generate."""
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..checkpoints import open_checkpoint, read_weights
 from ..errors import MissingFile, UsageError
+from ..outputs import scratch_directory
 from .common import about, resolve
 
 
@@ -21,10 +21,10 @@ def loaded(src: str, numerics: str, kernel_config: Path | None = None, revision:
     path = resolve(str(src), revision, progress=False).path
     with about(path), open_checkpoint(path, kernel_config=kernel_config) as source:
         model = BitNetModel(source.config, read_weights(source), numerics=numerics)
-        with tempfile.TemporaryDirectory(prefix="bitnet-pack-tok-") as scratch:
+        with scratch_directory("bitnet-pack-tok-") as scratch:
             for name, data in source.aux_files.items():
-                (Path(scratch) / name).write_bytes(data)
-            yield model, Path(scratch) / "tokenizer.json"
+                (scratch / name).write_bytes(data)
+            yield model, scratch / "tokenizer.json"
 
 
 def prompt_ids(ids: str | None, prompt: str | None, tokenizer_json: Path) -> list[int]:

@@ -27,8 +27,10 @@ from typing import Any, NamedTuple
 import numpy as np
 from gguf import GGUF_DEFAULT_ALIGNMENT, GGUF_VERSION, GGUFValueType, Keys
 
+from .. import interrupts
 from ..errors import DuplicateTensor, UnknownTensorType, UsageError
 from ..ggml_types import TypeTable, pad
+from ..outputs import publish, temp_name
 from .gguf_read import MAGIC_BYTES, MAX_DIMS, KVField
 from .gguf_values import encode_string, encode_value, infer_vtype
 
@@ -62,7 +64,7 @@ class GGUFWriter:
 
     def __init__(self, path: str | Path, *, alignment: int = GGUF_DEFAULT_ALIGNMENT,
                  types: TypeTable | None = None, chunk_bytes: int = CHUNK_BYTES,
-                 data_stream: Callable[[Path, int], Any] | None = None):
+                 data_stream: Callable[[Path, int], Any] | None = None, overwrite: bool = True):
         if not 0 < alignment < 1 << 32 or alignment & (alignment - 1):
             raise UsageError(f"alignment must be a power of two below 2^32, got {alignment}")
         self.path = Path(path)
@@ -77,7 +79,8 @@ class GGUFWriter:
         # `data_stream(temp_path, data_start)` may return another writable file for the tensor
         # data (e.g. direct I/O); None keeps the ordinary file.
         self._data_stream = data_stream
-        self._tmp = self.path.with_name(f".{self.path.name}.incomplete-{os.getpid()}")
+        self._tmp = temp_name(self.path)
+        self.overwrite = overwrite  # False: finish() refuses a `path` that appeared meanwhile
         self._state = _State.DECLARING
 
     # -- declarations ----------------------------------------------------------------------
@@ -154,6 +157,7 @@ class GGUFWriter:
         header = b"".join(parts)
         self.data_start = pad(len(header), self.alignment)
         with self._writing():
+            interrupts.track(self._tmp)
             self._file = open(self._tmp, "wb")
             self._file.write(header + bytes(self.data_start - len(header)))
             if self._data_stream is not None:
@@ -223,7 +227,7 @@ class GGUFWriter:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path, force=self.overwrite)
             _fsync_dir(self.path.parent)
         self._state = _State.FINISHED
         return self.path
@@ -233,9 +237,22 @@ class GGUFWriter:
         if self._state is _State.FINISHED:
             return
         if self._file is not None:
-            self._file.close()
+            self._close_without_flush()
         self._tmp.unlink(missing_ok=True)
+        interrupts.untrack(self._tmp)
         self._state = _State.ABORTED
+
+    def _close_without_flush(self) -> None:
+        """An aborted file is deleted: its pending bytes are not worth waiting for. (A direct
+        I/O stream's flush waits for its writer thread, which an interrupt may have left
+        unwoken: that wait was the hang a Ctrl-C during a write could cause.)"""
+        try:
+            try:
+                self._file.close(flush=False)
+            except TypeError:  # an ordinary file object
+                self._file.close()
+        except OSError:
+            pass
 
     def __enter__(self) -> GGUFWriter:
         return self

@@ -86,6 +86,9 @@ class SafetensorsFile:
             raise DuplicateTensor(str(exc), path=self.path) from None
         except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
             raise HeaderInvalid(f"header is not valid JSON ({exc})", path=self.path) from None
+        except RecursionError:
+            raise HeaderInvalid("header nests JSON deeper than Python's parser goes (a crafted header: "
+                                "a safetensors header is one flat object)", path=self.path) from None
         if not isinstance(header, dict):
             raise HeaderInvalid("header is not a JSON object", path=self.path)
         metadata = header.pop("__metadata__", None) or {}

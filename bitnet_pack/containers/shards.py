@@ -45,8 +45,11 @@ class SafetensorsDir:
     def _open_index(self, index: Path) -> None:
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise HeaderInvalid(f"not a safetensors index ({exc})", path=index) from None
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise HeaderInvalid(f"not a safetensors index ({type(exc).__name__}: {exc})", path=index) from None
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            raise HeaderInvalid("not a safetensors index (weight_map must map tensor names to file names)",
+                                path=index)
         names = sorted(set(weight_map.values()))
         missing = [n for n in names if not (self.directory / n).is_file()]
         if missing:

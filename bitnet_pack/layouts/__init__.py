@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import FormatError, ShapeError, UsageError
-from ..ternary import TernaryWeight
+from ..ternary import TernaryWeight, stored_beta
 
 __all__ = ["Layout", "LayoutSpec", "get_layout", "layout_names", "normalize_name"]
 
@@ -97,6 +97,14 @@ class Layout:
         if given is not None and np.float32(given).tobytes() != np.float32(stored).tobytes():
             raise FormatError(f"{self.name} bytes carry beta {float(stored)!r} but "
                               f"beta={float(np.float32(given))!r} was passed")
+
+    def read_beta(self, stored: object, codes: np.ndarray | TernaryWeight, tensor: str | None = None) -> np.float32:
+        """A beta read with tensor bytes, checked (`ternary.stored_beta`): NaN, Inf, or zero or
+        negative next to non-zero codes are refused; an all-zero tensor's 0 becomes ZERO_BETA."""
+        def any_nonzero() -> bool:
+            return bool(np.any(codes.codes if isinstance(codes, TernaryWeight) else codes))
+
+        return stored_beta(stored, any_nonzero, layout=self.name, tensor=tensor)
 
     def _check_blob(self, data: np.ndarray, shape: tuple[int, int], tensor: str | None = None) -> np.ndarray:
         """The encoded bytes as a flat uint8 array of exactly `nbytes(shape)`."""

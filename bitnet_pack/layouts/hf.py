@@ -62,8 +62,13 @@ class HFPacked(Layout):
         if packed.shape != want:
             raise ShapeError(f"hf packed weight for shape {list(shape)} must be {list(want)}, got {list(packed.shape)}")
         fast = fastpath.hf_decode(packed, shape, np.float32(beta))
-        if fast is not None:
-            return fast
+        weight = fast if fast is not None else self._decode_reference(packed, shape, np.float32(beta))
+        checked = self.read_beta(beta, weight)
+        if checked != np.float32(beta):  # an all-zero tensor with weight_scale 0
+            return TernaryWeight(np.zeros(shape, np.int8), checked)
+        return weight
+
+    def _decode_reference(self, packed: np.ndarray, shape: tuple[int, int], beta: np.float32) -> TernaryWeight:
         shifts = np.array([0, 2, 4, 6], dtype=np.uint8).reshape(PLANES, 1, 1)
         codes = (packed[None] >> shifts) & 3
         if (codes == 3).any():

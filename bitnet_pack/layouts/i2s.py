@@ -68,9 +68,12 @@ class _I2S(Layout):
         flat = self._check_blob(data, shape)
         scale_at = shape[0] * shape[1] // GROUPS
         stored = slot_beta(flat[scale_at:])
-        fast = fastpath.i2s_decode(flat[:scale_at], shape, self.spec.block_size, stored)
-        codes = self._decode_reference(flat[:scale_at], shape) if fast is None else None
         self.check_given_beta(stored, beta)
+        fast = fastpath.i2s_decode(flat[:scale_at], shape, self.spec.block_size, stored)
+        codes = self._decode_reference(flat[:scale_at], shape) if fast is None else fast
+        checked = self.read_beta(stored, codes)
+        if checked != stored:  # an all-zero tensor stored with beta 0
+            return TernaryWeight(np.zeros(shape, np.int8), checked)
         return fast if fast is not None else TernaryWeight(codes, stored)
 
     def _decode_reference(self, body: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -117,4 +117,5 @@ class TL1(TiledLayout):
         by = 256 // t.bm
         tiled = flat[: m * k // 4].reshape(m // t.BM, k // t.BK, t.BM // t.bm, t.BK // by, t.bm // 16, by // 4, 16)
         codes = pair_codes(tiled, "TL1", tensor).transpose(0, 2, 4, 6, 1, 3, 5, 7).reshape(m, k)
-        return TernaryWeight(codes, slot_beta(flat[m * k // 4 :]) if beta is None else np.float32(beta))
+        stored = slot_beta(flat[m * k // 4 :]) if beta is None else beta
+        return TernaryWeight(codes, self.read_beta(stored, codes, tensor))

@@ -150,4 +150,5 @@ class TL2(TiledLayout):
         codes[:, :three_k] = _decode_three(flat[:mag_end], flat[mag_end:sign_end], m, three_k, t, tensor)
         if two_k:
             codes[:, three_k:] = _decode_two(flat[sign_end : sign_end + m * two_k // 4], m, two_k, t.BM, tensor)
-        return TernaryWeight(codes, slot_beta(flat[-SLOT_BYTES:]) if beta is None else np.float32(beta))
+        stored = slot_beta(flat[-SLOT_BYTES:]) if beta is None else beta
+        return TernaryWeight(codes, self.read_beta(stored, codes, tensor))

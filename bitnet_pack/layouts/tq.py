@@ -32,7 +32,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from .. import fastpath
 from ..errors import NonFiniteWeight, NotTernary, ScaleNotRepresentable
-from ..ternary import TernaryWeight, check_ternary
+from ..ternary import ZERO_BETA, TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
 
 QK_K = 256
@@ -70,8 +70,9 @@ class _TQ(Layout):
         return fastpath.tq_encode(self.name, weight, d)
 
     def decode(self, data: np.ndarray, shape: tuple[int, int], beta: float | None = None) -> TernaryWeight:
-        """Codes, and beta = the common d of the non-zero blocks (or `beta=`, else 0, when
-        every block is zero). Blocks that disagree on d are not one ternary tensor."""
+        """Codes, and beta = the common d of the non-zero blocks (or `beta=`, else ZERO_BETA,
+        when every block is zero). Blocks that disagree on d are not one ternary tensor; a d
+        that is NaN, Inf, zero or negative is refused."""
         flat = self._check_blob(data, shape)
         fast = fastpath.tq_decode(self.name, flat, shape)
         if fast is not None:
@@ -79,11 +80,10 @@ class _TQ(Layout):
             found = None if d_bits is None else np.float32(np.uint16(d_bits).view(np.float16))
         else:
             codes, found = self._decode_reference(flat, shape)
-        if found is None:
-            found = np.float32(0.0 if beta is None else beta)
-        else:
-            self.check_given_beta(found, beta)
-        return TernaryWeight(codes, found)
+        if found is None:  # every block is zero: the tensor carries no beta
+            return TernaryWeight(codes, ZERO_BETA if beta is None else self.read_beta(beta, codes))
+        self.check_given_beta(found, beta)
+        return TernaryWeight(codes, self.read_beta(found, codes))
 
     def _decode_reference(self, flat: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.float32 | None]:
         blocks = flat.reshape(-1, self.spec.type_size)

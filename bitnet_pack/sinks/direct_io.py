@@ -180,8 +180,8 @@ class DirectFile:
     def fileno(self) -> int:
         return self._writer.fileno()
 
-    def close(self) -> None:
-        self._writer.close()
+    def close(self, flush: bool = True) -> None:
+        self._writer.close(flush=flush)
 
 
 def open_direct_file(path: Path, offset: int) -> DirectFile | None:

@@ -12,17 +12,17 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFValueType as VT
 
-from .. import __version__, fastpath
+from .. import __version__, fastpath, interrupts
 from ..arch import BITNET_2B4T, Family
 from ..checkpoints import Checkpoint, Entry, Tensor
 from ..containers.gguf import FLAVOUR_KEY, GGUFWriter
 from ..dtypes import f32_to_stored
-from ..errors import UnexpectedTensor, UsageError
+from ..errors import ShapeError, UnexpectedTensor, UsageError
 from ..ggml_types import BITNET_CPP_FILE_TYPES, TypeTable
 from ..gguf_meta import Target, hparam_kvs, make_target
 from ..kernel_config import KernelConfig, choose_config, read_kernel_config, render_kernel_config
 from ..layouts import get_layout
-from ..outputs import check_output
+from ..outputs import check_output, publish, temp_name
 from ..ternary import TernaryWeight
 from . import PlannedTensor, Sink
 from .direct_io import open_direct_file
@@ -93,6 +93,9 @@ class GGUFSink(Sink):
 
     def _tensor_type(self, entry: Entry) -> tuple[str, int, int]:
         """(type name, type id, nbytes) of one entry in this file."""
+        if not entry.shape or 0 in entry.shape:  # the source's fault: named as its tensor, not OUT's
+            raise ShapeError(f"shape {list(entry.shape)} has no elements; a GGUF tensor has 1..4 dimensions, "
+                             "all > 0", tensor=entry.name)
         if entry.kind == "linear" and self.layout is not None:
             options = {"tiling": self.kernel_config} if self.kernel_config is not None else {}
             self.layout.check_shape(entry.shape, tensor=entry.name, **options)
@@ -119,11 +122,14 @@ class GGUFSink(Sink):
     # -- writing --------------------------------------------------------------------------
     def begin(self, source: Checkpoint, entries: list[Entry]) -> None:
         check_output(self.path, self.inputs, self.force)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._for_family(source)
         self.config = source.config
         self._tiling_config(entries)
-        self.writer = GGUFWriter(self.path, types=self.types, data_stream=_direct_data_stream)
+        if self.kernel_config is not None and not self._ini_is_input():
+            check_output(self._ini_path(), self.inputs, self.force)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = GGUFWriter(self.path, types=self.types, data_stream=_direct_data_stream,
+                                 overwrite=self.force)
         for key, value, vtype in self._metadata(source):
             self.writer.add_kv(key, value, vtype)
         for field in tokenizer_kvs(source, self.target):
@@ -134,7 +140,7 @@ class GGUFSink(Sink):
         self.writer.write_header()
 
     def _metadata(self, source: Checkpoint) -> list[tuple[str, object, VT]]:
-        name = self.name or source.config.get("_name_or_path") or source.path.name.removesuffix(".gguf")
+        name = self.name or source.config.get("_name_or_path") or source.path.resolve().name.removesuffix(".gguf")
         kvs = [("general.architecture", self.target.arch, VT.STRING), ("general.name", str(name), VT.STRING)]
         kvs += hparam_kvs(source.config, self.target, self.family)
         kvs += [("general.file_type", FILE_TYPES[self.outtype], VT.UINT32),
@@ -194,11 +200,28 @@ class GGUFSink(Sink):
             self.notes.append(f"{self.outtype.upper()} stores beta as fp16: rounded {self._rounded} fp32 betas "
                               f"(largest relative change {self._worst:.1e}); bf16 betas are kept exactly")
         if self.kernel_config is not None:
-            ini = self.path.with_name(self.path.name.removesuffix(".gguf") + ".kernel_config.ini")
-            ini.write_text(render_kernel_config(self.kernel_config))
-            self.notes.append(f"wrote {ini.name}: the {self.outtype.upper()} kernel tilings a bitnet.cpp build "
-                              "needs for this file (its include/kernel_config.ini, then codegen)")
+            self._write_ini()
         return path
+
+    def _ini_path(self) -> Path:
+        return self.path.with_name(self.path.name.removesuffix(".gguf") + ".kernel_config.ini")
+
+    def _ini_is_input(self) -> bool:
+        """--kernel-config names the file we would write: it is an input, never replaced."""
+        given = self.kernel_config_path
+        return given is not None and Path(given).resolve() == self._ini_path().resolve()
+
+    def _write_ini(self) -> None:
+        ini = self._ini_path()
+        if self._ini_is_input():
+            self.notes.append(f"kept {ini.name}: it is the --kernel-config this file was tiled with")
+            return
+        temp = temp_name(ini)
+        interrupts.track(temp)
+        temp.write_text(render_kernel_config(self.kernel_config))
+        publish(temp, ini, force=self.force)
+        self.notes.append(f"wrote {ini.name}: the {self.outtype.upper()} kernel tilings a bitnet.cpp build "
+                          "needs for this file (its include/kernel_config.ini, then codegen)")
 
     def abort(self) -> None:
         if hasattr(self, "writer"):
