@@ -4,6 +4,12 @@ Projections are decoded from their layout back to ternary codes and beta; everyt
 yielded as stored (F32 norms, F16 embedding). The config and the tokenizer files are rebuilt
 from the metadata, so a GGUF converts back into a transformers checkpoint.
 
+Float tensors in a ggml block type (`token_embd`/`output` as Q8_0, Q4_K, Q6_K, ... as
+llama-quantize leaves them) are read through gguf-py's dequantizers as F32: exactly the values
+the runtimes compute with, which the file already rounded from the original floats (a note says
+so). A projection in such a type is dequantized too, and accepted only if that is ternary x one
+scale.
+
 Which layout a tensor is in follows from its type id, read with the right runtime's table
 (see `GGUFFile` flavours). Two things the bytes alone cannot say are taken from our own
 `bitnet_pack.*` keys when present, else from options: the I2_S block variant (x86 128/32 or
@@ -13,9 +19,11 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
+from gguf import GGMLQuantizationType, quants
 
 from .. import fastpath
 from ..containers.gguf import GGUFFile
@@ -30,6 +38,10 @@ from . import Checkpoint, Entry, Tensor, is_projection
 
 FLOAT_TYPES = {"F32": ("F32", "<f4"), "F16": ("F16", "<f2"), "BF16": ("BF16", "<u2")}
 LAYOUT_OF_TYPE = {"I2_S": "i2_s", "TL1": "tl1", "TL2": "tl2", "TQ1_0": "tq1_0", "TQ2_0": "tq2_0"}
+# ggml block types that hold rounded floats (ternary layouts and plain floats/ints excluded);
+# whether gguf-py can dequantize one is known only when it is tried (NotImplementedError).
+NOT_LOSSY_FLOATS = {"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64", *LAYOUT_OF_TYPE}
+LOSSY_FLOAT_TYPES = frozenset(t.name for t in GGMLQuantizationType if t.name not in NOT_LOSSY_FLOATS)
 
 
 class GGUFCheckpoint(Checkpoint):
@@ -43,6 +55,7 @@ class GGUFCheckpoint(Checkpoint):
         self.tokenizer_fields = {k: f for k, f in self.file.kv.items() if k.startswith("tokenizer.")}
         self.notes = [f"read GGUF arch {self.file.architecture!r} with "
                       f"{'mainline' if self.types_flavour is None else 'bitnet.cpp ' + self.types_flavour} type ids"]
+        self.notes += self._lossy_float_notes()
         self.i2s_layout = self._i2s_layout(i2s_variant)
         self.kernel_config = self._kernel_config(kernel_config)
         self.layout = self._projection_layout()
@@ -50,6 +63,13 @@ class GGUFCheckpoint(Checkpoint):
     @property
     def types_flavour(self) -> str | None:
         return self.file.types.flavour
+
+    def _lossy_float_notes(self) -> list[str]:
+        lossy = [(name, info.type_name) for name, info in self.file.tensors.items()
+                 if info.type_name in LOSSY_FLOAT_TYPES]
+        return [f"{name} is {type_name} in the file: read through gguf-py's {type_name} dequantizer as F32, "
+                "the values the runtime uses; the original floats were rounded when the file was made (lossy)"
+                for name, type_name in lossy]
 
     def _i2s_layout(self, variant: str | None) -> str:
         recorded = self.file.get("bitnet_pack.layout")
@@ -90,7 +110,7 @@ class GGUFCheckpoint(Checkpoint):
             if is_projection(hf_name):
                 entries.append(Entry(hf_name, info.shape, "linear", info.type_name, info.nbytes,
                                      lambda n=name: self._load_linear(n)))
-            elif info.type_name in FLOAT_TYPES:
+            elif info.type_name in FLOAT_TYPES or info.type_name in LOSSY_FLOAT_TYPES:
                 entries.append(Entry(hf_name, info.shape, "tensor", info.type_name, info.nbytes,
                                      lambda n=name: self._load_tensor(n)))
             else:
@@ -100,12 +120,26 @@ class GGUFCheckpoint(Checkpoint):
 
     def _load_tensor(self, name: str) -> Tensor:
         info = self.file.tensors[name]
+        if info.type_name in LOSSY_FLOAT_TYPES:
+            return Tensor("F32", self._dequantized(name))
         dtype, storage = FLOAT_TYPES[info.type_name]
         return Tensor(dtype, self.file.tensor_bytes(name).view(storage).reshape(info.shape))
 
+    def _dequantized(self, name: str) -> np.ndarray:
+        """gguf-py's dequantizer over the tensor's blocks (rows of whole blocks), as float32."""
+        info = self.file.tensors[name]
+        rows = self.file.tensor_bytes(name).reshape(math.prod(info.shape[:-1]), -1)
+        try:
+            values = quants.dequantize(rows, GGMLQuantizationType[info.type_name])
+        except NotImplementedError:
+            raise UnknownTensorType(f"{info.type_name} has no dequantizer in the installed gguf-py; "
+                                    "re-export the tensor as F16 or F32",
+                                    path=self.path, tensor=name) from None
+        return np.ascontiguousarray(values, dtype=np.float32).reshape(info.shape)
+
     def _load_linear(self, name: str) -> TernaryWeight:
         info = self.file.tensors[name]
-        if info.type_name in FLOAT_TYPES:
+        if info.type_name in FLOAT_TYPES or info.type_name in LOSSY_FLOAT_TYPES:
             return _ternary_from_float(self._load_tensor(name).f32(), name, self.path)
         layout = get_layout(self._layout_of(info.type_name))
         options = {}

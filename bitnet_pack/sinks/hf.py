@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import fastpath
 from ..checkpoints import Checkpoint, Entry, Tensor
+from ..checkpoints.gguf import LOSSY_FLOAT_TYPES
 from ..checkpoints.hf import BETAS_KEY, master_bits
 from ..containers.safetensors import TensorPlan
 from ..containers.shards import ShardedWriter
@@ -32,6 +33,12 @@ from .direct_io import open_direct
 
 PACKED_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"}
 MASTER_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"}
+
+
+def stored_float_type(entry: Entry) -> str:
+    """BF16, except for tensors dequantized from a GGUF block type (Q8_0, Q6_K, ...): F32 keeps
+    exactly the values the GGUF held, where bf16 would round them a second time."""
+    return "F32" if entry.dtype in LOSSY_FLOAT_TYPES else "BF16"
 
 
 class HFSink(Sink):
@@ -51,7 +58,7 @@ class HFSink(Sink):
                 plans.append(TensorPlan(entry.name, "U8", get_layout("hf").stored_shape(entry.shape)))
                 plans.append(TensorPlan(entry.name + "_scale", "BF16", (1,)))
             else:
-                plans.append(TensorPlan(entry.name, "BF16", entry.shape))
+                plans.append(TensorPlan(entry.name, stored_float_type(entry), entry.shape))
         return plans
 
     def plan(self, source: Checkpoint, entries: list[Entry]) -> list[PlannedTensor]:
@@ -73,7 +80,8 @@ class HFSink(Sink):
         if isinstance(value, TernaryWeight):
             self._put_linear(entry.name, value)
         else:
-            self.writer.write_chunks(entry.name, (part.converted("BF16")[0] for part in value.row_chunks()))
+            stored = stored_float_type(entry)
+            self.writer.write_chunks(entry.name, (part.converted(stored)[0] for part in value.row_chunks()))
 
     def _put_linear(self, name: str, weight: TernaryWeight) -> None:
         if self.packed:
