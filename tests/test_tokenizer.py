@@ -237,7 +237,7 @@ def test_gpt2_style_tokenizer_not_labelled_llama(tmp_path, gpt2_style_json):
     kv = kv_values(gguf_tokenizer_metadata(tmp_path, {}, target="llama.cpp"))
     assert (kv["tokenizer.ggml.model"], kv["tokenizer.ggml.pre"]) == ("gpt2", "gpt-2")
     assert kv["tokenizer.ggml.token_type"][0] == 3 and set(kv["tokenizer.ggml.token_type"][1:]) == {1}
-    assert "tokenizer.ggml.add_bos_token" not in kv  # nothing says so; llama.cpp's default applies
+    assert kv["tokenizer.ggml.add_bos_token"] is False  # nothing says so: as transformers, said explicitly
     original = Tokenizer.from_str(gpt2_style_json)
     rebuilt = Tokenizer.from_str(tokenizer_files_from_gguf(kv)["tokenizer.json"])
     assert encodings(rebuilt, SAMPLES, True) == encodings(original, SAMPLES, True)
