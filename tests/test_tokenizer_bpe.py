@@ -6,19 +6,23 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import regex
 from click.testing import CliRunner
+from gguf import GGUFValueType
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from bitnet_pack import tokenizer as tokenizer_module
 from bitnet_pack.cli import main
-from bitnet_pack.containers.gguf import GGUFFile
+from bitnet_pack.containers.gguf import GGUFFile, KVField
 from bitnet_pack.errors import FormatError
+from bitnet_pack.gguf_meta import make_target
+from bitnet_pack.sinks.gguf_tokenizer import tokenizer_kvs
 from bitnet_pack.tokenizer import gguf_tokenizer_metadata
 from bitnet_pack.tokenizer_pre import CHECK_TEXT, HASHES, check_hash, runtime_name, split_rules
 from bitnet_pack.tokenizer_reverse import tokenizer_files_from_gguf
@@ -274,3 +278,21 @@ def test_gguf_to_gguf_renames_falcon_e_for_the_target(falcon_e_model: Path, falc
     with GGUFFile(tmp_path / "b.gguf") as file:
         assert config["add_bos_token"] is file.get("tokenizer.ggml.add_bos_token") is True
         assert rebuilt.encode("hi").ids[0] == file.get("tokenizer.ggml.bos_token_id")
+
+
+def test_carried_gpt2_vocabulary_without_pre_gets_llama_bpe(shared_vectors: Path):
+    """bitnet.cpp's 2B4T converter writes no tokenizer.ggml.pre; GGUF to GGUF adds the name
+    the reverse assumes, right after tokenizer.ggml.model, for either target."""
+    peer = json.loads((shared_vectors / "llama3-tokenizer.gguf-kv.json").read_text())["kv"]
+    fields = {k: KVField(f["value"], GGUFValueType[f["type"].upper()]) for k, f in peer.items()
+              if k.startswith("tokenizer.") and f["type"] != "array"}
+    assert "tokenizer.ggml.pre" not in fields
+    for target in ("bitnet.cpp", "llama.cpp"):
+        kvs = tokenizer_kvs(SimpleNamespace(tokenizer_fields=fields), make_target(target))
+        keys = [key for key, _ in kvs]
+        assert keys[keys.index("tokenizer.ggml.model") + 1] == "tokenizer.ggml.pre"
+        assert dict(kvs)["tokenizer.ggml.pre"].value == "llama-bpe"
+        assert [k for k in keys if k != "tokenizer.ggml.pre"] == list(fields)
+    spm = {"tokenizer.ggml.model": KVField("llama", GGUFValueType.STRING)}
+    assert [k for k, _ in tokenizer_kvs(SimpleNamespace(tokenizer_fields=spm), make_target("llama.cpp"))] == \
+        ["tokenizer.ggml.model"]
