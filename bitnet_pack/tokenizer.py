@@ -210,13 +210,16 @@ def pre_tokenizer_name(pre_tokenizer: object) -> str | None:
 
 
 def _pre_identity(path: Path, tj: dict) -> str:
-    """Llama 3's and GPT-2's rules name themselves; Falcon's rules are shared by Falcon3 and
-    Falcon-E, and unknown rules may still be a released tokenizer: there the converters' check
-    hash decides (see tokenizer_pre.py)."""
+    """The converters' check hash names a released tokenizer (Falcon3 and Falcon-E share their
+    split rules); otherwise the split rules decide (a retrained vocabulary), which also serve
+    when the tokenizers library cannot load the file. See tokenizer_pre.py."""
     rules = split_rules(tj.get("pre_tokenizer"))
-    if rules in ("llama3", "gpt2"):
+    try:
+        digest = check_hash(path)
+    except FormatError:
+        if rules is None:
+            raise
         return rules
-    digest = check_hash(path)
     identity = HASHES.get(digest, rules)
     if identity is None:
         shown = json.dumps(tj.get("pre_tokenizer"))[:120]

@@ -5,8 +5,9 @@ How the converters decide: llama.cpp's convert_hf_to_gguf and bitnet.cpp's copy 
 (convert-hf-to-gguf-bitnet.py) encode one fixed text, CHECK_TEXT, with the checkpoint's own
 tokenizer and look the sha256 of `str(ids)` up in a table; an unknown hash stops them. The
 hash covers the vocabulary as well as the split rules, so it names a released tokenizer, not
-a way of splitting. We look the hash up the same way (`HASHES`, through the `tokenizers`
-library) where the rules alone cannot tell, and otherwise judge the split rules themselves:
+a way of splitting. We compute the hash the same way (the `tokenizers` library, which
+transformers' fast tokenizers run) and look it up in `HASHES`; for a tokenizer not listed
+(a retrained vocabulary) we judge the split rules themselves:
 
     split rules (tokenizer.json pre_tokenizer)               vocabulary   bitnet.cpp  llama.cpp
     Split(Llama 3 regex, Isolated) + ByteLevel(no regex)     Llama 3      llama-bpe   llama-bpe

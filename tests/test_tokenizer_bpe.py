@@ -296,3 +296,17 @@ def test_carried_gpt2_vocabulary_without_pre_gets_llama_bpe(shared_vectors: Path
     spm = {"tokenizer.ggml.model": KVField("llama", GGUFValueType.STRING)}
     assert [k for k, _ in tokenizer_kvs(SimpleNamespace(tokenizer_fields=spm), make_target("llama.cpp"))] == \
         ["tokenizer.ggml.model"]
+
+
+def test_the_hash_decides_over_the_split_rules(falcon_dir: Path, shared_vectors: Path, monkeypatch):
+    """A released tokenizer is named as the converters name it whatever its rules look like;
+    a file the tokenizers library cannot load is still named by its rules."""
+    monkeypatch.setattr(tokenizer_module, "check_hash", lambda path: FALCON_E_HASH)
+    kv = kv_values(gguf_tokenizer_metadata(shared_vectors / "llama3-tokenizer", {}, target="llama.cpp"))
+    assert kv["tokenizer.ggml.pre"] == "falcon-h1"
+
+    def unloadable(path):
+        raise FormatError("the tokenizers library cannot load it", path=path)
+
+    monkeypatch.setattr(tokenizer_module, "check_hash", unloadable)
+    assert kv_values(gguf_tokenizer_metadata(falcon_dir, {}, target="bitnet.cpp"))["tokenizer.ggml.pre"] == "falcon3"
