@@ -271,6 +271,8 @@ def test_gguf_to_gguf_renames_falcon_e_for_the_target(falcon_e_model: Path, falc
         assert file.get("tokenizer.ggml.pre") == "falcon_e"
     code, _, err = run("convert", tmp_path / "b.gguf", tmp_path / "packed", "--outtype", "hf-packed")
     assert code == 0, err
+    code, out, err = run("generate", tmp_path / "b.gguf", "--prompt", "Hello, world!! 12345", "--tokens", "3")
+    assert code == 0 and out.strip(), err + out  # tiny-a's random weights: any text
     rebuilt = Tokenizer.from_file(str(tmp_path / "packed" / "tokenizer.json"))
     assert [rebuilt.encode(t, add_special_tokens=False).ids for t in TEXTS] == encodings(falcon_tokenizer, TEXTS)
     # tiny-a is a 2B4T (BitNetForCausalLM): bitnet.cpp's convert-ms always writes add_bos_token true
