@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from gguf import GGMLQuantizationType, quants
 
+from bitnet_pack import fastpath
 from bitnet_pack.checkpoints import load_weights, open_checkpoint
 from bitnet_pack.cli import main
 from bitnet_pack.containers.gguf import GGUFFile
@@ -163,3 +164,15 @@ def test_q8_0_projection_of_ternary_values_reads_back_ternary(tiny_a: Path, tmp_
         entry = next(e for e in source.entries() if e.name == "model.layers.0.self_attn.q_proj.weight")
         with pytest.raises(NotTernary, match=name.replace(".", r"\.")):
             entry.load()
+
+
+def test_dequantized_rows_stream_in_chunks(q8_gguf: Path) -> None:
+    """A sink reads the embedding a few rows at a time, each chunk dequantized on its own."""
+    with open_checkpoint(q8_gguf) as source:
+        value = next(e for e in source.entries() if e.name == EMBD_HF).load()
+        chunks = list(value.row_chunks(max_bytes=100 * 256 * 4))
+        assert [len(c.data) for c in chunks] == [100] * 5 + [12]
+        assert np.array_equal(np.concatenate([c.data for c in chunks]), file_dequantized(q8_gguf))
+        assert np.array_equal(value.f32(), file_dequantized(q8_gguf))
+        with fastpath.reference():  # the reference path takes tensors whole
+            assert [len(c.data) for c in value.row_chunks(max_bytes=100 * 256 * 4)] == [512]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -121,21 +122,10 @@ class GGUFCheckpoint(Checkpoint):
     def _load_tensor(self, name: str) -> Tensor:
         info = self.file.tensors[name]
         if info.type_name in LOSSY_FLOAT_TYPES:
-            return Tensor("F32", self._dequantized(name))
+            rows = self.file.tensor_bytes(name).reshape(math.prod(info.shape[:-1]), -1)
+            return DequantizedTensor(rows, info.type_name, info.shape, where=(self.path, name))
         dtype, storage = FLOAT_TYPES[info.type_name]
         return Tensor(dtype, self.file.tensor_bytes(name).view(storage).reshape(info.shape))
-
-    def _dequantized(self, name: str) -> np.ndarray:
-        """gguf-py's dequantizer over the tensor's blocks (rows of whole blocks), as float32."""
-        info = self.file.tensors[name]
-        rows = self.file.tensor_bytes(name).reshape(math.prod(info.shape[:-1]), -1)
-        try:
-            values = quants.dequantize(rows, GGMLQuantizationType[info.type_name])
-        except NotImplementedError:
-            raise UnknownTensorType(f"{info.type_name} has no dequantizer in the installed gguf-py; "
-                                    "re-export the tensor as F16 or F32",
-                                    path=self.path, tensor=name) from None
-        return np.ascontiguousarray(values, dtype=np.float32).reshape(info.shape)
 
     def _load_linear(self, name: str) -> TernaryWeight:
         info = self.file.tensors[name]
@@ -156,6 +146,39 @@ class GGUFCheckpoint(Checkpoint):
 
     def close(self) -> None:
         self.file.close()
+
+
+class DequantizedTensor(Tensor):
+    """An F32 `Tensor` whose values gguf-py dequantizes from a ggml block type on demand: all
+    at once for `data`, a chunk of rows at a time for `row_chunks` (so a Q8_0 embedding
+    streams into a sink like an F16 one)."""
+
+    def __init__(self, rows: np.ndarray, type_name: str, shape: tuple[int, ...], *, where: tuple[Path, str]):
+        object.__setattr__(self, "dtype", "F32")
+        object.__setattr__(self, "rows", rows)  # uint8 [rows, bytes per row], memory-mapped
+        object.__setattr__(self, "qtype", GGMLQuantizationType[type_name])
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "where", where)
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._dequantize(self.rows).reshape(self.shape)
+
+    def row_chunks(self, max_bytes: int | None = None) -> Iterator[Tensor]:
+        row_bytes = 4 * self.shape[-1]
+        step = max(1, (max_bytes or fastpath.CHUNK_BYTES) // row_bytes) if fastpath.streaming() else len(self.rows)
+        for start in range(0, len(self.rows), step):
+            part = self.rows[start:start + step]
+            yield Tensor("F32", self._dequantize(part))
+            fastpath.drop_mapped_pages(part)
+
+    def _dequantize(self, rows: np.ndarray) -> np.ndarray:
+        try:
+            return np.ascontiguousarray(quants.dequantize(rows, self.qtype), dtype=np.float32)
+        except NotImplementedError:
+            raise UnknownTensorType(f"{self.qtype.name} has no dequantizer in the installed gguf-py; "
+                                    "re-export the tensor as F16 or F32", path=self.where[0],
+                                    tensor=self.where[1]) from None
 
 
 def _ternary_from_float(values: np.ndarray, name: str, path: Path) -> TernaryWeight:
