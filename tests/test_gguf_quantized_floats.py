@@ -42,7 +42,7 @@ def requantized(src: Path, out: Path, qtype: GGMLQuantizationType, names=(EMBD,)
                 if name in names:
                     floats = values[name] if name in values else file.tensor_array(name)
                     blobs[name] = quantized(np.asarray(floats, np.float32), qtype)
-                    writer.add_tensor(name, info.shape, int(qtype))
+                    writer.add_tensor(name, np.shape(floats), int(qtype))
                 else:
                     blobs[name] = file.tensor_bytes(name)
                     writer.add_tensor(name, info.shape, info.type_id, info.nbytes)
