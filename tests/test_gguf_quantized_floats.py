@@ -176,3 +176,25 @@ def test_dequantized_rows_stream_in_chunks(q8_gguf: Path) -> None:
         assert np.array_equal(value.f32(), file_dequantized(q8_gguf))
         with fastpath.reference():  # the reference path takes tensors whole
             assert [len(c.data) for c in value.row_chunks(max_bytes=100 * 256 * 4)] == [512]
+
+
+def test_streaming_holds_a_chunk_not_the_tensor(tiny_a: Path, tmp_path: Path) -> None:
+    """Peak numpy allocation while a 60000x256 Q8_0 embedding (61 MB as f32) streams out in
+    4 MB chunks stays well below one f32 copy of it (tracemalloc sees numpy's buffers)."""
+    import tracemalloc
+
+    values = np.random.default_rng(7).standard_normal((60000, 256), dtype=np.float32)
+    path = requantized(tiny_a / "tiny-a-i2_s.gguf", tmp_path / "big.gguf", GGMLQuantizationType.Q8_0,
+                       values={EMBD: values})
+    whole_f32 = values.nbytes
+    del values
+    with open_checkpoint(path) as source:
+        tensor = next(e for e in source.entries() if e.name == EMBD_HF).load()
+        tracemalloc.start()
+        try:
+            rows = sum(len(chunk.data) for chunk in tensor.row_chunks(max_bytes=4 << 20))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert rows == 60000
+    assert peak < whole_f32 / 4, f"peak {peak / 1e6:.1f} MB while streaming a {whole_f32 / 1e6:.0f} MB tensor"
