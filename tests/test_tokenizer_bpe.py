@@ -312,3 +312,15 @@ def test_the_hash_decides_over_the_split_rules(falcon_dir: Path, shared_vectors:
 
     monkeypatch.setattr(tokenizer_module, "check_hash", unloadable)
     assert kv_values(gguf_tokenizer_metadata(falcon_dir, {}, target="bitnet.cpp"))["tokenizer.ggml.pre"] == "falcon3"
+
+
+def test_rebuilt_falcon_tokenizer_loads_in_transformers(tmp_path: Path, falcon_dir: Path):
+    from transformers import AutoTokenizer
+
+    kv = kv_values(gguf_tokenizer_metadata(falcon_dir, {}, target="llama.cpp"))
+    for name, text in tokenizer_files_from_gguf(kv).items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    rebuilt, original = AutoTokenizer.from_pretrained(tmp_path), AutoTokenizer.from_pretrained(falcon_dir)
+    for text in TEXTS:
+        assert rebuilt(text)["input_ids"] == original(text)["input_ids"], text
+    assert rebuilt.eos_token == "<|endoftext|>" and rebuilt.chat_template == "{{ messages }}"
