@@ -180,10 +180,15 @@ def test_pre_given_in_either_spelling_is_written_as_the_target_spells_it(falcon_
 
 
 def test_llama3_tokenizer_named_llama_bpe_for_both(shared_vectors: Path):
+    """Llama3-8B-1.58 (LlamaForCausalLM): bitnet.cpp's convert-hf writes mainline's layout, and
+    both runtimes spell the name alike, so the two targets get the same entries."""
     config = {"vocab_size": 128256, "architectures": ["LlamaForCausalLM"]}
-    for target in ("bitnet.cpp", "llama.cpp"):
-        kv = kv_values(gguf_tokenizer_metadata(shared_vectors / "llama3-tokenizer", config, target=target))
-        assert kv["tokenizer.ggml.pre"] == "llama-bpe" and kv["tokenizer.ggml.add_bos_token"] is True
+    entries = {target: gguf_tokenizer_metadata(shared_vectors / "llama3-tokenizer", config, target=target)
+               for target in ("bitnet.cpp", "llama.cpp")}
+    assert entries["bitnet.cpp"] == entries["llama.cpp"]
+    kv = kv_values(entries["llama.cpp"])
+    assert kv["tokenizer.ggml.pre"] == "llama-bpe" and kv["tokenizer.ggml.add_bos_token"] is True
+    assert "tokenizer.ggml.scores" not in kv and "tokenizer.chat_template" not in kv
 
 
 def test_unloadable_tokenizer_json_is_a_format_error(tmp_path: Path, falcon_dir: Path):
