@@ -1,8 +1,10 @@
-"""Tokenizer files <-> GGUF `tokenizer.*` metadata, both ways, without the `tokenizers` library.
+"""Tokenizer files <-> GGUF `tokenizer.*` metadata, both ways.
 
     checkpoint files                               GGUF tokenizer.ggml.model / .pre
-    tokenizer.json, BPE + ByteLevel (Llama 3)      "gpt2"  / "llama-bpe" (Llama 3's split regex)
-                                                             "gpt-2"     (GPT-2's ByteLevel regex)
+    tokenizer.json, byte-level BPE                 "gpt2"  / per pre-tokenizer and target:
+                                                             llama-bpe, gpt-2, falcon3, and
+                                                             falcon_e (bitnet.cpp) = falcon-h1
+                                                             (llama.cpp); see tokenizer_pre.py
     tokenizer.model (SentencePiece protobuf), or   "llama" / "default"     (tokenizer_spm.py)
     tokenizer.json, BPE + byte_fallback
 
@@ -12,13 +14,16 @@ Special ids: tokenizer_config's `<kind>_token` text first, then config.json, the
 generation_config.json `<kind>_token_id` (the first of a list).
 
 The targets differ only where the runtimes' converters differ:
-    bitnet.cpp  as convert-ms-to-gguf-bitnet.py writes: add_bos_token first, a scores array
-                for gpt2 too (0.0 normal, -1000.0 added), the BITNET chat template (the fork
-                switches to its builtin chat format when a template contains "BITNET"). We add
-                tokenizer.ggml.pre, which that converter omits (its loader then splits text with
-                llama.cpp's "default" regexes, not Llama 3's).
+    bitnet.cpp, 2B4T (BitNetForCausalLM), as convert-ms-to-gguf-bitnet.py writes:
+                add_bos_token first, a scores array for gpt2 too (0.0 normal, -1000.0 added),
+                the BITNET chat template (the fork switches to its builtin chat format when a
+                template contains "BITNET"). We add tokenizer.ggml.pre, which that converter
+                omits (its loader then splits text with llama.cpp's "default" regexes).
+    bitnet.cpp, other families, as convert-hf-to-gguf-bitnet.py writes (mainline's layout),
     llama.cpp   as mainline convert_hf_to_gguf.py writes: gpt2 without scores, the checkpoint's
                 chat template.
+add_bos_token is always written for gpt2: the runtimes' defaults disagree when it is missing
+(mainline adds BOS for llama-bpe/falcon3/falcon-h1, the fork only for llama-bpe).
 """
 from __future__ import annotations
 
@@ -29,6 +34,15 @@ from pathlib import Path
 from gguf import GGUFValueType, Keys
 
 from .errors import FormatError, LfsPointer, MissingFile, UsageError
+from .tokenizer_pre import (
+    HASHES,
+    LLAMA3_SPLIT,
+    LLAMA3_SPLIT_CASED,
+    NAMES,
+    check_hash,
+    runtime_name,
+    split_rules,
+)
 from .tokenizer_spm import (
     ADDED_SCORE,
     CONTROL,
@@ -43,7 +57,8 @@ from .tokenizer_spm import (
     spm_tokens_from_tokenizer_json,
 )
 
-__all__ = ["BITNET_CHAT_TEMPLATE", "TARGETS", "gguf_tokenizer_metadata", "pre_tokenizer_name"]
+__all__ = ["BITNET_CHAT_TEMPLATE", "LLAMA3_SPLIT", "LLAMA3_SPLIT_CASED", "TARGETS", "gguf_tokenizer_metadata",
+           "pre_tokenizer_name"]
 
 Entry = tuple[str, object, GGUFValueType, GGUFValueType | None]
 T, V = Keys.Tokenizer, GGUFValueType
@@ -56,16 +71,6 @@ BITNET_CHAT_TEMPLATE = (
     "{{ 'Human: ' + message['content'] + '\\n\\nBITNETAssistant: ' + eos_token }}"
     "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}"
 )
-
-LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-# the same regex without the (?i:) group, as some Llama 3 derivatives spell it
-LLAMA3_SPLIT_CASED = LLAMA3_SPLIT.replace("(?i:'s|'t|'re|'ve|'m|'ll|'d)",
-                                          "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])")
-# what ByteLevel(use_regex=true) splits with
-GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-PRE_BY_SPLITS = {(LLAMA3_SPLIT,): "llama-bpe", (LLAMA3_SPLIT_CASED,): "llama-bpe", (GPT2_SPLIT,): "gpt-2"}
-SPLIT_BY_PRE = {"llama-bpe": LLAMA3_SPLIT, "llama3": LLAMA3_SPLIT, "llama-v3": LLAMA3_SPLIT, "gpt-2": None}
 
 SPECIAL_KINDS = ("bos", "eos", "unk", "pad")
 ID_KEYS = {"bos": T.BOS_ID, "eos": T.EOS_ID, "unk": T.UNK_ID, "pad": T.PAD_ID}
@@ -101,17 +106,26 @@ def gguf_tokenizer_metadata(model_dir: Path, config: dict, *, target: str,
         model_dir: the checkpoint directory (tokenizer.json and/or tokenizer.model, configs).
         config: config.json, parsed (vocab_size and the *_token_id fall-backs).
         target: "bitnet.cpp" or "llama.cpp" (see the module docstring).
-        pre: tokenizer.ggml.pre for a ByteLevel BPE whose split regex is not recognised.
+        pre: tokenizer.ggml.pre for a ByteLevel BPE whose pre-tokenizer is not recognised (a
+            name another runtime spells differently is written as the target spells it).
     Returns:
         [(key, value, GGUFValueType, item type or None)], arrays as lists.
     """
     if target not in TARGETS:
         raise UsageError(f"unknown tokenizer target {target!r}; known: {', '.join(TARGETS)}")
     files = _read_files(Path(model_dir))
-    vocab = _load_vocab(files, config, pre)
+    vocab = _load_vocab(files, config, pre, target)
+    convert_ms = _convert_ms_style(config, target)
     special = _special_ids(files, config, vocab)
-    flags = _add_flags(files, vocab, special, target)
-    return _entries(vocab, special, flags, _chat_templates(files, target), target)
+    flags = _add_flags(files, vocab, special, convert_ms)
+    return _entries(vocab, special, flags, _chat_templates(files, convert_ms), convert_ms)
+
+
+def _convert_ms_style(config: dict, target: str) -> bool:
+    """True where bitnet.cpp's 2B4T converter (convert-ms-to-gguf-bitnet.py) is the peer:
+    target bitnet.cpp and a BitNetForCausalLM (or unnamed) architecture."""
+    architectures = config.get("architectures") or ["BitNetForCausalLM"]
+    return target == "bitnet.cpp" and "BitNetForCausalLM" in architectures
 
 
 def read_json(path: Path) -> dict | None:
@@ -189,37 +203,41 @@ def _kind(tj: dict, model: dict) -> str | None:
 
 
 def pre_tokenizer_name(pre_tokenizer: object) -> str | None:
-    """llama.cpp's name for a ByteLevel pre-tokenizer, judged by its split regexes (not by
-    hashing a test text): "llama-bpe" for Llama 3's Split + ByteLevel, "gpt-2" for GPT-2's
-    ByteLevel(use_regex); None for anything else."""
-    splits: list[str] = []
-    for step in _steps(pre_tokenizer) or [{}]:
-        kind = step.get("type")
-        if kind == "Split" and step.get("behavior") == "Isolated" and not step.get("invert"):
-            pattern = step.get("pattern")
-            if not isinstance(pattern, dict) or not isinstance(pattern.get("Regex"), str):
-                return None
-            splits.append(pattern["Regex"])
-        elif kind == "ByteLevel" and not step.get("add_prefix_space"):
-            splits += [GPT2_SPLIT] if step.get("use_regex", True) else []
-        else:
-            return None
-    return PRE_BY_SPLITS.get(tuple(splits))
+    """llama.cpp's name for a ByteLevel pre-tokenizer judged by its split rules alone (no
+    hash): "llama-bpe", "gpt-2" or "falcon3"; None for anything else."""
+    identity = split_rules(pre_tokenizer)
+    return NAMES[identity]["llama.cpp"] if identity is not None else None
 
 
-def _load_vocab(files: _Files, config: dict, pre: str | None) -> _Vocab:
+def _pre_identity(path: Path, tj: dict) -> str:
+    """The converters' check hash names a released tokenizer (Falcon3 and Falcon-E share their
+    split rules); otherwise the split rules decide (a retrained vocabulary), which also serve
+    when the tokenizers library cannot load the file. See tokenizer_pre.py."""
+    rules = split_rules(tj.get("pre_tokenizer"))
+    try:
+        digest = check_hash(path)
+    except FormatError:
+        if rules is None:
+            raise
+        return rules
+    identity = HASHES.get(digest, rules)
+    if identity is None:
+        shown = json.dumps(tj.get("pre_tokenizer"))[:120]
+        raise FormatError(f"ByteLevel pre-tokenizer with split rules that are not Llama 3's, GPT-2's or "
+                          f"Falcon's ({shown}...) and check hash {digest[:16]}... that no converter lists; "
+                          "pass pre= to name it", path=path)
+    return identity
+
+
+def _load_vocab(files: _Files, config: dict, pre: str | None, target: str) -> _Vocab:
     path, tj = files.dir / "tokenizer.json", files.tokenizer_json
     model, vocab, added = _checked_model(tj, path) if tj is not None else ({}, {}, [])
     kind = _kind(tj, model) if tj is not None else None
     if kind == "gpt2":
-        pre = pre or pre_tokenizer_name(tj.get("pre_tokenizer"))
-        if pre is None:
-            shown = json.dumps(tj.get("pre_tokenizer"))[:120]
-            raise FormatError(f"ByteLevel pre-tokenizer whose split regex is neither Llama 3's nor GPT-2's "
-                              f"({shown}...); pass pre= to name it", path=path)
         tokens = _bpe_tokens(vocab, added)
         merges = _merge_strings(model.get("merges") or [], path)
-        return _Vocab("gpt2", pre, _fill(tokens, config, path), merges, _lookup(added, tokens))
+        name = runtime_name(pre or _pre_identity(path, tj), target)
+        return _Vocab("gpt2", name, _fill(tokens, config, path), merges, _lookup(added, tokens))
     if files.spm_model is not None:
         path = files.spm_model
         tokens = spm_tokens_from_pieces(read_sentencepiece_model(path), added)
@@ -309,10 +327,11 @@ def _special_ids(files: _Files, config: dict, vocab: _Vocab) -> dict[str, int]:
     return found
 
 
-def _add_flags(files: _Files, vocab: _Vocab, special: dict[str, int], target: str) -> dict[str, bool]:
+def _add_flags(files: _Files, vocab: _Vocab, special: dict[str, int], convert_ms: bool) -> dict[str, bool]:
     """add_bos/add_eos: tokenizer_config's booleans, else the leading/trailing special token
-    of the post-processor's single template, else add_bos for SentencePiece (its convention,
-    and llama.cpp's default) or for bitnet.cpp (whose converter always writes it)."""
+    of the post-processor's single template, else add_bos true for SentencePiece (its
+    convention, and llama.cpp's default) and for convert-ms (which always writes it), false
+    for other byte-level BPEs (what transformers does; the runtimes' defaults disagree)."""
     texts = {kind: vocab.table[i].text for kind, i in special.items()}
     flags: dict[str, bool] = {}
     for step in _steps((files.tokenizer_json or {}).get("post_processor")):
@@ -324,15 +343,15 @@ def _add_flags(files: _Files, vocab: _Vocab, special: dict[str, int], target: st
     for kind in ("bos", "eos"):
         if isinstance(files.tokenizer_config.get(f"add_{kind}_token"), bool):
             flags[kind] = files.tokenizer_config[f"add_{kind}_token"]
-    if "bos" not in flags and (vocab.model == "llama" or target == "bitnet.cpp"):
-        flags["bos"] = True
+    if "bos" not in flags:
+        flags["bos"] = vocab.model == "llama" or convert_ms
     return flags
 
 
-def _chat_templates(files: _Files, target: str) -> list[Entry]:
-    """BITNET for bitnet.cpp; else tokenizer_config's chat_template, chat_template.jinja or
+def _chat_templates(files: _Files, convert_ms: bool) -> list[Entry]:
+    """BITNET for convert-ms; else tokenizer_config's chat_template, chat_template.jinja or
     chat_template.json. A list of {name, template} gives named keys, as mainline writes."""
-    if target == "bitnet.cpp":
+    if convert_ms:
         return [(T.CHAT_TEMPLATE, BITNET_CHAT_TEMPLATE, V.STRING, None)]
     template, jinja = files.tokenizer_config.get("chat_template"), files.dir / "chat_template.jinja"
     if template is None and jinja.is_file():
@@ -357,17 +376,16 @@ def _chat_templates(files: _Files, target: str) -> list[Entry]:
 
 
 def _entries(vocab: _Vocab, special: dict[str, int], flags: dict[str, bool], templates: list[Entry],
-             target: str) -> list[Entry]:
-    bitnet = target == "bitnet.cpp"
-    out: list[Entry] = [(T.ADD_BOS, flags["bos"], V.BOOL, None)] if bitnet else []
+             convert_ms: bool) -> list[Entry]:
+    out: list[Entry] = [(T.ADD_BOS, flags["bos"], V.BOOL, None)] if convert_ms else []
     out.append((T.MODEL, vocab.model, V.STRING, None))
     out.append((T.PRE, vocab.pre, V.STRING, None))
     out.append((T.LIST, [t.text for t in vocab.table], V.ARRAY, V.STRING))
-    if vocab.model == "llama" or bitnet:
+    if vocab.model == "llama" or convert_ms:
         out.append((T.SCORES, [t.score for t in vocab.table], V.ARRAY, V.FLOAT32))
     out.append((T.TOKEN_TYPE, [t.type for t in vocab.table], V.ARRAY, V.INT32))
     if vocab.merges:
         out.append((T.MERGES, vocab.merges, V.ARRAY, V.STRING))
     out += [(ID_KEYS[kind], special[kind], V.UINT32, None) for kind in SPECIAL_KINDS if kind in special]
-    out += [(ADD_KEYS[k], value, V.BOOL, None) for k, value in flags.items() if not (bitnet and k == "bos")]
+    out += [(ADD_KEYS[k], value, V.BOOL, None) for k, value in flags.items() if not (convert_ms and k == "bos")]
     return out + templates

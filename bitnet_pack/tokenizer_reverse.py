@@ -1,6 +1,7 @@
 """GGUF tokenizer metadata -> tokenizer.json and tokenizer_config.json (the reverse of
-`tokenizer.gguf_tokenizer_metadata`): byte-level BPE with the split regex that
-`tokenizer.ggml.pre` names, or the SentencePiece-style BPE transformers' LlamaTokenizer writes."""
+`tokenizer.gguf_tokenizer_metadata`): byte-level BPE with the split rules that
+`tokenizer.ggml.pre` names (any runtime's spelling: falcon_e and falcon-h1 alike), or the
+SentencePiece-style BPE transformers' LlamaTokenizer writes."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,8 @@ from collections.abc import Mapping
 from numbers import Integral
 
 from .errors import FormatError
-from .tokenizer import ADD_KEYS, ID_KEYS, SPECIAL_KINDS, SPLIT_BY_PRE, T
+from .tokenizer import ADD_KEYS, ID_KEYS, SPECIAL_KINDS, T
+from .tokenizer_pre import IDENTITY_OF_NAME, pre_tokenizer_json
 from .tokenizer_spm import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, spm_tokenizer_json
 
 
@@ -16,8 +18,8 @@ def tokenizer_files_from_gguf(kv: Mapping[str, object]) -> dict[str, str]:
     """tokenizer.json and tokenizer_config.json (as text) rebuilt from GGUF metadata.
 
     `kv` maps key names to plain values (arrays as sequences or numpy arrays). gpt2 becomes
-    a ByteLevel BPE with the split regex its `pre` names (no `pre`, as bitnet.cpp's converter
-    writes, is taken as Llama 3's); llama becomes LlamaTokenizer's byte-fallback BPE.
+    a ByteLevel BPE with the split rules its `pre` names (no `pre`, as bitnet.cpp's 2B4T
+    converter writes, is taken as Llama 3's); llama becomes LlamaTokenizer's byte-fallback BPE.
     add_bos_token defaults as llama.cpp does: true for llama, false for gpt2.
     """
     model = _kv_text(kv.get(T.MODEL), T.MODEL)
@@ -100,16 +102,11 @@ def _post_processor(tokens: list[str], ids: dict[str, int], flags: dict[str, boo
 def _bpe_tokenizer_json(kv: Mapping[str, object], tokens: list[str], types: list[int], added: list[dict],
                         post: dict) -> dict:
     pre = _kv_text(kv.get(T.PRE, "llama-bpe"), T.PRE)
-    if pre not in SPLIT_BY_PRE:
+    known = pre_tokenizer_json(pre)
+    if known is None:
         raise FormatError(f"{T.PRE} {pre!r} has no tokenizer.json equivalent here; "
-                          f"known: {', '.join(SPLIT_BY_PRE)}")
-    split = SPLIT_BY_PRE[pre]
-    pre_tokenizer = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
-                     "use_regex": split is None}
-    if split is not None:
-        pre_tokenizer = {"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": split}, "behavior": "Isolated", "invert": False},
-            pre_tokenizer]}
+                          f"known: {', '.join(IDENTITY_OF_NAME)}")
+    pre_tokenizer, ignore_merges = known
     vocab = {tokens[i]: i for i in range(len(tokens)) if types[i] in (NORMAL, UNUSED, BYTE)}
     if len(vocab) != sum(t in (NORMAL, UNUSED, BYTE) for t in types):
         raise FormatError(f"{T.LIST} holds the same text twice among its normal tokens")
@@ -124,5 +121,5 @@ def _bpe_tokenizer_json(kv: Mapping[str, object], tokens: list[str], types: list
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
-                  "ignore_merges": split is not None, "vocab": vocab, "merges": merges},
+                  "ignore_merges": ignore_merges, "vocab": vocab, "merges": merges},
     }

@@ -4,6 +4,7 @@ tiny-a's SentencePiece model (tiny-a-i2_s.gguf, tiny-a-tl2.gguf), and `tokenizer
 the rebuilt tokenizer.json files."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import struct
@@ -237,7 +238,7 @@ def test_gpt2_style_tokenizer_not_labelled_llama(tmp_path, gpt2_style_json):
     kv = kv_values(gguf_tokenizer_metadata(tmp_path, {}, target="llama.cpp"))
     assert (kv["tokenizer.ggml.model"], kv["tokenizer.ggml.pre"]) == ("gpt2", "gpt-2")
     assert kv["tokenizer.ggml.token_type"][0] == 3 and set(kv["tokenizer.ggml.token_type"][1:]) == {1}
-    assert "tokenizer.ggml.add_bos_token" not in kv  # nothing says so; llama.cpp's default applies
+    assert kv["tokenizer.ggml.add_bos_token"] is False  # nothing says so: as transformers, said explicitly
     original = Tokenizer.from_str(gpt2_style_json)
     rebuilt = Tokenizer.from_str(tokenizer_files_from_gguf(kv)["tokenizer.json"])
     assert encodings(rebuilt, SAMPLES, True) == encodings(original, SAMPLES, True)
@@ -535,3 +536,41 @@ def test_missing_tokenizer_and_bad_target(tmp_path, tiny_dir):
         gguf_tokenizer_metadata(tmp_path, {}, target="llama.cpp")
     with pytest.raises(UsageError, match="unknown tokenizer target 'ollama'"):
         gguf_tokenizer_metadata(tiny_dir, {}, target="ollama")
+
+
+# --- the family vectors: bitnet.cpp's convert-hf-to-gguf-bitnet.py and mainline ----------------
+
+
+def _array_digest(values, subtype: GGUFValueType) -> str:
+    """As fixtures/extract_tokenizer_kv.py digests the peers' arrays."""
+    if subtype == GGUFValueType.FLOAT32:
+        return hashlib.sha256(f32_bytes(values)).hexdigest()
+    return hashlib.sha256(json.dumps(list(values), ensure_ascii=False).encode()).hexdigest()
+
+
+FAMILY_KV = json.loads((Path(__file__).parents[1] / "fixtures" / "fam-tokenizer-kv.json").read_text())["families"]
+
+
+@pytest.mark.parametrize("family, target", [(f, t) for f in FAMILY_KV for t in ("bitnet.cpp", "llama.cpp")])
+def test_family_vectors_equal_peer_kvs(tiny_dir, tiny_config, family, target):
+    """Each family checkpoint carries tiny-a's tokenizer files; bitnet.cpp converts Llama-format
+    and 1bitLLM families with convert-hf-to-gguf-bitnet.py, whose vocabulary layout is mainline's.
+    Our extra key: add_bos_token. Not written: bitnet.cpp's LlamaModel copies tokenizer_config's
+    add_prefix_space (null here) as add_space_prefix false, which switches off SentencePiece's
+    leading space in the fork while transformers keeps it."""
+    peer = FAMILY_KV[family][target]
+    config = {**tiny_config, "architectures": FAMILY_KV[family]["architectures"]}
+    ours = entry_map(gguf_tokenizer_metadata(tiny_dir, config, target=target))
+    skipped = {"tokenizer.ggml.add_space_prefix"} if "LlamaForCausalLM" in config["architectures"] \
+        and target == "bitnet.cpp" else set()
+    assert set(peer) - set(ours) == skipped
+    assert [k for k in ours if k in peer] == [k for k in peer if k not in skipped]  # the peer's order
+    assert set(ours) - set(peer) == {"tokenizer.ggml.add_bos_token"}
+    for key in set(peer) - skipped:
+        value, vtype, sub = ours[key]
+        if peer[key]["type"] == "array":
+            assert (vtype, sub.name.lower(), len(value)) == (GGUFValueType.ARRAY, peer[key]["array_of"],
+                                                              peer[key]["count"]), key
+            assert _array_digest(value, sub) == peer[key]["sha256"], key
+        else:
+            assert (vtype.name.lower(), value) == (peer[key]["type"], peer[key]["value"]), key

@@ -4,6 +4,12 @@ Projections are decoded from their layout back to ternary codes and beta; everyt
 yielded as stored (F32 norms, F16 embedding). The config and the tokenizer files are rebuilt
 from the metadata, so a GGUF converts back into a transformers checkpoint.
 
+Float tensors in a ggml block type (`token_embd`/`output` as Q8_0, Q4_K, Q6_K, ... as
+llama-quantize leaves them) are read through gguf-py's dequantizers as F32: exactly the values
+the runtimes compute with, which the file already rounded from the original floats (a note says
+so). A projection in such a type is dequantized too, and accepted only if that is ternary x one
+scale.
+
 Which layout a tensor is in follows from its type id, read with the right runtime's table
 (see `GGUFFile` flavours). Two things the bytes alone cannot say are taken from our own
 `bitnet_pack.*` keys when present, else from options: the I2_S block variant (x86 128/32 or
@@ -13,9 +19,12 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from gguf import GGMLQuantizationType, quants
 
 from .. import fastpath
 from ..arch import family_of_gguf
@@ -31,6 +40,10 @@ from .hf import LatentTernary
 
 FLOAT_TYPES = {"F32": ("F32", "<f4"), "F16": ("F16", "<f2"), "BF16": ("BF16", "<u2")}
 LAYOUT_OF_TYPE = {"I2_S": "i2_s", "TL1": "tl1", "TL2": "tl2", "TQ1_0": "tq1_0", "TQ2_0": "tq2_0"}
+# ggml block types that hold rounded floats (ternary layouts and plain floats/ints excluded);
+# whether gguf-py can dequantize one is known only when it is tried (NotImplementedError).
+NOT_LOSSY_FLOATS = {"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64", *LAYOUT_OF_TYPE}
+LOSSY_FLOAT_TYPES = frozenset(t.name for t in GGMLQuantizationType if t.name not in NOT_LOSSY_FLOATS)
 
 
 class GGUFCheckpoint(Checkpoint):
@@ -51,6 +64,7 @@ class GGUFCheckpoint(Checkpoint):
         self.notes = [f"family {self.family.name}: {self.family.title}",
                       f"read GGUF arch {arch!r} with "
                       f"{'mainline' if self.types_flavour is None else 'bitnet.cpp ' + self.types_flavour} type ids"]
+        self.notes += self._lossy_float_notes()
         self.i2s_layout = self._i2s_layout(i2s_variant)
         self.kernel_config = self._kernel_config(kernel_config)
         self.layout = self._projection_layout()
@@ -58,6 +72,13 @@ class GGUFCheckpoint(Checkpoint):
     @property
     def types_flavour(self) -> str | None:
         return self.file.types.flavour
+
+    def _lossy_float_notes(self) -> list[str]:
+        lossy = [(name, info.type_name) for name, info in self.file.tensors.items()
+                 if info.type_name in LOSSY_FLOAT_TYPES]
+        return [f"{name} is {type_name} in the file: read through gguf-py's {type_name} dequantizer as F32, "
+                "the values the runtime uses; the original floats were rounded when the file was made (lossy)"
+                for name, type_name in lossy]
 
     def _i2s_layout(self, variant: str | None) -> str:
         recorded = self.file.get("bitnet_pack.layout")
@@ -98,7 +119,7 @@ class GGUFCheckpoint(Checkpoint):
             if is_projection(hf_name):
                 entries.append(Entry(hf_name, info.shape, "linear", info.type_name, info.nbytes,
                                      lambda n=name: self._load_linear(n)))
-            elif info.type_name in FLOAT_TYPES:
+            elif info.type_name in FLOAT_TYPES or info.type_name in LOSSY_FLOAT_TYPES:
                 entries.append(Entry(hf_name, info.shape, "tensor", info.type_name, info.nbytes,
                                      lambda n=name: self._load_tensor(n)))
             else:
@@ -108,6 +129,9 @@ class GGUFCheckpoint(Checkpoint):
 
     def _load_tensor(self, name: str) -> Tensor:
         info = self.file.tensors[name]
+        if info.type_name in LOSSY_FLOAT_TYPES:
+            rows = self.file.tensor_bytes(name).reshape(math.prod(info.shape[:-1]), -1)
+            return DequantizedTensor(rows, info.type_name, info.shape, where=(self.path, name))
         dtype, storage = FLOAT_TYPES[info.type_name]
         return Tensor(dtype, self.file.tensor_bytes(name).view(storage).reshape(info.shape))
 
@@ -117,7 +141,7 @@ class GGUFCheckpoint(Checkpoint):
 
     def _decode_linear(self, name: str) -> TernaryWeight:
         info = self.file.tensors[name]
-        if info.type_name in FLOAT_TYPES:
+        if info.type_name in FLOAT_TYPES or info.type_name in LOSSY_FLOAT_TYPES:
             values = self._load_tensor(name).f32()
             ternary = _ternary_from_float(values, name, self.path)
             # a latent family's float file holds -0.0 where the master was negative: keep it
@@ -173,6 +197,39 @@ def check_vocab_arrays(fields: dict, vocab_size: object, path: Path) -> None:
 def _is_merge(merge: object) -> bool:
     text = merge.decode("utf-8", "replace") if isinstance(merge, (bytes, bytearray)) else merge
     return isinstance(text, str) and text.count(" ") == 1 and not text.startswith(" ") and not text.endswith(" ")
+
+
+class DequantizedTensor(Tensor):
+    """An F32 `Tensor` whose values gguf-py dequantizes from a ggml block type on demand: all
+    at once for `data`, a chunk of rows at a time for `row_chunks` (so a Q8_0 embedding
+    streams into a sink like an F16 one)."""
+
+    def __init__(self, rows: np.ndarray, type_name: str, shape: tuple[int, ...], *, where: tuple[Path, str]):
+        object.__setattr__(self, "dtype", "F32")
+        object.__setattr__(self, "rows", rows)  # uint8 [rows, bytes per row], memory-mapped
+        object.__setattr__(self, "qtype", GGMLQuantizationType[type_name])
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "where", where)
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._dequantize(self.rows).reshape(self.shape)
+
+    def row_chunks(self, max_bytes: int | None = None) -> Iterator[Tensor]:
+        row_bytes = 4 * self.shape[-1]
+        step = max(1, (max_bytes or fastpath.CHUNK_BYTES) // row_bytes) if fastpath.streaming() else len(self.rows)
+        for start in range(0, len(self.rows), step):
+            part = self.rows[start:start + step]
+            yield Tensor("F32", self._dequantize(part))
+            fastpath.drop_mapped_pages(part)
+
+    def _dequantize(self, rows: np.ndarray) -> np.ndarray:
+        try:
+            return np.ascontiguousarray(quants.dequantize(rows, self.qtype), dtype=np.float32)
+        except NotImplementedError:
+            raise UnknownTensorType(f"{self.qtype.name} has no dequantizer in the installed gguf-py; "
+                                    "re-export the tensor as F16 or F32", path=self.where[0],
+                                    tensor=self.where[1]) from None
 
 
 def _ternary_from_float(values: np.ndarray, name: str, path: Path) -> TernaryWeight:

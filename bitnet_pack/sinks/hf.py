@@ -28,6 +28,7 @@ import numpy as np
 from .. import fastpath
 from ..arch import BITNET_2B4T, ONEBITLLM, Family
 from ..checkpoints import Checkpoint, Entry, Tensor
+from ..checkpoints.gguf import LOSSY_FLOAT_TYPES
 from ..checkpoints.hf import BETAS_KEY, master_bits
 from ..containers.safetensors import TensorPlan
 from ..containers.shards import ShardedWriter
@@ -59,6 +60,12 @@ def stored_scale(family: Family, beta: np.float32) -> np.float32:
     return np.float32(beta) if family.packed_scale == "beta" else np.float32(1) / np.float32(beta)
 
 
+def stored_float_type(entry: Entry) -> str:
+    """BF16, except for tensors dequantized from a GGUF block type (Q8_0, Q6_K, ...): F32 keeps
+    exactly the values the GGUF held, where bf16 would round them a second time."""
+    return "F32" if entry.dtype in LOSSY_FLOAT_TYPES else "BF16"
+
+
 class HFSink(Sink):
     def __init__(self, path: Path, outtype: str, *, force: bool = False, max_shard_size: int | None = None,
                  inputs: list[Path] | None = None, extra_metadata: dict[str, str] | None = None):
@@ -85,8 +92,10 @@ class HFSink(Sink):
     def _float_dtype(self, entry: Entry) -> str:
         """BF16, or for families with float32 checkpoints (1bitLLM) the dtype as read, so F32
         norms and F16 embeddings from a GGUF come back unrounded. Master projections: BF16."""
-        if entry.kind == "linear" or self.family.float_dtype is not None:
+        if entry.kind == "linear":
             return "BF16"
+        if self.family.float_dtype is not None:
+            return stored_float_type(entry)
         return entry.dtype if entry.dtype in ("BF16", "F16", "F32") else "F32"
 
     def plan(self, source: Checkpoint, entries: list[Entry]) -> list[PlannedTensor]:
