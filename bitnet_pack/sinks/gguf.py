@@ -19,7 +19,7 @@ from ..dtypes import f32_to_stored
 from ..errors import UsageError
 from ..ggml_types import BITNET_CPP_FILE_TYPES, TypeTable
 from ..gguf_meta import Target, hparam_kvs, make_target
-from ..kernel_config import KernelConfig, choose_config, read_kernel_config, render_kernel_config
+from ..kernel_config import KernelConfig, choose_config, read_kernel_config, render_kernel_config, sibling_path
 from ..layouts import get_layout
 from ..names import to_gguf
 from ..outputs import check_output
@@ -172,7 +172,7 @@ class GGUFSink(Sink):
             self.notes.append(f"{self.outtype.upper()} stores beta as fp16: rounded {self._rounded} fp32 betas "
                               f"(largest relative change {self._worst:.1e}); bf16 betas are kept exactly")
         if self.kernel_config is not None:
-            ini = self.path.with_name(self.path.name.removesuffix(".gguf") + ".kernel_config.ini")
+            ini = sibling_path(self.path)
             ini.write_text(render_kernel_config(self.kernel_config))
             self.notes.append(f"wrote {ini.name}: the {self.outtype.upper()} kernel tilings a bitnet.cpp build "
                               "needs for this file (its include/kernel_config.ini, then codegen)")

@@ -23,7 +23,8 @@ from ..checkpoints import Checkpoint, Entry, Tensor
 from ..checkpoints.hf import BETAS_KEY, master_bits
 from ..containers.safetensors import TensorPlan
 from ..containers.shards import ShardedWriter
-from ..dtypes import f32_to_bf16
+from ..dtypes import bf16_to_f32, f32_to_bf16
+from ..errors import UsageError
 from ..layouts import get_layout
 from ..outputs import StagedDir
 from ..ternary import TernaryWeight
@@ -31,15 +32,22 @@ from . import PlannedTensor, Sink
 from .direct_io import open_direct
 
 PACKED_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"}
+SCALE_DTYPES = {"bf16": "BF16", "f32": "F32"}
 MASTER_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"}
 
 
 class HFSink(Sink):
     def __init__(self, path: Path, outtype: str, *, force: bool = False, max_shard_size: int | None = None,
-                 inputs: list[Path] | None = None, extra_metadata: dict[str, str] | None = None):
+                 inputs: list[Path] | None = None, extra_metadata: dict[str, str] | None = None,
+                 scale_dtype: str = "bf16"):
         assert outtype in ("hf-packed", "bf16"), outtype
+        if scale_dtype not in SCALE_DTYPES:
+            raise UsageError(f"--scale-dtype must be one of {', '.join(SCALE_DTYPES)}, got {scale_dtype!r}")
         self.path = Path(path)
         self.packed = outtype == "hf-packed"
+        self.scale_dtype = SCALE_DTYPES[scale_dtype]
+        self.notes: list[str] = []
+        self._rounded, self._worst = 0, 0.0
         self.force, self.max_shard_size, self.inputs = force, max_shard_size, inputs or []
         self.extra_metadata = extra_metadata or {}
         self.betas: dict[str, str] = {}
@@ -49,7 +57,7 @@ class HFSink(Sink):
         for entry in entries:
             if entry.kind == "linear" and self.packed:
                 plans.append(TensorPlan(entry.name, "U8", get_layout("hf").stored_shape(entry.shape)))
-                plans.append(TensorPlan(entry.name + "_scale", "BF16", (1,)))
+                plans.append(TensorPlan(entry.name + "_scale", self.scale_dtype, (1,)))
             else:
                 plans.append(TensorPlan(entry.name, "BF16", entry.shape))
         return plans
@@ -78,14 +86,31 @@ class HFSink(Sink):
     def _put_linear(self, name: str, weight: TernaryWeight) -> None:
         if self.packed:
             self.writer.write(name, get_layout("hf").encode(weight))
-            self.writer.write(name + "_scale", f32_to_bf16(np.array([weight.beta], np.float32)))
+            self.writer.write(name + "_scale", self._scale(weight.beta))
             return
         magnitude = master_bits(weight.codes, weight.beta)
         signs = np.where(weight.codes < 0, np.uint16(0x8000), np.uint16(0))
         self.writer.write(name, np.where(weight.codes != 0, signs | magnitude, signs).astype(np.uint16))
         self.betas[name] = f"0x{int(np.float32(weight.beta).view(np.uint32)):08x}"
 
+    def _scale(self, beta: np.float32) -> np.ndarray:
+        """weight_scale as stored: f32 keeps beta exactly; bf16 (what transformers writes) rounds
+        fp32 betas (masters, bitnet.cpp's I2_S), which is counted and said at the end."""
+        value = np.array([beta], np.float32)
+        if self.scale_dtype == "F32":
+            return value
+        stored = f32_to_bf16(value)
+        kept = bf16_to_f32(stored)[0]
+        if kept != value[0]:
+            self._rounded += 1
+            self._worst = max(self._worst, abs(float(kept) / float(value[0]) - 1))
+        return stored
+
     def finish(self) -> Path:
+        if self._rounded:
+            self.notes.append(f"weight_scale is bf16: rounded {self._rounded} fp32 betas (largest relative change "
+                              f"{self._worst:.1e}), so verify against the source can differ; --scale-dtype f32 "
+                              "keeps them exactly (transformers loads it)")
         if not self.packed:
             self.metadata[BETAS_KEY] = json.dumps(self.betas, sort_keys=True)
         self.writer.finish(self.metadata)
