@@ -17,7 +17,7 @@ import numpy as np
 from . import hub
 from .checkpoints import Checkpoint, Entry, Tensor, open_checkpoint
 from .errors import UsageError
-from .inspection import Inspection, describe
+from .inspection import Inspection, describe, source_bytes
 from .naming import count_params, model_id, resolve_output
 from .options import ReadOptions, place_kernel_config, split_options
 from .progress import ProgressFactory, started
@@ -48,6 +48,7 @@ class ConvertReport:
     dry_run: bool = False
     planned: list[PlannedTensor] = field(default_factory=list)
     pushed: str | None = None  # the hub commit URL with `push_to_hub`
+    hub_source: str | None = None  # "org/name@<commit>" when SRC was a hub repo id
 
     def to_dict(self) -> dict:
         return asdict(self) | {"output": str(self.output)}
@@ -110,7 +111,8 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
                              options=write)
             notes += checkpoint.notes
             report = ConvertReport(target, outtype, source.label, checkpoint.kind, len(entries),
-                                   sum(e.nbytes for e in entries), 0, notes, dry_run)
+                                   sum(e.nbytes for e in entries), 0, notes, dry_run,
+                                   hub_source=source.label if source.is_hub else None)
             if dry_run:
                 report.planned = sink.plan(checkpoint, entries)
                 report.bytes_written = sum(p.nbytes for p in report.planned)
@@ -236,7 +238,7 @@ def inspect(src: Src, *, revision: str | None = None, progress: ProgressFactory 
     read = _read_only(read_options)
     with about(source.path):
         _open_checked(source.path, read).close()
-        total = _source_bytes(source.path)
+        total = source_bytes(source.path)
         with started(progress, total, f"inspect {source.path.name}") as advance:
             report = describe(source.path, advance, **read.checkpoint_kwargs())
     report.notes = notes + report.notes
@@ -303,10 +305,12 @@ def roundtrip(model: Src, layouts: list[str] | None = None, *, revision: str | N
         Path(keep).mkdir(parents=True, exist_ok=True)
     with about(source.path):
         _open_checked(source.path, read).close()
-        total = _source_bytes(source.path) * len(chosen)
+        total = source_bytes(source.path) * len(chosen)
         with started(progress, total, "roundtrip") as advance:
-            return run(source.path, chosen, workdir=Path(keep) if keep is not None else None, prompt_ids=ids,
-                       n_tokens=tokens, read_options=read.checkpoint_kwargs(), progress=advance)
+            report = run(source.path, chosen, workdir=Path(keep) if keep is not None else None, prompt_ids=ids,
+                         n_tokens=tokens, read_options=read.checkpoint_kwargs(), progress=advance)
+    report.model = source.label
+    return report
 
 
 def _read_only(options: dict[str, object]) -> ReadOptions:
@@ -315,8 +319,3 @@ def _read_only(options: dict[str, object]) -> ReadOptions:
     if write.given():
         raise UsageError(f"{next(iter(write.given()))!r} is an output option, and this reads only")
     return ReadOptions(read.i2s_variant, legacy) if legacy is not None and read.src_kernel_config is None else read
-
-
-def _source_bytes(path: Path) -> int:
-    """Bytes of a checkpoint's tensor files (a .gguf, or a directory's *.safetensors)."""
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.glob("*.safetensors"))

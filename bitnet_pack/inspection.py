@@ -63,6 +63,11 @@ def describe(path: Path, progress: Callable[[int], None] | None = None, **read_o
         return report
 
 
+def source_bytes(path: Path) -> int:
+    """Bytes of a checkpoint's tensor files (a .gguf, or a directory's *.safetensors)."""
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.glob("*.safetensors"))
+
+
 def describe_raw(path: Path) -> dict:
     """The container as stored: GGUF header, key-values and tensor table, or safetensors
     headers (every shard), with absolute byte offsets."""
