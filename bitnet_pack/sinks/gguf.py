@@ -19,7 +19,13 @@ from ..dtypes import f32_to_stored
 from ..errors import UsageError
 from ..ggml_types import BITNET_CPP_FILE_TYPES, TypeTable
 from ..gguf_meta import Target, hparam_kvs, make_target
-from ..kernel_config import KernelConfig, choose_config, read_kernel_config, render_kernel_config, sibling_path
+from ..kernel_config import (
+    KernelConfig,
+    choose_config,
+    read_kernel_config,
+    render_kernel_config,
+    sibling_path,
+)
 from ..layouts import get_layout
 from ..names import to_gguf
 from ..outputs import check_output
