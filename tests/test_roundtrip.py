@@ -87,8 +87,8 @@ def _damaging(layout: str, damage):
     the first code byte of one tensor: a layout that corrupts what it writes."""
     original = roundtrip_module._convert
 
-    def convert_then_damage(source, output, outtype, embedding, read_options):
-        written = original(source, output, outtype, embedding, read_options)
+    def convert_then_damage(source, output, outtype, embedding, read_options, **keywords):
+        written = original(source, output, outtype, embedding, read_options, **keywords)
         if output.name == f"roundtrip-{layout}.gguf":
             with GGUFFile(output) as file:
                 offset = file.tensors[DAMAGED_GGUF_TENSOR].abs_offset
