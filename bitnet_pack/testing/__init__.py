@@ -17,6 +17,7 @@ from .assertions import (
     assert_same_checkpoint,
     assert_same_ternary,
 )
+
 STRATEGIES = ("accepted_shapes", "betas", "layout_shapes", "layout_weights", "mutated_bytes", "ternary_codes",
               "ternary_weights")
 
