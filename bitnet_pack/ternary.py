@@ -106,7 +106,19 @@ def ternarize(weight: np.ndarray, *, tensor: str | None = None) -> TernaryWeight
 
         s = 1 / clamp(mean|W|, 1e-5);  t = clamp(round_half_even(W * s), -1, 1);  beta = 1 / s
 
-    all in float32. `weight` is a float numpy array or torch tensor (bf16 widened exactly).
+    all in float32.
+
+    Args:
+        weight: a 2-D [out, in] float numpy array or torch tensor (bf16 widened exactly).
+        tensor: a name for error messages.
+
+    Returns:
+        The `TernaryWeight` (int8 codes, float32 beta).
+
+    Example:
+        >>> tw = ternarize(np.array([[0.5, -0.1, -2.0, 0.0]], np.float32))
+        >>> tw.codes.tolist(), float(tw.beta)
+        ([[1, 0, -1, 0]], 0.6499999761581421)
     """
     w = np.asarray(to_numpy(weight), dtype=np.float32)
     if w.ndim != 2:

@@ -2,6 +2,8 @@
 (options refused where unused), names and placeholders, and torch in and out."""
 from __future__ import annotations
 
+import doctest
+import importlib
 import re
 import shutil
 import subprocess
@@ -241,3 +243,9 @@ def test_layouts_decode_torch_tensors_like_numpy(layout: str) -> None:
         assert np.array_equal(from_torch.to_torch()[0].numpy(), weight.codes)
 
     check()
+
+
+@pytest.mark.parametrize("module", ["bitnet_pack.ternary", "bitnet_pack.layouts"])
+def test_docstring_examples_run(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0

@@ -113,8 +113,20 @@ OUTTYPE_OF_LAYOUT = {"hf": "hf-packed"}
 
 
 def get_layout(name: str) -> Layout:
-    """The registered layout called `name` (normalised; its outtype works too: "hf-packed" is
-    "hf"); UsageError lists the known ones."""
+    """The registered layout called `name`.
+
+    Args:
+        name: a layout name, normalised ("TQ2_0" == "tq2-0"); its outtype works too
+            ("hf-packed" is "hf").
+
+    Returns:
+        The `Layout`: `encode(TernaryWeight) -> np.ndarray` of the runtime's bytes, and
+        `decode(bytes as numpy or torch, shape) -> TernaryWeight`. UsageError lists the known ones.
+
+    Example:
+        >>> get_layout("HF-packed").name
+        'hf'
+    """
     _load_all()
     key = normalize_name(name)
     key = next((layout for layout, outtype in OUTTYPE_OF_LAYOUT.items() if normalize_name(outtype) == key), key)
