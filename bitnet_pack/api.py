@@ -233,15 +233,13 @@ def inspect(src: Src, *, revision: str | None = None, progress: ProgressFactory 
         >>> bitnet_pack.inspect("tiny.gguf").layout  # doctest: +SKIP
         'i2_s'
     """
-    notes: list[str] = []
-    source = _resolve(src, revision, progress, notes)
+    source = hub.resolve_source(src, revision, progress=progress is not None)
     read = _read_only(read_options)
     with about(source.path):
         _open_checked(source.path, read).close()
         total = source_bytes(source.path)
         with started(progress, total, f"inspect {source.path.name}") as advance:
             report = describe(source.path, advance, **read.checkpoint_kwargs())
-    report.notes = notes + report.notes
     report.source = source.label if source.is_hub else None
     return report
 

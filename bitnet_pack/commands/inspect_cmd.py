@@ -49,9 +49,11 @@ def command(src: str, revision: str | None, kernel_config: Path | None, i2s_vari
 
 
 def _print_checkpoint(report: Inspection) -> None:
+    if report.source is not None:
+        note(f"resolved the hub source to {report.source}")
     click.echo(f"{report.path}: {report.kind} ({report.layout})")
     for message in report.notes:
-        note(message) if message.startswith("resolved ") else click.echo(f"  note: {message}")
+        click.echo(f"  note: {message}")
     width = max(len(r.name) for r in report.tensors)
     for row in report.tensors:
         shape = "x".join(map(str, row.shape))
