@@ -174,6 +174,16 @@ def test_fp32_weight_scale_makes_i2s_to_packed_lossless(tiny_a: Path, tmp_path: 
     assert cli("diff", exact.output, official).returncode == 0
 
 
+def test_f16_embedding_rounding_is_said_and_bf16_keeps_it(tiny_a: Path, tmp_path: Path) -> None:
+    master = tiny_a / "tiny-a-bf16"
+    default = bitnet_pack.convert(master, tmp_path / "f16.gguf", outtype="i2_s")
+    assert any("not exact in F16" in n and "--embedding-type bf16" in n for n in default.notes)
+    assert not bitnet_pack.verify(master, default.output, tokens=1).ok
+    lossless = bitnet_pack.convert(master, tmp_path / "bf16.gguf", outtype="i2_s", embedding_type="bf16")
+    assert not any("F16" in n for n in lossless.notes)
+    assert bitnet_pack.verify(master, lossless.output, tokens=1).ok
+
+
 @pytest.mark.interop
 def test_transformers_loads_an_fp32_weight_scale_exactly_in_float32(tiny_a: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM

@@ -53,7 +53,7 @@ class GGUFSink(Sink):
     def __init__(self, path: Path, outtype: str, *, target: str | None = None, arch: str | None = None,
                  type_ids: str = "2025", embedding_type: str = "f16", kernel_config: Path | None = None,
                  force: bool = False, inputs: list[Path] | None = None, name: str | None = None,
-                 extra_metadata: dict[str, str] | None = None, **_ignored: object):
+                 extra_metadata: dict[str, str] | None = None):
         self.path, self.outtype = Path(path), outtype
         self.target: Target = make_target(target or default_target(outtype), arch=arch, type_ids=type_ids)
         if outtype in BITNET_CPP_ONLY and not self.target.is_bitnet_cpp:
@@ -150,7 +150,8 @@ class GGUFSink(Sink):
             yield data
         if inexact:
             self.notes.append(f"{name}: {inexact} of {tensor.data.size} values are not exact in F16 (below its normal "
-                              "range or above 65504); --embedding-type bf16 or f32 keeps them")
+                              "range or above 65504), so verify against the source can differ; --embedding-type bf16 or f32 "
+                              "keeps them")
 
     def _encode_linear(self, weight: TernaryWeight) -> np.ndarray:
         if self.layout is None:
