@@ -218,7 +218,7 @@ def test_quiet_leaves_results_and_errors_only(tmp_path: Path) -> None:
     assert "note:" in loud.stderr and quiet.stderr == "" and quiet.stdout.startswith("wrote ")
 
 
-@pytest.mark.parametrize("command", ["convert", "inspect", "roundtrip"])
+@pytest.mark.parametrize("command", ["convert", "inspect", "roundtrip", "verify", "diff", "generate"])
 def test_help_shows_examples(command: str) -> None:
     result = cli(command, "--help")
     assert result.returncode == 0 and re.search(rf"Examples:\n\s+bitnet-pack {command} ", result.stdout)
