@@ -99,3 +99,16 @@ def test_readme_python_snippet_runs_as_pasted(index: int, workdir: Path, tmp_pat
     result = subprocess.run([sys.executable, "-c", snippet], cwd=workdir, env=readme_env(tmp_path),
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_reference_names_every_flag_and_environment_variable() -> None:
+    from bitnet_pack.cli import main
+
+    text = README.read_text()
+    flags = {opt for param in main.params for opt in param.opts if opt.startswith("-")}
+    for command in main.commands.values():
+        flags |= {opt for param in command.params for opt in param.opts if opt.startswith("--") and opt != "--help"}
+    assert not {flag for flag in flags if flag not in text}, "flags missing from the README"
+    code = "\n".join(p.read_text() for p in (ROOT / "bitnet_pack").rglob("*.py"))
+    variables = set(re.findall(r"\b(BITNET_PACK_[A-Z]+|HF_[A-Z_]+)\b", code))
+    assert len(variables) >= 4 and not {v for v in variables if v not in text}, "variables missing from the README"
