@@ -135,9 +135,12 @@ def place_kernel_config(path: Path | None, read: ReadOptions, write: WriteOption
     if reads and writes:
         raise UsageError(f"--kernel-config is ambiguous when SRC ({source_layout}) and OUT ({outtype}) are both "
                          "TL1/TL2: pass --src-kernel-config and/or --out-kernel-config")
-    if reads and read.src_kernel_config is None:
+    if (reads and read.src_kernel_config is not None) or (writes and write.out_kernel_config is not None):
+        raise UsageError("--kernel-config is the old spelling of --src-kernel-config / --out-kernel-config: "
+                         "give one of them, not both")
+    if reads:
         return ReadOptions(read.i2s_variant, path), write
-    if writes and write.out_kernel_config is None:
+    if writes:
         return read, WriteOptions(**(write.given() | {"out_kernel_config": path}))
     raise UsageError(f"--kernel-config applies to TL1/TL2 sources or outputs, and SRC is {source_layout}, "
                      f"--outtype {outtype}")

@@ -20,6 +20,7 @@ from test_cli import ROOT, cli, digest, error_line
 import bitnet_pack
 from bitnet_pack.checkpoints import load_weights
 from bitnet_pack.errors import BitnetPackError, MissingFile, UsageError
+from bitnet_pack.kernel_config import read_kernel_config
 from bitnet_pack.testing import layout_weights
 
 # -- the library does what the command does --------------------------------------------------
@@ -136,6 +137,11 @@ def test_the_old_kernel_config_is_refused_when_it_could_mean_both(tiny_a: Path, 
         bitnet_pack.convert(source, tmp_path / "o.gguf", outtype="tl2", kernel_config=source.with_suffix(".ini"))
     report = bitnet_pack.convert(source, tmp_path / "o.gguf", outtype="tl2")
     assert (tmp_path / "o.kernel_config.ini").is_file() and report.tensors == 24
+    ini = tiny_a / "tiny-a-tl1.kernel_config.ini"
+    with pytest.raises(UsageError, match="not both"):
+        bitnet_pack.convert(source, tmp_path / "p", outtype="hf", kernel_config=ini, src_kernel_config=ini)
+    bitnet_pack.convert(tiny_a / "tiny-a-bf16", tmp_path / "w.gguf", outtype="tl1", kernel_config=ini)  # writes
+    assert read_kernel_config(tmp_path / "w.kernel_config.ini") == read_kernel_config(ini)
 
 
 # -- names ---------------------------------------------------------------------------------
