@@ -8,6 +8,7 @@ keyword the source or the output would not use is a `UsageError`, not silently i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -16,10 +17,11 @@ import numpy as np
 
 from . import hub
 from .checkpoints import Checkpoint, Entry, Tensor, open_checkpoint
+from .convert import convert as run_pipeline
 from .errors import UsageError
 from .inspection import Inspection, describe, source_bytes
 from .naming import count_params, model_id, resolve_output
-from .options import ReadOptions, place_kernel_config, split_options
+from .options import ReadOptions, WriteOptions, place_kernel_config, split_options
 from .progress import ProgressFactory, started
 from .roundtrip import RoundtripReport
 from .runner import about
@@ -95,38 +97,43 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
         hub.check_push(push_to_hub)
     notes: list[str] = []
     source = _resolve(src, revision, progress, notes)
-    with about(source.path):
-        checkpoint = _open_checked(source.path, read)
-        if legacy is not None:
-            read, write = place_kernel_config(legacy, read, write, checkpoint.layout, outtype)
-            checkpoint.close()
-            checkpoint = _open_checked(source.path, read)
-        with checkpoint:
-            entries = checkpoint.entries()
-            target = resolve_output(out, outtype, model_id(source, checkpoint),
-                                    count_params([e.shape for e in entries]))
-            if write.name is None and source.is_hub and is_gguf_output(target):
-                write = type(write)(**(write.given() | {"name": source.model_id}))  # not the snapshot folder
-            sink = make_sink(target, outtype, force=force, inputs=[source.path], extra_metadata=source.metadata(),
-                             options=write)
-            notes += checkpoint.notes
-            report = ConvertReport(target, outtype, source.label, checkpoint.kind, len(entries),
-                                   sum(e.nbytes for e in entries), 0, notes, dry_run,
-                                   hub_source=source.label if source.is_hub else None)
-            if dry_run:
-                report.planned = sink.plan(checkpoint, entries)
-                report.bytes_written = sum(p.nbytes for p in report.planned)
-                return report
-            from .convert import convert as run
-
-            with started(progress, report.bytes_read, f"{source.path.name} -> {target.name}") as advance:
-                result = run(checkpoint, sink, progress=advance)
+    with about(source.path), _open_for_output(source.path, read, write, legacy, outtype) as (checkpoint, write):
+        entries = checkpoint.entries()
+        target = resolve_output(out, outtype, model_id(source, checkpoint), count_params([e.shape for e in entries]))
+        if write.name is None and source.is_hub and is_gguf_output(target):
+            write = WriteOptions(**(write.given() | {"name": source.model_id}))  # not the snapshot folder
+        sink = make_sink(target, outtype, force=force, inputs=[source.path], extra_metadata=source.metadata(),
+                         options=write)
+        notes += checkpoint.notes
+        report = ConvertReport(target, outtype, source.label, checkpoint.kind, len(entries),
+                               sum(e.nbytes for e in entries), 0, notes, dry_run,
+                               hub_source=source.label if source.is_hub else None)
+        if dry_run:
+            report.planned = sink.plan(checkpoint, entries)
+            report.bytes_written = sum(p.nbytes for p in report.planned)
+            return report
+        with started(progress, report.bytes_read, f"{source.path.name} -> {target.name}") as advance:
+            result = run_pipeline(checkpoint, sink, progress=advance)
     report.output, report.bytes_written = result.output, result.bytes_written
     notes += getattr(sink, "notes", [])
     if push_to_hub is not None:
         origin = source.label if source.is_hub else source.model_id
         report.pushed = hub.push_to_hub(result.output, push_to_hub, message=f"bitnet-pack: {outtype} from {origin}")
     return report
+
+
+@contextmanager
+def _open_for_output(path: Path, read: ReadOptions, write: WriteOptions, legacy: Path | None,
+                     outtype: str) -> Iterator[tuple[Checkpoint, WriteOptions]]:
+    """The source opened with its read options, and the write options, once the old
+    `kernel_config` is placed on the side it means (which needs the source's layout)."""
+    checkpoint = _open_checked(path, read)
+    if legacy is not None:
+        read, write = place_kernel_config(legacy, read, write, checkpoint.layout, outtype)
+        checkpoint.close()
+        checkpoint = _open_checked(path, read)
+    with checkpoint:
+        yield checkpoint, write
 
 
 def _open_checked(path: Path, read: ReadOptions) -> Checkpoint:
