@@ -59,7 +59,7 @@ class ConvertReport:
 def _resolve(src: Src, revision: str | None, progress: ProgressFactory | None, notes: list[str]) -> hub.Source:
     source = hub.resolve_source(src, revision, progress=progress is not None)
     if source.is_hub:
-        notes.append(f"resolved {source.repo_id} (revision {source.revision or 'main'}) to commit {source.commit}")
+        notes.append(source.resolution())
     return source
 
 

@@ -58,6 +58,10 @@ class Source:
             return self.path.resolve().parent.name
         return self.path.name.removesuffix(".gguf") if self.path.suffix == ".gguf" else self.path.name
 
+    def resolution(self) -> str:
+        """What a hub SRC resolved to, for a note: repo, revision asked for, commit."""
+        return f"resolved {self.repo_id} (revision {self.revision or 'main'}) to commit {self.commit}"
+
     def metadata(self) -> dict[str, str]:
         return {SOURCE_KEY: self.label} if self.is_hub else {}
 

@@ -34,5 +34,5 @@ def resolve(src: str, revision: str | None, *, progress: bool):
 
     source = resolve_source(src, revision, progress=progress)
     if source.is_hub:
-        note(f"resolved {source.repo_id} (revision {source.revision or 'main'}) to commit {source.commit}")
+        note(source.resolution())
     return source
