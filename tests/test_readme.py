@@ -112,3 +112,13 @@ def test_the_reference_names_every_flag_and_environment_variable() -> None:
     code = "\n".join(p.read_text() for p in (ROOT / "bitnet_pack").rglob("*.py"))
     variables = set(re.findall(r"\b(BITNET_PACK_[A-Z]+|HF_[A-Z_]+)\b", code))
     assert len(variables) >= 4 and not {v for v in variables if v not in text}, "variables missing from the README"
+
+
+def test_the_documented_shell_completion_completes(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "bitnet-pack"
+    assert "_BITNET_PACK_COMPLETE=bash_source bitnet-pack" in README.read_text()
+    env = {**os.environ, "_BITNET_PACK_COMPLETE": "bash_complete", "COMP_WORDS": "bitnet-pack convert x --outt",
+           "COMP_CWORD": "3"}
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "bitnet_pack"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0 and "plain,--outtype" in result.stdout.splitlines()
