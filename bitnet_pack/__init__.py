@@ -1,16 +1,24 @@
 """bitnet-pack: move BitNet b1.58 models between every layout real runtimes load.
 
-The packing API for other runtimes:
+The library (each function returns a typed result; none prints or exits):
 
-    from bitnet_pack import ternarize, get_layout
-    tw = ternarize(master_weight_f32)             # absmean, exactly as transformers
-    blob = get_layout("i2_s").encode(tw)          # the bytes bitnet.cpp loads
-    back = get_layout("i2_s").decode(blob, tw.shape)
+    import bitnet_pack
+    report = bitnet_pack.convert("fixtures/tiny-bitnet", "tiny.gguf", outtype="i2_s")
+    with bitnet_pack.open("tiny.gguf") as model:       # lazy: one tensor at a time
+        for name, weight in model: ...                 # TernaryWeight or float32 array
+    bitnet_pack.inspect("tiny.gguf"); bitnet_pack.verify(a, b); bitnet_pack.roundtrip(src)
+
+The packing API for other runtimes (numpy or torch in and out):
+
+    tw = bitnet_pack.ternarize(weight)                    # absmean, exactly as transformers
+    blob = bitnet_pack.get_layout("i2_s").encode(tw)      # the bytes bitnet.cpp loads
+    back = bitnet_pack.get_layout("i2_s").decode(blob, tw.shape)
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .api import ConvertReport, Model, convert, inspect, open, roundtrip, verify
 from .errors import BitnetPackError
 
 # The rest loads on first use (PEP 562), so the console script handles signals before numpy
@@ -27,5 +35,5 @@ def __getattr__(name: str) -> object:
     return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
 
 
-__all__ = ["BitnetPackError", "TernaryWeight", "__version__", "get_layout", "layout_names",
-           "quantize_activations", "ternarize"]
+__all__ = ["BitnetPackError", "ConvertReport", "Model", "TernaryWeight", "__version__", "convert", "get_layout",
+           "inspect", "layout_names", "open", "quantize_activations", "roundtrip", "ternarize", "verify"]

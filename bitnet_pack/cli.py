@@ -94,8 +94,15 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
               help="Show the version and the kernel path in use.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors (or BITNET_PACK_DEBUG=1); "
               "accepted anywhere on the line.")
-def main(debug: bool) -> None:
-    """Move BitNet b1.58 models between layouts, and prove nothing changed on the way."""
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars and no notes: results and errors only.")
+def main(debug: bool, quiet: bool) -> None:
+    """Move BitNet b1.58 models between layouts, and prove nothing changed on the way.
+
+    Shell completion (bash; zsh and fish alike): eval "$(_BITNET_PACK_COMPLETE=bash_source bitnet-pack)"
+    """
+    from .progress import set_quiet
+
+    set_quiet(quiet)
 
 
 def _register_commands() -> None:

@@ -59,6 +59,10 @@ class Source:
         name = self.path.resolve().name  # `.` is named after the folder it stands for
         return name.removesuffix(".gguf") if self.path.suffix == ".gguf" else name
 
+    def resolution(self) -> str:
+        """What a hub SRC resolved to, for a note: repo, revision asked for, commit."""
+        return f"resolved {self.repo_id} (revision {self.revision or 'main'}) to commit {self.commit}"
+
     def metadata(self) -> dict[str, str]:
         return {SOURCE_KEY: self.label} if self.is_hub else {}
 
@@ -179,17 +183,26 @@ def _download(repo_id: str, commit: str, files: list[str], *, local_only: bool) 
 
 
 def check_push(repo_id: str) -> None:
-    """Refuse a push that cannot work before any conversion starts."""
+    """Refuse a push that cannot work before any conversion starts: offline, a malformed repo
+    id, no token, or an endpoint that does not answer or does not accept the token."""
     if _offline():
         raise UsageError("--push-to-hub needs the network, but HF_HUB_OFFLINE is set")
     if REPO_ID.fullmatch(repo_id) is None or repo_id.count("/") != 1:
         raise UsageError(f"--push-to-hub takes a repo id like org/name, got {repo_id!r}")
+    from huggingface_hub import HfApi, constants, get_token
+
+    if get_token() is None:
+        raise UsageError("--push-to-hub needs a token: set HF_TOKEN or run `hf auth login`")
+    try:
+        HfApi().whoami()
+    except Exception as exc:  # unreachable endpoint, refused token: say which, before converting
+        raise BitnetPackError(f"--push-to-hub: {constants.ENDPOINT} did not accept the token "
+                              f"({_one_line(exc)}); nothing was converted") from None
 
 
 def push_to_hub(output: Path, repo_id: str, *, message: str) -> str:
     """Upload a converted output (a checkpoint directory, or a GGUF and its side files) to
     `repo_id`, creating the repo if needed; returns the commit URL."""
-    check_push(repo_id)
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi()
@@ -206,7 +219,9 @@ def push_to_hub(output: Path, repo_id: str, *, message: str) -> str:
 def _upload_files(output: Path) -> list[tuple[str, Path]]:
     if output.is_dir():
         return [(p.relative_to(output).as_posix(), p) for p in sorted(output.rglob("*")) if p.is_file()]
-    sidecar = output.with_name(output.name.removesuffix(".gguf") + ".kernel_config.ini")
+    from .kernel_config import sibling_path
+
+    sidecar = sibling_path(output)
     return [(p.name, p) for p in (output, sidecar) if p.is_file()]
 
 

@@ -319,3 +319,10 @@ def write_kernel_config(config: Mapping[tuple[int, int], Tiling], path_or_stream
         path_or_stream.write(text.encode("ascii"))
     else:
         path_or_stream.write(text)
+
+
+def sibling_path(gguf_path: Path) -> Path:
+    """`model.gguf` -> `model.kernel_config.ini`: where bitnet.cpp's converter and ours put the
+    TL1/TL2 tilings of a file, and where every command looks for them."""
+    gguf_path = Path(gguf_path)
+    return gguf_path.with_name(gguf_path.name.removesuffix(".gguf") + ".kernel_config.ini")

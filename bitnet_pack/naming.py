@@ -1,5 +1,8 @@
 """Output names: the `{outtype}` placeholder, and the default name when OUT is left out.
 
+OUT may hold `{outtype}` or llama.cpp's `{ftype}` (both become the outtype). OUT left out, or
+given as a folder (`.`, `..`, or a path ending in `/`), gets the default name in that folder.
+
 Defaults follow the GGUF naming convention (ggml docs/gguf.md):
 
     <BaseName>-<SizeLabel>-<FineTune>-<Version>-<Type>.gguf   e.g. Bitnet-B1.58-2B-4T-I2_S.gguf
@@ -12,20 +15,23 @@ output is a directory named the same way without the suffix (Bitnet-B1.58-2B-4T-
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from .sinks.factory import GGUF_OUTTYPES, SAFETENSORS_OUTTYPES
 
-PLACEHOLDER = "{outtype}"
+PLACEHOLDERS = ("{outtype}", "{ftype}")  # ours, and llama.cpp's --outfile placeholder
 _TYPE_SUFFIX = re.compile(r"(?i)[-_.](gguf|safetensors|bf16|f16|f32|fp16|fp32|hf[-_]packed|packed|"
                           r"i2[-_]s(?:[-_]arm)?|tl[12]|tq[12][-_]0)$")
 _COUNT_WORD = re.compile(r"\d+(?:\.\d+)?[a-z]")
 
 
 def expand(out: str, outtype: str) -> str:
-    """OUT with every `{outtype}` replaced by the outtype as typed on the command line."""
-    return out.replace(PLACEHOLDER, outtype)
+    """OUT with every `{outtype}` (or `{ftype}`) replaced by the outtype."""
+    for placeholder in PLACEHOLDERS:
+        out = out.replace(placeholder, outtype)
+    return out
 
 
 def default_is_gguf(outtype: str) -> bool:
@@ -70,12 +76,28 @@ def _capitalised(text: str | None) -> str | None:
     return "-".join(words)
 
 
-def resolve_output(out: str | None, outtype: str, model_id: str, total_params: int,
+def names_folder(out: str) -> bool:
+    """OUT given as a folder to put the default name in: `.`, `..`, or ending in a separator."""
+    return Path(out).name in ("", ".", "..") or out.endswith(("/", os.sep))
+
+
+def resolve_output(out: str | os.PathLike | None, outtype: str, model_id: str, total_params: int,
                    directory: Path | None = None) -> Path:
-    """OUT with its placeholder filled in, or the default name in `directory` (the cwd)."""
-    if out is not None:
-        return Path(expand(out, outtype))
-    return (directory or Path.cwd()) / default_name(model_id, total_params, outtype)
+    """OUT with its placeholder filled in, or the default name in `directory` (the cwd) or in
+    the folder OUT names."""
+    if out is not None and not names_folder(os.fspath(out)):
+        return Path(expand(os.fspath(out), outtype))
+    folder = Path(os.fspath(out)) if out is not None else (directory or Path.cwd())
+    return folder / default_name(model_id, total_params, outtype)
+
+
+def model_id(source, checkpoint) -> str:
+    """The name a model goes by, for default output names and GGUF general.name: the hub
+    repo name, else GGUF general.name, else the directory or file stem."""
+    if source.is_hub:
+        return source.model_id
+    name = checkpoint.file.get("general.name") if hasattr(checkpoint, "file") else None
+    return name if isinstance(name, str) and name.strip() else source.model_id
 
 
 def count_params(shapes: list[tuple[int, ...]]) -> int:

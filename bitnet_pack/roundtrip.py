@@ -146,18 +146,22 @@ def _one_layout(model: Path, layout: str, base: Path, back: str, embedding: str,
 
 def _convert_back(converted: Path, back_path: Path, back: str, embedding: str, layout: str) -> None:
     try:
-        _convert(converted, back_path, back, embedding, {})
+        _convert(converted, back_path, back, embedding, {}, exact_scales=True)
     except UsageError:
         raise
     except BitnetPackError as exc:  # our own file does not convert back: the layout broke
         raise _Broken(f"converting {layout} back to {back} failed: {exc}") from exc
 
 
-def _convert(source: Path, output: Path, outtype: str, embedding: str, read_options: dict) -> int:
-    """One conversion into `output`; returns the bytes of tensor data written. (Tests wrap this.)"""
-    options = {"force": True, "inputs": [source]}
+def _convert(source: Path, output: Path, outtype: str, embedding: str, read_options: dict, *,
+             exact_scales: bool = False) -> int:
+    """One conversion into `output`; returns the bytes of tensor data written. (Tests wrap this.)
+    `exact_scales`: an hf-packed output keeps fp32 betas (the back leg must not round again)."""
+    options: dict = {"force": True, "inputs": [source]}
     if output.suffix == ".gguf":
         options["embedding_type"] = embedding
+    elif exact_scales and outtype == "hf-packed":
+        options["scale_dtype"] = "f32"
     with open_checkpoint(source, **read_options) as checkpoint:
         return convert(checkpoint, make_sink(output, outtype, **options)).bytes_written
 

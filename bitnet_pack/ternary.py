@@ -54,12 +54,45 @@ class TernaryWeight:
         same_beta = np.float32(self.beta).tobytes() == np.float32(other.beta).tobytes()
         return same_beta or not np.any(self.codes)
 
+    @classmethod
+    def from_torch(cls, codes, beta) -> TernaryWeight:
+        """A TernaryWeight from torch: `codes` [out, in] holding -1/0/+1 (int8 is shared without a
+        copy when it is a contiguous CPU tensor; other dtypes are converted), `beta` a float or a
+        one-element tensor.
+
+        Example:
+            >>> tw = TernaryWeight.from_torch(torch.tensor([[1, 0, -1]], dtype=torch.int8), 0.5)  # doctest: +SKIP
+        """
+        array = to_numpy(codes)
+        if array.dtype != np.int8:
+            check_ternary(array)
+            array = array.astype(np.int8)
+        beta = beta.item() if hasattr(beta, "item") and not isinstance(beta, np.floating) else beta
+        return cls(array, np.float32(beta))
+
+    def to_torch(self):
+        """(codes as a torch int8 tensor sharing this weight's memory, beta as a float32 0-d tensor)."""
+        import torch
+
+        return torch.from_numpy(self.codes), torch.tensor(float(self.beta), dtype=torch.float32)
+
     def counts(self) -> tuple[int, int, int]:
         """How many -1, 0 and +1 codes."""
         flat = self.codes.ravel()
         minus = int(np.count_nonzero(flat == -1))
         plus = int(np.count_nonzero(flat == 1))
         return minus, flat.size - minus - plus, plus
+
+
+def to_numpy(array) -> np.ndarray:
+    """A numpy view of a numpy array or a torch tensor (CPU tensors are shared, not copied;
+    bf16/f16 tensors widen to float32, numpy having no bf16). torch is never imported here."""
+    if hasattr(array, "detach") and hasattr(array, "numpy"):
+        tensor = array.detach().cpu()
+        if str(tensor.dtype) in ("torch.bfloat16", "torch.float16"):
+            tensor = tensor.float()
+        return tensor.numpy()
+    return np.asarray(array)
 
 
 def check_ternary(codes: np.ndarray, *, tensor: str | None = None) -> None:
@@ -95,10 +128,21 @@ def ternarize(weight: np.ndarray, *, tensor: str | None = None) -> TernaryWeight
 
         s = 1 / clamp(mean|W|, 1e-5);  t = clamp(round_half_even(W * s), -1, 1);  beta = 1 / s
 
-    all in float32. `weight` is float32 (a bf16 master widened by `dtypes.bf16_to_f32`).
-    All-zero weights (transformers: beta 1e-5) get ZERO_BETA, the same W = 0.
+    all in float32. All-zero weights (transformers: beta 1e-5) get ZERO_BETA, the same W = 0.
+
+    Args:
+        weight: a 2-D [out, in] float numpy array or torch tensor (bf16 widened exactly).
+        tensor: a name for error messages.
+
+    Returns:
+        The `TernaryWeight` (int8 codes, float32 beta).
+
+    Example:
+        >>> tw = ternarize(np.array([[0.5, -0.1, -2.0, 0.0]], np.float32))
+        >>> tw.codes.tolist(), float(tw.beta)
+        ([[1, 0, -1, 0]], 0.6499999761581421)
     """
-    w = np.asarray(weight, dtype=np.float32)
+    w = np.asarray(to_numpy(weight), dtype=np.float32)
     if w.ndim != 2:
         raise ShapeError(f"a linear weight is 2-D, got shape {w.shape}", tensor=tensor)
     finite = np.isfinite(w)

@@ -1,6 +1,7 @@
 """TL1/TL2 through the CLI: the peer's bytes, tilings chosen or given, files that decode unaided."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +44,13 @@ def test_tl_from_master_equals_bitnet_cpps_converter(kind: str, tiny_a: Path, tm
 
 
 def test_peer_tl2_needs_its_kernel_config_and_then_decodes(tiny_a: Path, tmp_path: Path) -> None:
-    code, _, err = run("convert", tiny_a / "tiny-a-tl2.gguf", tmp_path / "a", "--outtype", "hf-packed")
+    alone = tmp_path / "tl2.gguf"  # without the sibling tl2.kernel_config.ini that would be found
+    shutil.copyfile(tiny_a / "tiny-a-tl2.gguf", alone)
+    code, _, err = run("convert", alone, tmp_path / "a", "--outtype", "hf-packed")
     error = [line for line in err.splitlines() if line.startswith("Error:")]
     assert code == 1 and len(error) == 1 and "--kernel-config" in error[0] and "Traceback" not in err
     assert not (tmp_path / "a").exists()
-    code, _, err = run("convert", tiny_a / "tiny-a-tl2.gguf", tmp_path / "b", "--outtype", "hf-packed",
+    code, _, err = run("convert", alone, tmp_path / "b", "--outtype", "hf-packed",
                        "--kernel-config", tiny_a / "tiny-a-tl2.kernel_config.ini")
     assert code == 0, err
     _, back = load_weights(tmp_path / "b")

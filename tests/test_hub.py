@@ -230,6 +230,8 @@ class StandInHub(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         self.requests.append(("GET", self.path, self.headers.get("Authorization", "")))
+        if self.path == "/api/whoami-v2":  # check_push asks before converting
+            return self._json({"name": "tester", "type": "user"})
         self.send_error(404)
 
     def _json(self, data: dict) -> None:

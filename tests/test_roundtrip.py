@@ -1,6 +1,7 @@
 """bitnet-pack roundtrip, and bitnet_pack.testing for downstream suites."""
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -12,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_cli import cli, error_line
 
-import bitnet_pack.roundtrip as roundtrip_module
 from bitnet_pack.checkpoints import open_checkpoint
 from bitnet_pack.cli import main
 from bitnet_pack.containers.gguf import GGUFFile
@@ -31,6 +31,9 @@ from bitnet_pack.testing import (
     layout_weights,
     mutated_bytes,
 )
+
+# the module: the attribute bitnet_pack.roundtrip is the library function of the same name
+roundtrip_module = importlib.import_module("bitnet_pack.roundtrip")
 
 DAMAGED_GGUF_TENSOR, DAMAGED_TENSOR = "blk.1.ffn_up.weight", "model.layers.1.mlp.up_proj.weight"
 
@@ -87,8 +90,8 @@ def _damaging(layout: str, damage):
     the first code byte of one tensor: a layout that corrupts what it writes."""
     original = roundtrip_module._convert
 
-    def convert_then_damage(source, output, outtype, embedding, read_options):
-        written = original(source, output, outtype, embedding, read_options)
+    def convert_then_damage(source, output, outtype, embedding, read_options, **keywords):
+        written = original(source, output, outtype, embedding, read_options, **keywords)
         if output.name == f"roundtrip-{layout}.gguf":
             with GGUFFile(output) as file:
                 offset = file.tensors[DAMAGED_GGUF_TENSOR].abs_offset

@@ -31,7 +31,7 @@ from ..arch import family_of_gguf
 from ..containers.gguf import GGUFFile
 from ..errors import BitnetPackError, FormatError, MissingFile, NonFiniteWeight, NotTernary, UnknownTensorType
 from ..gguf_meta import config_from_kvs
-from ..kernel_config import KernelConfig, parse_kernel_config, read_kernel_config
+from ..kernel_config import KernelConfig, parse_kernel_config, read_kernel_config, sibling_path
 from ..layouts import get_layout
 from ..ternary import ZERO_BETA, TernaryWeight, check_ternary
 from ..tokenizer_reverse import tokenizer_files_from_gguf
@@ -87,10 +87,18 @@ class GGUFCheckpoint(Checkpoint):
         return "i2_s_arm" if recorded == "i2_s_arm" else "i2_s"
 
     def _kernel_config(self, path: Path | None) -> KernelConfig | None:
+        """The TL tilings: the given file, else our metadata, else the sibling
+        `<stem>.kernel_config.ini` that bitnet.cpp's converter and ours write beside the GGUF."""
         if path is not None:
             return read_kernel_config(path)
         text = self.file.get("bitnet_pack.kernel_config")
-        return parse_kernel_config(text, source=f"{self.path} (bitnet_pack.kernel_config)") if text else None
+        if text:
+            return parse_kernel_config(text, source=f"{self.path} (bitnet_pack.kernel_config)")
+        sibling = sibling_path(self.path)
+        if sibling.is_file() and any(i.type_name in ("TL1", "TL2") for i in self.file.tensors.values()):
+            self.notes.append(f"read the TL tilings from {sibling.name} beside the file")
+            return read_kernel_config(sibling)
+        return None
 
     def _projection_layout(self) -> str:
         kinds = {self._layout_of(info.type_name) for name, info in self.file.tensors.items()
@@ -151,7 +159,8 @@ class GGUFCheckpoint(Checkpoint):
         if info.type_name in ("TL1", "TL2"):
             if self.kernel_config is None:
                 raise MissingFile(f"{info.type_name} bytes depend on the kernel tiling: pass --kernel-config "
-                                  "(the kernel_config.ini used to convert it)", path=self.path, tensor=name)
+                                  "(the kernel_config.ini used to convert it), or put it beside the file as "
+                                  f"{sibling_path(self.path).name}", path=self.path, tensor=name)
             options["tiling"] = self.kernel_config
         return layout.decode(self.file.tensor_bytes(name), info.shape, **options)
 

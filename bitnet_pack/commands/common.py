@@ -1,17 +1,16 @@
-"""Small helpers shared by the commands."""
+"""Small helpers shared by the commands: output on stdout, notes on stderr, hub sources."""
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import click
 
-from ..errors import BitnetPackError, UsageError
+from ..inspection import source_bytes
+from ..options import parse_size
+from ..progress import is_quiet
+from ..runner import about
 
-_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+__all__ = ["about", "emit_json", "examples", "note", "parse_size", "resolve", "source_bytes"]
 
 
 def emit_json(data: object) -> None:
@@ -19,17 +18,14 @@ def emit_json(data: object) -> None:
 
 
 def note(message: str) -> None:
-    click.echo(f"note: {message}", err=True)
+    """A note on stderr (what was decided or rounded); `-q` silences them."""
+    if not is_quiet():
+        click.echo(f"note: {message}", err=True)
 
 
-def parse_size(text: str | None) -> int | None:
-    """'2G' -> 2_000_000_000 (decimal units, as llama.cpp's --split-max-size)."""
-    if text is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)B?\s*", text.upper())
-    if not match or int(match.group(1)) == 0:
-        raise UsageError(f"size {text!r} is not a positive number with an optional K/M/G/T suffix")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+def examples(*lines: str) -> str:
+    """A --help epilog listing examples, one per line (\\b keeps click from rewrapping them)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def resolve(src: str, revision: str | None, *, progress: bool):
@@ -38,30 +34,5 @@ def resolve(src: str, revision: str | None, *, progress: bool):
 
     source = resolve_source(src, revision, progress=progress)
     if source.is_hub:
-        note(f"resolved {source.repo_id} (revision {source.revision or 'main'}) to commit {source.commit}")
+        note(source.resolution())
     return source
-
-
-def model_id(source, checkpoint) -> str:
-    """The name a model goes by, for default output names and GGUF general.name."""
-    if source.is_hub:
-        return source.model_id
-    name = checkpoint.file.get("general.name") if hasattr(checkpoint, "file") else None
-    return name if isinstance(name, str) and name.strip() else source.model_id
-
-
-@contextmanager
-def about(path: Path) -> Iterator[None]:
-    """Errors about the data raised without a file name get `path` (the source), so every
-    message names one; usage errors are about the command line and stay as they are."""
-    try:
-        yield
-    except BitnetPackError as exc:
-        if exc.path is not None or isinstance(exc, UsageError):
-            raise
-        raise type(exc)(str(exc), path=path) from exc
-
-
-def source_bytes(path: Path) -> int:
-    """Bytes of a checkpoint's tensor files (a .gguf, or a directory's *.safetensors)."""
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.glob("*.safetensors"))

@@ -9,10 +9,12 @@ from ..diff import diff_checkpoints
 from ..errors import VerificationMismatch
 from ..progress import bars_wanted, byte_progress
 from ..verify import TensorDiff, WeightDiff
-from .common import emit_json, resolve, source_bytes
+from .common import emit_json, examples, resolve, source_bytes
 
 
-@click.command("diff")
+@click.command("diff", epilog=examples(
+    "bitnet-pack diff ./packed out.gguf",
+    "bitnet-pack diff org/name ./packed --revision-a v1 --json"))
 @click.argument("a")
 @click.argument("b")
 @click.option("--revision-a", default=None, help="Branch, tag or commit when A is a hub repo id.")

@@ -5,10 +5,13 @@ from pathlib import Path
 
 import click
 
+from .common import examples
 from .model_io import loaded
 
 
-@click.command("generate")
+@click.command("generate", epilog=examples(
+    "bitnet-pack generate out.gguf --prompt 'Hello' --tokens 8",
+    "bitnet-pack generate ./packed --prompt 'Hello' --numerics bitnet.cpp"))
 @click.argument("model", type=str)
 @click.option("--prompt", required=True, help="Prompt text.")
 @click.option("--tokens", default=32, show_default=True, type=click.IntRange(1), help="New tokens at most.")

@@ -1,44 +1,21 @@
-"""Loading a checkpoint into the model, and its tokenizer files, for verify and generate."""
+"""Loading a checkpoint named on the command line (a path or a hub repo id) into the model."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..checkpoints import open_checkpoint, read_weights
-from ..errors import MissingFile, UsageError
-from ..outputs import scratch_directory
-from .common import about, resolve
+from ..runner import loaded as loaded_path
+from ..runner import prompt_ids
+from .common import resolve
+
+__all__ = ["loaded", "prompt_ids"]
 
 
 @contextmanager
 def loaded(src: str, numerics: str, kernel_config: Path | None = None, revision: str | None = None
            ) -> Iterator[tuple[object, Path]]:
-    """(model, tokenizer.json path) for SRC, a path or a hub repo id: the tokenizer files as
-    the checkpoint has them, or as rebuilt from GGUF metadata into a temporary directory."""
-    from ..model import BitNetModel  # imported on use: the CLI starts without loading the kernel
-
+    """(model, tokenizer.json path) for SRC; see `runner.loaded`."""
     path = resolve(str(src), revision, progress=False).path
-    with about(path), open_checkpoint(path, kernel_config=kernel_config) as source:
-        model = BitNetModel(source.config, read_weights(source), numerics=numerics)
-        with scratch_directory("bitnet-pack-tok-") as scratch:
-            for name, data in source.aux_files.items():
-                (scratch / name).write_bytes(data)
-            yield model, scratch / "tokenizer.json"
-
-
-def prompt_ids(ids: str | None, prompt: str | None, tokenizer_json: Path) -> list[int]:
-    """--ids 1,2,3 as given, or --prompt encoded with the checkpoint's tokenizer."""
-    if ids is not None:
-        try:
-            parsed = [int(x) for x in ids.replace(" ", "").split(",") if x]
-        except ValueError:
-            raise UsageError(f"--ids must be comma-separated integers, got {ids!r}") from None
-        if not parsed:
-            raise UsageError("--ids is empty")
-        return parsed
-    if not tokenizer_json.is_file():
-        raise MissingFile("no tokenizer.json to encode --prompt with: pass --ids instead", path=tokenizer_json.parent)
-    from ..generate import encode_prompt, load_tokenizer
-
-    return encode_prompt(load_tokenizer(tokenizer_json), prompt or "", tokenizer_json)
+    with loaded_path(path, numerics, kernel_config=kernel_config) as pair:
+        yield pair

@@ -5,24 +5,29 @@ from pathlib import Path
 
 import click
 
+from ..api import roundtrip
 from ..errors import VerificationMismatch
 from ..layouts import layout_names
-from ..progress import bars_wanted, byte_progress
-from ..roundtrip import RoundtripReport, roundtrip
-from .common import about, emit_json, resolve, source_bytes
-from .model_io import prompt_ids
+from ..progress import bars, bars_wanted
+from ..roundtrip import RoundtripReport
+from ..runner import prompt_ids
+from .common import emit_json, examples
 
 
-@click.command("roundtrip")
+@click.command("roundtrip", epilog=examples(
+    "bitnet-pack roundtrip ./packed",
+    "bitnet-pack roundtrip ./master --layouts hf-packed,i2_s,tq2_0 --tokens 8",
+    "bitnet-pack roundtrip ggml-model-i2_s.gguf --keep ./rt --json"))
 @click.argument("model")
 @click.option("--layouts", default=None, metavar="LIST",
-              help=f"Comma-separated layouts to try [default: all: {','.join(layout_names())}].")
+              help=f"Comma-separated layouts or outtypes to try [default: all: {','.join(layout_names())}].")
 @click.option("--revision", default=None, help="Branch, tag or commit when MODEL is a hub repo id.")
 @click.option("--tokens", default=4, show_default=True, type=click.IntRange(0),
               help="Greedy steps verified against MODEL per layout (0: compare weights only).")
 @click.option("--ids", default=None, help="Prompt token ids for verify, e.g. 1,15,27 [default: BOS, 1..7].")
 @click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="kernel_config.ini when MODEL is a TL1/TL2 GGUF that does not carry its tiling.")
+              help="kernel_config.ini when MODEL is a TL1/TL2 GGUF that neither carries its tiling nor has "
+                   "<stem>.kernel_config.ini beside it.")
 @click.option("--i2s-variant", type=click.Choice(["x86", "arm"]), default=None,
               help="Read an I2_S MODEL's blocks as x86 (128/32) or ARM (64/16).")
 @click.option("--keep", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -38,32 +43,17 @@ def command(model: str, layouts: str | None, revision: str | None, tokens: int, 
     (bit-identical logits when nothing was rounded). One table; exit 0 when every layout
     passes or is skipped (its shape rule is printed), 3 naming the layout and tensor that broke.
     """
-    chosen = _layouts(layouts)
-    bars = bars_wanted(as_json)
-    source = resolve(model, revision, progress=bars)
-    options = {"kernel_config": kernel_config, "i2s_variant": i2s_variant}  # used by GGUF sources
+    chosen = [name for name in layouts.split(",") if name.strip()] if layouts is not None else None
     given_ids = prompt_ids(ids, None, Path()) if ids is not None else None
-    if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
-    with about(source.path), byte_progress(source_bytes(source.path) * len(chosen), "roundtrip", bars) as advance:
-        report = roundtrip(source.path, chosen, workdir=keep, prompt_ids=given_ids, n_tokens=tokens,
-                           read_options=options, progress=advance)
+    report = roundtrip(model, chosen, revision=revision, tokens=tokens, ids=given_ids, keep=keep,
+                       progress=bars(bars_wanted(as_json)), kernel_config=kernel_config, i2s_variant=i2s_variant)
     if as_json:
-        emit_json({"model": source.label} | report.to_dict())
+        emit_json(report.to_dict())
     else:
         _print_table(report)
     if not report.ok:
         first = report.broken[0]
-        raise VerificationMismatch(f"roundtrip of {source.label} broke in layout {first.reason}")
-
-
-def _layouts(text: str | None) -> list[str]:
-    if text is None:
-        return layout_names()
-    from ..layouts import get_layout
-
-    return [get_layout(name).name for name in text.split(",") if name.strip()]
-
+        raise VerificationMismatch(f"roundtrip of {report.model} broke in layout {first.reason}")
 
 
 def _print_table(report: RoundtripReport) -> None:

@@ -6,13 +6,16 @@ from pathlib import Path
 import click
 
 from ..errors import VerificationMismatch
-from .common import emit_json
+from .common import emit_json, examples
 from .model_io import loaded, prompt_ids
 
 DEFAULT_PROMPT = "BitNet b1.58 stores every weight as"
 
 
-@click.command("verify")
+@click.command("verify", epilog=examples(
+    "bitnet-pack verify ./packed out.gguf --prompt 'Hello' --tokens 16",
+    "bitnet-pack verify ./master out.gguf --ids 1,15,27 --json",
+    "bitnet-pack verify out.gguf ggml-model-i2_s.gguf --numerics bitnet.cpp --atol 1e-3"))
 @click.argument("a", type=str)
 @click.argument("b", type=str)
 @click.option("--prompt", default=None, help=f"Prompt text, encoded with A's tokenizer [default: {DEFAULT_PROMPT!r}].")

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import FormatError, ShapeError, UsageError
 from ..ternary import TernaryWeight, stored_beta
 
-__all__ = ["Layout", "LayoutSpec", "get_layout", "layout_names", "normalize_name"]
+__all__ = ["OUTTYPE_OF_LAYOUT", "Layout", "LayoutSpec", "get_layout", "layout_names", "normalize_name", "outtype_of"]
 
 
 @dataclass(frozen=True)
@@ -115,13 +115,38 @@ class Layout:
         return flat
 
 
+# One layout, one set of names: the `--outtype` that writes a layout, where it differs from the
+# layout's own name. Either name finds the layout, and either is accepted as an outtype.
+OUTTYPE_OF_LAYOUT = {"hf": "hf-packed"}
+
+
 def get_layout(name: str) -> Layout:
-    """The registered layout called `name` (normalised); UsageError lists the known ones."""
+    """The registered layout called `name`.
+
+    Args:
+        name: a layout name, normalised ("TQ2_0" == "tq2-0"); its outtype works too
+            ("hf-packed" is "hf").
+
+    Returns:
+        The `Layout`: `encode(TernaryWeight) -> np.ndarray` of the runtime's bytes, and
+        `decode(bytes as numpy or torch, shape) -> TernaryWeight`. UsageError lists the known ones.
+
+    Example:
+        >>> get_layout("HF-packed").name
+        'hf'
+    """
     _load_all()
     key = normalize_name(name)
+    key = next((layout for layout, outtype in OUTTYPE_OF_LAYOUT.items() if normalize_name(outtype) == key), key)
     if key not in _REGISTRY:
         raise UsageError(f"unknown layout {name!r}; known: {', '.join(layout_names())}")
     return _REGISTRY[key]
+
+
+def outtype_of(layout: str) -> str:
+    """The `--outtype` that writes `layout` ("hf" -> "hf-packed"; the others are their own)."""
+    name = get_layout(layout).name
+    return OUTTYPE_OF_LAYOUT.get(name, name)
 
 
 def layout_names() -> list[str]:

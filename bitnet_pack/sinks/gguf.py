@@ -20,7 +20,13 @@ from ..dtypes import f32_to_stored
 from ..errors import ShapeError, UnexpectedTensor, UsageError
 from ..ggml_types import BITNET_CPP_FILE_TYPES, TypeTable
 from ..gguf_meta import Target, hparam_kvs, make_target
-from ..kernel_config import KernelConfig, choose_config, read_kernel_config, render_kernel_config
+from ..kernel_config import (
+    KernelConfig,
+    choose_config,
+    read_kernel_config,
+    render_kernel_config,
+    sibling_path,
+)
 from ..layouts import get_layout
 from ..outputs import check_output, publish, temp_name
 from ..ternary import TernaryWeight
@@ -47,7 +53,7 @@ class GGUFSink(Sink):
     def __init__(self, path: Path, outtype: str, *, target: str | None = None, arch: str | None = None,
                  type_ids: str = "2025", embedding_type: str = "f16", kernel_config: Path | None = None,
                  force: bool = False, inputs: list[Path] | None = None, name: str | None = None,
-                 extra_metadata: dict[str, str] | None = None, **_ignored: object):
+                 extra_metadata: dict[str, str] | None = None):
         self.path, self.outtype = Path(path), outtype
         self.target_options = {"name": target or default_target(outtype), "arch": arch, "type_ids": type_ids}
         self.family: Family = BITNET_2B4T  # until the source is known (plan / begin)
@@ -172,7 +178,8 @@ class GGUFSink(Sink):
             yield data
         if inexact:
             self.notes.append(f"{name}: {inexact} of {tensor.data.size} values are not exact in F16 (below its normal "
-                              "range or above 65504); --embedding-type bf16 or f32 keeps them")
+                              "range or above 65504), so verify against the source can differ; --embedding-type bf16 or f32 "
+                              "keeps them")
 
     def _encode_linear(self, weight: TernaryWeight) -> np.ndarray:
         if self.layout is None:
@@ -204,7 +211,7 @@ class GGUFSink(Sink):
         return path
 
     def _ini_path(self) -> Path:
-        return self.path.with_name(self.path.name.removesuffix(".gguf") + ".kernel_config.ini")
+        return sibling_path(self.path)
 
     def _ini_is_input(self) -> bool:
         """--kernel-config names the file we would write: it is an input, never replaced."""

@@ -33,6 +33,7 @@ from ..checkpoints.hf import BETAS_KEY, master_bits
 from ..containers.safetensors import TensorPlan
 from ..containers.shards import ShardedWriter
 from ..dtypes import bf16_to_f32, f32_to_bf16
+from ..errors import UsageError
 from ..layouts import get_layout
 from ..outputs import StagedDir
 from ..ternary import TernaryWeight
@@ -40,6 +41,7 @@ from . import PlannedTensor, Sink
 from .direct_io import open_direct
 
 PACKED_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"}
+SCALE_DTYPES = {"bf16": "BF16", "f32": "F32"}
 MASTER_CONFIG = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"}
 INVERSE_PACKED_CONFIG = {"quant_method": "bitnet", "modules_to_not_convert": ["lm_head"]}
 
@@ -68,23 +70,27 @@ def stored_float_type(entry: Entry) -> str:
 
 class HFSink(Sink):
     def __init__(self, path: Path, outtype: str, *, force: bool = False, max_shard_size: int | None = None,
-                 inputs: list[Path] | None = None, extra_metadata: dict[str, str] | None = None):
+                 inputs: list[Path] | None = None, extra_metadata: dict[str, str] | None = None,
+                 scale_dtype: str = "bf16"):
         assert outtype in ("hf-packed", "bf16"), outtype
+        if scale_dtype not in SCALE_DTYPES:
+            raise UsageError(f"--scale-dtype must be one of {', '.join(SCALE_DTYPES)}, got {scale_dtype!r}")
         self.path = Path(path)
         self.packed = outtype == "hf-packed"
+        self.scale_dtype = SCALE_DTYPES[scale_dtype]
+        self.notes: list[str] = []
+        self._rounded, self._worst = 0, 0.0
         self.force, self.max_shard_size, self.inputs = force, max_shard_size, inputs or []
         self.extra_metadata = extra_metadata or {}
         self.betas: dict[str, str] = {}
         self.family: Family = BITNET_2B4T  # the source's, from plan() / begin()
-        self.notes: list[str] = []
-        self.rounded_scales = 0
 
     def tensor_plans(self, entries: list[Entry]) -> list[TensorPlan]:
         plans = []
         for entry in entries:
             if entry.kind == "linear" and self.packed:
                 plans.append(TensorPlan(entry.name, "U8", get_layout("hf").stored_shape(entry.shape)))
-                plans.append(TensorPlan(entry.name + "_scale", "BF16", (1,)))
+                plans.append(TensorPlan(entry.name + "_scale", self.scale_dtype, (1,)))
             else:
                 plans.append(TensorPlan(entry.name, self._float_dtype(entry), entry.shape))
         return plans
@@ -125,10 +131,7 @@ class HFSink(Sink):
     def _put_linear(self, name: str, weight: TernaryWeight) -> None:
         if self.packed:
             self.writer.write(name, get_layout("hf").encode(weight))
-            scale = f32_to_bf16(np.array([stored_scale(self.family, weight.beta)], np.float32))
-            if stored_scale(self.family, bf16_to_f32(scale)[0]) != weight.beta:
-                self.rounded_scales += 1
-            self.writer.write(name + "_scale", scale)
+            self.writer.write(name + "_scale", self._scale(weight.beta))
             return
         magnitude = master_bits(weight.codes, weight.beta)
         negative = weight.codes < 0
@@ -138,15 +141,26 @@ class HFSink(Sink):
         self.writer.write(name, np.where(weight.codes != 0, signs | magnitude, signs).astype(np.uint16))
         self.betas[name] = f"0x{int(np.float32(weight.beta).view(np.uint32)):08x}"
 
+    def _scale(self, beta: np.float32) -> np.ndarray:
+        """weight_scale as stored: f32 keeps beta exactly; bf16 (what transformers writes) rounds
+        fp32 betas (masters, bitnet.cpp's I2_S), which is counted and said at the end."""
+        value = np.array([stored_scale(self.family, beta)], np.float32)  # beta, or 1/beta (Llama-style)
+        stored = value if self.scale_dtype == "F32" else f32_to_bf16(value)
+        back = stored_scale(self.family, value[0] if self.scale_dtype == "F32" else bf16_to_f32(stored)[0])
+        if back != np.float32(beta):  # what a reader gets back is not this beta
+            self._rounded += 1
+            self._worst = max(self._worst, abs(float(back) / float(beta) - 1))
+        return stored
+
     def finish(self) -> Path:
+        if self._rounded:
+            self.notes.append(f"weight_scale is bf16: rounded {self._rounded} fp32 betas (largest relative change "
+                              f"{self._worst:.1e}), so verify against the source can differ; --scale-dtype f32 "
+                              "keeps them exactly (transformers loads it)")
         if not self.packed:
             self.metadata[BETAS_KEY] = json.dumps(self.betas, sort_keys=True)
         self.writer.finish(self.metadata)
         self._write_side_files()
-        if self.rounded_scales:
-            held = "beta" if self.family.packed_scale == "beta" else "1/beta"
-            self.notes.append(f"weight_scale holds {held} in bf16: {self.rounded_scales} betas were rounded "
-                              "(--outtype bf16 keeps them exactly)")
         return self.staged.commit()
 
     def _write_side_files(self) -> None:

@@ -1,0 +1,328 @@
+"""The library other runtimes and CI call: `convert`, `open`, `inspect`, `verify`, `roundtrip`.
+
+Each takes a SRC (a checkpoint directory, a .gguf or .safetensors file, or a hub repo id
+`org/name[/file.gguf]`) and returns a typed result; none prints, none exits. The `bitnet-pack`
+command line is a thin layer over these functions. Options follow one model (`options`): a
+keyword the source or the output would not use is a `UsageError`, not silently ignored.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from . import hub
+from .checkpoints import Checkpoint, Entry, Tensor, open_checkpoint
+from .convert import convert as run_pipeline
+from .convert import plan as plan_pipeline
+from .errors import UsageError
+from .inspection import Inspection, describe, source_bytes
+from .naming import count_params, model_id, resolve_output
+from .options import ReadOptions, WriteOptions, place_kernel_config, split_options
+from .progress import ProgressFactory, started
+from .roundtrip import RoundtripReport
+from .runner import about
+from .sinks import PlannedTensor
+from .sinks.factory import canonical_outtype, is_gguf_output, make_sink
+from .ternary import TernaryWeight
+from .verify import VerifyReport
+
+__all__ = ["ConvertReport", "Model", "convert", "inspect", "open", "roundtrip", "verify"]
+
+Src = str | PathLike
+
+
+@dataclass
+class ConvertReport:
+    """What `convert` did (or, with `dry_run`, would do)."""
+
+    output: Path
+    outtype: str
+    source: str  # the path, or "org/name@<commit>" for hub sources
+    source_kind: str  # "bf16-master", "hf-packed", "gguf"
+    tensors: int
+    bytes_read: int
+    bytes_written: int
+    notes: list[str] = field(default_factory=list)  # rounding, readers' decisions, side files
+    dry_run: bool = False
+    planned: list[PlannedTensor] = field(default_factory=list)
+    pushed: str | None = None  # the hub commit URL with `push_to_hub`
+    hub_source: str | None = None  # "org/name@<commit>" when SRC was a hub repo id
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"output": str(self.output)}
+
+
+def _resolve(src: Src, revision: str | None, progress: ProgressFactory | None, notes: list[str]) -> hub.Source:
+    source = hub.resolve_source(src, revision, progress=progress is not None)
+    if source.is_hub:
+        notes.append(source.resolution())
+    return source
+
+
+def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | None = None, force: bool = False,
+            dry_run: bool = False, push_to_hub: str | None = None, progress: ProgressFactory | None = None,
+            **options: object) -> ConvertReport:
+    """Convert the checkpoint SRC into OUT in `outtype`, one tensor at a time.
+
+    Args:
+        src: a checkpoint directory, a .gguf or .safetensors file, or a hub repo id.
+        out: a directory (transformers checkpoint) or a `*.gguf` path; may hold `{outtype}` or
+            `{ftype}`. None, `.` or a path ending in `/` gets the GGUF-convention default name.
+        outtype: "hf-packed" (alias "hf"), "bf16", "i2_s", "i2_s_arm", "tl1", "tl2", "tq1_0",
+            "tq2_0", "f16", "f32" (see the README's layout table).
+        revision: branch, tag or commit of a hub `src`.
+        force: replace an existing OUT.
+        dry_run: plan only (`ConvertReport.planned`); nothing is written.
+        push_to_hub: upload OUT to this repo id once complete (token and endpoint are checked first).
+        progress: a `progress.ProgressFactory` (e.g. `progress.bars(True)`), or None.
+        **options: read and write options of `options` (e.g. `embedding_type="bf16"`,
+            `scale_dtype="f32"`, `max_shard_size="2G"`, `i2s_variant="arm"`); one the source or the
+            output does not use raises `UsageError`.
+
+    Returns:
+        A `ConvertReport`: the output path, counts, bytes and the notes to show the user.
+
+    Example:
+        >>> report = bitnet_pack.convert("fixtures/tiny-bitnet", "tiny.gguf", outtype="i2_s")  # doctest: +SKIP
+        >>> report.output, report.tensors  # doctest: +SKIP
+        (PosixPath('tiny.gguf'), 24)
+    """
+    outtype = canonical_outtype(outtype)
+    read, write, legacy = split_options(options)
+    if push_to_hub is not None and not dry_run:
+        hub.check_push(push_to_hub)
+    notes: list[str] = []
+    source = _resolve(src, revision, progress, notes)
+    with about(source.path), _open_for_output(source.path, read, write, legacy, outtype) as (checkpoint, write):
+        entries = checkpoint.entries()
+        target = resolve_output(out, outtype, model_id(source, checkpoint), count_params([e.shape for e in entries]))
+        if write.name is None and source.is_hub and is_gguf_output(target):
+            write = WriteOptions(**(write.given() | {"name": source.model_id}))  # not the snapshot folder
+        sink = make_sink(target, outtype, force=force, inputs=[source.path], extra_metadata=source.metadata(),
+                         options=write)
+        notes += checkpoint.notes
+        report = ConvertReport(target, outtype, source.label, checkpoint.kind, len(entries),
+                               sum(e.nbytes for e in entries), 0, notes, dry_run,
+                               hub_source=source.label if source.is_hub else None)
+        if dry_run:
+            report.planned = plan_pipeline(checkpoint, sink)  # validated as a real run is
+            report.bytes_written = sum(p.nbytes for p in report.planned)
+            notes += getattr(sink, "notes", [])  # the GGUF arch it would write, warnings
+            return report
+        with started(progress, report.bytes_read, f"{source.path.name} -> {target.name}") as advance:
+            result = run_pipeline(checkpoint, sink, progress=advance)
+    report.output, report.bytes_written = result.output, result.bytes_written
+    notes += getattr(sink, "notes", [])
+    if push_to_hub is not None:
+        origin = source.label if source.is_hub else source.model_id
+        report.pushed = hub.push_to_hub(result.output, push_to_hub, message=f"bitnet-pack: {outtype} from {origin}")
+    return report
+
+
+@contextmanager
+def _open_for_output(path: Path, read: ReadOptions, write: WriteOptions, legacy: Path | None,
+                     outtype: str) -> Iterator[tuple[Checkpoint, WriteOptions]]:
+    """The source opened with its read options, and the write options, once the old
+    `kernel_config` is placed on the side it means (which needs the source's layout)."""
+    checkpoint = _open_checked(path, read)
+    if legacy is not None:
+        read, write = place_kernel_config(legacy, read, write, checkpoint.layout, outtype)
+        checkpoint.close()
+        checkpoint = _open_checked(path, read)
+    with checkpoint:
+        yield checkpoint, write
+
+
+def _open_checked(path: Path, read: ReadOptions) -> Checkpoint:
+    """The checkpoint at `path`, refusing read options it has no use for."""
+    checkpoint = open_checkpoint(path, **read.checkpoint_kwargs())
+    try:
+        read.check_used_by(checkpoint.layout, f"{path.name} ({checkpoint.kind})")
+    except BaseException:
+        checkpoint.close()
+        raise
+    return checkpoint
+
+
+class Model:
+    """An open checkpoint: its config and family, and its tensors loaded one at a time.
+
+    Iterating yields `(name, value)` under transformers' names: projections as
+    `TernaryWeight`, every other tensor as a float32 numpy array. Use as a context manager
+    (or call `close`) to release the file.
+    """
+
+    def __init__(self, checkpoint: Checkpoint, label: str):
+        self._checkpoint, self.source = checkpoint, label
+
+    @property
+    def config(self) -> dict:
+        """The transformers config.json (rebuilt from the metadata for GGUF sources)."""
+        return self._checkpoint.config
+
+    @property
+    def family(self) -> str:
+        """The architecture family (arch.py): "2b4t", "1bitllm" or "llama"."""
+        return self._checkpoint.family.name
+
+    @property
+    def kind(self) -> str:
+        return self._checkpoint.kind
+
+    @property
+    def layout(self) -> str:
+        """The projections' layout as stored: "bf16", "hf", "i2_s", "tl1", "tq2_0", ..."""
+        return self._checkpoint.layout
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self._checkpoint.notes)
+
+    def entries(self) -> list[Entry]:
+        """The tensors planned (name, shape, kind, stored dtype, bytes) without reading data."""
+        return self._checkpoint.entries()
+
+    def __iter__(self) -> Iterator[tuple[str, TernaryWeight | np.ndarray]]:
+        for entry in self._checkpoint.entries():
+            value = entry.load()
+            yield entry.name, value.f32() if isinstance(value, Tensor) else value
+
+    def close(self) -> None:
+        self._checkpoint.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(src: Src, *, revision: str | None = None, **read_options: object) -> Model:  # noqa: A001
+    """Open a checkpoint for lazy reading.
+
+    Args:
+        src: a checkpoint directory, a .gguf or .safetensors file, or a hub repo id.
+        revision: branch, tag or commit of a hub `src`.
+        **read_options: `i2s_variant` ("x86"/"arm") or `src_kernel_config` (a TL1/TL2
+            kernel_config.ini; found beside the file when left out).
+
+    Returns:
+        A `Model`: `.config`, `.family`, `.layout`, and iteration over `(name, TernaryWeight |
+        float32 array)`.
+
+    Example:
+        >>> with bitnet_pack.open("fixtures/tiny-bitnet") as model:  # doctest: +SKIP
+        ...     ternary = {name: w for name, w in model if isinstance(w, bitnet_pack.TernaryWeight)}
+    """
+    read = _read_only(read_options)
+    source = hub.resolve_source(src, revision)
+    with about(source.path):
+        return Model(_open_checked(source.path, read), source.label)
+
+
+def inspect(src: Src, *, revision: str | None = None, progress: ProgressFactory | None = None,
+            **read_options: object) -> Inspection:
+    """Every tensor of SRC: name, stored dtype, shape, layout, beta, share of -1/0/+1.
+
+    Args:
+        src: a checkpoint directory, a .gguf or .safetensors file, or a hub repo id.
+        revision: branch, tag or commit of a hub `src`.
+        progress: a `progress.ProgressFactory`, or None.
+        **read_options: as for `open`.
+
+    Returns:
+        An `Inspection` (`.kind`, `.layout`, `.notes`, `.tensors`; `.to_dict()` for JSON).
+
+    Example:
+        >>> bitnet_pack.inspect("tiny.gguf").layout  # doctest: +SKIP
+        'i2_s'
+    """
+    source = hub.resolve_source(src, revision, progress=progress is not None)
+    read = _read_only(read_options)
+    with about(source.path):
+        _open_checked(source.path, read).close()
+        total = source_bytes(source.path)
+        with started(progress, total, f"inspect {source.path.name}") as advance:
+            report = describe(source.path, advance, **read.checkpoint_kwargs())
+    report.source = source.label if source.is_hub else None
+    return report
+
+
+def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None = None, tokens: int = 16,
+           atol: float = 0.0, numerics: str = "reference", revision_a: str | None = None,
+           revision_b: str | None = None, **read_options: object) -> VerifyReport:
+    """Greedy-decode A and B with the bundled kernel and compare the logits at every step.
+
+    Args:
+        a, b: checkpoints (paths or hub repo ids), any layouts.
+        prompt: text encoded with A's tokenizer (default: a fixed sentence); or `ids`.
+        tokens: greedy steps. atol: allowed |diff| of logits.
+        numerics: "reference" (fp32) or "bitnet.cpp" (its f16 KV cache).
+        **read_options: as for `open`, applied to whichever of A and B uses them.
+
+    Returns:
+        A `VerifyReport`: `.ok`, `.first_divergence`, `.cause`, `.summary()`, `.to_dict()`.
+
+    Example:
+        >>> bitnet_pack.verify("fixtures/tiny-bitnet", "tiny.gguf", tokens=4).ok  # doctest: +SKIP
+        True
+    """
+    from .runner import loaded, prompt_ids
+    from .verify import verify as compare
+
+    read = _read_only(read_options).checkpoint_kwargs()
+    path_a = hub.resolve_source(a, revision_a).path
+    path_b = hub.resolve_source(b, revision_b).path
+    with loaded(path_a, numerics, **read) as (model_a, tokenizer), loaded(path_b, numerics, **read) as (model_b, _):
+        default = "BitNet b1.58 stores every weight as" if prompt is None and ids is None else prompt
+        return compare(model_a, model_b, prompt_ids(ids, default, tokenizer), tokens, atol=atol)
+
+
+def roundtrip(model: Src, layouts: list[str] | None = None, *, revision: str | None = None, tokens: int = 4,
+              ids: list[int] | None = None, keep: Src | None = None, progress: ProgressFactory | None = None,
+              **read_options: object) -> RoundtripReport:
+    """Convert MODEL into every layout that fits (or `layouts`) and back; check nothing changed.
+
+    Args:
+        model: a checkpoint (path or hub repo id).
+        layouts: layout names or outtypes ("hf" or "hf-packed", "i2_s", ...); default all.
+        tokens: greedy steps verified per layout (0: weights only). ids: prompt token ids.
+        keep: a directory to keep the intermediate files in (default: a temporary one).
+        **read_options: as for `open`.
+
+    Returns:
+        A `RoundtripReport`: `.ok`, `.broken`, `.results` per layout, `.to_dict()`.
+
+    Example:
+        >>> bitnet_pack.roundtrip("fixtures/tiny-bitnet", ["hf-packed", "i2_s"], tokens=2).ok  # doctest: +SKIP
+        True
+    """
+    from .layouts import get_layout, layout_names
+    from .roundtrip import roundtrip as run
+
+    chosen = [get_layout(name).name for name in layouts] if layouts else layout_names()
+    read = _read_only(read_options)
+    source = hub.resolve_source(model, revision, progress=progress is not None)
+    if keep is not None:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+    with about(source.path):
+        _open_checked(source.path, read).close()
+        total = source_bytes(source.path) * len(chosen)
+        with started(progress, total, "roundtrip") as advance:
+            report = run(source.path, chosen, workdir=Path(keep) if keep is not None else None, prompt_ids=ids,
+                         n_tokens=tokens, read_options=read.checkpoint_kwargs(), progress=advance)
+    report.model = source.label
+    return report
+
+
+def _read_only(options: dict[str, object]) -> ReadOptions:
+    """Read options from keywords; the old `kernel_config` means the source's tilings here."""
+    read, write, legacy = split_options(options)
+    if write.given():
+        raise UsageError(f"{next(iter(write.given()))!r} is an output option, and this reads only")
+    return ReadOptions(read.i2s_variant, legacy) if legacy is not None and read.src_kernel_config is None else read

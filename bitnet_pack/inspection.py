@@ -1,0 +1,116 @@
+"""What a checkpoint holds, as data: per tensor its name, dtype, shape, layout, beta and the
+share of -1/0/+1 (`describe`); or the container as stored, like gguf-dump (`describe_raw`)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoints import open_checkpoint
+from .ternary import TernaryWeight
+
+ARRAY_SHOWN = 8  # elements of a KV array kept in the raw view (the 2B4T vocabulary is 128k strings)
+
+
+@dataclass
+class TensorInfo:
+    """One tensor as `inspect` shows it; `beta` and `share` only for ternary projections."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+    layout: str | None = None
+    beta: float | None = None
+    share: dict[str, float] | None = None
+
+
+@dataclass
+class Inspection:
+    """A checkpoint's kind ("bf16-master", "hf-packed", "gguf"), projection layout, the reader's
+    notes, and every tensor."""
+
+    path: str
+    kind: str
+    layout: str
+    notes: list[str] = field(default_factory=list)
+    tensors: list[TensorInfo] = field(default_factory=list)
+    source: str | None = None  # "org/name@<commit>" for hub sources
+    family: str = ""  # the architecture family (arch.py): 2b4t, 1bitllm, llama
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def describe(path: Path, progress: Callable[[int], None] | None = None, **read_options: object) -> Inspection:
+    """Read every tensor of the checkpoint at `path` (one at a time) into an `Inspection`."""
+    with open_checkpoint(path, **read_options) as source:
+        report = Inspection(str(path), source.kind, source.layout, family=source.family.name)
+        for entry in source.entries():
+            row = TensorInfo(entry.name, entry.dtype, list(entry.shape),
+                             source.layout if entry.kind == "linear" else None)
+            value = entry.load()
+            if isinstance(value, TernaryWeight):
+                minus, zero, plus = value.counts()
+                size = max(1, minus + zero + plus)
+                row.beta = float(value.beta)
+                row.share = {"-1": minus / size, "0": zero / size, "+1": plus / size}
+            report.tensors.append(row)
+            source.release(entry)
+            if progress is not None:
+                progress(entry.nbytes)
+        report.notes = list(source.notes)
+        return report
+
+
+def source_bytes(path: Path) -> int:
+    """Bytes of a checkpoint's tensor files (a .gguf, or a directory's *.safetensors)."""
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.glob("*.safetensors"))
+
+
+def describe_raw(path: Path) -> dict:
+    """The container as stored: GGUF header, key-values and tensor table, or safetensors
+    headers (every shard), with absolute byte offsets."""
+    if path.is_file() and path.suffix == ".gguf":
+        return _raw_gguf(path)
+    from .containers.safetensors import SafetensorsFile
+    from .containers.shards import SafetensorsDir
+
+    if path.is_file():
+        with SafetensorsFile(path) as file:
+            return {"path": str(path), "container": "safetensors", "files": [_raw_safetensors(file)]}
+    directory = SafetensorsDir(path)
+    try:
+        return {"path": str(path), "container": "safetensors", "files": [_raw_safetensors(f) for f in directory.files]}
+    finally:
+        directory.close()
+
+
+def _raw_gguf(path: Path) -> dict:
+    from .containers.gguf import GGUFFile, json_type_name
+
+    with GGUFFile(path) as file:
+        kv = {key: _kv_json(field, json_type_name) for key, field in file.kv.items()}
+        tensors = [{"name": t.name, "type": t.type_name, "type_id": t.type_id, "shape": list(t.shape),
+                    "ne": list(t.ne), "offset": t.abs_offset, "nbytes": t.nbytes} for t in file.tensors.values()]
+        return {"path": str(path), "container": "gguf", "version": file.version, "alignment": file.alignment,
+                "type_ids": file.types.flavour and f"bitnet.cpp {file.types.flavour}" or "mainline",
+                "data_start": file.data_start, "kv": kv, "tensors": tensors}
+
+
+def _kv_json(field, type_name) -> dict:
+    from gguf import GGUFValueType
+
+    if field.vtype != GGUFValueType.ARRAY:
+        return {"type": type_name(field.vtype), "value": field.value}
+    values = field.value
+    shown = values[:ARRAY_SHOWN]
+    shown = shown.tolist() if isinstance(shown, np.ndarray) else ["[...]" if hasattr(v, "vtype") else v for v in shown]
+    return {"type": f"array[{type_name(field.subtype)}]", "count": len(values), "value": shown}
+
+
+def _raw_safetensors(file) -> dict:
+    tensors = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "offset": t.begin, "nbytes": t.nbytes}
+               for t in sorted(file.tensors.values(), key=lambda t: t.begin)]
+    return {"file": file.path.name, "size": file.size, "metadata": file.metadata, "tensors": tensors}

@@ -1,0 +1,146 @@
+"""One options model: what a source reads and what a sink writes, typed, and refused where unused.
+
+    option (library keyword / CLI flag)          used by
+    i2s_variant          --i2s-variant           GGUF sources holding I2_S tensors
+    src_kernel_config    --src-kernel-config     GGUF sources holding TL1/TL2 tensors
+    max_shard_size       --max-shard-size        safetensors outputs (hf-packed, bf16 directories)
+    scale_dtype          --scale-dtype           hf-packed outputs (weight_scale bf16 or f32)
+    target, arch, type_ids, embedding_type, name GGUF outputs
+    out_kernel_config    --out-kernel-config     tl1 / tl2 outputs
+    kernel_config        --kernel-config         the old single option: read tilings when SRC is
+                                                 TL1/TL2, write tilings when OUT is; both is refused
+
+An option given where it has no effect is a usage error naming the option and why, never a
+silent no-op. A TL1/TL2 GGUF with neither metadata nor option reads the tilings from the sibling
+`<stem>.kernel_config.ini` (what bitnet.cpp's converter writes next to its output).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .errors import UsageError
+
+__all__ = ["ReadOptions", "WriteOptions", "flag", "parse_size", "split_options"]
+
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+GGUF_OUTTYPES_WITH_TILING = ("tl1", "tl2")
+
+
+def flag(key: str) -> str:
+    """The command-line spelling of a library keyword: max_shard_size -> --max-shard-size."""
+    return "--" + key.replace("_", "-")
+
+
+def parse_size(text: str | int | None) -> int | None:
+    """'2G' -> 2_000_000_000 (decimal units, as llama.cpp's --split-max-size); ints pass through."""
+    if text is None or (isinstance(text, int) and not isinstance(text, bool) and text > 0):
+        return text
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)B?\s*", str(text).upper())
+    if not match or int(match.group(1)) == 0:
+        raise UsageError(f"size {text!r} is not a positive number with an optional K/M/G/T suffix")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a source: only GGUF sources use these."""
+
+    i2s_variant: str | None = None  # "x86" (128/32 blocks, official files) or "arm" (64/16)
+    src_kernel_config: Path | None = None  # kernel_config.ini of a TL1/TL2 source
+
+    def checkpoint_kwargs(self) -> dict[str, object]:
+        return {"i2s_variant": self.i2s_variant, "kernel_config": self.src_kernel_config}
+
+    def check_used_by(self, layout: str, what: str) -> None:
+        """Refuse an option the source (whose projection layout is `layout`) has no use for."""
+        if self.i2s_variant is not None and "i2_s" not in layout:
+            raise UsageError(f"--i2s-variant applies to GGUF sources with I2_S tensors, and {what} is {layout}")
+        if self.src_kernel_config is not None and "tl" not in layout:
+            raise UsageError(f"--src-kernel-config applies to TL1/TL2 GGUF sources, and {what} is {layout}")
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How to write an output; each field belongs to one kind of sink (see the module table)."""
+
+    target: str | None = None
+    arch: str | None = None
+    type_ids: str | None = None
+    embedding_type: str | None = None
+    out_kernel_config: Path | None = None
+    name: str | None = None
+    max_shard_size: int | None = None
+    scale_dtype: str | None = None
+
+    def given(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def check_used_by(self, outtype: str, gguf: bool) -> None:
+        """Refuse what a GGUF or safetensors sink of `outtype` would ignore."""
+        given = self.given()
+        if gguf:
+            unused = [k for k in ("max_shard_size", "scale_dtype") if k in given]
+            why = "safetensors outputs (a directory OUT)"
+            if not unused and "out_kernel_config" in given and outtype not in GGUF_OUTTYPES_WITH_TILING:
+                unused, why = ["out_kernel_config"], "--outtype tl1 or tl2"
+        else:
+            unused = [k for k in ("target", "arch", "type_ids", "embedding_type", "out_kernel_config", "name")
+                      if k in given]
+            why = "GGUF outputs (OUT ending in .gguf)"
+            if not unused and "scale_dtype" in given and outtype != "hf-packed":
+                unused, why = ["scale_dtype"], "--outtype hf-packed (a master has no weight_scale)"
+        if unused:
+            raise UsageError(f"{flag(unused[0])} applies to {why} only; here --outtype is {outtype}")
+
+    def sink_kwargs(self, gguf: bool) -> dict[str, object]:
+        given = self.given()
+        if gguf:
+            kwargs = {k: v for k, v in given.items() if k not in ("out_kernel_config",)}
+            kwargs["kernel_config"] = self.out_kernel_config
+            return kwargs
+        return given
+
+
+READ_KEYS = {f.name for f in fields(ReadOptions)}
+WRITE_KEYS = {f.name for f in fields(WriteOptions)}
+
+
+def split_options(options: dict[str, object]) -> tuple[ReadOptions, WriteOptions, Path | None]:
+    """(read options, write options, the old `kernel_config` still to be placed) from keywords;
+    None values count as not given, unknown keys are a usage error."""
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - READ_KEYS - WRITE_KEYS - {"kernel_config"})
+    if unknown:
+        known = ", ".join(sorted(READ_KEYS | WRITE_KEYS | {"kernel_config"}))
+        raise UsageError(f"unknown option {unknown[0]!r}; known: {known}")
+    paths = {k: Path(os.fspath(v)) for k, v in given.items() if k.endswith("kernel_config")}
+    given.update(paths)
+    if "max_shard_size" in given:
+        given["max_shard_size"] = parse_size(given["max_shard_size"])
+    read = ReadOptions(**{k: v for k, v in given.items() if k in READ_KEYS})
+    write = WriteOptions(**{k: v for k, v in given.items() if k in WRITE_KEYS})
+    return read, write, given.get("kernel_config")
+
+
+def place_kernel_config(path: Path | None, read: ReadOptions, write: WriteOptions, source_layout: str,
+                        outtype: str) -> tuple[ReadOptions, WriteOptions]:
+    """The old `--kernel-config`: the tilings of SRC when SRC is TL1/TL2, those of OUT when OUT
+    is; refused when both are (say which with --src-/--out-kernel-config) or neither is."""
+    if path is None:
+        return read, write
+    reads, writes = "tl" in source_layout, outtype in GGUF_OUTTYPES_WITH_TILING
+    if reads and writes:
+        raise UsageError(f"--kernel-config is ambiguous when SRC ({source_layout}) and OUT ({outtype}) are both "
+                         "TL1/TL2: pass --src-kernel-config and/or --out-kernel-config")
+    if (reads and read.src_kernel_config is not None) or (writes and write.out_kernel_config is not None):
+        raise UsageError("--kernel-config is the old spelling of --src-kernel-config / --out-kernel-config: "
+                         "give one of them, not both")
+    if reads:
+        return ReadOptions(read.i2s_variant, path), write
+    if writes:
+        return read, WriteOptions(**(write.given() | {"out_kernel_config": path}))
+    raise UsageError(f"--kernel-config applies to TL1/TL2 sources or outputs, and SRC is {source_layout}, "
+                     f"--outtype {outtype}")

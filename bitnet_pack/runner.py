@@ -1,0 +1,54 @@
+"""A checkpoint loaded into the model with its tokenizer files, for verify and generate."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .checkpoints import open_checkpoint, read_weights
+from .errors import BitnetPackError, MissingFile, UsageError
+from .outputs import scratch_directory
+
+
+@contextmanager
+def loaded(path: Path, numerics: str, **read_options: object) -> Iterator[tuple[object, Path]]:
+    """(model, tokenizer.json path) for the checkpoint at `path`: the tokenizer files as the
+    checkpoint has them, or as rebuilt from GGUF metadata into a temporary directory."""
+    from .model import BitNetModel  # imported on use: the CLI starts without loading the kernel
+
+    with about(path), open_checkpoint(path, **read_options) as source:
+        model = BitNetModel(source.config, read_weights(source), numerics=numerics)
+        with scratch_directory("bitnet-pack-tok-") as scratch:
+            for name, data in source.aux_files.items():
+                (scratch / name).write_bytes(data)
+            yield model, scratch / "tokenizer.json"
+
+
+@contextmanager
+def about(path: Path) -> Iterator[None]:
+    """Errors about the data raised without a file name get `path` (the source), so every
+    message names one; usage errors are about the command line and stay as they are."""
+    try:
+        yield
+    except BitnetPackError as exc:
+        if exc.path is not None or isinstance(exc, UsageError):
+            raise
+        raise type(exc)(str(exc), path=path) from exc
+
+
+def prompt_ids(ids: str | list[int] | None, prompt: str | None, tokenizer_json: Path) -> list[int]:
+    """`ids` as given ("1,2,3" or a list), or `prompt` encoded with the checkpoint's tokenizer."""
+    if ids is not None:
+        if isinstance(ids, str):
+            try:
+                ids = [int(x) for x in ids.replace(" ", "").split(",") if x]
+            except ValueError:
+                raise UsageError(f"--ids must be comma-separated integers, got {ids!r}") from None
+        if not ids:
+            raise UsageError("--ids is empty")
+        return [int(i) for i in ids]
+    if not tokenizer_json.is_file():
+        raise MissingFile("no tokenizer.json to encode --prompt with: pass --ids instead", path=tokenizer_json.parent)
+    from .generate import encode_prompt, load_tokenizer
+
+    return encode_prompt(load_tokenizer(tokenizer_json), prompt or "", tokenizer_json)
