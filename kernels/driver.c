@@ -102,46 +102,123 @@ static int32_t sum_q(const int8_t *q, int64_t k)
 
 /* ---- panels and geometry ------------------------------------------------------------- */
 
+enum { PLANES, HF_PLANES, TQ1_ROWS, TL_TILES }; /* how a layout is walked */
+
+static int family(int layout)
+{
+    switch (layout) {
+    case BP_LAYOUT_HF: return HF_PLANES;
+    case BP_LAYOUT_TQ1: return TQ1_ROWS;
+    case BP_LAYOUT_TL1: case BP_LAYOUT_TL2: return TL_TILES;
+    default: return PLANES;
+    }
+}
+
 typedef struct {
-    int64_t rows;       /* i2_s: M; hf: packed rows ceil(M/4) */
-    int64_t row_bytes;  /* bytes of one stored row */
-    int64_t nchunks;
-    int tail;           /* weight bytes in the last chunk */
-    int64_t panel;      /* bytes of one token's panel */
+    int64_t rows;       /* stored rows (hf: ceil(M/4)); TL: row tiles */
+    bp_walk walk;
+    int64_t panel;      /* bytes of one token's panel (TL: its int16 table) */
+    bp_tiling tiling;   /* TL only */
 } geometry;
 
-static geometry geometry_of(const bp_isa *isa, int layout, int64_t m, int64_t k)
+#define ONE_BLOCK 30 /* block_shift of a row stored without per-block scales */
+
+static geometry geometry_of(const bp_isa *isa, int layout, int64_t m, int64_t k, const int64_t *tiling)
 {
-    geometry g;
+    geometry g = {m, {k / 4, 0, 0, ONE_BLOCK, INT64_C(1) << ONE_BLOCK}, 0, {0}};
     const int64_t vb = isa->vb;
-    if (layout == BP_LAYOUT_I2S) {
-        g.rows = m;
-        g.row_bytes = k / 4;
-        g.panel = (k + 4 * vb - 1) / (4 * vb) * (4 * vb);
-    } else {
+    int64_t code_bytes = k / 4;
+    switch (layout) {
+    case BP_LAYOUT_HF:
         g.rows = (m + 3) / 4;
-        g.row_bytes = k;
-        g.panel = (k + vb - 1) / vb * vb;
+        g.walk.row_bytes = code_bytes = k;
+        break;
+    case BP_LAYOUT_TQ2: /* 64 code bytes, then the 2-byte d */
+        g.walk.row_bytes = k / 256 * 66;
+        g.walk.block_shift = 6;
+        g.walk.block_stride = 66;
+        break;
+    case BP_LAYOUT_TQ1: /* one 54-byte block per "chunk" */
+        g.walk.row_bytes = k / 256 * 54;
+        g.walk.block_stride = 54;
+        g.walk.nchunks = k / 256;
+        g.panel = k;
+        return g;
+    case BP_LAYOUT_TL1: case BP_LAYOUT_TL2: {
+        const int64_t BK = tiling[1], three_k = layout == BP_LAYOUT_TL2 ? k / BK * BK : 0;
+        g.tiling = (bp_tiling){m, k, tiling[0], BK, tiling[2], three_k, layout == BP_LAYOUT_TL2 ? k - three_k : 0};
+        g.rows = m / tiling[0];
+        g.panel = (int64_t)sizeof(int16_t) * (layout == BP_LAYOUT_TL1 ? k / 2 * BP_PAIR_ENTRIES
+                  : three_k / 3 * BP_TRIPLET_ENTRIES + (k - three_k) / 2 * BP_PAIR_ENTRIES);
+        return g;
     }
-    g.nchunks = (g.row_bytes + vb - 1) / vb;
-    g.tail = (int)(g.row_bytes - (g.nchunks - 1) * vb);
+    default:
+        break;
+    }
+    g.walk.nchunks = (code_bytes + vb - 1) / vb;
+    g.walk.tail = (int)(code_bytes - (g.walk.nchunks - 1) * vb);
+    g.panel = layout == BP_LAYOUT_HF ? g.walk.nchunks * vb : g.walk.nchunks * 4 * vb;
     return g;
 }
 
-/* i2_s panel: per chunk of vb/32 blocks, plane j holds elements 32j..32j+31 of each block. */
-static void fill_panel(const bp_isa *isa, int layout, const int8_t *q, int64_t k, int8_t *panel,
-                       int64_t panel_bytes)
+/* Element of the row whose code sits at bits 6-2j of code byte `byte`. */
+static int64_t plane_element(int layout, int64_t byte, int j)
 {
-    memset(panel, 0, (size_t)panel_bytes);
-    if (layout == BP_LAYOUT_HF || isa->vb == 32) {
+    switch (layout) {
+    case BP_LAYOUT_I2S_ARM: /* 16-byte blocks of 64: byte p holds p, p+16, p+32, p+48 */
+        return (byte >> 4) * 64 + 16 * j + (byte & 15);
+    case BP_LAYOUT_TQ2: { /* qs[32h + m] holds 128h + m + 32n at bits 2n: n = 3 - j */
+        const int64_t r = byte & 63;
+        return (byte >> 6) * 256 + 128 * (r >> 5) + 32 * (3 - j) + (r & 31);
+    }
+    default: /* i2_s: 32-byte blocks of 128: byte p holds p, p+32, p+64, p+96 */
+        return (byte >> 5) * 128 + 32 * j + (byte & 31);
+    }
+}
+
+/* TL tables of one token: entry i of pair p is t0*q[2p] + t1*q[2p+1] with i = 3*t0 + t1 + 4;
+ * entry (s << 4 | v) of triplet g is +-(t0*q[3g] + t1*q[3g+1] + t2*q[3g+2]) with
+ * v = 9*t0 + 3*t1 + t2 in 0..13 and the sign s. */
+static void pair_table(const int8_t *q, int64_t pairs, int16_t *lut)
+{
+    for (int64_t p = 0; p < pairs; p++, lut += BP_PAIR_ENTRIES)
+        for (int i = 0; i < BP_PAIR_ENTRIES; i++)
+            lut[i] = i < 9 ? (int16_t)((i / 3 - 1) * q[2 * p] + (i % 3 - 1) * q[2 * p + 1]) : 0;
+}
+
+static void triplet_table(const int8_t *q, int64_t triplets, int16_t *lut)
+{
+    for (int64_t g = 0; g < triplets; g++, lut += BP_TRIPLET_ENTRIES)
+        for (int i = 0; i < BP_TRIPLET_ENTRIES; i++) {
+            const int v = i & 15, u = v + 13; /* u = 9*(t0+1) + 3*(t1+1) + (t2+1) */
+            const int sum = (u / 9 - 1) * q[3 * g] + (u / 3 % 3 - 1) * q[3 * g + 1] + (u % 3 - 1) * q[3 * g + 2];
+            lut[i] = v > 13 ? 0 : (int16_t)(i >> 4 ? -sum : sum);
+        }
+}
+
+static void fill_panel(const bp_isa *isa, int layout, const geometry *g, const int8_t *q, int64_t k,
+                       int8_t *panel)
+{
+    memset(panel, 0, (size_t)g->panel);
+    switch (family(layout)) {
+    case HF_PLANES: case TQ1_ROWS:
         memcpy(panel, q, (size_t)k);
         return;
+    case TL_TILES:
+        if (layout == BP_LAYOUT_TL1) {
+            pair_table(q, k / 2, (int16_t *)panel);
+        } else {
+            triplet_table(q, g->tiling.three_k / 3, (int16_t *)panel);
+            pair_table(q + g->tiling.three_k, g->tiling.two_k / 2,
+                       (int16_t *)panel + g->tiling.three_k / 3 * BP_TRIPLET_ENTRIES);
+        }
+        return;
+    default: {
+        const int64_t vb = isa->vb;
+        for (int64_t byte = 0; byte < k / 4; byte++)
+            for (int j = 0; j < 4; j++)
+                panel[(byte / vb * 4 + j) * vb + byte % vb] = q[plane_element(layout, byte, j)];
     }
-    const int halves = isa->vb / 32;
-    for (int64_t b = 0; b < k / 128; b++) {
-        const int64_t c = b / halves, h = b % halves;
-        for (int j = 0; j < 4; j++)
-            memcpy(panel + (c * 4 + j) * isa->vb + h * 32, q + b * 128 + j * 32, 32);
     }
 }
 
@@ -165,30 +242,33 @@ typedef struct {
 /* Rows per work item: enough to amortise a call, few enough to balance two threads. */
 #define ROW_BLOCK 32
 
+/* Output rows first..first+count-1 of token n from sums s[r * stride]. */
+static void emit_rows(const product *p, const int32_t *s, int64_t stride, int64_t first, int64_t count, int64_t n)
+{
+    const int32_t qsum = p->qsum[n];
+    if (p->y) {
+        float *y = p->y + n * p->m + first;
+        const float scale = p->scale[n], beta = p->beta;
+        for (int64_t r = 0; r < count; r++)
+            y[r] = (float)(s[r * stride] - qsum) / scale * beta;
+    } else {
+        int32_t *out = p->out + n * p->m + first;
+        for (int64_t r = 0; r < count; r++)
+            out[r] = s[r * stride] - qsum;
+    }
+}
+
 /* The outputs of stored rows row0.. (nrows of them) for tokens tok.. (ntok <= toks). */
 static void emit(const product *p, const int32_t *sums, int64_t row0, int64_t nrows, int planes,
                  int toks, int64_t tok, int ntok)
 {
-    for (int t = 0; t < ntok; t++) {
-        const int64_t n = tok + t;
-        const int32_t qsum = p->qsum[n];
+    for (int t = 0; t < ntok; t++)
         for (int plane = 0; plane < planes; plane++) {
             /* hf: plane p of stored row j is output row p * R + j */
             const int64_t first = plane * p->g.rows + row0;
             const int64_t count = first + nrows <= p->m ? nrows : p->m - first;
-            const int32_t *s = sums + plane * toks + t;
-            if (p->y) {
-                float *y = p->y + n * p->m + first;
-                const float scale = p->scale[n], beta = p->beta;
-                for (int64_t r = 0; r < count; r++)
-                    y[r] = (float)(s[r * planes * toks] - qsum) / scale * beta;
-            } else {
-                int32_t *out = p->out + n * p->m + first;
-                for (int64_t r = 0; r < count; r++)
-                    out[r] = s[r * planes * toks] - qsum;
-            }
+            emit_rows(p, sums + plane * toks + t, (int64_t)planes * toks, first, count, tok + t);
         }
-    }
 }
 
 /* Stored rows row0.. (nrows <= ROW_BLOCK) for tokens t0..t1-1, `toks` at a time; a short
@@ -203,15 +283,32 @@ static void run_block(const product *p, bp_rows_fn fn, int toks, int64_t row0, i
         const int ntok = tok + toks <= t1 ? toks : (int)(t1 - tok);
         for (int t = 0; t < toks; t++)
             act[t] = p->panels + (tok + (t < ntok ? t : ntok - 1)) * p->g.panel;
-        fn(p->w + row0 * p->g.row_bytes, p->g.row_bytes, nrows, act, p->g.nchunks, p->g.tail, sums);
+        fn(p->w + row0 * p->g.walk.row_bytes, &p->g.walk, nrows, act, sums);
         emit(p, sums, row0, nrows, planes, toks, tok, ntok);
     }
+}
+
+/* Row tile tm of a TL layout for tokens t0..t1-1, one token at a time. */
+static void run_tile(const product *p, int64_t tm, int64_t t0, int64_t t1)
+{
+    const int64_t BM = p->g.tiling.BM;
+    int32_t *sums = malloc(sizeof(int32_t) * (size_t)BM);
+    if (!sums)
+        abort(); /* BM * 4 bytes; the panels, far larger, were allocated */
+    const bp_tl_fn fn = p->layout == BP_LAYOUT_TL1 ? p->isa->tl1 : p->isa->tl2;
+    for (int64_t n = t0; n < t1; n++) {
+        memset(sums, 0, sizeof(int32_t) * (size_t)BM);
+        fn(p->w, &p->g.tiling, tm, (const int16_t *)(p->panels + n * p->g.panel), sums);
+        emit_rows(p, sums, 1, tm * BM, BM, n);
+    }
+    free(sums);
 }
 
 typedef struct {
     const product *p;
     bp_rows_fn fn;
     int toks;
+    int64_t rows_per_item;
     int64_t nblocks; /* row blocks */
 } plan;
 
@@ -220,19 +317,42 @@ static void run_item(void *ctx, int64_t i)
 {
     const plan *pl = ctx;
     const product *p = pl->p;
-    const int64_t tb = i / pl->nblocks * TOKEN_BLOCK, row0 = i % pl->nblocks * ROW_BLOCK;
+    const int64_t tb = i / pl->nblocks * TOKEN_BLOCK, row0 = i % pl->nblocks * pl->rows_per_item;
     const int64_t te = tb + TOKEN_BLOCK < p->n ? tb + TOKEN_BLOCK : p->n;
-    const int64_t nrows = row0 + ROW_BLOCK <= p->g.rows ? ROW_BLOCK : p->g.rows - row0;
-    run_block(p, pl->fn, pl->toks, row0, nrows, tb, te);
+    const int64_t nrows = row0 + pl->rows_per_item <= p->g.rows ? pl->rows_per_item : p->g.rows - row0;
+    if (family(p->layout) == TL_TILES)
+        run_tile(p, row0, tb, te);
+    else
+        run_block(p, pl->fn, pl->toks, row0, nrows, tb, te);
+}
+
+static plan plan_of(const product *p)
+{
+    const int gemv = p->n == 1;
+    const bp_isa *isa = p->isa;
+    plan pl = {p, NULL, 1, ROW_BLOCK, 0};
+    switch (family(p->layout)) {
+    case HF_PLANES:
+        pl.fn = gemv ? isa->hf_gemv : isa->hf_gemm;
+        pl.toks = gemv ? 1 : isa->hf_toks;
+        break;
+    case TQ1_ROWS:
+        pl.fn = isa->tq1_rows;
+        break;
+    case TL_TILES:
+        pl.rows_per_item = 1; /* one row tile */
+        break;
+    default:
+        pl.fn = gemv ? isa->plane_gemv : isa->plane_gemm;
+        pl.toks = gemv ? 1 : isa->plane_toks;
+    }
+    pl.nblocks = (p->g.rows + pl.rows_per_item - 1) / pl.rows_per_item;
+    return pl;
 }
 
 static void run(const product *p)
 {
-    const int gemv = p->n == 1;
-    const int hf = p->layout == BP_LAYOUT_HF;
-    const bp_isa *isa = p->isa;
-    plan pl = {p, hf ? (gemv ? isa->hf_gemv : isa->hf_gemm) : (gemv ? isa->i2s_gemv : isa->i2s_gemm),
-               gemv ? 1 : (hf ? isa->hf_toks : isa->i2s_toks), (p->g.rows + ROW_BLOCK - 1) / ROW_BLOCK};
+    plan pl = plan_of(p);
     const int64_t items = (p->n + TOKEN_BLOCK - 1) / TOKEN_BLOCK * pl.nblocks;
     if ((double)p->m * (double)p->k * (double)p->n >= PARALLEL_MIN_WORK)
         bp_pool_run(items, run_item, &pl);
@@ -241,12 +361,29 @@ static void run(const product *p)
             run_item(&pl, i);
 }
 
-static int check(int backend, int layout, int64_t m, int64_t k, int64_t n)
+/* The divisibility each layout's walk needs (the Python side checks the full rules). */
+static int shape_ok(int layout, int64_t m, int64_t k, const int64_t *t)
+{
+    switch (layout) {
+    case BP_LAYOUT_I2S: return k % 128 == 0;
+    case BP_LAYOUT_I2S_ARM: return k % 64 == 0;
+    case BP_LAYOUT_HF: return 1;
+    case BP_LAYOUT_TQ1: case BP_LAYOUT_TQ2: return k % 256 == 0;
+    case BP_LAYOUT_TL1:
+        return t && t[0] > 0 && t[1] > 0 && (t[2] == 32 || t[2] == 64) && m % t[0] == 0 && t[0] % t[2] == 0
+            && k % t[1] == 0 && t[1] % (256 / t[2]) == 0;
+    case BP_LAYOUT_TL2:
+        return t && t[0] > 0 && t[1] > 0 && t[2] == 32 && m % t[0] == 0 && t[0] % 32 == 0 && t[1] % 24 == 0
+            && t[1] <= k && (k % t[1]) % 32 == 0;
+    default: return 0;
+    }
+}
+
+static int check(int backend, int layout, int64_t m, int64_t k, int64_t n, const int64_t *tiling)
 {
     if (!bp_backend_supported(backend))
         return BP_EBACKEND;
-    if (m < 1 || k < 1 || n < 0 || (layout == BP_LAYOUT_I2S && k % 128) || k > (1 << 16)
-        || (layout != BP_LAYOUT_I2S && layout != BP_LAYOUT_HF))
+    if (m < 1 || k < 1 || n < 0 || k > (1 << 16) || !shape_ok(layout, m, k, tiling))
         return BP_ESHAPE;
     return 0;
 }
@@ -261,8 +398,9 @@ static int multiply(product *p, const int8_t *q, int64_t k)
         return BP_ENOMEM;
     }
     for (int64_t t = 0; t < p->n; t++) {
-        fill_panel(p->isa, p->layout, q + t * k, k, panels + t * p->g.panel, p->g.panel);
-        qsum[t] = sum_q(q + t * k, k);
+        fill_panel(p->isa, p->layout, &p->g, q + t * k, k, panels + t * p->g.panel);
+        /* TL tables hold t * q directly (no code offset) */
+        qsum[t] = family(p->layout) == TL_TILES ? 0 : sum_q(q + t * k, k);
     }
     p->panels = panels;
     p->qsum = qsum;
@@ -272,21 +410,21 @@ static int multiply(product *p, const int8_t *q, int64_t k)
     return 0;
 }
 
-int bp_matmul_int(int backend, int layout, const uint8_t *w, int64_t m, int64_t k,
+int bp_matmul_int(int backend, int layout, const uint8_t *w, int64_t m, int64_t k, const int64_t *tiling,
                   const int8_t *q, int64_t n, int32_t *out)
 {
-    const int err = check(backend, layout, m, k, n);
+    const int err = check(backend, layout, m, k, n, tiling);
     if (err || n == 0)
         return err;
-    product p = {table(backend), layout, geometry_of(table(backend), layout, m, k), w, m, n, k,
+    product p = {table(backend), layout, geometry_of(table(backend), layout, m, k, tiling), w, m, n, k,
                  NULL, NULL, NULL, 0.0f, out, NULL};
     return multiply(&p, q, k);
 }
 
-int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t k, float beta,
-                  const float *x, int64_t n, float *y)
+int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t k, const int64_t *tiling,
+                  float beta, const float *x, int64_t n, float *y)
 {
-    const int err = check(backend, layout, m, k, n);
+    const int err = check(backend, layout, m, k, n, tiling);
     if (err || n == 0)
         return err;
     int8_t *q = malloc((size_t)(n * k));
@@ -298,13 +436,22 @@ int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t 
     }
     int64_t result = bp_quantize(backend, x, n, k, q, scale);
     if (result == 0) {
-        product p = {table(backend), layout, geometry_of(table(backend), layout, m, k), w, m, n, k,
+        product p = {table(backend), layout, geometry_of(table(backend), layout, m, k, tiling), w, m, n, k,
                      NULL, NULL, scale, beta, NULL, y};
         result = multiply(&p, q, k);
     }
     free(q);
     free(scale);
     return result;
+}
+
+int64_t bp_count_table(const uint8_t *w, int64_t nrows, int64_t len, int64_t stride, const uint8_t *table)
+{
+    int64_t count = 0;
+    for (int64_t r = 0; r < nrows; r++, w += stride)
+        for (int64_t i = 0; i < len; i++)
+            count += table[w[i]];
+    return count;
 }
 
 int64_t bp_count_code3(const uint8_t *w, int64_t nbytes)

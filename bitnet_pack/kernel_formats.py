@@ -1,0 +1,240 @@
+"""The stored bytes each layout hands the kernel, as the kernel reads them.
+
+One entry per layout the kernel multiplies from (`FORMATS`): where beta is, which byte values
+no encoder writes (counted before a product, so garbage is refused, not multiplied), and
+`reference_codes`, the numpy reading of the bytes that the numpy reference products use. It
+walks the bytes in their stored order and places each code (byte -> element), written from
+the byte pictures in layouts/*.py; it does not call the layouts' decoders, so an error
+repeated in a layout's encode and decode still shows up as different products.
+
+    i2_s, i2_s_arm   blocks of B = 128 / 64 elements in B/4 bytes, code t + 1 of element
+                     g*B/4 + p of a block at bits 6-2g of its byte p; f32 beta after the codes
+    hf               [ceil(M/4), K]: output row p*R + j at bits 2p of packed row j
+    tq2_0            per 256 elements 64 code bytes (element 128h + 32n + m at bits 2n of
+                     byte 32h + m), then fp16 d
+    tq1_0            per 256 elements 48 + 4 base-3 bytes (5 / 4 trits, first one most
+                     significant), then fp16 d
+    tl1, tl2         tiled by (BM, BK, bm), see layouts/tl1.py and tl2.py; f32 beta after
+                     the codes (TL1) or at pad32(F) (TL2)
+
+TQ's per-block scale. A TQ tensor stores W[m, k] = t[m, k] * d_b for the block b holding k.
+The kernel computes y = float(sum_b sum_{k in b} t q) / s * D, with D the one non-zero d the
+tensor's blocks share: exact whenever every d_b is D or 0, and a d_b = 0 block holds only
+zero codes (what every TQ quantizer writes). A tensor whose non-zero blocks disagree on d, or
+whose d = 0 block holds a non-zero code, is refused (NotTernary / FormatError): it is not one
+ternary matrix with one scale, and no W1.58A8 product equals it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import FormatError, NotTernary, ShapeError
+from .ggml_types import SLOT_BYTES, slot_beta
+from .kernel_config import Tiling, tl2_split
+
+__all__ = ["FORMATS", "KernelFormat", "byte_problems", "reference_codes", "stored_beta"]
+
+TQ_BLOCK = 256
+ROW_SWAP = np.array([0, 2, 1, 3])
+
+
+def _table(bad: np.ndarray) -> np.ndarray:
+    return bad.astype(np.uint8)
+
+
+_BYTE = np.arange(256)
+FIELD_IS_3 = _table(sum(((_BYTE >> s) & 3) == 3 for s in (0, 2, 4, 6)))
+NIBBLE_ABOVE_8 = _table(((_BYTE >> 4) > 8).astype(int) + ((_BYTE & 15) > 8))
+NIBBLE_ABOVE_13 = _table(((_BYTE >> 4) > 13).astype(int) + ((_BYTE & 15) > 13))
+# TQ1_0: a byte holds v (five trits, 0..242) as ceil(v * 256 / 243); qh's fifth trit is 0.
+_TRIT_BYTES = (np.arange(243) * 256 + 242) // 243
+TQ1_QS_BAD = _table(~np.isin(_BYTE, _TRIT_BYTES))
+TQ1_QH_BAD = _table(~np.isin(_BYTE, _TRIT_BYTES[::3]))
+
+
+@dataclass(frozen=True)
+class KernelFormat:
+    name: str
+    block_bytes: int = 0  # TQ: bytes per 256-element block
+    d_at: int = 0  # TQ: offset of d in a block
+    tiled: bool = False
+
+
+FORMATS = {f.name: f for f in (
+    KernelFormat("i2_s"), KernelFormat("i2_s_arm"), KernelFormat("hf"),
+    KernelFormat("tq2_0", 66, 64), KernelFormat("tq1_0", 54, 52),
+    KernelFormat("tl1", tiled=True), KernelFormat("tl2", tiled=True),
+)}
+
+
+def _tl2_parts(shape: tuple[int, int], tiling: Tiling) -> tuple[int, int, int, int]:
+    """(three_k, two_k, end of magnitudes, end of signs)."""
+    m, k = shape
+    three_k, two_k = tl2_split(k, tiling.BK)
+    return three_k, two_k, m * three_k // 6, m * three_k // 6 + m * three_k // 24
+
+
+# ---- beta ----------------------------------------------------------------------------------
+
+
+def stored_beta(name: str, flat: np.ndarray, shape: tuple[int, int]) -> np.float32 | None:
+    """The beta the bytes carry (None for hf, which keeps it in weight_scale)."""
+    m, k = shape
+    if name in ("i2_s", "i2_s_arm", "tl1"):
+        return slot_beta(flat[m * k // 4:])
+    if name == "tl2":
+        return slot_beta(flat[-SLOT_BYTES:])
+    if name in ("tq2_0", "tq1_0"):
+        return _tq_common_d(FORMATS[name], flat, shape)
+    return None
+
+
+def _tq_common_d(fmt: KernelFormat, flat: np.ndarray, shape: tuple[int, int]) -> np.float32:
+    blocks = flat.reshape(-1, fmt.block_bytes)
+    d_bits = np.ascontiguousarray(blocks[:, fmt.d_at:fmt.d_at + 2]).view("<u2").reshape(-1)
+    nonzero = np.unique(d_bits[d_bits != 0])
+    if nonzero.size > 1:
+        raise NotTernary(f"{fmt.name} blocks carry {nonzero.size} different non-zero d values (e.g. "
+                         f"{float(nonzero[:1].view('<f2')[0])!r}, {float(nonzero[1:2].view('<f2')[0])!r}), "
+                         f"shape {list(shape)}: not one ternary matrix with one scale")
+    zero = np.flatnonzero(d_bits == 0)
+    if zero.size:
+        codes = _tq_block_codes(fmt.name, blocks[zero])
+        if np.any(codes):
+            raise FormatError(f"{int(np.count_nonzero(np.any(codes, axis=1)))} {fmt.name} blocks with d = 0 hold "
+                              f"non-zero codes, shape {list(shape)}")
+    return np.float32(nonzero[:1].view("<f2")[0]) if nonzero.size else np.float32(0)
+
+
+# ---- byte values no encoder writes ---------------------------------------------------------
+
+
+def byte_problems(name: str, flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None
+                  ) -> list[tuple[str, int, int, int, int, np.ndarray]]:
+    """(what, offset, rows, length, stride, table): count table[byte] over those byte runs."""
+    m, k = shape
+    if name in ("i2_s", "i2_s_arm"):
+        return [("codes of 3", 0, 1, m * k // 4, 0, FIELD_IS_3)]
+    if name == "hf":
+        return [("codes of 3", 0, 1, flat.size, 0, FIELD_IS_3)]
+    nblocks = m * k // TQ_BLOCK
+    if name == "tq2_0":
+        return [("codes of 3", 0, nblocks, 64, 66, FIELD_IS_3)]
+    if name == "tq1_0":
+        return [("bytes that are no base-3 trits", 0, nblocks, 48, 54, TQ1_QS_BAD),
+                ("qh bytes that are no base-3 trits", 48, nblocks, 4, 54, TQ1_QH_BAD)]
+    if name == "tl1":
+        return [("pair indices above 8", 0, 1, m * k // 4, 0, NIBBLE_ABOVE_8)]
+    three_k, two_k, mags, signs = _tl2_parts(shape, tiling)
+    return [("triplet magnitudes above 13", 0, 1, mags, 0, NIBBLE_ABOVE_13),
+            ("pair indices above 8", signs, 1, m * two_k // 4, 0, NIBBLE_ABOVE_8)]
+
+
+def count_problems(runs: list, flat: np.ndarray) -> list[tuple[str, int]]:
+    """The numpy count of `byte_problems` runs: (what, count) for the runs with any."""
+    found = []
+    for what, offset, rows, length, stride, table in runs:
+        if not rows or not length:
+            continue
+        span = flat[offset: offset + (rows - 1) * stride + length]
+        view = np.lib.stride_tricks.as_strided(span, (rows, length), (stride, 1)) if rows > 1 else span[:length]
+        count = int(table[view].sum(dtype=np.int64))
+        if count:
+            found.append((what, count))
+    return found
+
+
+# ---- the numpy reading of the bytes --------------------------------------------------------
+
+
+def reference_codes(name: str, flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None = None) -> np.ndarray:
+    """int8 ternary codes [M, K] read from the stored bytes, byte by byte in stored order."""
+    m, k = shape
+    if name == "hf":
+        rows = -(-m // 4)
+        planes = (flat.reshape(rows, k)[None] >> np.array([0, 2, 4, 6], np.uint8)[:, None, None]) & 3
+        return planes.reshape(4 * rows, k)[:m].astype(np.int8) - 1
+    if name in ("i2_s", "i2_s_arm"):
+        quarter = 32 if name == "i2_s" else 16
+        body = flat[: m * k // 4].reshape(-1, 1, quarter)  # [block, group, p]: element group*quarter + p
+        fields = (body >> np.array([6, 4, 2, 0], np.uint8)[:, None]) & 3
+        return fields.reshape(m, k).astype(np.int8) - 1
+    if name in ("tq2_0", "tq1_0"):
+        return _tq_block_codes(name, flat.reshape(-1, FORMATS[name].block_bytes)).reshape(m, k)
+    if name == "tl1":
+        return _tl1_codes(flat, shape, tiling)
+    return _tl2_codes(flat, shape, tiling)
+
+
+def _tq_block_codes(name: str, blocks: np.ndarray) -> np.ndarray:
+    """int8 codes [blocks, 256] of TQ blocks (d not read)."""
+    n = blocks.shape[0]
+    if name == "tq2_0":
+        qs = blocks[:, :64].reshape(n, 2, 1, 32)  # [block, h, n, m]: element 128h + 32n + m
+        return (((qs >> np.array([0, 2, 4, 6], np.uint8)[:, None]) & 3).reshape(n, 256)).astype(np.int8) - 1
+    pow3 = np.array([1, 3, 9, 27, 81], np.uint16)
+    trits = ((blocks[:, :52, None].astype(np.uint16) * pow3) & 255) * 3 >> 8  # [block, byte, n]
+    codes = np.empty((n, 256), np.int8)
+    codes[:, :160] = trits[:, :32].transpose(0, 2, 1).reshape(n, 160)      # m + 32n
+    codes[:, 160:240] = trits[:, 32:48].transpose(0, 2, 1).reshape(n, 80)  # 160 + m + 16n
+    codes[:, 240:] = trits[:, 48:52, :4].transpose(0, 2, 1).reshape(n, 16)  # 240 + j + 4n
+    return codes - 1
+
+
+def _scatter(codes: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> None:
+    """codes[rows, cols + i] = values[..., i] for the width of values' last axis."""
+    for i in range(values.shape[-1]):
+        codes[rows, cols + i] = values[..., i]
+
+
+def _pair_values(nibble: np.ndarray) -> np.ndarray:
+    """Pair index 3*t0 + t1 + 4 -> (t0, t1)."""
+    return np.stack([nibble // 3, nibble % 3], axis=-1).astype(np.int8) - 1
+
+
+def _pair_bytes(codes: np.ndarray, b: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
+    """A pair byte: columns cols, cols+1 in the high nibble, cols+2, cols+3 in the low one."""
+    _scatter(codes, rows, cols, _pair_values(b >> 4))
+    _scatter(codes, rows, cols + 2, _pair_values(b & 15))
+
+
+def _tl1_codes(flat: np.ndarray, shape: tuple[int, int], t: Tiling) -> np.ndarray:
+    m, k = shape
+    by = 256 // t.bm
+    dims = (m // t.BM, k // t.BK, t.BM // t.bm, t.BK // by, t.bm // 16, by // 4, 16)
+    tm, tk, rb, kb, rg, kh, rj = np.unravel_index(np.arange(m * k // 4), dims)
+    codes = np.empty(shape, np.int8)
+    _pair_bytes(codes, flat[: m * k // 4], tm * t.BM + rb * t.bm + rg * 16 + rj, tk * t.BK + kb * by + kh * 4)
+    return codes
+
+
+def _tl2_codes(flat: np.ndarray, shape: tuple[int, int], t: Tiling) -> np.ndarray:
+    m, k = shape
+    three_k, two_k, mags, signs = _tl2_parts(shape, t)
+    codes = np.empty(shape, np.int8)
+    # magnitudes: byte of rows tm*BM + rb*32 + 8*swap(c) + r8, triplets g, g + 1 = (tk*BK + 6*kb)/3 + 0, 1
+    tm, tk, rb, kb, c, r8 = np.unravel_index(np.arange(mags), (m // t.BM, three_k // t.BK, t.BM // 32, t.BK // 6, 4, 8))
+    rows, g = tm * t.BM + rb * 32 + 8 * ROW_SWAP[c] + r8, (tk * t.BK + 6 * kb) // 3
+    magnitude = np.zeros((m, three_k // 3), np.int16)
+    magnitude[rows, g], magnitude[rows, g + 1] = flat[:mags] >> 4, flat[:mags] & 15
+    # signs: bit 15-a of word b of a group: row tm*BM + rb*32 + 16*(a%2) + b, triplet (tk*BK + 24*ks)/3 + a//2
+    words = flat[mags:signs].view("<u2")
+    tm, tk, rb, ks, b = np.unravel_index(np.arange(words.size), (m // t.BM, three_k // t.BK, t.BM // 32, t.BK // 24, 16))
+    for a in range(16):
+        negative = (words >> (15 - a)) & 1 == 1
+        row, g = tm * t.BM + rb * 32 + 16 * (a % 2) + b, (tk * t.BK + 24 * ks) // 3 + a // 2
+        magnitude[row[negative], g[negative]] *= -1
+    u = magnitude.astype(np.int16) + 13  # 9*(t0+1) + 3*(t1+1) + (t2+1)
+    codes[:, :three_k] = (np.stack([u // 9, u // 3 % 3, u % 3], axis=-1) - 1).reshape(m, three_k)
+    if two_k:
+        pairs = flat[signs: signs + m * two_k // 4]
+        tm, tk, rb, kb, c, r8 = np.unravel_index(np.arange(pairs.size), (m // t.BM, two_k // 32, t.BM // 32, 8, 4, 8))
+        _pair_bytes(codes, pairs, tm * t.BM + rb * 32 + 8 * ROW_SWAP[c] + r8, three_k + tk * 32 + 4 * kb)
+    return codes
+
+
+def check_size(name: str, flat: np.ndarray, want: int, shape: tuple[int, int]) -> None:
+    if flat.size != want:
+        raise ShapeError(f"{name} data for shape {list(shape)} is {want} bytes, got {flat.size}")
