@@ -51,6 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .checkpoints import StoredProjection
 from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UnknownArchitecture, UsageError
 from .kernel import PackedMatrix, exact_half_bits, half_matmul, half_to_float32, ternary_linear
 from .ternary import TernaryWeight
@@ -139,7 +140,8 @@ def kernel_layout(shape: tuple[int, int]) -> str:
 
 
 def _prepare(config: ModelConfig, weights: Mapping[str, object]) -> dict[str, PackedMatrix | np.ndarray]:
-    """Check names, kinds and shapes; pack projections once; floats become float32 arrays."""
+    """Check names, kinds and shapes; projections become PackedMatrix (stored bytes as they
+    are, ternary weights packed once); floats become float32 arrays."""
     shapes = config.tensor_shapes()
     for name in weights:
         if name not in shapes:
@@ -152,8 +154,11 @@ def _prepare(config: ModelConfig, weights: Mapping[str, object]) -> dict[str, Pa
         is_projection = name.rsplit(".", 2)[-2].endswith("_proj")
         if is_projection and isinstance(value, TernaryWeight):
             value = PackedMatrix.from_ternary(value, kernel_layout(value.shape))
+        elif is_projection and isinstance(value, StoredProjection):  # the file's own bytes, no decode
+            value = PackedMatrix.from_bytes(value.layout, value.data, value.shape, value.beta, tiling=value.tiling)
         elif is_projection and not isinstance(value, PackedMatrix):
-            raise FormatError(f"a projection must be a TernaryWeight, got {type(value).__name__}", tensor=name)
+            raise FormatError(f"a projection must be a TernaryWeight, StoredProjection or PackedMatrix, got "
+                              f"{type(value).__name__}", tensor=name)
         elif not is_projection:
             value = np.asarray(value, dtype=np.float32)
         if tuple(value.shape) != shape:

@@ -26,7 +26,7 @@ from ..layouts import get_layout
 from ..names import to_gguf, to_hf
 from ..ternary import TernaryWeight, check_ternary
 from ..tokenizer_reverse import tokenizer_files_from_gguf
-from . import Checkpoint, Entry, Tensor, is_projection
+from . import Checkpoint, Entry, StoredProjection, Tensor, is_projection
 
 FLOAT_TYPES = {"F32": ("F32", "<f4"), "F16": ("F16", "<f2"), "BF16": ("BF16", "<u2")}
 LAYOUT_OF_TYPE = {"I2_S": "i2_s", "TL1": "tl1", "TL2": "tl2", "TQ1_0": "tq1_0", "TQ2_0": "tq2_0"}
@@ -108,13 +108,26 @@ class GGUFCheckpoint(Checkpoint):
         if info.type_name in FLOAT_TYPES:
             return _ternary_from_float(self._load_tensor(name).f32(), name, self.path)
         layout = get_layout(self._layout_of(info.type_name))
-        options = {}
-        if info.type_name in ("TL1", "TL2"):
-            if self.kernel_config is None:
-                raise MissingFile(f"{info.type_name} bytes depend on the kernel tiling: pass --kernel-config "
-                                  "(the kernel_config.ini used to convert it)", path=self.path, tensor=name)
-            options["tiling"] = self.kernel_config
+        options = {"tiling": self._tiling(name)} if info.type_name in ("TL1", "TL2") else {}
         return layout.decode(self.file.tensor_bytes(name), info.shape, **options)
+
+    def _tiling(self, name: str):
+        """The kernel config TL bytes were laid out with (it maps each shape to its tiling)."""
+        if self.kernel_config is None:
+            raise MissingFile(f"{self.file.tensors[name].type_name} bytes depend on the kernel tiling: pass "
+                              "--kernel-config (the kernel_config.ini used to convert it)", path=self.path, tensor=name)
+        return self.kernel_config
+
+    def stored(self, entry: Entry) -> StoredProjection | None:
+        name = to_gguf(entry.name)
+        info = self.file.tensors[name]
+        if info.type_name not in LAYOUT_OF_TYPE:
+            return None
+        tiling = None
+        if info.type_name in ("TL1", "TL2"):
+            tiling = self._tiling(name).tiling_for(tuple(info.shape), tensor=name)
+        return StoredProjection(self._layout_of(info.type_name), self.file.tensor_bytes(name), tuple(info.shape),
+                                tiling=tiling)
 
     def release(self, entry: Entry) -> None:
         if not self.file.closed:

@@ -24,7 +24,7 @@ from ..dtypes import f32_to_bf16
 from ..errors import HeaderInvalid, MissingFile, ShapeError, UnknownTensorType
 from ..layouts import get_layout
 from ..ternary import TernaryWeight, check_ternary
-from . import Checkpoint, Entry, Tensor, check_architecture, is_projection, read_aux_files
+from . import Checkpoint, Entry, StoredProjection, Tensor, check_architecture, is_projection, read_aux_files
 
 FLOAT_DTYPES = ("BF16", "F16", "F32")
 BETAS_KEY = "bitnet_pack.betas"
@@ -113,13 +113,22 @@ class HFCheckpoint(Checkpoint):
             return TernaryWeight(ternary.codes, recorded)
         return ternary
 
-    def _load_packed(self, name: str, shape: tuple[int, int]) -> TernaryWeight:
+    def _packed_beta(self, name: str) -> np.float32:
+        """beta from `<name>_scale`: its value (autobitlinear) or reciprocal (bitlinear)."""
         raw_scale = self.files.raw(name + "_scale")
         stored = Tensor(self.files.info(name + "_scale").dtype, raw_scale).f32().reshape(-1)
         if stored.size != 1 or not np.isfinite(stored[0]) or stored[0] == 0:
             raise ShapeError(f"weight_scale must be one finite non-zero value, got {stored.tolist()[:4]}",
                              path=self.path, tensor=name + "_scale")
-        beta = np.float32(1) / stored[0] if self.linear_class == "bitlinear" else stored[0]
+        return np.float32(1) / stored[0] if self.linear_class == "bitlinear" else stored[0]
+
+    def stored(self, entry: Entry) -> StoredProjection | None:
+        if self.kind != "hf-packed" or self.files.info(entry.name).dtype != "U8":
+            return None
+        return StoredProjection("hf", self.files.raw(entry.name), tuple(entry.shape), self._packed_beta(entry.name))
+
+    def _load_packed(self, name: str, shape: tuple[int, int]) -> TernaryWeight:
+        beta = self._packed_beta(name)
         data = self.files.raw(name)
         if self.files.info(name).dtype == "U8":
             return get_layout("hf").decode(data, shape, beta=beta)

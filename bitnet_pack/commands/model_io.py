@@ -15,12 +15,13 @@ from .common import about, resolve
 def loaded(src: str, numerics: str, kernel_config: Path | None = None, revision: str | None = None
            ) -> Iterator[tuple[object, Path]]:
     """(model, tokenizer.json path) for SRC, a path or a hub repo id: the tokenizer files as
-    the checkpoint has them, or as rebuilt from GGUF metadata into a temporary directory."""
+    the checkpoint has them, or as rebuilt from GGUF metadata into a temporary directory.
+    Packed projections run from the file's own mapped bytes (no decode, no re-encode)."""
     from ..model import BitNetModel  # imported on use: the CLI starts without loading the kernel
 
     path = resolve(str(src), revision, progress=False).path
     with about(path), open_checkpoint(path, kernel_config=kernel_config) as source:
-        model = BitNetModel(source.config, read_weights(source), numerics=numerics)
+        model = BitNetModel(source.config, read_weights(source, stored=True), numerics=numerics)
         with tempfile.TemporaryDirectory(prefix="bitnet-pack-tok-") as scratch:
             for name, data in source.aux_files.items():
                 (Path(scratch) / name).write_bytes(data)
