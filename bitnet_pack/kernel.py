@@ -215,8 +215,8 @@ def _checked_bytes(layout: str, data: np.ndarray, shape: tuple[int, int], tiling
                    beta: np.float32) -> np.ndarray:
     """The caller's bytes (a contiguous copy only if needed), after the checks the kernel
     relies on: size, the stored beta, and no byte value that no encoder writes."""
-    array = np.asarray(data)
-    flat = _flat_bytes(layout, array)
+    flat = _flat_bytes(layout, data)
+    array = np.ascontiguousarray(data)  # the caller's array itself when it is contiguous
     if layout == "hf":
         want = get_layout("hf").stored_shape(shape)
         if array.shape != want:
@@ -232,9 +232,9 @@ def _checked_bytes(layout: str, data: np.ndarray, shape: tuple[int, int], tiling
     else:
         found = count_problems(runs, flat)
     if found:
-        what = ", ".join(f"{n} {what}" for what, n in found)
-        raise NotTernary(f"{layout} bytes hold {what} (no ternary value), shape {list(shape)}")
-    return flat.reshape(array.shape)
+        what = ", ".join(f"{n} of {shape[0] * shape[1]} {layout} {what}" for what, n in found)
+        raise NotTernary(f"{what} (no ternary value), shape {list(shape)}")
+    return array
 
 
 # ---- the products ----------------------------------------------------------------------

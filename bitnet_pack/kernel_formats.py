@@ -116,20 +116,20 @@ def byte_problems(name: str, flat: np.ndarray, shape: tuple[int, int], tiling: T
     """(what, offset, rows, length, stride, table): count table[byte] over those byte runs."""
     m, k = shape
     if name in ("i2_s", "i2_s_arm"):
-        return [("codes of 3", 0, 1, m * k // 4, 0, FIELD_IS_3)]
+        return [("codes are 3", 0, 1, m * k // 4, 0, FIELD_IS_3)]
     if name == "hf":
-        return [("codes of 3", 0, 1, flat.size, 0, FIELD_IS_3)]
+        return [("codes are 3", 0, 1, flat.size, 0, FIELD_IS_3)]
     nblocks = m * k // TQ_BLOCK
     if name == "tq2_0":
-        return [("codes of 3", 0, nblocks, 64, 66, FIELD_IS_3)]
+        return [("codes are 3", 0, nblocks, 64, 66, FIELD_IS_3)]
     if name == "tq1_0":
-        return [("bytes that are no base-3 trits", 0, nblocks, 48, 54, TQ1_QS_BAD),
-                ("qh bytes that are no base-3 trits", 48, nblocks, 4, 54, TQ1_QH_BAD)]
+        return [("bytes are no base-3 trits", 0, nblocks, 48, 54, TQ1_QS_BAD),
+                ("qh bytes are no base-3 trits", 48, nblocks, 4, 54, TQ1_QH_BAD)]
     if name == "tl1":
-        return [("pair indices above 8", 0, 1, m * k // 4, 0, NIBBLE_ABOVE_8)]
+        return [("pair indices are above 8", 0, 1, m * k // 4, 0, NIBBLE_ABOVE_8)]
     three_k, two_k, mags, signs = _tl2_parts(shape, tiling)
-    return [("triplet magnitudes above 13", 0, 1, mags, 0, NIBBLE_ABOVE_13),
-            ("pair indices above 8", signs, 1, m * two_k // 4, 0, NIBBLE_ABOVE_8)]
+    return [("triplet magnitudes are above 13", 0, 1, mags, 0, NIBBLE_ABOVE_13),
+            ("pair indices are above 8", signs, 1, m * two_k // 4, 0, NIBBLE_ABOVE_8)]
 
 
 def count_problems(runs: list, flat: np.ndarray) -> list[tuple[str, int]]:
