@@ -148,8 +148,7 @@ static geometry geometry_of(const bp_isa *isa, int layout, int64_t m, int64_t k,
         const int64_t BK = tiling[1], three_k = layout == BP_LAYOUT_TL2 ? k / BK * BK : 0;
         g.tiling = (bp_tiling){m, k, tiling[0], BK, tiling[2], three_k, layout == BP_LAYOUT_TL2 ? k - three_k : 0};
         g.rows = m / tiling[0];
-        g.panel = (int64_t)sizeof(int16_t) * (layout == BP_LAYOUT_TL1 ? k / 2 * BP_PAIR_ENTRIES
-                  : three_k / 3 * BP_TRIPLET_ENTRIES + (k - three_k) / 2 * BP_PAIR_ENTRIES);
+        g.panel = BP_GROUP_BYTES * (layout == BP_LAYOUT_TL1 ? k / 2 : three_k / 3 + (k - three_k) / 2);
         return g;
     }
     default:
@@ -176,23 +175,26 @@ static int64_t plane_element(int layout, int64_t byte, int j)
     }
 }
 
-/* TL tables of one token: entry i of pair p is t0*q[2p] + t1*q[2p+1] with i = 3*t0 + t1 + 4;
- * entry (s << 4 | v) of triplet g is +-(t0*q[3g] + t1*q[3g+1] + t2*q[3g+2]) with
- * v = 9*t0 + 3*t1 + t2 in 0..13 and the sign s. */
-static void pair_table(const int8_t *q, int64_t pairs, int16_t *lut)
+/* TL tables of one token (the format: isa.h). */
+static void put_entry(uint8_t *group, int i, int value)
 {
-    for (int64_t p = 0; p < pairs; p++, lut += BP_PAIR_ENTRIES)
-        for (int i = 0; i < BP_PAIR_ENTRIES; i++)
-            lut[i] = i < 9 ? (int16_t)((i / 3 - 1) * q[2 * p] + (i % 3 - 1) * q[2 * p + 1]) : 0;
+    group[i] = (uint8_t)(value & 255);
+    group[16 + i] = (uint8_t)((value >> 8) & 255);
 }
 
-static void triplet_table(const int8_t *q, int64_t triplets, int16_t *lut)
+static void pair_table(const int8_t *q, int64_t pairs, uint8_t *lut)
 {
-    for (int64_t g = 0; g < triplets; g++, lut += BP_TRIPLET_ENTRIES)
-        for (int i = 0; i < BP_TRIPLET_ENTRIES; i++) {
-            const int v = i & 15, u = v + 13; /* u = 9*(t0+1) + 3*(t1+1) + (t2+1) */
-            const int sum = (u / 9 - 1) * q[3 * g] + (u / 3 % 3 - 1) * q[3 * g + 1] + (u % 3 - 1) * q[3 * g + 2];
-            lut[i] = v > 13 ? 0 : (int16_t)(i >> 4 ? -sum : sum);
+    for (int64_t p = 0; p < pairs; p++, lut += BP_GROUP_BYTES)
+        for (int i = 0; i < 9; i++)
+            put_entry(lut, i, (i / 3 - 1) * q[2 * p] + (i % 3 - 1) * q[2 * p + 1]);
+}
+
+static void triplet_table(const int8_t *q, int64_t triplets, uint8_t *lut)
+{
+    for (int64_t g = 0; g < triplets; g++, lut += BP_GROUP_BYTES)
+        for (int v = 0; v < 14; v++) {
+            const int u = v + 13; /* 9*(t0+1) + 3*(t1+1) + (t2+1) */
+            put_entry(lut, v, (u / 9 - 1) * q[3 * g] + (u / 3 % 3 - 1) * q[3 * g + 1] + (u % 3 - 1) * q[3 * g + 2]);
         }
 }
 
@@ -206,11 +208,11 @@ static void fill_panel(const bp_isa *isa, int layout, const geometry *g, const i
         return;
     case TL_TILES:
         if (layout == BP_LAYOUT_TL1) {
-            pair_table(q, k / 2, (int16_t *)panel);
+            pair_table(q, k / 2, (uint8_t *)panel);
         } else {
-            triplet_table(q, g->tiling.three_k / 3, (int16_t *)panel);
+            triplet_table(q, g->tiling.three_k / 3, (uint8_t *)panel);
             pair_table(q + g->tiling.three_k, g->tiling.two_k / 2,
-                       (int16_t *)panel + g->tiling.three_k / 3 * BP_TRIPLET_ENTRIES);
+                       (uint8_t *)panel + g->tiling.three_k / 3 * BP_GROUP_BYTES);
         }
         return;
     default: {
@@ -298,7 +300,7 @@ static void run_tile(const product *p, int64_t tm, int64_t t0, int64_t t1)
     const bp_tl_fn fn = p->layout == BP_LAYOUT_TL1 ? p->isa->tl1 : p->isa->tl2;
     for (int64_t n = t0; n < t1; n++) {
         memset(sums, 0, sizeof(int32_t) * (size_t)BM);
-        fn(p->w, &p->g.tiling, tm, (const int16_t *)(p->panels + n * p->g.panel), sums);
+        fn(p->w, &p->g.tiling, tm, (const uint8_t *)(p->panels + n * p->g.panel), sums);
         emit_rows(p, sums, 1, tm * BM, BM, n);
     }
     free(sums);

@@ -18,9 +18,12 @@
  * tq1_0: rows of 54-byte blocks (base-3 trits); the panel is q in natural order.
  *
  * tl1, tl2: bytes tiled over BM rows (see bitnet_pack/layouts/tl1.py, tl2.py); the "panel"
- * is the token's lookup table: int16 sums of activation pairs (TL1, TL2's last columns) and
- * of signed triplets (TL2), built by the driver (`bp_tl_lut`), and a tile adds table
- * entries for the BM rows of one row tile.
+ * is the token's lookup table, one 32-byte group per activation pair (TL1, TL2's last
+ * columns) or triplet (TL2): the low bytes of 16 int16 entries, then their high bytes, so
+ * that two byte shuffles look up 16 or 32 entries at once. Entry i of pair p is
+ * t0*q[2p] + t1*q[2p+1] with i = 3*t0 + t1 + 4 (0..8); entry v of triplet g is
+ * t0*q[3g] + t1*q[3g+1] + t2*q[3g+2] with v = 9*t0 + 3*t1 + t2 (0..13), which a stored sign
+ * bit negates. Unused entries are 0. A tile adds entries for the BM rows of one row tile.
  */
 #ifndef BITNET_PACK_ISA_H
 #define BITNET_PACK_ISA_H
@@ -56,7 +59,7 @@ typedef struct {
 } bp_tiling;
 
 /* Row tile `tm` (rows tm*BM ..) of TL bytes `w` against one token's table: sums[BM], added to. */
-typedef void (*bp_tl_fn)(const uint8_t *w, const bp_tiling *t, int64_t tm, const int16_t *lut,
+typedef void (*bp_tl_fn)(const uint8_t *w, const bp_tiling *t, int64_t tm, const uint8_t *lut,
                          int32_t *sums);
 
 /* Quantize one token (see quant_impl.h); returns 1, writing nothing, on NaN/Inf. */
@@ -80,12 +83,13 @@ typedef struct {
 /* The portable functions (scalar.c), which units without their own use. */
 void bp_scalar_tq1(const uint8_t *w, const bp_walk *walk, int64_t nrows, const int8_t *const *act,
                    int32_t *sums);
-void bp_scalar_tl1(const uint8_t *w, const bp_tiling *t, int64_t tm, const int16_t *lut, int32_t *sums);
-void bp_scalar_tl2(const uint8_t *w, const bp_tiling *t, int64_t tm, const int16_t *lut, int32_t *sums);
+void bp_scalar_tl1(const uint8_t *w, const bp_tiling *t, int64_t tm, const uint8_t *lut, int32_t *sums);
+void bp_scalar_tl2(const uint8_t *w, const bp_tiling *t, int64_t tm, const uint8_t *lut, int32_t *sums);
 
-/* TL lookup tables (driver.c): entries per activation pair and per triplet. */
-#define BP_PAIR_ENTRIES 16    /* index 3*t0 + t1 + 4 (0..8), 9..15 zero */
-#define BP_TRIPLET_ENTRIES 32 /* index sign << 4 | |9*t0 + 3*t1 + t2| (magnitude 0..13) */
+#define BP_GROUP_BYTES 32 /* one pair's or triplet's table: 16 low bytes, 16 high bytes */
+
+/* Entry i of a group's table. */
+static inline int bp_entry(const uint8_t *group, int i) { return (int16_t)(group[i] | group[16 + i] << 8); }
 
 extern const bp_isa bp_isa_scalar;
 #ifdef BP_HAVE_AVX2

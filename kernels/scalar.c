@@ -79,7 +79,7 @@ void bp_scalar_tq1(const uint8_t *w, const bp_walk *walk, int64_t nrows, const i
 /* TL1 row tile: for tk < K/BK, rb < BM/bm, kb < BK/by, rg < bm/16, kh < by/4, rj < 16 one
  * byte of row rb*bm + rg*16 + rj: pair (tk*BK + kb*by + kh*4)/2 in the high nibble, the next
  * pair in the low one. by = 256 / bm. */
-void bp_scalar_tl1(const uint8_t *w, const bp_tiling *t, int64_t tm, const int16_t *lut, int32_t *sums)
+void bp_scalar_tl1(const uint8_t *w, const bp_tiling *t, int64_t tm, const uint8_t *lut, int32_t *sums)
 {
     const int64_t by = 256 / t->bm;
     const uint8_t *b = w + tm * t->BM * t->k / 4;
@@ -88,25 +88,27 @@ void bp_scalar_tl1(const uint8_t *w, const bp_tiling *t, int64_t tm, const int16
             for (int64_t kb = 0; kb < t->BK / by; kb++)
                 for (int64_t rg = 0; rg < t->bm / 16; rg++)
                     for (int64_t kh = 0; kh < by / 4; kh++) {
-                        const int16_t *hi = lut + (tk * t->BK + kb * by + kh * 4) / 2 * BP_PAIR_ENTRIES;
-                        const int16_t *lo = hi + BP_PAIR_ENTRIES;
+                        const uint8_t *hi = lut + (tk * t->BK + kb * by + kh * 4) / 2 * BP_GROUP_BYTES;
+                        const uint8_t *lo = hi + BP_GROUP_BYTES;
                         int32_t *s = sums + rb * t->bm + rg * 16;
                         for (int rj = 0; rj < 16; rj++, b++)
-                            s[rj] += hi[*b >> 4] + lo[*b & 15];
+                            s[rj] += bp_entry(hi, *b >> 4) + bp_entry(lo, *b & 15);
                     }
 }
 
 static const int ROW_SWAP[4] = {0, 2, 1, 3}; /* TL2: 8-row chunks of each 32 rows in this order */
 
-/* Sign of triplet u (0..7 in its 24-column group) of row r (0..31 in its block): bit
- * 15 - (2u + r/16) of the little-endian word r % 16 of the group's 16 words. */
-static inline unsigned tl2_sign(const uint8_t *words, int r, int u)
+/* A stored triplet: magnitude entry, negated when its sign bit is set. */
+static inline int signed_entry(const uint8_t *group, int magnitude, unsigned negative)
 {
-    const unsigned word = words[2 * (r % 16)] | (unsigned)words[2 * (r % 16) + 1] << 8;
-    return (word >> (15 - (2 * u + r / 16))) & 1u;
+    const int v = bp_entry(group, magnitude);
+    return negative ? -v : v;
 }
 
-static void tl2_three(const uint8_t *mag, const uint8_t *sgn, const bp_tiling *t, const int16_t *lut,
+/* TL2's three part of a row tile. Sign of triplet u (0..7 in its 24-column group) of row r
+ * (0..31 in its block): bit 15 - (2u + r/16) of the little-endian word r % 16 of the
+ * group's 16 words. */
+static void tl2_three(const uint8_t *mag, const uint8_t *sgn, const bp_tiling *t, const uint8_t *lut,
                       int32_t *sums)
 {
     for (int64_t tk = 0; tk < t->three_k / t->BK; tk++)
@@ -114,38 +116,40 @@ static void tl2_three(const uint8_t *mag, const uint8_t *sgn, const bp_tiling *t
             for (int64_t kb = 0; kb < t->BK / 6; kb++) {
                 const uint8_t *words = sgn + ((tk * (t->BM / 32) + rb) * (t->BK / 24) + kb / 4) * 32;
                 const int u = (int)(kb % 4) * 2;
-                const int16_t *hi = lut + (tk * t->BK + 6 * kb) / 3 * BP_TRIPLET_ENTRIES;
-                const int16_t *lo = hi + BP_TRIPLET_ENTRIES;
+                const uint8_t *hi = lut + (tk * t->BK + 6 * kb) / 3 * BP_GROUP_BYTES;
+                const uint8_t *lo = hi + BP_GROUP_BYTES;
                 for (int c = 0; c < 4; c++)
                     for (int r8 = 0; r8 < 8; r8++, mag++) {
                         const int r = 8 * ROW_SWAP[c] + r8;
-                        sums[rb * 32 + r] += hi[tl2_sign(words, r, u) << 4 | *mag >> 4]
-                                           + lo[tl2_sign(words, r, u + 1) << 4 | (*mag & 15)];
+                        const unsigned word = words[2 * (r % 16)] | (unsigned)words[2 * (r % 16) + 1] << 8;
+                        const int shift = 15 - (2 * u + r / 16);
+                        sums[rb * 32 + r] += signed_entry(hi, *mag >> 4, (word >> shift) & 1u)
+                                           + signed_entry(lo, *mag & 15, (word >> (shift - 2)) & 1u);
                     }
             }
 }
 
-static void tl2_two(const uint8_t *b, const bp_tiling *t, const int16_t *lut, int32_t *sums)
+static void tl2_two(const uint8_t *b, const bp_tiling *t, const uint8_t *lut, int32_t *sums)
 {
     for (int64_t tk = 0; tk < t->two_k / 32; tk++)
         for (int64_t rb = 0; rb < t->BM / 32; rb++)
             for (int kb = 0; kb < 8; kb++) {
-                const int16_t *hi = lut + (tk * 32 + 4 * kb) / 2 * BP_PAIR_ENTRIES;
-                const int16_t *lo = hi + BP_PAIR_ENTRIES;
+                const uint8_t *hi = lut + (tk * 32 + 4 * kb) / 2 * BP_GROUP_BYTES;
+                const uint8_t *lo = hi + BP_GROUP_BYTES;
                 for (int c = 0; c < 4; c++)
                     for (int r8 = 0; r8 < 8; r8++, b++)
-                        sums[rb * 32 + 8 * ROW_SWAP[c] + r8] += hi[*b >> 4] + lo[*b & 15];
+                        sums[rb * 32 + 8 * ROW_SWAP[c] + r8] += bp_entry(hi, *b >> 4) + bp_entry(lo, *b & 15);
             }
 }
 
 /* TL2 row tile: magnitudes, sign words and pair bytes each in their own segment (tl2.py);
- * the table holds the triplets' entries, then the pairs' of the last two_k columns. */
-void bp_scalar_tl2(const uint8_t *w, const bp_tiling *t, int64_t tm, const int16_t *lut, int32_t *sums)
+ * the table holds the triplets' groups, then the pairs' of the last two_k columns. */
+void bp_scalar_tl2(const uint8_t *w, const bp_tiling *t, int64_t tm, const uint8_t *lut, int32_t *sums)
 {
     const int64_t mags = t->m * t->three_k / 6, signs = t->m * t->three_k / 24;
     tl2_three(w + tm * t->BM * t->three_k / 6, w + mags + tm * t->BM * t->three_k / 24, t, lut, sums);
     if (t->two_k)
-        tl2_two(w + mags + signs + tm * t->BM * t->two_k / 4, t, lut + t->three_k / 3 * BP_TRIPLET_ENTRIES, sums);
+        tl2_two(w + mags + signs + tm * t->BM * t->two_k / 4, t, lut + t->three_k / 3 * BP_GROUP_BYTES, sums);
 }
 
 const bp_isa bp_isa_scalar = {"scalar", 32, quantize_row, plane_rows, plane_rows, 1, hf_rows, hf_rows, 1,
