@@ -52,6 +52,7 @@ static inline int32_t acc_total(acc_t *a) { return _mm512_reduce_add_epi32(a->s3
 
 #define CUSTOM_GEMV
 #include "tl_impl.h"
+#include "tq1_impl.h"
 #include "tile_impl.h"
 
 #ifndef GEMV_ROWS
