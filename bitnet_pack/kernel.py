@@ -39,7 +39,7 @@ import numpy as np
 
 from .errors import FormatError, NonFiniteActivation, NotTernary, ShapeError, UsageError
 from .kernel_config import Tiling, resolve_tiling
-from .kernel_formats import byte_problems, count_problems, reference_codes, stored_beta
+from .kernel_formats import byte_problems, count_run, reference_codes, stored_beta
 from .layouts import get_layout, normalize_name
 from .ternary import TernaryWeight
 from .ternary import quantize_activations as _numpy_quantize
@@ -225,12 +225,12 @@ def _checked_bytes(layout: str, data: np.ndarray, shape: tuple[int, int], tiling
     stored = stored_beta(layout, flat, shape)
     if stored is not None and stored.tobytes() != np.float32(beta).tobytes():
         raise FormatError(f"{layout} bytes carry beta {float(stored)!r} but beta={float(beta)!r} was given")
-    runs = byte_problems(layout, flat, shape, tiling)
-    if _ext:
-        found = [(what, n) for what, offset, rows, length, stride, table in runs
-                 if (n := _ext.count_table(flat, offset, rows, length, stride, table))]
-    else:
-        found = count_problems(runs, flat)
+    found = []
+    for run in byte_problems(layout, flat, shape, tiling):
+        n = (_ext.count_bad(flat, run.offset, run.rows, run.length, run.stride, run.pattern, run.table) if _ext
+             else count_run(run, flat))
+        if n:
+            found.append((run.what, n))
     if found:
         what = ", ".join(f"{n} of {shape[0] * shape[1]} {layout} {what}" for what, n in found)
         raise NotTernary(f"{what} (no ternary value), shape {list(shape)}")

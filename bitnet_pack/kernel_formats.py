@@ -34,7 +34,7 @@ from .errors import FormatError, NotTernary, ShapeError
 from .ggml_types import SLOT_BYTES, slot_beta
 from .kernel_config import Tiling, tl2_split
 
-__all__ = ["FORMATS", "KernelFormat", "byte_problems", "reference_codes", "stored_beta"]
+__all__ = ["FORMATS", "ByteRun", "KernelFormat", "byte_problems", "count_run", "reference_codes", "stored_beta"]
 
 TQ_BLOCK = 256
 ROW_SWAP = np.array([0, 2, 1, 3])
@@ -111,39 +111,45 @@ def _tq_common_d(fmt: KernelFormat, flat: np.ndarray, shape: tuple[int, int]) ->
 # ---- byte values no encoder writes ---------------------------------------------------------
 
 
-def byte_problems(name: str, flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None
-                  ) -> list[tuple[str, int, int, int, int, np.ndarray]]:
-    """(what, offset, rows, length, stride, table): count table[byte] over those byte runs."""
+@dataclass(frozen=True)
+class ByteRun:
+    """`rows` runs of `length` bytes, `stride` apart from `offset`, where table[byte] counts
+    the fields no encoder writes; `pattern` names the same count done 8 bytes at a time."""
+
+    what: str
+    offset: int
+    rows: int
+    length: int
+    stride: int
+    table: np.ndarray
+    pattern: str = "table"
+
+
+def byte_problems(name: str, flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> list[ByteRun]:
     m, k = shape
-    if name in ("i2_s", "i2_s_arm"):
-        return [("codes are 3", 0, 1, m * k // 4, 0, FIELD_IS_3)]
-    if name == "hf":
-        return [("codes are 3", 0, 1, flat.size, 0, FIELD_IS_3)]
+    if name in ("i2_s", "i2_s_arm", "hf"):
+        return [ByteRun("codes are 3", 0, 1, flat.size if name == "hf" else m * k // 4, 0, FIELD_IS_3, "field3")]
     nblocks = m * k // TQ_BLOCK
     if name == "tq2_0":
-        return [("codes are 3", 0, nblocks, 64, 66, FIELD_IS_3)]
+        return [ByteRun("codes are 3", 0, nblocks, 64, 66, FIELD_IS_3, "field3")]
     if name == "tq1_0":
-        return [("bytes are no base-3 trits", 0, nblocks, 48, 54, TQ1_QS_BAD),
-                ("qh bytes are no base-3 trits", 48, nblocks, 4, 54, TQ1_QH_BAD)]
+        return [ByteRun("bytes are no base-3 trits", 0, nblocks, 48, 54, TQ1_QS_BAD),
+                ByteRun("qh bytes are no base-3 trits", 48, nblocks, 4, 54, TQ1_QH_BAD)]
     if name == "tl1":
-        return [("pair indices are above 8", 0, 1, m * k // 4, 0, NIBBLE_ABOVE_8)]
+        return [ByteRun("pair indices are above 8", 0, 1, m * k // 4, 0, NIBBLE_ABOVE_8, "nibble>8")]
     three_k, two_k, mags, signs = _tl2_parts(shape, tiling)
-    return [("triplet magnitudes are above 13", 0, 1, mags, 0, NIBBLE_ABOVE_13),
-            ("pair indices are above 8", signs, 1, m * two_k // 4, 0, NIBBLE_ABOVE_8)]
+    return [ByteRun("triplet magnitudes are above 13", 0, 1, mags, 0, NIBBLE_ABOVE_13, "nibble>13"),
+            ByteRun("pair indices are above 8", signs, 1, m * two_k // 4, 0, NIBBLE_ABOVE_8, "nibble>8")]
 
 
-def count_problems(runs: list, flat: np.ndarray) -> list[tuple[str, int]]:
-    """The numpy count of `byte_problems` runs: (what, count) for the runs with any."""
-    found = []
-    for what, offset, rows, length, stride, table in runs:
-        if not rows or not length:
-            continue
-        span = flat[offset: offset + (rows - 1) * stride + length]
-        view = np.lib.stride_tricks.as_strided(span, (rows, length), (stride, 1)) if rows > 1 else span[:length]
-        count = int(table[view].sum(dtype=np.int64))
-        if count:
-            found.append((what, count))
-    return found
+def count_run(run: ByteRun, flat: np.ndarray) -> int:
+    """The numpy count of one run."""
+    if not run.rows or not run.length:
+        return 0
+    span = flat[run.offset: run.offset + (run.rows - 1) * run.stride + run.length]
+    view = np.lib.stride_tricks.as_strided(span, (run.rows, run.length), (run.stride, 1)) if run.rows > 1 \
+        else span[:run.length]
+    return int(run.table[view].sum(dtype=np.int64))
 
 
 # ---- the numpy reading of the bytes --------------------------------------------------------

@@ -19,9 +19,9 @@ cdef extern from "bitnet_kernels.h" nogil:
                       const int64_t *tiling, const int8_t *q, int64_t n, int32_t *out)
     int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t k,
                       const int64_t *tiling, float beta, const float *x, int64_t n, float *y)
-    int64_t bp_count_code3(const uint8_t *w, int64_t nbytes)
-    int64_t bp_count_table(const uint8_t *w, int64_t nrows, int64_t len, int64_t stride,
-                           const uint8_t *table)
+    int BP_BAD_TABLE, BP_BAD_FIELD3, BP_BAD_NIBBLE_ABOVE_8, BP_BAD_NIBBLE_ABOVE_13
+    int64_t bp_count_bad(const uint8_t *w, int64_t nrows, int64_t len, int64_t stride, int pattern,
+                         const uint8_t *table)
     int BP_HALF_BF16, BP_HALF_F16
     int bp_half_matmul(int backend, int kind, const uint16_t *w, int64_t v, int64_t k,
                        const float *x, int64_t n, float *y)
@@ -109,23 +109,22 @@ def linear(str backend, str layout, const uint8_t[::1] w, int64_t m, int64_t k, 
     return code
 
 
-def count_code3(const uint8_t[::1] w):
-    cdef int64_t count
-    with nogil:
-        count = bp_count_code3(&w[0], w.shape[0])
-    return count
+BAD_PATTERNS = {"table": BP_BAD_TABLE, "field3": BP_BAD_FIELD3, "nibble>8": BP_BAD_NIBBLE_ABOVE_8,
+                "nibble>13": BP_BAD_NIBBLE_ABOVE_13}
 
 
-def count_table(const uint8_t[::1] w, int64_t offset, int64_t nrows, int64_t length, int64_t stride,
-                const uint8_t[::1] table):
-    """sum of table[byte] over `length` bytes at offset + r * stride, r < nrows."""
+def count_bad(const uint8_t[::1] w, int64_t offset, int64_t nrows, int64_t length, int64_t stride,
+              str pattern, const uint8_t[::1] table):
+    """sum of table[byte] over `length` bytes at offset + r * stride, r < nrows (`pattern`
+    computes the same 8 bytes at a time)."""
     cdef int64_t count
+    cdef int kind = BAD_PATTERNS[pattern]
     if nrows == 0 or length == 0:
         return 0
     if table.shape[0] != 256 or offset + (nrows - 1) * stride + length > w.shape[0]:
-        raise ValueError("count_table: table must have 256 entries and the rows lie inside w")
+        raise ValueError("count_bad: table must have 256 entries and the rows lie inside w")
     with nogil:
-        count = bp_count_table(&w[offset], nrows, length, stride, &table[0])
+        count = bp_count_bad(&w[offset], nrows, length, stride, kind, &table[0])
     return count
 
 

@@ -54,10 +54,14 @@ int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t 
 int bp_half_matmul(int backend, int kind, const uint16_t *w, int64_t v, int64_t k,
                    const float *x, int64_t n, float *y);
 
-/* How many 2-bit fields hold 3 (a code no ternary value maps to) in `nbytes` bytes. */
-int64_t bp_count_code3(const uint8_t *w, int64_t nbytes);
-
-/* sum of table[byte] over `len` bytes at w + r * stride for r < nrows (invalid-code counts). */
-int64_t bp_count_table(const uint8_t *w, int64_t nrows, int64_t len, int64_t stride, const uint8_t *table);
+/* Byte values no encoder writes, counted over `len` bytes at w + r * stride for r < nrows:
+ * sum of table[byte], which `pattern` computes 8 bytes at a time when it is not BP_BAD_TABLE
+ * (2-bit fields of 3, nibbles above 8, nibbles above 13; the table must agree). */
+#define BP_BAD_TABLE 0
+#define BP_BAD_FIELD3 1
+#define BP_BAD_NIBBLE_ABOVE_8 2
+#define BP_BAD_NIBBLE_ABOVE_13 3
+int64_t bp_count_bad(const uint8_t *w, int64_t nrows, int64_t len, int64_t stride, int pattern,
+                     const uint8_t *table);
 
 #endif

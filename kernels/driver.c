@@ -447,21 +447,32 @@ int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t 
     return result;
 }
 
-int64_t bp_count_table(const uint8_t *w, int64_t nrows, int64_t len, int64_t stride, const uint8_t *table)
+/* Bad fields in one 8-byte word (BP_BAD_*): a per-field bit, counted. */
+static int bad_in_word(uint64_t x, int pattern)
 {
-    int64_t count = 0;
-    for (int64_t r = 0; r < nrows; r++, w += stride)
-        for (int64_t i = 0; i < len; i++)
-            count += table[w[i]];
-    return count;
+    const uint64_t fields = 0x5555555555555555ull, nibbles = 0x1111111111111111ull;
+    switch (pattern) {
+    case BP_BAD_FIELD3: return __builtin_popcountll(x & (x >> 1) & fields);
+    case BP_BAD_NIBBLE_ABOVE_8: return __builtin_popcountll((x >> 3) & (x | x >> 1 | x >> 2) & nibbles);
+    default: return __builtin_popcountll((x >> 3) & (x >> 2) & (x >> 1) & nibbles); /* above 13 */
+    }
 }
 
-int64_t bp_count_code3(const uint8_t *w, int64_t nbytes)
+int64_t bp_count_bad(const uint8_t *w, int64_t nrows, int64_t len, int64_t stride, int pattern,
+                     const uint8_t *table)
 {
     int64_t count = 0;
-    for (int64_t i = 0; i < nbytes; i++) {
-        const unsigned both = w[i] & (w[i] >> 1) & 0x55u; /* bit 2p set iff field p == 3 */
-        count += (both & 1) + ((both >> 2) & 1) + ((both >> 4) & 1) + ((both >> 6) & 1);
+    for (int64_t r = 0; r < nrows; r++, w += stride) {
+        int64_t i = 0;
+        if (pattern != BP_BAD_TABLE)
+            for (; i + 8 <= len; i += 8) {
+                uint64_t x;
+                memcpy(&x, w + i, 8);
+                count += bad_in_word(x, pattern);
+            }
+        for (; i < len; i++)
+            count += table[w[i]];
     }
     return count;
 }
+

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 
-from bitnet_pack import kernel
+from bitnet_pack import kernel, kernel_formats
 from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.errors import FormatError, NotTernary, ShapeError, UsageError
 from bitnet_pack.kernel_config import Tiling, read_kernel_config, valid_tilings
@@ -253,3 +253,20 @@ def test_tq_block_scales_must_make_one_matrix():
         kernel.PackedMatrix.from_bytes("tq2_0", hidden, (2, 512))
     with pytest.raises(FormatError, match="carry beta 0.5"):
         kernel.PackedMatrix("tq2_0", blob, (2, 512), np.float32(0.25))
+
+
+@pytest.mark.parametrize("pattern", ["field3", "nibble>8", "nibble>13"])
+def test_word_at_a_time_byte_checks_count_as_the_tables(pattern):
+    """The C check reads 8 bytes at a time for these patterns: same counts as the tables."""
+    if kernel._ext is None:
+        pytest.skip("compiled backends only (BITNET_PACK_PUREPYTHON=1)")
+    table = {"field3": kernel_formats.FIELD_IS_3, "nibble>8": kernel_formats.NIBBLE_ABOVE_8,
+             "nibble>13": kernel_formats.NIBBLE_ABOVE_13}[pattern]
+    rng = np.random.default_rng(51)
+    data = rng.integers(0, 256, 4099, dtype=np.uint8)
+    for offset, rows, length, stride in ((0, 1, 4099, 0), (3, 1, 4093, 0), (1, 40, 61, 100), (0, 60, 64, 66)):
+        run = kernel_formats.ByteRun("x", offset, rows, length, stride, table, pattern)
+        want = kernel_formats.count_run(run, data)
+        assert want > 0
+        assert kernel._ext.count_bad(data, offset, rows, length, stride, pattern, table) == want
+        assert kernel._ext.count_bad(data, offset, rows, length, stride, "table", table) == want
