@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checkpoints import StoredProjection
+from .checkpoints import StoredProjection, Tensor
 from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UnknownArchitecture, UsageError
 from .kernel import PackedMatrix, exact_half_bits, half_matmul, half_to_float32, ternary_linear
 from .ternary import TernaryWeight
@@ -160,11 +160,24 @@ def _prepare(config: ModelConfig, weights: Mapping[str, object]) -> dict[str, Pa
             raise FormatError(f"a projection must be a TernaryWeight, StoredProjection or PackedMatrix, got "
                               f"{type(value).__name__}", tensor=name)
         elif not is_projection:
-            value = np.asarray(value, dtype=np.float32)
+            value = _float_tensor(name, value)
         if tuple(value.shape) != shape:
             raise ShapeError(f"shape {list(value.shape)} != {list(shape)} from config.json", tensor=name)
         tensors[name] = value
     return tensors
+
+
+HALF_STORED = {"BF16": "bf16", "F16": "f16"}
+
+
+def _float_tensor(name: str, value: object) -> np.ndarray | HalfTensor:
+    """A float32 array; a stored 16-bit embedding or lm_head (a `Tensor` from
+    `read_weights(stored=True)`) stays its file's bits, as a HalfTensor."""
+    if isinstance(value, Tensor):
+        if name in ("model.embed_tokens.weight", "lm_head.weight") and value.dtype in HALF_STORED:
+            return HalfTensor(HALF_STORED[value.dtype], np.asarray(value.data).view(np.uint16))
+        value = value.f32()
+    return np.asarray(value, dtype=np.float32)
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -267,7 +280,7 @@ class BitNetModel:
         self.numerics = NUMERICS[numerics]
         self.tensors = _prepare(self.config, weights)
         for name in ("model.embed_tokens.weight", "lm_head.weight"):
-            if name in self.tensors:
+            if name in self.tensors and not isinstance(self.tensors[name], HalfTensor):
                 self.tensors[name] = HalfTensor.from_float32(self.tensors[name])
         self.embedding = self.tensors["model.embed_tokens.weight"]
         self.lm_head = self.tensors.get("lm_head.weight", self.embedding)

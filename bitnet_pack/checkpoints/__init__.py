@@ -187,22 +187,23 @@ def open_checkpoint(path: str | Path, **options: object) -> Checkpoint:
     raise MissingFile("not a checkpoint directory, .safetensors or .gguf file", path=path)
 
 
-Weights = dict[str, TernaryWeight | StoredProjection | np.ndarray]
+Weights = dict[str, TernaryWeight | StoredProjection | Tensor | np.ndarray]
 
 
 def load_weights(path: str | Path, *, stored: bool = False, **options: object) -> tuple[dict, Weights]:
     """(config, {HF name: TernaryWeight or float32 array}) for the model/verify code; with
-    `stored`, packed projections as `StoredProjection` (views that outlive the checkpoint)."""
+    `stored`, as `read_weights(stored=True)` (views that outlive the checkpoint)."""
     with open_checkpoint(path, **options) as checkpoint:
         return checkpoint.config, read_weights(checkpoint, stored=stored)
 
 
 def read_weights(checkpoint: Checkpoint, *, stored: bool = False) -> Weights:
-    """Every entry of an open checkpoint: projections ternary (with `stored`: their stored
-    bytes when the source keeps them packed), other tensors as float32."""
+    """Every entry of an open checkpoint: projections ternary, other tensors as float32. With
+    `stored`, nothing is converted: projections are their stored bytes when the source keeps
+    them packed (`StoredProjection`), other tensors their stored `Tensor`."""
     weights: Weights = {}
     for entry in checkpoint.entries():
         packed = checkpoint.stored(entry) if stored and entry.kind == "linear" else None
         value = packed if packed is not None else entry.load()
-        weights[entry.name] = value.f32() if isinstance(value, Tensor) else value
+        weights[entry.name] = value.f32() if isinstance(value, Tensor) and not stored else value
     return weights
