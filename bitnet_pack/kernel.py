@@ -6,18 +6,15 @@
     acc  = sum_k t[m, k] * q[k]                 (exact int32)
     y[m] = float32(acc) / s * beta              (float32, in this order)
 
-Two layouts are read as stored (code = t + 1; see layouts/i2s.py and layouts/hf.py):
-
-    i2_s  row m = K/4 bytes at m*K/4, 128-element blocks of 32 bytes, then f32 beta + 28 B
-          block byte p:  bit 7 6 | 5 4  | 3 2  | 1 0
-                             p   | p+32 | p+64 | p+96       (elements of the block)
-    hf    uint8 [R = ceil(M/4), K]
-          packed[j, k]:  bit 7 6  | 5 4  | 3 2 | 1 0
-                          3R + j  | 2R+j | R+j | j          (output rows, column k)
+Every layout is read as stored (i2_s, i2_s_arm, hf, tq2_0, tq1_0, tl1, tl2): `PackedMatrix`
+holds a tensor's own bytes, often a read-only view of a mapped file, and the kernel walks
+them; nothing is decoded or re-encoded. `kernel_formats.py` describes each layout's bytes,
+where beta is (TQ: the blocks' one non-zero d) and which byte values are refused, and keeps
+the numpy reading of the bytes the reference products use.
 
 The compiled kernel (`bitnet_pack._kernels`, built from kernels/) sums code * q and
-subtracts sum(q); it is tested bit for bit against the numpy reference kept here
-(`reference_*`). `half_matmul` is the float product of the model's lm_head over 16-bit
+subtracts sum(q) (TL: adds table entries of t * q); it is tested bit for bit against the
+numpy reference kept here (`reference_*`). `half_matmul` is the float product of the model's lm_head over 16-bit
 (bf16 / f16) weights, in a fixed float32 summation order (see its section below).
 Backends: "numpy" (the reference), "scalar", "avx2", "avx512", "avx512vnni"; at import
 the best one this CPU runs is chosen (`BACKEND`).
@@ -318,7 +315,7 @@ def reference_quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def reference_matmul_int(matrix: PackedMatrix, q: np.ndarray) -> np.ndarray:
-    """int32 [N, M] sums from the layout module's decode. A float BLAS product is exact
+    """int32 [N, M] sums from `PackedMatrix.codes()` (kernel_formats' reading of the bytes). A float BLAS product is exact
     here: every partial sum is an integer below 128 * K, under 2**24 (f32) or 2**53 (f64)."""
     dtype = np.float32 if 128 * matrix.shape[1] <= 1 << 24 else np.float64
     codes = matrix.codes().astype(dtype)

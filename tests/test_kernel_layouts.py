@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import layout_oracle
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -17,8 +18,6 @@ from bitnet_pack.errors import FormatError, NotTernary, ShapeError, UsageError
 from bitnet_pack.kernel_config import Tiling, read_kernel_config, valid_tilings
 from bitnet_pack.names import to_gguf
 from bitnet_pack.ternary import TernaryWeight
-
-import layout_oracle
 
 BACKENDS = kernel.available_backends()
 PROJECTIONS = [f"model.layers.{layer}.{part}.weight" for layer in range(2) for part in (
