@@ -315,8 +315,9 @@ def reference_quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def reference_matmul_int(matrix: PackedMatrix, q: np.ndarray) -> np.ndarray:
-    """int32 [N, M] sums from `PackedMatrix.codes()` (kernel_formats' reading of the bytes). A float BLAS product is exact
-    here: every partial sum is an integer below 128 * K, under 2**24 (f32) or 2**53 (f64)."""
+    """int32 [N, M] sums from `PackedMatrix.codes()` (kernel_formats' reading of the bytes).
+    A float product is exact here, in any order: every partial sum is an integer below
+    128 * K, under 2**24 (f32) or 2**53 (f64)."""
     dtype = np.float32 if 128 * matrix.shape[1] <= 1 << 24 else np.float64
     codes = matrix.codes().astype(dtype)
     return (np.asarray(q).astype(dtype) @ codes.T).astype(np.int32)

@@ -1,9 +1,11 @@
-/* The portable half of the kernel: CPU checks, activation panels, and the work items
- * (row block x token block) the thread pool hands to a backend's row functions, with the
- * int32 or float32 epilogue. Compiled with baseline flags only; SIMD lives in isa_*.c.
+/* The portable half of the kernel: CPU checks, and the work items (row block x token block,
+ * TL: row tile x token block) the thread pool hands to a backend's functions, with the int32
+ * or float32 epilogue. Each layout's walk and activation panel: panels.c. Compiled with
+ * baseline flags only; SIMD lives in isa_*.c.
  */
 #include "bitnet_kernels.h"
 #include "isa.h"
+#include "panels.h"
 #include "pool.h"
 
 #include <stdlib.h>
@@ -100,136 +102,12 @@ static int32_t sum_q(const int8_t *q, int64_t k)
     return sum;
 }
 
-/* ---- panels and geometry ------------------------------------------------------------- */
-
-enum { PLANES, HF_PLANES, TQ1_ROWS, TL_TILES }; /* how a layout is walked */
-
-static int family(int layout)
-{
-    switch (layout) {
-    case BP_LAYOUT_HF: return HF_PLANES;
-    case BP_LAYOUT_TQ1: return TQ1_ROWS;
-    case BP_LAYOUT_TL1: case BP_LAYOUT_TL2: return TL_TILES;
-    default: return PLANES;
-    }
-}
-
-typedef struct {
-    int64_t rows;       /* stored rows (hf: ceil(M/4)); TL: row tiles */
-    bp_walk walk;
-    int64_t panel;      /* bytes of one token's panel (TL: its int16 table) */
-    bp_tiling tiling;   /* TL only */
-} geometry;
-
-#define ONE_BLOCK 30 /* block_shift of a row stored without per-block scales */
-
-static geometry geometry_of(const bp_isa *isa, int layout, int64_t m, int64_t k, const int64_t *tiling)
-{
-    geometry g = {m, {k / 4, 0, 0, ONE_BLOCK, INT64_C(1) << ONE_BLOCK}, 0, {0}};
-    const int64_t vb = isa->vb;
-    int64_t code_bytes = k / 4;
-    switch (layout) {
-    case BP_LAYOUT_HF:
-        g.rows = (m + 3) / 4;
-        g.walk.row_bytes = code_bytes = k;
-        break;
-    case BP_LAYOUT_TQ2: /* 64 code bytes, then the 2-byte d */
-        g.walk.row_bytes = k / 256 * 66;
-        g.walk.block_shift = 6;
-        g.walk.block_stride = 66;
-        break;
-    case BP_LAYOUT_TQ1: /* one 54-byte block per "chunk" */
-        g.walk.row_bytes = k / 256 * 54;
-        g.walk.block_stride = 54;
-        g.walk.nchunks = k / 256;
-        g.panel = k;
-        return g;
-    case BP_LAYOUT_TL1: case BP_LAYOUT_TL2: {
-        const int64_t BK = tiling[1], three_k = layout == BP_LAYOUT_TL2 ? k / BK * BK : 0;
-        g.tiling = (bp_tiling){m, k, tiling[0], BK, tiling[2], three_k, layout == BP_LAYOUT_TL2 ? k - three_k : 0};
-        g.rows = m / tiling[0];
-        g.panel = BP_GROUP_BYTES * (layout == BP_LAYOUT_TL1 ? k / 2 : three_k / 3 + (k - three_k) / 2);
-        return g;
-    }
-    default:
-        break;
-    }
-    g.walk.nchunks = (code_bytes + vb - 1) / vb;
-    g.walk.tail = (int)(code_bytes - (g.walk.nchunks - 1) * vb);
-    g.panel = layout == BP_LAYOUT_HF ? g.walk.nchunks * vb : g.walk.nchunks * 4 * vb;
-    return g;
-}
-
-/* Element of the row whose code sits at bits 6-2j of code byte `byte`. */
-static int64_t plane_element(int layout, int64_t byte, int j)
-{
-    switch (layout) {
-    case BP_LAYOUT_I2S_ARM: /* 16-byte blocks of 64: byte p holds p, p+16, p+32, p+48 */
-        return (byte >> 4) * 64 + 16 * j + (byte & 15);
-    case BP_LAYOUT_TQ2: { /* qs[32h + m] holds 128h + m + 32n at bits 2n: n = 3 - j */
-        const int64_t r = byte & 63;
-        return (byte >> 6) * 256 + 128 * (r >> 5) + 32 * (3 - j) + (r & 31);
-    }
-    default: /* i2_s: 32-byte blocks of 128: byte p holds p, p+32, p+64, p+96 */
-        return (byte >> 5) * 128 + 32 * j + (byte & 31);
-    }
-}
-
-/* TL tables of one token (the format: isa.h). */
-static void put_entry(uint8_t *group, int i, int value)
-{
-    group[i] = (uint8_t)(value & 255);
-    group[16 + i] = (uint8_t)((value >> 8) & 255);
-}
-
-static void pair_table(const int8_t *q, int64_t pairs, uint8_t *lut)
-{
-    for (int64_t p = 0; p < pairs; p++, lut += BP_GROUP_BYTES)
-        for (int i = 0; i < 9; i++)
-            put_entry(lut, i, (i / 3 - 1) * q[2 * p] + (i % 3 - 1) * q[2 * p + 1]);
-}
-
-static void triplet_table(const int8_t *q, int64_t triplets, uint8_t *lut)
-{
-    for (int64_t g = 0; g < triplets; g++, lut += BP_GROUP_BYTES)
-        for (int v = 0; v < 14; v++) {
-            const int u = v + 13; /* 9*(t0+1) + 3*(t1+1) + (t2+1) */
-            put_entry(lut, v, (u / 9 - 1) * q[3 * g] + (u / 3 % 3 - 1) * q[3 * g + 1] + (u % 3 - 1) * q[3 * g + 2]);
-        }
-}
-
-static void fill_panel(const bp_isa *isa, int layout, const geometry *g, const int8_t *q, int64_t k,
-                       int8_t *panel)
-{
-    memset(panel, 0, (size_t)g->panel);
-    switch (family(layout)) {
-    case HF_PLANES: case TQ1_ROWS:
-        memcpy(panel, q, (size_t)k);
-        return;
-    case TL_TILES:
-        if (layout == BP_LAYOUT_TL1) {
-            pair_table(q, k / 2, (uint8_t *)panel);
-        } else {
-            triplet_table(q, g->tiling.three_k / 3, (uint8_t *)panel);
-            pair_table(q + g->tiling.three_k, g->tiling.two_k / 2,
-                       (uint8_t *)panel + g->tiling.three_k / 3 * BP_GROUP_BYTES);
-        }
-        return;
-    default: {
-        const int64_t vb = isa->vb;
-        for (int64_t byte = 0; byte < k / 4; byte++)
-            for (int j = 0; j < 4; j++)
-                panel[(byte / vb * 4 + j) * vb + byte % vb] = q[plane_element(layout, byte, j)];
-    }
-    }
-}
-
 /* ---- the product --------------------------------------------------------------------- */
 
 typedef struct {
     const bp_isa *isa;
     int layout;
-    geometry g;
+    bp_geometry g;
     const uint8_t *w;
     int64_t m, n;
     int64_t k;
@@ -322,7 +200,7 @@ static void run_item(void *ctx, int64_t i)
     const int64_t tb = i / pl->nblocks * TOKEN_BLOCK, row0 = i % pl->nblocks * pl->rows_per_item;
     const int64_t te = tb + TOKEN_BLOCK < p->n ? tb + TOKEN_BLOCK : p->n;
     const int64_t nrows = row0 + pl->rows_per_item <= p->g.rows ? pl->rows_per_item : p->g.rows - row0;
-    if (family(p->layout) == TL_TILES)
+    if (bp_family(p->layout) == BP_TL_TILES)
         run_tile(p, row0, tb, te);
     else
         run_block(p, pl->fn, pl->toks, row0, nrows, tb, te);
@@ -333,15 +211,15 @@ static plan plan_of(const product *p)
     const int gemv = p->n == 1;
     const bp_isa *isa = p->isa;
     plan pl = {p, NULL, 1, ROW_BLOCK, 0};
-    switch (family(p->layout)) {
-    case HF_PLANES:
+    switch (bp_family(p->layout)) {
+    case BP_HF_PLANES:
         pl.fn = gemv ? isa->hf_gemv : isa->hf_gemm;
         pl.toks = gemv ? 1 : isa->hf_toks;
         break;
-    case TQ1_ROWS:
+    case BP_TQ1_ROWS:
         pl.fn = isa->tq1_rows;
         break;
-    case TL_TILES:
+    case BP_TL_TILES:
         pl.rows_per_item = 1; /* one row tile */
         break;
     default:
@@ -363,29 +241,11 @@ static void run(const product *p)
             run_item(&pl, i);
 }
 
-/* The divisibility each layout's walk needs (the Python side checks the full rules). */
-static int shape_ok(int layout, int64_t m, int64_t k, const int64_t *t)
-{
-    switch (layout) {
-    case BP_LAYOUT_I2S: return k % 128 == 0;
-    case BP_LAYOUT_I2S_ARM: return k % 64 == 0;
-    case BP_LAYOUT_HF: return 1;
-    case BP_LAYOUT_TQ1: case BP_LAYOUT_TQ2: return k % 256 == 0;
-    case BP_LAYOUT_TL1:
-        return t && t[0] > 0 && t[1] > 0 && (t[2] == 32 || t[2] == 64) && m % t[0] == 0 && t[0] % t[2] == 0
-            && k % t[1] == 0 && t[1] % (256 / t[2]) == 0;
-    case BP_LAYOUT_TL2:
-        return t && t[0] > 0 && t[1] > 0 && t[2] == 32 && m % t[0] == 0 && t[0] % 32 == 0 && t[1] % 24 == 0
-            && t[1] <= k && (k % t[1]) % 32 == 0;
-    default: return 0;
-    }
-}
-
 static int check(int backend, int layout, int64_t m, int64_t k, int64_t n, const int64_t *tiling)
 {
     if (!bp_backend_supported(backend))
         return BP_EBACKEND;
-    if (m < 1 || k < 1 || n < 0 || k > (1 << 16) || !shape_ok(layout, m, k, tiling))
+    if (m < 1 || k < 1 || n < 0 || k > (1 << 16) || !bp_shape_ok(layout, m, k, tiling))
         return BP_ESHAPE;
     return 0;
 }
@@ -400,9 +260,9 @@ static int multiply(product *p, const int8_t *q, int64_t k)
         return BP_ENOMEM;
     }
     for (int64_t t = 0; t < p->n; t++) {
-        fill_panel(p->isa, p->layout, &p->g, q + t * k, k, panels + t * p->g.panel);
+        bp_fill_panel(p->isa, p->layout, &p->g, q + t * k, k, panels + t * p->g.panel);
         /* TL tables hold t * q directly (no code offset) */
-        qsum[t] = family(p->layout) == TL_TILES ? 0 : sum_q(q + t * k, k);
+        qsum[t] = bp_family(p->layout) == BP_TL_TILES ? 0 : sum_q(q + t * k, k);
     }
     p->panels = panels;
     p->qsum = qsum;
@@ -418,7 +278,7 @@ int bp_matmul_int(int backend, int layout, const uint8_t *w, int64_t m, int64_t 
     const int err = check(backend, layout, m, k, n, tiling);
     if (err || n == 0)
         return err;
-    product p = {table(backend), layout, geometry_of(table(backend), layout, m, k, tiling), w, m, n, k,
+    product p = {table(backend), layout, bp_geometry_of(table(backend), layout, m, k, tiling), w, m, n, k,
                  NULL, NULL, NULL, 0.0f, out, NULL};
     return multiply(&p, q, k);
 }
@@ -438,7 +298,7 @@ int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t 
     }
     int64_t result = bp_quantize(backend, x, n, k, q, scale);
     if (result == 0) {
-        product p = {table(backend), layout, geometry_of(table(backend), layout, m, k, tiling), w, m, n, k,
+        product p = {table(backend), layout, bp_geometry_of(table(backend), layout, m, k, tiling), w, m, n, k,
                      NULL, NULL, scale, beta, NULL, y};
         result = multiply(&p, q, k);
     }
@@ -446,33 +306,3 @@ int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t 
     free(scale);
     return result;
 }
-
-/* Bad fields in one 8-byte word (BP_BAD_*): a per-field bit, counted. */
-static int bad_in_word(uint64_t x, int pattern)
-{
-    const uint64_t fields = 0x5555555555555555ull, nibbles = 0x1111111111111111ull;
-    switch (pattern) {
-    case BP_BAD_FIELD3: return __builtin_popcountll(x & (x >> 1) & fields);
-    case BP_BAD_NIBBLE_ABOVE_8: return __builtin_popcountll((x >> 3) & (x | x >> 1 | x >> 2) & nibbles);
-    default: return __builtin_popcountll((x >> 3) & (x >> 2) & (x >> 1) & nibbles); /* above 13 */
-    }
-}
-
-int64_t bp_count_bad(const uint8_t *w, int64_t nrows, int64_t len, int64_t stride, int pattern,
-                     const uint8_t *table)
-{
-    int64_t count = 0;
-    for (int64_t r = 0; r < nrows; r++, w += stride) {
-        int64_t i = 0;
-        if (pattern != BP_BAD_TABLE)
-            for (; i + 8 <= len; i += 8) {
-                uint64_t x;
-                memcpy(&x, w + i, 8);
-                count += bad_in_word(x, pattern);
-            }
-        for (; i < len; i++)
-            count += table[w[i]];
-    }
-    return count;
-}
-
