@@ -189,55 +189,51 @@ def _tq_block_codes(name: str, blocks: np.ndarray) -> np.ndarray:
     return codes - 1
 
 
-def _scatter(codes: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> None:
-    """codes[rows, cols + i] = values[..., i] for the width of values' last axis."""
-    for i in range(values.shape[-1]):
-        codes[rows, cols + i] = values[..., i]
+def _pair_byte_codes() -> np.ndarray:
+    """byte -> the 4 codes of a pair byte: (t0, t1) of the high nibble's pair, then the low's,
+    a pair index being 3*t0 + t1 + 4 (indices above 8 are refused before any reading)."""
+    nibble = np.arange(256)[:, None] >> np.array([4, 4, 0, 0]) & 15
+    digit = np.where(np.arange(4) % 2 == 0, nibble // 3, nibble % 3)
+    return (digit - 1).astype(np.int8)
 
 
-def _pair_values(nibble: np.ndarray) -> np.ndarray:
-    """Pair index 3*t0 + t1 + 4 -> (t0, t1)."""
-    return np.stack([nibble // 3, nibble % 3], axis=-1).astype(np.int8) - 1
+PAIR_BYTE_CODES = _pair_byte_codes()
 
 
-def _pair_bytes(codes: np.ndarray, b: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
-    """A pair byte: columns cols, cols+1 in the high nibble, cols+2, cols+3 in the low one."""
-    _scatter(codes, rows, cols, _pair_values(b >> 4))
-    _scatter(codes, rows, cols + 2, _pair_values(b & 15))
+def _rows_in_order(tiles: np.ndarray) -> np.ndarray:
+    """Axis 2 of [tm, rb, chunk, ...] from the stored chunk order (0, 2, 1, 3) back to 0..3."""
+    return tiles[:, :, ROW_SWAP]
 
 
 def _tl1_codes(flat: np.ndarray, shape: tuple[int, int], t: Tiling) -> np.ndarray:
+    """Stored order tm, tk, rb, kb, rg, kh, rj: row tm*BM + rb*bm + rg*16 + rj, column quad
+    (tk*BK + kb*by + kh*4) / 4."""
     m, k = shape
     by = 256 // t.bm
-    dims = (m // t.BM, k // t.BK, t.BM // t.bm, t.BK // by, t.bm // 16, by // 4, 16)
-    tm, tk, rb, kb, rg, kh, rj = np.unravel_index(np.arange(m * k // 4), dims)
-    codes = np.empty(shape, np.int8)
-    _pair_bytes(codes, flat[: m * k // 4], tm * t.BM + rb * t.bm + rg * 16 + rj, tk * t.BK + kb * by + kh * 4)
-    return codes
+    stored = flat[: m * k // 4].reshape(m // t.BM, k // t.BK, t.BM // t.bm, t.BK // by, t.bm // 16, by // 4, 16)
+    quads = stored.transpose(0, 2, 4, 6, 1, 3, 5).reshape(m, k // 4)
+    return PAIR_BYTE_CODES[quads].reshape(m, k)
 
 
 def _tl2_codes(flat: np.ndarray, shape: tuple[int, int], t: Tiling) -> np.ndarray:
     m, k = shape
     three_k, two_k, mags, signs = _tl2_parts(shape, t)
     codes = np.empty(shape, np.int8)
-    # magnitudes: byte of rows tm*BM + rb*32 + 8*swap(c) + r8, triplets g, g + 1 = (tk*BK + 6*kb)/3 + 0, 1
-    tm, tk, rb, kb, c, r8 = np.unravel_index(np.arange(mags), (m // t.BM, three_k // t.BK, t.BM // 32, t.BK // 6, 4, 8))
-    rows, g = tm * t.BM + rb * 32 + 8 * ROW_SWAP[c] + r8, (tk * t.BK + 6 * kb) // 3
-    magnitude = np.zeros((m, three_k // 3), np.int16)
-    magnitude[rows, g], magnitude[rows, g + 1] = flat[:mags] >> 4, flat[:mags] & 15
-    # signs: bit 15-a of word b of a group: row tm*BM + rb*32 + 16*(a%2) + b, triplet (tk*BK + 24*ks)/3 + a//2
-    words = flat[mags:signs].view("<u2")
-    tm, tk, rb, ks, b = np.unravel_index(np.arange(words.size), (m // t.BM, three_k // t.BK, t.BM // 32, t.BK // 24, 16))
-    for a in range(16):
-        negative = (words >> (15 - a)) & 1 == 1
-        row, g = tm * t.BM + rb * 32 + 16 * (a % 2) + b, (tk * t.BK + 24 * ks) // 3 + a // 2
-        magnitude[row[negative], g[negative]] *= -1
-    u = magnitude.astype(np.int16) + 13  # 9*(t0+1) + 3*(t1+1) + (t2+1)
+    # magnitudes, stored tm, tk, rb, kb, chunk, r8: rows tm*BM + rb*32 + 8*swap(chunk) + r8, triplets 2kb, 2kb + 1
+    stored = flat[:mags].reshape(m // t.BM, three_k // t.BK, t.BM // 32, t.BK // 6, 4, 8)
+    pairs_of_triplets = _rows_in_order(stored.transpose(0, 2, 4, 5, 1, 3)).reshape(m, three_k // 6)
+    magnitude = np.stack([pairs_of_triplets >> 4, pairs_of_triplets & 15], axis=-1).reshape(m, three_k // 3)
+    # signs, 16 words w[b] per (tm, tk, rb, ks): bit 15 - a is row 16*(a % 2) + b, triplet 8*ks + a // 2
+    words = flat[mags:signs].view("<u2").reshape(m // t.BM, three_k // t.BK, t.BM // 32, t.BK // 24, 16)
+    bits = (words[..., None] >> np.arange(15, -1, -1, dtype=np.uint16)) & 1  # [..., b, a]
+    bits = bits.reshape(*words.shape, 8, 2)  # a = 2u + half
+    negative = bits.transpose(0, 2, 6, 4, 1, 3, 5).reshape(m, three_k // 3)
+    u = np.where(negative == 1, -magnitude.astype(np.int16), magnitude) + 13  # 9*(t0+1) + 3*(t1+1) + (t2+1)
     codes[:, :three_k] = (np.stack([u // 9, u // 3 % 3, u % 3], axis=-1) - 1).reshape(m, three_k)
     if two_k:
-        pairs = flat[signs: signs + m * two_k // 4]
-        tm, tk, rb, kb, c, r8 = np.unravel_index(np.arange(pairs.size), (m // t.BM, two_k // 32, t.BM // 32, 8, 4, 8))
-        _pair_bytes(codes, pairs, tm * t.BM + rb * 32 + 8 * ROW_SWAP[c] + r8, three_k + tk * 32 + 4 * kb)
+        stored = flat[signs: signs + m * two_k // 4].reshape(m // t.BM, two_k // 32, t.BM // 32, 8, 4, 8)
+        quads = _rows_in_order(stored.transpose(0, 2, 4, 5, 1, 3)).reshape(m, two_k // 4)
+        codes[:, three_k:] = PAIR_BYTE_CODES[quads].reshape(m, two_k)
     return codes
 
 
