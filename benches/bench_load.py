@@ -6,11 +6,13 @@ The files are made once from `synthetic.py`'s checkpoint (cached beside it). Per
 a warm page cache (the file is read once before): "own bytes" is what `verify` and
 `generate` do, `read_weights(stored=True)` and `BitNetModel` over the mapped tensors
 (checks of the bytes, no decode); "decode + re-encode" is the former way, every projection
-decoded to codes and packed again as I2_S. The median of `--repeat` loads.
+decoded to codes and packed again as I2_S (the embedding through float32), once. "own
+bytes" is the median of `--repeat` loads.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -49,13 +51,13 @@ def main() -> None:
     parser.add_argument("--layouts", nargs="+", default=["i2_s", "tl2"])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    print(f"load for a decode, {args.layers}-layer 2B4T-shaped GGUF, median of {args.repeat}")
+    print(f"load for a decode, {args.layers}-layer 2B4T-shaped GGUF, load average {os.getloadavg()[0]:.1f}")
     print(f"{'layout':<8}{'file GB':>9}{'own bytes s':>13}{'decode + re-encode s':>22}")
     for layout in args.layouts:
         path = ensure_gguf(args.layers, layout)
         synthetic_warm(path)
         own = statistics.median(load_seconds(path, True) for _ in range(args.repeat))
-        old = statistics.median(load_seconds(path, False) for _ in range(args.repeat))
+        old = load_seconds(path, False)
         print(f"{layout:<8}{path.stat().st_size / 1e9:>9.2f}{own:>13.2f}{old:>22.2f}")
 
 
