@@ -113,6 +113,7 @@ typedef struct {
     int64_t k;
     const int8_t *panels;
     const int32_t *qsum;
+    int32_t *tile_sums; /* TL: BM sums per work item */
     const float *scale; /* NULL: int32 output */
     float beta;
     int32_t *out;
@@ -168,20 +169,16 @@ static void run_block(const product *p, bp_rows_fn fn, int toks, int64_t row0, i
     }
 }
 
-/* Row tile tm of a TL layout for tokens t0..t1-1, one token at a time. */
-static void run_tile(const product *p, int64_t tm, int64_t t0, int64_t t1)
+/* Row tile tm of a TL layout for tokens t0..t1-1, one token at a time, into `sums` [BM]. */
+static void run_tile(const product *p, int64_t tm, int64_t t0, int64_t t1, int32_t *sums)
 {
     const int64_t BM = p->g.tiling.BM;
-    int32_t *sums = malloc(sizeof(int32_t) * (size_t)BM);
-    if (!sums)
-        abort(); /* BM * 4 bytes; the panels, far larger, were allocated */
     const bp_tl_fn fn = p->layout == BP_LAYOUT_TL1 ? p->isa->tl1 : p->isa->tl2;
     for (int64_t n = t0; n < t1; n++) {
         memset(sums, 0, sizeof(int32_t) * (size_t)BM);
         fn(p->w, &p->g.tiling, tm, (const uint8_t *)(p->panels + n * p->g.panel), sums);
         emit_rows(p, sums, 1, tm * BM, BM, n);
     }
-    free(sums);
 }
 
 typedef struct {
@@ -201,7 +198,7 @@ static void run_item(void *ctx, int64_t i)
     const int64_t te = tb + TOKEN_BLOCK < p->n ? tb + TOKEN_BLOCK : p->n;
     const int64_t nrows = row0 + pl->rows_per_item <= p->g.rows ? pl->rows_per_item : p->g.rows - row0;
     if (bp_family(p->layout) == BP_TL_TILES)
-        run_tile(p, row0, tb, te);
+        run_tile(p, row0, tb, te, p->tile_sums + i * p->g.tiling.BM);
     else
         run_block(p, pl->fn, pl->toks, row0, nrows, tb, te);
 }
@@ -252,23 +249,29 @@ static int check(int backend, int layout, int64_t m, int64_t k, int64_t n, const
 
 static int multiply(product *p, const int8_t *q, int64_t k)
 {
+    const int tl = bp_family(p->layout) == BP_TL_TILES;
+    const int64_t token_blocks = (p->n + TOKEN_BLOCK - 1) / TOKEN_BLOCK;
     int8_t *panels = aligned_alloc(64, (size_t)((p->g.panel * p->n + 63) / 64 * 64));
     int32_t *qsum = malloc(sizeof(int32_t) * (size_t)p->n);
-    if (!panels || !qsum) {
+    int32_t *tile_sums = tl ? malloc(sizeof(int32_t) * (size_t)(p->m * token_blocks)) : NULL;
+    if (!panels || !qsum || (tl && !tile_sums)) {
         free(panels);
         free(qsum);
+        free(tile_sums);
         return BP_ENOMEM;
     }
+    p->tile_sums = tile_sums;
     for (int64_t t = 0; t < p->n; t++) {
         bp_fill_panel(p->isa, p->layout, &p->g, q + t * k, k, panels + t * p->g.panel);
         /* TL tables hold t * q directly (no code offset) */
-        qsum[t] = bp_family(p->layout) == BP_TL_TILES ? 0 : sum_q(q + t * k, k);
+        qsum[t] = tl ? 0 : sum_q(q + t * k, k);
     }
     p->panels = panels;
     p->qsum = qsum;
     run(p);
     free(panels);
     free(qsum);
+    free(tile_sums);
     return 0;
 }
 
@@ -279,7 +282,7 @@ int bp_matmul_int(int backend, int layout, const uint8_t *w, int64_t m, int64_t 
     if (err || n == 0)
         return err;
     product p = {table(backend), layout, bp_geometry_of(table(backend), layout, m, k, tiling), w, m, n, k,
-                 NULL, NULL, NULL, 0.0f, out, NULL};
+                 NULL, NULL, NULL, NULL, 0.0f, out, NULL};
     return multiply(&p, q, k);
 }
 
@@ -299,7 +302,7 @@ int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t 
     int64_t result = bp_quantize(backend, x, n, k, q, scale);
     if (result == 0) {
         product p = {table(backend), layout, bp_geometry_of(table(backend), layout, m, k, tiling), w, m, n, k,
-                     NULL, NULL, scale, beta, NULL, y};
+                     NULL, NULL, NULL, scale, beta, NULL, y};
         result = multiply(&p, q, k);
     }
     free(q);

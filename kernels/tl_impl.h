@@ -2,8 +2,9 @@
  * with exact int16 table entries: a group's table is 16 low bytes and 16 high bytes (isa.h),
  * so two _mm256_shuffle_epi8 look up the entries of 32 stored nibbles, and unpacking the low
  * and high results byte by byte gives the int16 entries of 16 + 16 rows. Compiled into every
- * SIMD unit (the AVX-512 ones run these 256-bit tiles with their own flags); results are the
- * exact integer sums, equal to the scalar tiles'.
+ * SIMD unit: the AVX-512 ones run these 256-bit tiles with their own flags (a 512-bit version,
+ * whose four lanes need four tables assembled by lane inserts, measured slower on Sapphire
+ * Rapids). Results are the exact integer sums, equal to the scalar tiles'.
  *
  * int16 sums: an entry is at most 2 * 128 (pair) or 3 * 128 (triplet) in magnitude, and a lane
  * takes two entries per step, so 32 steps stay within 24576 before widening to int32.
