@@ -138,9 +138,7 @@ class PackedMatrix:
     codes_bytes: np.ndarray = field(init=False, repr=False)  # what the kernel walks, flat
 
     def __post_init__(self) -> None:
-        layout = LAYOUTS.get(normalize_name(self.layout))
-        if layout is None:
-            raise UsageError(f"the kernel reads layouts {', '.join(sorted(set(LAYOUTS.values())))}, not {self.layout!r}")
+        layout = _kernel_name(self.layout)
         shape = tuple(int(d) for d in self.shape)
         tiling = _checked_tiling(layout, shape, self.tiling)
         if shape[1] > MAX_IN_FEATURES:
@@ -168,10 +166,9 @@ class PackedMatrix:
                    *, tiling: Tiling | None = None) -> PackedMatrix:
         """Stored bytes as read from a file; every layout but hf carries beta (TQ: its blocks'
         d), hf needs `beta=`. No copy, no decode: the bytes are checked and kept."""
-        name = LAYOUTS.get(normalize_name(layout))
-        if name is None or (beta is None and name == "hf"):
-            raise UsageError(f"the {layout} layout keeps beta outside the bytes; pass beta=" if name else
-                             f"the kernel reads layouts {', '.join(sorted(set(LAYOUTS.values())))}, not {layout!r}")
+        name = _kernel_name(layout)
+        if beta is None and name == "hf":
+            raise UsageError(f"the {layout} layout keeps beta outside the bytes; pass beta=")
         if beta is None:
             shape = tuple(int(d) for d in shape)
             flat = _flat_bytes(name, data)
@@ -182,6 +179,13 @@ class PackedMatrix:
     def codes(self) -> np.ndarray:
         """int8 ternary codes [M, K], read from the bytes as the kernel reads them."""
         return reference_codes(self.layout, self.codes_bytes, self.shape, self.tiling)
+
+
+def _kernel_name(layout: str) -> str:
+    name = LAYOUTS.get(normalize_name(layout))
+    if name is None:
+        raise UsageError(f"the kernel reads layouts {', '.join(sorted(set(LAYOUTS.values())))}, not {layout!r}")
+    return name
 
 
 def _checked_tiling(layout: str, shape: tuple[int, int], tiling: Tiling | None) -> Tiling | None:
