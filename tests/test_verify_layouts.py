@@ -94,3 +94,14 @@ def test_a_mirrored_layout_bug_is_caught(tiny_a: Path, tmp_path: Path, monkeypat
     assert "differ at prompt, position 0" in err and "ternary codes differ in 14 tensor(s)" in err
     code, out, err = run("verify", wrong, tiny_a / "tiny-a-bf16", "--ids", PROMPT, "--tokens", "4")
     assert code == 3 and "ternary codes differ in 14 tensor(s)" in err, out + err
+
+
+@pytest.mark.parametrize("kind", ["tl1", "tl2"])
+def test_bitnet_cpps_own_files_give_identical_logits(tiny_a: Path, kind: str):
+    """The peer's I2_S and TL files of tiny-a (one checkpoint, bitnet.cpp's converters): each
+    run from its own bytes, the same logits bit for bit."""
+    ini = tiny_a / f"tiny-a-{kind}.kernel_config.ini"
+    code, out, err = run("verify", tiny_a / "tiny-a-i2_s.gguf", tiny_a / f"tiny-a-{kind}.gguf", "--kernel-config", ini,
+                         "--ids", PROMPT, "--tokens", "6", "--json")
+    assert code == 0, err
+    assert json.loads(out)["identical"]
