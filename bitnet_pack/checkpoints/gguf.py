@@ -111,7 +111,7 @@ class GGUFCheckpoint(Checkpoint):
         options = {"tiling": self._tiling(name)} if info.type_name in ("TL1", "TL2") else {}
         return layout.decode(self.file.tensor_bytes(name), info.shape, **options)
 
-    def _tiling(self, name: str):
+    def _tiling(self, name: str) -> KernelConfig:
         """The kernel config TL bytes were laid out with (it maps each shape to its tiling)."""
         if self.kernel_config is None:
             raise MissingFile(f"{self.file.tensors[name].type_name} bytes depend on the kernel tiling: pass "
