@@ -139,7 +139,7 @@ def kernel_layout(shape: tuple[int, int]) -> str:
     return "i2_s" if shape[1] % 128 == 0 else "hf"
 
 
-def _prepare(config: ModelConfig, weights: Mapping[str, object]) -> dict[str, PackedMatrix | np.ndarray]:
+def _prepare(config: ModelConfig, weights: Mapping[str, object]) -> dict[str, PackedMatrix | np.ndarray | HalfTensor]:
     """Check names, kinds and shapes; projections become PackedMatrix (stored bytes as they
     are, ternary weights packed once); floats become float32 arrays."""
     shapes = config.tensor_shapes()

@@ -256,7 +256,7 @@ class _Reference:
         if report.identical:
             return "identical"
         if exact:
-            raise _Broken(f"weights identical but logits differ: {report.cause}")
+            raise _Broken(f"decoded weights identical but the file's own bytes give other logits: {report.cause}")
         return f"max |diff| {report.max_abs_diff:.3g} (rounded scales)"
 
 

@@ -105,3 +105,15 @@ def test_bitnet_cpps_own_files_give_identical_logits(tiny_a: Path, kind: str):
                          "--ids", PROMPT, "--tokens", "6", "--json")
     assert code == 0, err
     assert json.loads(out)["identical"]
+
+
+def test_roundtrip_catches_a_mirrored_layout_bug(tiny_a: Path, monkeypatch: pytest.MonkeyPatch):
+    """The same broken TL2 encode/decode pair: the codes decode back and the round trip is
+    exact, but the converted file's own bytes give other logits: roundtrip exits 3."""
+    assert run("roundtrip", tiny_a / "tiny-a-packed", "--layouts", "tl2", "--tokens", "2")[0] == 0
+    encode, decode = TL2.encode, TL2.decode
+    monkeypatch.setattr(TL2, "encode", lambda self, w, **kw: encode(self, reversed_columns(w), **kw))
+    monkeypatch.setattr(TL2, "decode", lambda self, *a, **kw: reversed_columns(decode(self, *a, **kw)))
+    code, out, err = run("roundtrip", tiny_a / "tiny-a-packed", "--layouts", "tl2", "--tokens", "2")
+    assert code == 3, out + err
+    assert "decoded weights identical but the file's own bytes give other logits" in out + err
