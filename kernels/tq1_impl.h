@@ -54,22 +54,17 @@ static inline __m256i tq1_block(__m256i acc, const uint8_t *b, const int8_t *a)
 }
 
 #ifndef __AVX512BW__
-static void tq1_rows_avx2(const uint8_t *w, const bp_walk *walk, int64_t nrows, const int8_t *const *act,
-                          int32_t *sums)
-{
-    for (int64_t r = 0; r < nrows; r++) {
-        const uint8_t *b = w + r * walk->row_bytes;
-        __m256i acc = _mm256_setzero_si256();
-        for (int64_t blk = 0; blk < walk->nchunks; blk++, b += walk->block_stride)
-            acc = tq1_block(acc, b, act[0] + 256 * blk);
-        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-        sums[r] = _mm_cvtsi128_si32(s);
-    }
-}
+typedef __m256i tq1_acc;
+#define tq1_zero _mm256_setzero_si256
+#define tq1_next tq1_block
 
-#define TQ1_ROWS tq1_rows_avx2
+static inline int32_t tq1_total(__m256i acc)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
 #else
 /* AVX-512 units: two head planes (64 consecutive activations) or four middle planes per
  * vector, then the middle's trit 4 beside qh. */
@@ -109,17 +104,22 @@ static inline __m512i tq1_block_512(__m512i acc, const uint8_t *b, const int8_t 
                        _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(a + 224))));
 }
 
-static void tq1_rows_avx512(const uint8_t *w, const bp_walk *walk, int64_t nrows, const int8_t *const *act,
-                            int32_t *sums)
+typedef __m512i tq1_acc;
+#define tq1_zero _mm512_setzero_si512
+#define tq1_next tq1_block_512
+#define tq1_total _mm512_reduce_add_epi32
+#endif
+
+static void tq1_rows_simd(const uint8_t *w, const bp_walk *walk, int64_t nrows, const int8_t *const *act,
+                          int32_t *sums)
 {
     for (int64_t r = 0; r < nrows; r++) {
         const uint8_t *b = w + r * walk->row_bytes;
-        __m512i acc = _mm512_setzero_si512();
+        tq1_acc acc = tq1_zero();
         for (int64_t blk = 0; blk < walk->nchunks; blk++, b += walk->block_stride)
-            acc = tq1_block_512(acc, b, act[0] + 256 * blk);
-        sums[r] = _mm512_reduce_add_epi32(acc);
+            acc = tq1_next(acc, b, act[0] + 256 * blk);
+        sums[r] = tq1_total(acc);
     }
 }
 
-#define TQ1_ROWS tq1_rows_avx512
-#endif
+#define TQ1_ROWS tq1_rows_simd
