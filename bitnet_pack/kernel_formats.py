@@ -1,8 +1,8 @@
 """The stored bytes each layout hands the kernel, as the kernel reads them.
 
-One entry per layout the kernel multiplies from (`FORMATS`): where beta is, which byte values
-no encoder writes (counted before a product, so garbage is refused, not multiplied), and
-`reference_codes`, the numpy reading of the bytes that the numpy reference products use. It
+For each layout the kernel multiplies from: where beta is (`stored_beta`), which byte values
+no encoder writes (`byte_problems`, counted before a product, so garbage is refused, not
+multiplied), and `reference_codes`, the numpy reading of the bytes that the numpy reference products use. It
 walks the bytes in their stored order and places each code (byte -> element), written from
 the byte pictures in layouts/*.py; it does not call the layouts' decoders, so an error
 repeated in a layout's encode and decode still shows up as different products.
@@ -30,11 +30,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import FormatError, NotTernary, ShapeError
+from .errors import FormatError, NotTernary
 from .ggml_types import SLOT_BYTES, slot_beta
 from .kernel_config import Tiling, tl2_split
 
-__all__ = ["FORMATS", "ByteRun", "KernelFormat", "byte_problems", "count_run", "reference_codes", "stored_beta"]
+__all__ = ["ByteRun", "byte_problems", "count_run", "reference_codes", "stored_beta"]
 
 TQ_BLOCK = 256
 ROW_SWAP = np.array([0, 2, 1, 3])
@@ -54,19 +54,8 @@ TQ1_QS_BAD = _table(~np.isin(_BYTE, _TRIT_BYTES))
 TQ1_QH_BAD = _table(~np.isin(_BYTE, _TRIT_BYTES[::3]))
 
 
-@dataclass(frozen=True)
-class KernelFormat:
-    name: str
-    block_bytes: int = 0  # TQ: bytes per 256-element block
-    d_at: int = 0  # TQ: offset of d in a block
-    tiled: bool = False
-
-
-FORMATS = {f.name: f for f in (
-    KernelFormat("i2_s"), KernelFormat("i2_s_arm"), KernelFormat("hf"),
-    KernelFormat("tq2_0", 66, 64), KernelFormat("tq1_0", 54, 52),
-    KernelFormat("tl1", tiled=True), KernelFormat("tl2", tiled=True),
-)}
+# TQ: (bytes of a 256-element block, offset of its fp16 d)
+TQ_BLOCKS = {"tq2_0": (66, 64), "tq1_0": (54, 52)}
 
 
 def _tl2_parts(shape: tuple[int, int], tiling: Tiling) -> tuple[int, int, int, int]:
@@ -87,23 +76,24 @@ def stored_beta(name: str, flat: np.ndarray, shape: tuple[int, int]) -> np.float
     if name == "tl2":
         return slot_beta(flat[-SLOT_BYTES:])
     if name in ("tq2_0", "tq1_0"):
-        return _tq_common_d(FORMATS[name], flat, shape)
+        return _tq_common_d(name, flat, shape)
     return None
 
 
-def _tq_common_d(fmt: KernelFormat, flat: np.ndarray, shape: tuple[int, int]) -> np.float32:
-    blocks = flat.reshape(-1, fmt.block_bytes)
-    d_bits = np.ascontiguousarray(blocks[:, fmt.d_at:fmt.d_at + 2]).view("<u2").reshape(-1)
+def _tq_common_d(name: str, flat: np.ndarray, shape: tuple[int, int]) -> np.float32:
+    block_bytes, d_at = TQ_BLOCKS[name]
+    blocks = flat.reshape(-1, block_bytes)
+    d_bits = np.ascontiguousarray(blocks[:, d_at:d_at + 2]).view("<u2").reshape(-1)
     nonzero = np.unique(d_bits[d_bits != 0])
     if nonzero.size > 1:
-        raise NotTernary(f"{fmt.name} blocks carry {nonzero.size} different non-zero d values (e.g. "
+        raise NotTernary(f"{name} blocks carry {nonzero.size} different non-zero d values (e.g. "
                          f"{float(nonzero[:1].view('<f2')[0])!r}, {float(nonzero[1:2].view('<f2')[0])!r}), "
                          f"shape {list(shape)}: not one ternary matrix with one scale")
     zero = np.flatnonzero(d_bits == 0)
     if zero.size:
-        codes = _tq_block_codes(fmt.name, blocks[zero])
+        codes = _tq_block_codes(name, blocks[zero])
         if np.any(codes):
-            raise FormatError(f"{int(np.count_nonzero(np.any(codes, axis=1)))} {fmt.name} blocks with d = 0 hold "
+            raise FormatError(f"{int(np.count_nonzero(np.any(codes, axis=1)))} {name} blocks with d = 0 hold "
                               f"non-zero codes, shape {list(shape)}")
     return np.float32(nonzero[:1].view("<f2")[0]) if nonzero.size else np.float32(0)
 
@@ -168,7 +158,7 @@ def reference_codes(name: str, flat: np.ndarray, shape: tuple[int, int], tiling:
         fields = (body >> np.array([6, 4, 2, 0], np.uint8)[:, None]) & 3
         return fields.reshape(m, k).astype(np.int8) - 1
     if name in ("tq2_0", "tq1_0"):
-        return _tq_block_codes(name, flat.reshape(-1, FORMATS[name].block_bytes)).reshape(m, k)
+        return _tq_block_codes(name, flat.reshape(-1, TQ_BLOCKS[name][0])).reshape(m, k)
     if name == "tl1":
         return _tl1_codes(flat, shape, tiling)
     return _tl2_codes(flat, shape, tiling)
@@ -235,8 +225,3 @@ def _tl2_codes(flat: np.ndarray, shape: tuple[int, int], t: Tiling) -> np.ndarra
         quads = _rows_in_order(stored.transpose(0, 2, 4, 5, 1, 3)).reshape(m, two_k // 4)
         codes[:, three_k:] = PAIR_BYTE_CODES[quads].reshape(m, two_k)
     return codes
-
-
-def check_size(name: str, flat: np.ndarray, want: int, shape: tuple[int, int]) -> None:
-    if flat.size != want:
-        raise ShapeError(f"{name} data for shape {list(shape)} is {want} bytes, got {flat.size}")
