@@ -105,15 +105,13 @@ static void tl2_flush(__m256i acc[2], int32_t *rows)
     acc[0] = acc[1] = _mm256_setzero_si256();
 }
 
-/* -1 / 0 per row of `half` (rows 16*half + b, b = lane) for triplet u of the sign group. */
-static inline __m256i tl2_negative(__m256i words, int u, int half)
+/* v negated in the rows of `half` (rows 16*half + b, b = lane) whose sign bit for triplet u of
+ * the group is set: _mm256_sign_epi16 by the word shifted so that bit is its sign bit (| 1:
+ * never zero, which would clear v). */
+static inline __m256i tl2_signed(__m256i v, __m256i words, int u, int half)
 {
-    return _mm256_srai_epi16(_mm256_sll_epi16(words, _mm_cvtsi32_si128(2 * u + half)), 15);
-}
-
-static inline __m256i tl2_apply(__m256i v, __m256i negative)
-{
-    return _mm256_sub_epi16(_mm256_xor_si256(v, negative), negative);
+    const __m256i shifted = _mm256_sll_epi16(words, _mm_cvtsi32_si128(2 * u + half));
+    return _mm256_sign_epi16(v, _mm256_or_si256(shifted, _mm256_set1_epi16(1)));
 }
 
 static void tl2_three_avx2(const uint8_t *mag, const uint8_t *sgn, const bp_tiling *t, const uint8_t *lut,
@@ -134,10 +132,10 @@ static void tl2_three_avx2(const uint8_t *mag, const uint8_t *sgn, const bp_tili
                 tl_lookup(_mm256_and_si256(_mm256_srli_epi16(x, 4), low4), tl_group(g, 0), tl_group(g, 1), &h0, &h1);
                 tl_lookup(_mm256_and_si256(x, low4), tl_group(g + BP_GROUP_BYTES, 0), tl_group(g + BP_GROUP_BYTES, 1),
                           &l0, &l1);
-                acc[0] = _mm256_add_epi16(acc[0], _mm256_add_epi16(tl2_apply(h0, tl2_negative(words, u, 0)),
-                                                                   tl2_apply(l0, tl2_negative(words, u + 1, 0))));
-                acc[1] = _mm256_add_epi16(acc[1], _mm256_add_epi16(tl2_apply(h1, tl2_negative(words, u, 1)),
-                                                                   tl2_apply(l1, tl2_negative(words, u + 1, 1))));
+                acc[0] = _mm256_add_epi16(acc[0], _mm256_add_epi16(tl2_signed(h0, words, u, 0),
+                                                                   tl2_signed(l0, words, u + 1, 0)));
+                acc[1] = _mm256_add_epi16(acc[1], _mm256_add_epi16(tl2_signed(h1, words, u, 1),
+                                                                   tl2_signed(l1, words, u + 1, 1)));
                 if (++steps == TL_FLUSH_STEPS) {
                     tl2_flush(acc, sums + rb * 32);
                     steps = 0;
