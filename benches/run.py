@@ -146,6 +146,8 @@ def main() -> None:
     if not args.skip_kernel:
         subprocess.run([sys.executable, str(HERE / "bench_kernel.py")], check=True)
         subprocess.run([sys.executable, str(HERE / "bench_decode.py")], check=True)
+        subprocess.run([sys.executable, str(HERE / "bench_load.py"), "--layers", str(args.layers), "--skip-old"],
+                       check=True)
 
 
 if __name__ == "__main__":

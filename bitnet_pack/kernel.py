@@ -6,18 +6,15 @@
     acc  = sum_k t[m, k] * q[k]                 (exact int32)
     y[m] = float32(acc) / s * beta              (float32, in this order)
 
-Two layouts are read as stored (code = t + 1; see layouts/i2s.py and layouts/hf.py):
-
-    i2_s  row m = K/4 bytes at m*K/4, 128-element blocks of 32 bytes, then f32 beta + 28 B
-          block byte p:  bit 7 6 | 5 4  | 3 2  | 1 0
-                             p   | p+32 | p+64 | p+96       (elements of the block)
-    hf    uint8 [R = ceil(M/4), K]
-          packed[j, k]:  bit 7 6  | 5 4  | 3 2 | 1 0
-                          3R + j  | 2R+j | R+j | j          (output rows, column k)
+Every layout is read as stored (i2_s, i2_s_arm, hf, tq2_0, tq1_0, tl1, tl2): `PackedMatrix`
+holds a tensor's own bytes, often a read-only view of a mapped file, and the kernel walks
+them; nothing is decoded or re-encoded. `kernel_formats.py` describes each layout's bytes,
+where beta is (TQ: the blocks' one non-zero d) and which byte values are refused, and keeps
+the numpy reading of the bytes the reference products use.
 
 The compiled kernel (`bitnet_pack._kernels`, built from kernels/) sums code * q and
-subtracts sum(q); it is tested bit for bit against the numpy reference kept here
-(`reference_*`). `half_matmul` is the float product of the model's lm_head over 16-bit
+subtracts sum(q) (TL: adds table entries of t * q); it is tested bit for bit against the
+numpy reference kept here (`reference_*`). `half_matmul` is the float product of the model's lm_head over 16-bit
 (bf16 / f16) weights, in a fixed float32 summation order (see its section below).
 Backends: "numpy" (the reference), "scalar", "avx2", "avx512", "avx512vnni"; at import
 the best one this CPU runs is chosen (`BACKEND`).
@@ -38,6 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import FormatError, NonFiniteActivation, NotTernary, ShapeError, UsageError
+from .kernel_config import Tiling, resolve_tiling
+from .kernel_formats import byte_problems, count_run, reference_codes, stored_beta
 from .layouts import get_layout, normalize_name
 from .ternary import TernaryWeight
 from .ternary import quantize_activations as _numpy_quantize
@@ -48,8 +47,9 @@ __all__ = ["BACKEND", "HALF_KINDS", "NonFiniteActivation", "PackedMatrix", "avai
            "reference_quantize_activations", "set_backend",
            "set_num_threads", "ternary_linear", "ternary_matmul_int", "use_backend"]
 
-LAYOUTS = {"i2-s": "i2_s", "hf": "hf"}  # normalised name -> the name the kernel uses
-I2S_TAIL = 32
+# normalised name -> the name the kernel uses
+LAYOUTS = {"i2-s": "i2_s", "i2-s-arm": "i2_s_arm", "hf": "hf", "hf-packed": "hf", "tq2-0": "tq2_0",
+           "tq1-0": "tq1_0", "tl1": "tl1", "tl2": "tl2"}
 MAX_IN_FEATURES = 1 << 16  # the kernel's int32 lanes hold code << 6 sums (see isa_avx512vnni.c)
 
 
@@ -126,85 +126,125 @@ def num_threads() -> int:
 
 @dataclass(frozen=True, eq=False)
 class PackedMatrix:
-    """A weight in a layout the kernel reads directly: `data` as the layout stores it
-    (i2_s: the flat M*K/4 + 32 byte tensor, beta in its tail; hf: uint8 [ceil(M/4), K])."""
+    """A weight as a layout stores it, which the kernel multiplies from directly: `data` is the
+    tensor's bytes (flat uint8; hf: uint8 [ceil(M/4), K]), possibly a read-only view of a
+    mapped file; `tiling` is the (BM, BK, bm) of TL1/TL2 bytes. See kernel_formats.py."""
 
-    layout: str  # "i2_s" or "hf"
+    layout: str  # one of LAYOUTS' values
     data: np.ndarray
     shape: tuple[int, int]
     beta: np.float32
+    tiling: Tiling | None = None
     codes_bytes: np.ndarray = field(init=False, repr=False)  # what the kernel walks, flat
 
     def __post_init__(self) -> None:
-        layout = LAYOUTS.get(normalize_name(self.layout))
-        if layout is None:
-            raise UsageError(f"the kernel reads layouts i2_s and hf, not {self.layout!r}")
+        layout = _kernel_name(self.layout)
         shape = tuple(int(d) for d in self.shape)
-        get_layout(layout).check_shape(shape)
+        tiling = _checked_tiling(layout, shape, self.tiling)
         if shape[1] > MAX_IN_FEATURES:
             raise ShapeError(f"the kernel takes in_features <= {MAX_IN_FEATURES}, got {shape[1]}")
         object.__setattr__(self, "layout", layout)
         object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "tiling", tiling)
         object.__setattr__(self, "beta", np.float32(self.beta))
-        object.__setattr__(self, "data", _checked_bytes(layout, self.data, shape, self.beta))
-        body = self.data.reshape(-1)
-        object.__setattr__(self, "codes_bytes", body[: shape[0] * shape[1] // 4] if layout == "i2_s" else body)
+        object.__setattr__(self, "data", _checked_bytes(layout, self.data, shape, tiling, self.beta))
+        object.__setattr__(self, "codes_bytes", self.data.reshape(-1))
 
     @classmethod
-    def from_ternary(cls, weight: TernaryWeight, layout: str = "i2_s") -> PackedMatrix:
-        return cls(layout, get_layout(layout).encode(weight), weight.shape, np.float32(weight.beta))
+    def from_ternary(cls, weight: TernaryWeight, layout: str = "i2_s", tiling: Tiling | None = None) -> PackedMatrix:
+        """`weight` encoded by the layout module (TL: `tiling`, default `choose_tiling`)."""
+        name = LAYOUTS.get(normalize_name(layout), layout)
+        options = {}
+        if name in ("tl1", "tl2"):
+            tiling = resolve_tiling(name, weight.shape, tiling)
+            options["tiling"] = tiling
+        return cls.from_bytes(name, get_layout(name).encode(weight, **options), weight.shape,
+                              np.float32(weight.beta) if name == "hf" else None, tiling=tiling)
 
     @classmethod
-    def from_bytes(cls, layout: str, data: np.ndarray, shape: tuple[int, int],
-                   beta: float | None = None) -> PackedMatrix:
-        """Stored bytes as read from a file; i2_s carries beta in its tail, hf needs `beta=`."""
+    def from_bytes(cls, layout: str, data: np.ndarray, shape: tuple[int, int], beta: float | None = None,
+                   *, tiling: Tiling | None = None) -> PackedMatrix:
+        """Stored bytes as read from a file; every layout but hf carries beta (TQ: its blocks'
+        d), hf needs `beta=`. No copy, no decode: the bytes are checked and kept."""
+        name = _kernel_name(layout)
+        if beta is None and name == "hf":
+            raise UsageError(f"the {layout} layout keeps beta outside the bytes; pass beta=")
         if beta is None:
-            if LAYOUTS.get(normalize_name(layout)) != "i2_s":
-                raise UsageError(f"the {layout} layout keeps beta outside the bytes; pass beta=")
-            flat = np.asarray(data).reshape(-1).view(np.uint8)
-            at = shape[0] * shape[1] // 4
-            beta = np.frombuffer(flat[at: at + 4].tobytes(), dtype="<f4")[0]
-        return cls(layout, data, shape, np.float32(beta))
+            shape = tuple(int(d) for d in shape)
+            flat = _flat_bytes(name, data)
+            _check_size(name, flat, shape, _checked_tiling(name, shape, tiling))
+            beta = stored_beta(name, flat, shape)
+        return cls(name, data, shape, np.float32(beta), tiling)
 
     def codes(self) -> np.ndarray:
-        """int8 ternary codes [M, K] (the numpy decode of the layout module)."""
-        return get_layout(self.layout).decode(self.data, self.shape, beta=self.beta).codes
+        """int8 ternary codes [M, K], read from the bytes as the kernel reads them."""
+        return reference_codes(self.layout, self.codes_bytes, self.shape, self.tiling)
 
 
-def _checked_bytes(layout: str, data: np.ndarray, shape: tuple[int, int], beta: np.float32) -> np.ndarray:
-    """The caller's bytes (a contiguous copy only if needed), after the checks the kernel
-    relies on: size, the i2_s tail beta, and no 2-bit field holding 3."""
+def _kernel_name(layout: str) -> str:
+    name = LAYOUTS.get(normalize_name(layout))
+    if name is None:
+        raise UsageError(f"the kernel reads layouts {', '.join(sorted(set(LAYOUTS.values())))}, not {layout!r}")
+    return name
+
+
+def _checked_tiling(layout: str, shape: tuple[int, int], tiling: Tiling | None) -> Tiling | None:
+    """The layout's shape rule; TL layouts need their tiling (checked), the others none."""
+    if layout in ("tl1", "tl2"):
+        if tiling is None:
+            raise UsageError(f"{layout} bytes depend on the kernel tiling: pass tiling= (BM, BK, bm)")
+        get_layout(layout).check_shape(shape, tiling=tiling)
+        return tiling
+    get_layout(layout).check_shape(shape)
+    return None
+
+
+def _flat_bytes(layout: str, data: np.ndarray) -> np.ndarray:
     array = np.asarray(data)
     if array.dtype != np.uint8:
         raise ShapeError(f"{layout} data must be uint8, got {array.dtype}")
-    array = np.ascontiguousarray(array)
+    return np.ascontiguousarray(array).reshape(-1)
+
+
+def _check_size(layout: str, flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> None:
+    size = get_layout(layout).size(*shape) if tiling is not None else get_layout(layout).nbytes(shape)
+    if flat.size != size:
+        raise ShapeError(f"{layout} data for shape {list(shape)} is {size} bytes, got {flat.size}")
+
+
+def _checked_bytes(layout: str, data: np.ndarray, shape: tuple[int, int], tiling: Tiling | None,
+                   beta: np.float32) -> np.ndarray:
+    """The caller's bytes (a contiguous copy only if needed), after the checks the kernel
+    relies on: size, the stored beta, and no byte value that no encoder writes."""
+    flat = _flat_bytes(layout, data)
+    array = np.ascontiguousarray(data)  # the caller's array itself when it is contiguous
     if layout == "hf":
         want = get_layout("hf").stored_shape(shape)
         if array.shape != want:
             raise ShapeError(f"hf packed weight for shape {list(shape)} must be {list(want)}, got {list(array.shape)}")
-        body = array.reshape(-1)
-    else:
-        body_size = shape[0] * shape[1] // 4
-        if array.size != body_size + I2S_TAIL:
-            raise ShapeError(f"i2_s data for shape {list(shape)} is {body_size + I2S_TAIL} bytes, got {array.size}")
-        flat = array.reshape(-1)
-        stored = flat[body_size: body_size + 4].tobytes()
-        if stored != np.float32(beta).astype("<f4").tobytes():
-            found = float(np.frombuffer(stored, "<f4")[0])
-            raise FormatError(f"i2_s bytes carry beta {found!r} but beta={float(beta)!r} was given")
-        body = flat[:body_size]
-    bad = _ext.count_code3(body) if _ext else _count_code3(body)
-    if bad:
-        raise NotTernary(f"{bad} of {shape[0] * shape[1]} {layout} codes are 3 (no ternary value), shape {list(shape)}")
+    _check_size(layout, flat, shape, tiling)
+    stored = stored_beta(layout, flat, shape)
+    if stored is not None and stored.tobytes() != np.float32(beta).tobytes():
+        raise FormatError(f"{layout} bytes carry beta {float(stored)!r} but beta={float(beta)!r} was given")
+    found = []
+    for run in byte_problems(layout, flat, shape, tiling):
+        n = (_ext.count_bad(flat, run.offset, run.rows, run.length, run.stride, run.pattern, run.table) if _ext
+             else count_run(run, flat))
+        if n:
+            found.append((run.what, n))
+    if found:
+        what = ", ".join(f"{n} of {shape[0] * shape[1]} {layout} {what}" for what, n in found)
+        raise NotTernary(f"{what} (no ternary value), shape {list(shape)}")
     return array
 
 
-def _count_code3(body: np.ndarray) -> int:
-    both = body & (body >> 1) & np.uint8(0x55)  # bit 2p set iff field p == 3
-    return int(np.unpackbits(both).sum(dtype=np.int64))
-
-
 # ---- the products ----------------------------------------------------------------------
+
+
+def _tiling_tuple(matrix: PackedMatrix) -> tuple[int, ...]:
+    t = matrix.tiling
+    return () if t is None else (t.BM, t.BK, t.bm)
+
 
 
 def _rows(array: np.ndarray, k: int, what: str) -> np.ndarray:
@@ -251,7 +291,7 @@ def ternary_matmul_int(matrix: PackedMatrix, q: np.ndarray) -> np.ndarray:
         out = reference_matmul_int(matrix, rows)
     else:
         out = np.empty((rows.shape[0], matrix.shape[0]), np.int32)
-        _ext.matmul_int(BACKEND, matrix.layout, matrix.codes_bytes, *matrix.shape,
+        _ext.matmul_int(BACKEND, matrix.layout, matrix.codes_bytes, *matrix.shape, _tiling_tuple(matrix),
                         np.ascontiguousarray(rows), out)
     return out.reshape(q.shape[:-1] + (matrix.shape[0],))
 
@@ -264,8 +304,8 @@ def ternary_linear(matrix: PackedMatrix, x: np.ndarray) -> np.ndarray:
         y = reference_linear(matrix, rows)
     else:
         y = np.empty((rows.shape[0], matrix.shape[0]), np.float32)
-        bad = _ext.linear(BACKEND, matrix.layout, matrix.codes_bytes, *matrix.shape, matrix.beta,
-                          np.ascontiguousarray(rows), y)
+        bad = _ext.linear(BACKEND, matrix.layout, matrix.codes_bytes, *matrix.shape, _tiling_tuple(matrix),
+                          matrix.beta, np.ascontiguousarray(rows), y)
         _raise_non_finite(bad, rows.shape[0])
     return y.reshape(x.shape[:-1] + (matrix.shape[0],))
 
@@ -279,8 +319,9 @@ def reference_quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def reference_matmul_int(matrix: PackedMatrix, q: np.ndarray) -> np.ndarray:
-    """int32 [N, M] sums from the layout module's decode. A float BLAS product is exact
-    here: every partial sum is an integer below 128 * K, under 2**24 (f32) or 2**53 (f64)."""
+    """int32 [N, M] sums from `PackedMatrix.codes()` (kernel_formats' reading of the bytes).
+    A float product is exact here, in any order: every partial sum is an integer below
+    128 * K, under 2**24 (f32) or 2**53 (f64)."""
     dtype = np.float32 if 128 * matrix.shape[1] <= 1 << 24 else np.float64
     codes = matrix.codes().astype(dtype)
     return (np.asarray(q).astype(dtype) @ codes.T).astype(np.int32)

@@ -57,6 +57,7 @@ import numpy as np
 
 from .arch import BITNET_2B4T, PROJECTIONS, family_of_config
 from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UsageError
+from .checkpoints import StoredProjection, Tensor
 from .kernel import PackedMatrix, exact_half_bits, half_matmul, half_to_float32, ternary_linear
 from .ternary import TernaryWeight
 from .validate import check_hyperparameters
@@ -136,8 +137,9 @@ def kernel_layout(shape: tuple[int, int]) -> str:
     return "i2_s" if shape[1] % 128 == 0 else "hf"
 
 
-def _prepare(config: ModelConfig, weights: Mapping[str, object]) -> dict[str, PackedMatrix | np.ndarray]:
-    """Check names, kinds and shapes; pack projections once; floats become float32 arrays."""
+def _prepare(config: ModelConfig, weights: Mapping[str, object]) -> dict[str, PackedMatrix | np.ndarray | HalfTensor]:
+    """Check names, kinds and shapes; projections become PackedMatrix (stored bytes as they
+    are, ternary weights packed once); floats become float32 arrays."""
     shapes = config.tensor_shapes()
     for name in weights:
         if name not in shapes:
@@ -150,14 +152,30 @@ def _prepare(config: ModelConfig, weights: Mapping[str, object]) -> dict[str, Pa
         is_projection = name.rsplit(".", 2)[-2].endswith("_proj")
         if is_projection and isinstance(value, TernaryWeight):
             value = PackedMatrix.from_ternary(value, kernel_layout(value.shape))
+        elif is_projection and isinstance(value, StoredProjection):  # the file's own bytes, no decode
+            value = PackedMatrix.from_bytes(value.layout, value.data, value.shape, value.beta, tiling=value.tiling)
         elif is_projection and not isinstance(value, PackedMatrix):
-            raise FormatError(f"a projection must be a TernaryWeight, got {type(value).__name__}", tensor=name)
+            raise FormatError(f"a projection must be a TernaryWeight, StoredProjection or PackedMatrix, got "
+                              f"{type(value).__name__}", tensor=name)
         elif not is_projection:
-            value = np.asarray(value, dtype=np.float32)
+            value = _float_tensor(name, value)
         if tuple(value.shape) != shape:
             raise ShapeError(f"shape {list(value.shape)} != {list(shape)} from config.json", tensor=name)
         tensors[name] = value
     return tensors
+
+
+HALF_STORED = {"BF16": "bf16", "F16": "f16"}
+
+
+def _float_tensor(name: str, value: object) -> np.ndarray | HalfTensor:
+    """A float32 array; a stored 16-bit embedding or lm_head (a `Tensor` from
+    `read_weights(stored=True)`) stays its file's bits, as a HalfTensor."""
+    if isinstance(value, Tensor):
+        if name in ("model.embed_tokens.weight", "lm_head.weight") and value.dtype in HALF_STORED:
+            return HalfTensor(HALF_STORED[value.dtype], np.asarray(value.data).view(np.uint16))
+        value = value.f32()
+    return np.asarray(value, dtype=np.float32)
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -274,7 +292,7 @@ class BitNetModel:
         self.numerics = NUMERICS[numerics]
         self.tensors = _prepare(self.config, weights)
         for name in ("model.embed_tokens.weight", "lm_head.weight"):
-            if name in self.tensors:
+            if name in self.tensors and not isinstance(self.tensors[name], HalfTensor):
                 self.tensors[name] = HalfTensor.from_float32(self.tensors[name])
         self.embedding = self.tensors["model.embed_tokens.weight"]
         self.lm_head = self.tensors.get("lm_head.weight", self.embedding)

@@ -254,15 +254,15 @@ class _Reference:
         from .verify import verify
 
         if self._model is None:
-            config, weights = load_weights(self.path, **self.read_options)
+            config, weights = load_weights(self.path, stored=True, **self.read_options)
             self._model = BitNetModel(config, weights)
             self.prompt_ids = self.prompt_ids or default_prompt(config)
-        config, weights = load_weights(converted)
+        config, weights = load_weights(converted, stored=True)  # run from the converted file's own bytes
         report = verify(self._model, BitNetModel(config, weights), self.prompt_ids, self.n_tokens)
         if report.identical:
             return "identical"
         if exact:
-            raise _Broken(f"weights identical but logits differ: {report.cause}")
+            raise _Broken(f"decoded weights identical but the file's own bytes give other logits: {report.cause}")
         return f"max |diff| {report.max_abs_diff:.3g} (rounded scales)"
 
 

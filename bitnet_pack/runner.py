@@ -17,7 +17,7 @@ def loaded(path: Path, numerics: str, **read_options: object) -> Iterator[tuple[
     from .model import BitNetModel  # imported on use: the CLI starts without loading the kernel
 
     with about(path), open_checkpoint(path, **read_options) as source:
-        model = BitNetModel(source.config, read_weights(source), numerics=numerics)
+        model = BitNetModel(source.config, read_weights(source, stored=True), numerics=numerics)
         with scratch_directory("bitnet-pack-tok-") as scratch:
             for name, data in source.aux_files.items():
                 (scratch / name).write_bytes(data)

@@ -5,7 +5,8 @@ map C return codes to exceptions. Every product runs with the GIL released."""
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t
 
 cdef extern from "bitnet_kernels.h" nogil:
-    int BP_LAYOUT_I2S, BP_LAYOUT_HF, BP_ENOMEM, BP_EBACKEND, BP_ESHAPE
+    int BP_LAYOUT_I2S, BP_LAYOUT_HF, BP_LAYOUT_I2S_ARM, BP_LAYOUT_TQ2, BP_LAYOUT_TQ1, BP_LAYOUT_TL1, BP_LAYOUT_TL2
+    int BP_ENOMEM, BP_EBACKEND, BP_ESHAPE
     int bp_backend_count()
     const char *bp_backend_name(int backend)
     int bp_backend_built(int backend)
@@ -15,15 +16,18 @@ cdef extern from "bitnet_kernels.h" nogil:
     int bp_get_threads()
     int64_t bp_quantize(int backend, const float *x, int64_t n, int64_t k, int8_t *q, float *s)
     int bp_matmul_int(int backend, int layout, const uint8_t *w, int64_t m, int64_t k,
-                      const int8_t *q, int64_t n, int32_t *out)
+                      const int64_t *tiling, const int8_t *q, int64_t n, int32_t *out)
     int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t k,
-                      float beta, const float *x, int64_t n, float *y)
-    int64_t bp_count_code3(const uint8_t *w, int64_t nbytes)
+                      const int64_t *tiling, float beta, const float *x, int64_t n, float *y)
+    int BP_BAD_TABLE, BP_BAD_FIELD3, BP_BAD_NIBBLE_ABOVE_8, BP_BAD_NIBBLE_ABOVE_13
+    int64_t bp_count_bad(const uint8_t *w, int64_t nrows, int64_t len, int64_t stride, int pattern,
+                         const uint8_t *table)
     int BP_HALF_BF16, BP_HALF_F16
     int bp_half_matmul(int backend, int kind, const uint16_t *w, int64_t v, int64_t k,
                        const float *x, int64_t n, float *y)
 
-LAYOUTS = {"i2_s": BP_LAYOUT_I2S, "hf": BP_LAYOUT_HF}
+LAYOUTS = {"i2_s": BP_LAYOUT_I2S, "hf": BP_LAYOUT_HF, "i2_s_arm": BP_LAYOUT_I2S_ARM, "tq2_0": BP_LAYOUT_TQ2,
+           "tq1_0": BP_LAYOUT_TQ1, "tl1": BP_LAYOUT_TL1, "tl2": BP_LAYOUT_TL2}
 BACKENDS = tuple(bp_backend_name(i).decode() for i in range(bp_backend_count()))
 
 
@@ -68,38 +72,59 @@ def quantize(str backend, const float[:, ::1] x, int8_t[:, ::1] q, float[::1] s)
     return bad
 
 
-def matmul_int(str backend, str layout, const uint8_t[::1] w, int64_t m, int64_t k,
+cdef void _tiling(tuple tiling, int64_t *t):
+    t[0], t[1], t[2] = tiling if tiling else (0, 0, 0)
+
+
+def matmul_int(str backend, str layout, const uint8_t[::1] w, int64_t m, int64_t k, tuple tiling,
                const int8_t[:, ::1] q, int32_t[:, ::1] out):
+    """Fill out [N, M]; `tiling` is (BM, BK, bm) for TL layouts, else ()."""
     cdef int b = BACKENDS.index(backend)
     cdef int lay = LAYOUTS[layout]
     cdef int64_t n = q.shape[0]
+    cdef int64_t t[3]
     cdef int code
     if n == 0:
         return
+    _tiling(tiling, t)
     with nogil:
-        code = bp_matmul_int(b, lay, &w[0], m, k, &q[0, 0], n, &out[0, 0])
+        code = bp_matmul_int(b, lay, &w[0], m, k, t, &q[0, 0], n, &out[0, 0])
     _check(code, f"{layout} matmul {m}x{k}")
 
 
-def linear(str backend, str layout, const uint8_t[::1] w, int64_t m, int64_t k, float beta,
+def linear(str backend, str layout, const uint8_t[::1] w, int64_t m, int64_t k, tuple tiling, float beta,
            const float[:, ::1] x, float[:, ::1] y):
     """Fill y [N, M]; return the number of activation rows holding NaN/Inf (y untouched then)."""
     cdef int b = BACKENDS.index(backend)
     cdef int lay = LAYOUTS[layout]
     cdef int64_t n = x.shape[0]
+    cdef int64_t t[3]
     cdef int64_t code
     if n == 0:
         return 0
+    _tiling(tiling, t)
     with nogil:
-        code = bp_linear(b, lay, &w[0], m, k, beta, &x[0, 0], n, &y[0, 0])
+        code = bp_linear(b, lay, &w[0], m, k, t, beta, &x[0, 0], n, &y[0, 0])
     _check(code, f"{layout} linear {m}x{k}")
     return code
 
 
-def count_code3(const uint8_t[::1] w):
+BAD_PATTERNS = {"table": BP_BAD_TABLE, "field3": BP_BAD_FIELD3, "nibble>8": BP_BAD_NIBBLE_ABOVE_8,
+                "nibble>13": BP_BAD_NIBBLE_ABOVE_13}
+
+
+def count_bad(const uint8_t[::1] w, int64_t offset, int64_t nrows, int64_t length, int64_t stride,
+              str pattern, const uint8_t[::1] table):
+    """sum of table[byte] over `length` bytes at offset + r * stride, r < nrows (`pattern`
+    computes the same 8 bytes at a time)."""
     cdef int64_t count
+    cdef int kind = BAD_PATTERNS[pattern]
+    if nrows == 0 or length == 0:
+        return 0
+    if table.shape[0] != 256 or offset + (nrows - 1) * stride + length > w.shape[0]:
+        raise ValueError("count_bad: table must have 256 entries and the rows lie inside w")
     with nogil:
-        count = bp_count_code3(&w[0], w.shape[0])
+        count = bp_count_bad(&w[offset], nrows, length, stride, kind, &table[0])
     return count
 
 

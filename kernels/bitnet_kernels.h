@@ -2,7 +2,11 @@
  * touch no Python object, so the wrapper calls them with the GIL released.
  *
  * Backends are small integers: 0 scalar, 1 avx2, 2 avx512, 3 avx512vnni.
- * Layouts: 0 i2_s (x86 128/32 blocks, K % 128 == 0), 1 hf (transformers' packed planes).
+ * Layouts, read as stored (bitnet_pack/kernel_formats.py has the byte pictures):
+ *   0 i2_s (x86 128/32 blocks, K % 128), 1 hf (transformers' packed planes, any K),
+ *   2 i2_s_arm (64/16 blocks, K % 64), 3 tq2_0, 4 tq1_0 (256-element blocks with an fp16 d
+ *   that the kernel does not read, K % 256), 5 tl1, 6 tl2 (tiled by `tiling` = BM, BK, bm,
+ *   which the caller has checked against the converter's rules).
  * Return codes: 0 ok, BP_ENOMEM, BP_EBACKEND (not built or not on this CPU), BP_ESHAPE,
  * or for bp_linear a positive count of activation rows holding NaN/Inf (nothing written).
  */
@@ -13,6 +17,11 @@
 
 #define BP_LAYOUT_I2S 0
 #define BP_LAYOUT_HF 1
+#define BP_LAYOUT_I2S_ARM 2
+#define BP_LAYOUT_TQ2 3
+#define BP_LAYOUT_TQ1 4
+#define BP_LAYOUT_TL1 5
+#define BP_LAYOUT_TL2 6
 #define BP_ENOMEM (-1)
 #define BP_EBACKEND (-2)
 #define BP_ESHAPE (-3)
@@ -30,13 +39,13 @@ int bp_get_threads(void);
  * Returns the number of rows holding NaN/Inf (their q and s are unspecified). */
 int64_t bp_quantize(int backend, const float *x, int64_t n, int64_t k, int8_t *q, float *s);
 
-/* out[n, m] = sum_k t[m, k] * q[n, k] (exact int32). */
-int bp_matmul_int(int backend, int layout, const uint8_t *w, int64_t m, int64_t k,
+/* out[n, m] = sum_k t[m, k] * q[n, k] (exact int32). `tiling` (BM, BK, bm) is read for TL only. */
+int bp_matmul_int(int backend, int layout, const uint8_t *w, int64_t m, int64_t k, const int64_t *tiling,
                   const int8_t *q, int64_t n, int32_t *out);
 
 /* y[n, m] = (float)sum_k t[m, k] * q[n, k] / s[n] * beta with (q, s) = bp_quantize(x). */
-int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t k, float beta,
-                  const float *x, int64_t n, float *y);
+int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t k, const int64_t *tiling,
+                  float beta, const float *x, int64_t n, float *y);
 
 /* 16-bit weights (half.c; the summation order is specified in half_isa.h):
  * y[n, v] = sum_k float(w[v, k]) * x[n, k], w uint16 [V, K] as bf16 or f16 bits. */
@@ -45,7 +54,14 @@ int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t 
 int bp_half_matmul(int backend, int kind, const uint16_t *w, int64_t v, int64_t k,
                    const float *x, int64_t n, float *y);
 
-/* How many 2-bit fields hold 3 (a code no ternary value maps to) in `nbytes` bytes. */
-int64_t bp_count_code3(const uint8_t *w, int64_t nbytes);
+/* Byte values no encoder writes, counted over `len` bytes at w + r * stride for r < nrows:
+ * sum of table[byte], which `pattern` computes 8 bytes at a time when it is not BP_BAD_TABLE
+ * (2-bit fields of 3, nibbles above 8, nibbles above 13; the table must agree). */
+#define BP_BAD_TABLE 0
+#define BP_BAD_FIELD3 1
+#define BP_BAD_NIBBLE_ABOVE_8 2
+#define BP_BAD_NIBBLE_ABOVE_13 3
+int64_t bp_count_bad(const uint8_t *w, int64_t nrows, int64_t len, int64_t stride, int pattern,
+                     const uint8_t *table);
 
 #endif

@@ -1,9 +1,11 @@
-/* The portable half of the kernel: CPU checks, activation panels, and the work items
- * (row block x token block) the thread pool hands to a backend's row functions, with the
- * int32 or float32 epilogue. Compiled with baseline flags only; SIMD lives in isa_*.c.
+/* The portable half of the kernel: CPU checks, and the work items (row block x token block,
+ * TL: row tile x token block) the thread pool hands to a backend's functions, with the int32
+ * or float32 epilogue. Each layout's walk and activation panel: panels.c. Compiled with
+ * baseline flags only; SIMD lives in isa_*.c.
  */
 #include "bitnet_kernels.h"
 #include "isa.h"
+#include "panels.h"
 #include "pool.h"
 
 #include <stdlib.h>
@@ -100,62 +102,18 @@ static int32_t sum_q(const int8_t *q, int64_t k)
     return sum;
 }
 
-/* ---- panels and geometry ------------------------------------------------------------- */
-
-typedef struct {
-    int64_t rows;       /* i2_s: M; hf: packed rows ceil(M/4) */
-    int64_t row_bytes;  /* bytes of one stored row */
-    int64_t nchunks;
-    int tail;           /* weight bytes in the last chunk */
-    int64_t panel;      /* bytes of one token's panel */
-} geometry;
-
-static geometry geometry_of(const bp_isa *isa, int layout, int64_t m, int64_t k)
-{
-    geometry g;
-    const int64_t vb = isa->vb;
-    if (layout == BP_LAYOUT_I2S) {
-        g.rows = m;
-        g.row_bytes = k / 4;
-        g.panel = (k + 4 * vb - 1) / (4 * vb) * (4 * vb);
-    } else {
-        g.rows = (m + 3) / 4;
-        g.row_bytes = k;
-        g.panel = (k + vb - 1) / vb * vb;
-    }
-    g.nchunks = (g.row_bytes + vb - 1) / vb;
-    g.tail = (int)(g.row_bytes - (g.nchunks - 1) * vb);
-    return g;
-}
-
-/* i2_s panel: per chunk of vb/32 blocks, plane j holds elements 32j..32j+31 of each block. */
-static void fill_panel(const bp_isa *isa, int layout, const int8_t *q, int64_t k, int8_t *panel,
-                       int64_t panel_bytes)
-{
-    memset(panel, 0, (size_t)panel_bytes);
-    if (layout == BP_LAYOUT_HF || isa->vb == 32) {
-        memcpy(panel, q, (size_t)k);
-        return;
-    }
-    const int halves = isa->vb / 32;
-    for (int64_t b = 0; b < k / 128; b++) {
-        const int64_t c = b / halves, h = b % halves;
-        for (int j = 0; j < 4; j++)
-            memcpy(panel + (c * 4 + j) * isa->vb + h * 32, q + b * 128 + j * 32, 32);
-    }
-}
-
 /* ---- the product --------------------------------------------------------------------- */
 
 typedef struct {
     const bp_isa *isa;
     int layout;
-    geometry g;
+    bp_geometry g;
     const uint8_t *w;
     int64_t m, n;
     int64_t k;
     const int8_t *panels;
     const int32_t *qsum;
+    int32_t *tile_sums; /* TL: BM sums per work item */
     const float *scale; /* NULL: int32 output */
     float beta;
     int32_t *out;
@@ -165,30 +123,33 @@ typedef struct {
 /* Rows per work item: enough to amortise a call, few enough to balance two threads. */
 #define ROW_BLOCK 32
 
+/* Output rows first..first+count-1 of token n from sums s[r * stride]. */
+static void emit_rows(const product *p, const int32_t *s, int64_t stride, int64_t first, int64_t count, int64_t n)
+{
+    const int32_t qsum = p->qsum[n];
+    if (p->y) {
+        float *y = p->y + n * p->m + first;
+        const float scale = p->scale[n], beta = p->beta;
+        for (int64_t r = 0; r < count; r++)
+            y[r] = (float)(s[r * stride] - qsum) / scale * beta;
+    } else {
+        int32_t *out = p->out + n * p->m + first;
+        for (int64_t r = 0; r < count; r++)
+            out[r] = s[r * stride] - qsum;
+    }
+}
+
 /* The outputs of stored rows row0.. (nrows of them) for tokens tok.. (ntok <= toks). */
 static void emit(const product *p, const int32_t *sums, int64_t row0, int64_t nrows, int planes,
                  int toks, int64_t tok, int ntok)
 {
-    for (int t = 0; t < ntok; t++) {
-        const int64_t n = tok + t;
-        const int32_t qsum = p->qsum[n];
+    for (int t = 0; t < ntok; t++)
         for (int plane = 0; plane < planes; plane++) {
             /* hf: plane p of stored row j is output row p * R + j */
             const int64_t first = plane * p->g.rows + row0;
             const int64_t count = first + nrows <= p->m ? nrows : p->m - first;
-            const int32_t *s = sums + plane * toks + t;
-            if (p->y) {
-                float *y = p->y + n * p->m + first;
-                const float scale = p->scale[n], beta = p->beta;
-                for (int64_t r = 0; r < count; r++)
-                    y[r] = (float)(s[r * planes * toks] - qsum) / scale * beta;
-            } else {
-                int32_t *out = p->out + n * p->m + first;
-                for (int64_t r = 0; r < count; r++)
-                    out[r] = s[r * planes * toks] - qsum;
-            }
+            emit_rows(p, sums + plane * toks + t, (int64_t)planes * toks, first, count, tok + t);
         }
-    }
 }
 
 /* Stored rows row0.. (nrows <= ROW_BLOCK) for tokens t0..t1-1, `toks` at a time; a short
@@ -203,8 +164,20 @@ static void run_block(const product *p, bp_rows_fn fn, int toks, int64_t row0, i
         const int ntok = tok + toks <= t1 ? toks : (int)(t1 - tok);
         for (int t = 0; t < toks; t++)
             act[t] = p->panels + (tok + (t < ntok ? t : ntok - 1)) * p->g.panel;
-        fn(p->w + row0 * p->g.row_bytes, p->g.row_bytes, nrows, act, p->g.nchunks, p->g.tail, sums);
+        fn(p->w + row0 * p->g.walk.row_bytes, &p->g.walk, nrows, act, sums);
         emit(p, sums, row0, nrows, planes, toks, tok, ntok);
+    }
+}
+
+/* Row tile tm of a TL layout for tokens t0..t1-1, one token at a time, into `sums` [BM]. */
+static void run_tile(const product *p, int64_t tm, int64_t t0, int64_t t1, int32_t *sums)
+{
+    const int64_t BM = p->g.tiling.BM;
+    const bp_tl_fn fn = p->layout == BP_LAYOUT_TL1 ? p->isa->tl1 : p->isa->tl2;
+    for (int64_t n = t0; n < t1; n++) {
+        memset(sums, 0, sizeof(int32_t) * (size_t)BM);
+        fn(p->w, &p->g.tiling, tm, (const uint8_t *)(p->panels + n * p->g.panel), sums);
+        emit_rows(p, sums, 1, tm * BM, BM, n);
     }
 }
 
@@ -212,6 +185,7 @@ typedef struct {
     const product *p;
     bp_rows_fn fn;
     int toks;
+    int64_t rows_per_item;
     int64_t nblocks; /* row blocks */
 } plan;
 
@@ -220,19 +194,42 @@ static void run_item(void *ctx, int64_t i)
 {
     const plan *pl = ctx;
     const product *p = pl->p;
-    const int64_t tb = i / pl->nblocks * TOKEN_BLOCK, row0 = i % pl->nblocks * ROW_BLOCK;
+    const int64_t tb = i / pl->nblocks * TOKEN_BLOCK, row0 = i % pl->nblocks * pl->rows_per_item;
     const int64_t te = tb + TOKEN_BLOCK < p->n ? tb + TOKEN_BLOCK : p->n;
-    const int64_t nrows = row0 + ROW_BLOCK <= p->g.rows ? ROW_BLOCK : p->g.rows - row0;
-    run_block(p, pl->fn, pl->toks, row0, nrows, tb, te);
+    const int64_t nrows = row0 + pl->rows_per_item <= p->g.rows ? pl->rows_per_item : p->g.rows - row0;
+    if (bp_family(p->layout) == BP_TL_TILES)
+        run_tile(p, row0, tb, te, p->tile_sums + i * p->g.tiling.BM);
+    else
+        run_block(p, pl->fn, pl->toks, row0, nrows, tb, te);
+}
+
+static plan plan_of(const product *p)
+{
+    const int gemv = p->n == 1;
+    const bp_isa *isa = p->isa;
+    plan pl = {p, NULL, 1, ROW_BLOCK, 0};
+    switch (bp_family(p->layout)) {
+    case BP_HF_PLANES:
+        pl.fn = gemv ? isa->hf_gemv : isa->hf_gemm;
+        pl.toks = gemv ? 1 : isa->hf_toks;
+        break;
+    case BP_TQ1_ROWS:
+        pl.fn = isa->tq1_rows;
+        break;
+    case BP_TL_TILES:
+        pl.rows_per_item = 1; /* one row tile */
+        break;
+    default:
+        pl.fn = gemv ? isa->plane_gemv : isa->plane_gemm;
+        pl.toks = gemv ? 1 : isa->plane_toks;
+    }
+    pl.nblocks = (p->g.rows + pl.rows_per_item - 1) / pl.rows_per_item;
+    return pl;
 }
 
 static void run(const product *p)
 {
-    const int gemv = p->n == 1;
-    const int hf = p->layout == BP_LAYOUT_HF;
-    const bp_isa *isa = p->isa;
-    plan pl = {p, hf ? (gemv ? isa->hf_gemv : isa->hf_gemm) : (gemv ? isa->i2s_gemv : isa->i2s_gemm),
-               gemv ? 1 : (hf ? isa->hf_toks : isa->i2s_toks), (p->g.rows + ROW_BLOCK - 1) / ROW_BLOCK};
+    plan pl = plan_of(p);
     const int64_t items = (p->n + TOKEN_BLOCK - 1) / TOKEN_BLOCK * pl.nblocks;
     if ((double)p->m * (double)p->k * (double)p->n >= PARALLEL_MIN_WORK)
         bp_pool_run(items, run_item, &pl);
@@ -241,52 +238,58 @@ static void run(const product *p)
             run_item(&pl, i);
 }
 
-static int check(int backend, int layout, int64_t m, int64_t k, int64_t n)
+static int check(int backend, int layout, int64_t m, int64_t k, int64_t n, const int64_t *tiling)
 {
     if (!bp_backend_supported(backend))
         return BP_EBACKEND;
-    if (m < 1 || k < 1 || n < 0 || (layout == BP_LAYOUT_I2S && k % 128) || k > (1 << 16)
-        || (layout != BP_LAYOUT_I2S && layout != BP_LAYOUT_HF))
+    if (m < 1 || k < 1 || n < 0 || k > (1 << 16) || !bp_shape_ok(layout, m, k, tiling))
         return BP_ESHAPE;
     return 0;
 }
 
 static int multiply(product *p, const int8_t *q, int64_t k)
 {
+    const int tl = bp_family(p->layout) == BP_TL_TILES;
+    const int64_t token_blocks = (p->n + TOKEN_BLOCK - 1) / TOKEN_BLOCK;
     int8_t *panels = aligned_alloc(64, (size_t)((p->g.panel * p->n + 63) / 64 * 64));
     int32_t *qsum = malloc(sizeof(int32_t) * (size_t)p->n);
-    if (!panels || !qsum) {
+    int32_t *tile_sums = tl ? malloc(sizeof(int32_t) * (size_t)(p->m * token_blocks)) : NULL;
+    if (!panels || !qsum || (tl && !tile_sums)) {
         free(panels);
         free(qsum);
+        free(tile_sums);
         return BP_ENOMEM;
     }
+    p->tile_sums = tile_sums;
     for (int64_t t = 0; t < p->n; t++) {
-        fill_panel(p->isa, p->layout, q + t * k, k, panels + t * p->g.panel, p->g.panel);
-        qsum[t] = sum_q(q + t * k, k);
+        bp_fill_panel(p->isa, p->layout, &p->g, q + t * k, k, panels + t * p->g.panel);
+        /* TL tables hold t * q directly (no code offset) */
+        qsum[t] = tl ? 0 : sum_q(q + t * k, k);
     }
     p->panels = panels;
     p->qsum = qsum;
     run(p);
     free(panels);
     free(qsum);
+    free(tile_sums);
     return 0;
 }
 
-int bp_matmul_int(int backend, int layout, const uint8_t *w, int64_t m, int64_t k,
+int bp_matmul_int(int backend, int layout, const uint8_t *w, int64_t m, int64_t k, const int64_t *tiling,
                   const int8_t *q, int64_t n, int32_t *out)
 {
-    const int err = check(backend, layout, m, k, n);
+    const int err = check(backend, layout, m, k, n, tiling);
     if (err || n == 0)
         return err;
-    product p = {table(backend), layout, geometry_of(table(backend), layout, m, k), w, m, n, k,
-                 NULL, NULL, NULL, 0.0f, out, NULL};
+    product p = {table(backend), layout, bp_geometry_of(table(backend), layout, m, k, tiling), w, m, n, k,
+                 NULL, NULL, NULL, NULL, 0.0f, out, NULL};
     return multiply(&p, q, k);
 }
 
-int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t k, float beta,
-                  const float *x, int64_t n, float *y)
+int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t k, const int64_t *tiling,
+                  float beta, const float *x, int64_t n, float *y)
 {
-    const int err = check(backend, layout, m, k, n);
+    const int err = check(backend, layout, m, k, n, tiling);
     if (err || n == 0)
         return err;
     int8_t *q = malloc((size_t)(n * k));
@@ -298,21 +301,11 @@ int64_t bp_linear(int backend, int layout, const uint8_t *w, int64_t m, int64_t 
     }
     int64_t result = bp_quantize(backend, x, n, k, q, scale);
     if (result == 0) {
-        product p = {table(backend), layout, geometry_of(table(backend), layout, m, k), w, m, n, k,
-                     NULL, NULL, scale, beta, NULL, y};
+        product p = {table(backend), layout, bp_geometry_of(table(backend), layout, m, k, tiling), w, m, n, k,
+                     NULL, NULL, NULL, scale, beta, NULL, y};
         result = multiply(&p, q, k);
     }
     free(q);
     free(scale);
     return result;
-}
-
-int64_t bp_count_code3(const uint8_t *w, int64_t nbytes)
-{
-    int64_t count = 0;
-    for (int64_t i = 0; i < nbytes; i++) {
-        const unsigned both = w[i] & (w[i] >> 1) & 0x55u; /* bit 2p set iff field p == 3 */
-        count += (both & 1) + ((both >> 2) & 1) + ((both >> 4) & 1) + ((both >> 6) & 1);
-    }
-    return count;
 }

@@ -48,6 +48,8 @@ static inline int32_t acc_total(acc_t *a)
 #define HF_P 1
 #define HF_T 4
 
+#include "tl_impl.h"
+#include "tq1_impl.h"
 #include "tile_impl.h"
 
 DEFINE_ISA(bp_isa_avx512, "avx512")

@@ -51,6 +51,8 @@ static inline int32_t acc_total(acc_t *a) { return _mm512_reduce_add_epi32(a->s3
 #define HF_T 2
 
 #define CUSTOM_GEMV
+#include "tl_impl.h"
+#include "tq1_impl.h"
 #include "tile_impl.h"
 
 #ifndef GEMV_ROWS
@@ -59,8 +61,8 @@ static inline int32_t acc_total(acc_t *a) { return _mm512_reduce_add_epi32(a->s3
 
 static inline vec plane_mask(int shift) { return _mm512_set1_epi8((char)(3 << shift)); }
 
-/* i2_s, one token: acc[r][j] sums plane j (bits 6-2j) of row r, scaled by 4^(3-j). */
-INLINE void i2s_gemv_chunk(const int R, const uint8_t *const *w, const int8_t *act, int64_t c,
+/* Plane layouts, one token: acc[r][j] sums plane j (bits 6-2j) of row r, scaled by 4^(3-j). */
+INLINE void i2s_gemv_chunk(const int R, const uint8_t *const *w, const int8_t *act, int64_t c, int64_t at,
                            int tail, vec acc[][4])
 {
     const vec mask[4] = {plane_mask(6), plane_mask(4), plane_mask(2), plane_mask(0)};
@@ -68,23 +70,24 @@ INLINE void i2s_gemv_chunk(const int R, const uint8_t *const *w, const int8_t *a
     for (int j = 0; j < 4; j++)
         a[j] = v_load(act + (c * 4 + j) * VB);
     for (int r = 0; r < R; r++) {
-        const vec wv = tail == VB ? v_load(w[r] + c * VB) : v_load_part(w[r] + c * VB, tail);
-        PREFETCH(w[r] + c * VB);
+        const vec wv = tail == VB ? v_load(w[r] + at) : v_load_part(w[r] + at, tail);
+        PREFETCH(w[r] + at);
         for (int j = 0; j < 4; j++)
             acc[r][j] = dpbusd(acc[r][j], _mm512_and_si512(wv, mask[j]), a[j]);
     }
 }
 
-INLINE void i2s_gemv_tile(const int R, const uint8_t *const *w, const int8_t *act, int64_t nchunks,
-                          int tail, int32_t *sums)
+INLINE void i2s_gemv_tile(const int R, const uint8_t *const *w, const int8_t *act, const bp_walk *walk,
+                          int32_t *sums)
 {
     vec acc[BP_MAX_ROWS][4];
+    const int64_t nchunks = walk->nchunks;
     for (int r = 0; r < R; r++)
         for (int j = 0; j < 4; j++)
             acc[r][j] = _mm512_setzero_si512();
     for (int64_t c = 0; c < nchunks - 1; c++)
-        i2s_gemv_chunk(R, w, act, c, VB, acc);
-    i2s_gemv_chunk(R, w, act, nchunks - 1, tail, acc);
+        i2s_gemv_chunk(R, w, act, c, bp_code_at(walk, c * VB), VB, acc);
+    i2s_gemv_chunk(R, w, act, nchunks - 1, bp_code_at(walk, (nchunks - 1) * VB), walk->tail, acc);
     for (int r = 0; r < R; r++) {
         vec total = _mm512_add_epi32(acc[r][3], _mm512_srai_epi32(acc[r][2], 2));
         total = _mm512_add_epi32(total, _mm512_srai_epi32(acc[r][1], 4));
@@ -93,19 +96,19 @@ INLINE void i2s_gemv_tile(const int R, const uint8_t *const *w, const int8_t *ac
     }
 }
 
-static void i2s_gemv(const uint8_t *w, int64_t row_bytes, int64_t nrows, const int8_t *const *act,
-                     int64_t nchunks, int tail, int32_t *sums)
+static void i2s_gemv(const uint8_t *w, const bp_walk *walk, int64_t nrows, const int8_t *const *act,
+                     int32_t *sums)
 {
     const uint8_t *rows[GEMV_ROWS];
     int64_t r = 0;
     for (; r + GEMV_ROWS <= nrows; r += GEMV_ROWS) {
         for (int i = 0; i < GEMV_ROWS; i++)
-            rows[i] = w + (r + i) * row_bytes;
-        i2s_gemv_tile(GEMV_ROWS, rows, act[0], nchunks, tail, sums + r);
+            rows[i] = w + (r + i) * walk->row_bytes;
+        i2s_gemv_tile(GEMV_ROWS, rows, act[0], walk, sums + r);
     }
     for (; r < nrows; r++) {
-        rows[0] = w + r * row_bytes;
-        i2s_gemv_tile(1, rows, act[0], nchunks, tail, sums + r);
+        rows[0] = w + r * walk->row_bytes;
+        i2s_gemv_tile(1, rows, act[0], walk, sums + r);
     }
 }
 
@@ -121,10 +124,12 @@ INLINE void hf_gemv_chunk(const uint8_t *w, const int8_t *act, int64_t c, int ta
         acc[p] = dpbusd(acc[p], _mm512_and_si512(wv, mask[p]), a);
 }
 
-static void hf_gemv(const uint8_t *w, int64_t row_bytes, int64_t nrows, const int8_t *const *act,
-                    int64_t nchunks, int tail, int32_t *sums)
+static void hf_gemv(const uint8_t *w, const bp_walk *walk, int64_t nrows, const int8_t *const *act,
+                    int32_t *sums)
 {
-    for (int64_t r = 0; r < nrows; r++, w += row_bytes, sums += 4) {
+    const int64_t nchunks = walk->nchunks;
+    const int tail = walk->tail;
+    for (int64_t r = 0; r < nrows; r++, w += walk->row_bytes, sums += 4) {
         vec acc[4];
         for (int p = 0; p < 4; p++)
             acc[p] = _mm512_setzero_si512();

@@ -8,7 +8,8 @@
  *   acc_t, acc_zero, acc_dot(acc, codes, act), acc_flush, acc_total
  *   FLUSH_DOTS                 acc_dot calls an accumulator takes before acc_flush
  *                              (0: never needed)
- * and the tile sizes I2S_GEMV_R, I2S_R, I2S_T, HF_GEMV_P, HF_P, HF_T.
+ * and the tile sizes I2S_GEMV_R, I2S_R, I2S_T, HF_GEMV_P, HF_P, HF_T. "i2s" tiles serve every
+ * plane layout with a panel (i2_s, i2_s_arm, tq2_0); chunk c starts at bp_code_at(walk, c*VB).
  *
  * The shape parameters R and T are constants at every call site, so after inlining the
  * loops unroll and the accumulator arrays live in registers.
@@ -30,7 +31,7 @@ INLINE void flush_all(const int R, const int T, acc_t acc[][BP_MAX_TOKS])
             acc_flush(&acc[r][t]);
 }
 
-/* One i2_s chunk: byte p of a block holds elements p, p+32, p+64, p+96 at bits 6, 4, 2, 0. */
+/* One plane chunk: code byte i at bits 6-2j against byte i of panel plane j. */
 INLINE void i2s_chunk(const int R, const int T, const vec *wv, const int8_t *const *act,
                       int64_t c, acc_t acc[][BP_MAX_TOKS])
 {
@@ -47,7 +48,7 @@ INLINE void i2s_chunk(const int R, const int T, const vec *wv, const int8_t *con
 }
 
 INLINE void i2s_tile(const int R, const int T, const uint8_t *const *w, const int8_t *const *act,
-                     int64_t nchunks, int tail, int32_t *sums)
+                     const bp_walk *walk, int32_t *sums)
 {
     acc_t acc[BP_MAX_ROWS][BP_MAX_TOKS];
     vec wv[BP_MAX_ROWS];
@@ -55,10 +56,13 @@ INLINE void i2s_tile(const int R, const int T, const uint8_t *const *w, const in
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++)
             acc_zero(&acc[r][t]);
+    const int64_t nchunks = walk->nchunks;
+    const int tail = walk->tail;
     for (int64_t c = 0; c < nchunks - 1; c++) {
+        const int64_t at = bp_code_at(walk, c * VB);
         for (int r = 0; r < R; r++) {
-            wv[r] = v_load(w[r] + c * VB);
-            PREFETCH(w[r] + c * VB);
+            wv[r] = v_load(w[r] + at);
+            PREFETCH(w[r] + at);
         }
         i2s_chunk(R, T, wv, act, c, acc);
         if (FLUSH_DOTS && ++pending == FLUSH_DOTS / 4) {
@@ -66,8 +70,9 @@ INLINE void i2s_tile(const int R, const int T, const uint8_t *const *w, const in
             pending = 0;
         }
     }
+    const int64_t last = bp_code_at(walk, (nchunks - 1) * VB);
     for (int r = 0; r < R; r++)
-        wv[r] = tail == VB ? v_load(w[r] + (nchunks - 1) * VB) : v_load_part(w[r] + (nchunks - 1) * VB, tail);
+        wv[r] = tail == VB ? v_load(w[r] + last) : v_load_part(w[r] + last, tail);
     i2s_chunk(R, T, wv, act, nchunks - 1, acc);
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++)
@@ -90,11 +95,13 @@ INLINE void hf_chunk(const int P, const int T, const vec *wv, const int8_t *cons
 }
 
 INLINE void hf_tile(const int P, const int T, const uint8_t *const *w, const int8_t *const *act,
-                    int64_t nchunks, int tail, int32_t *sums)
+                    const bp_walk *walk, int32_t *sums)
 {
     acc_t acc[BP_MAX_ROWS][BP_MAX_TOKS];
     vec wv[BP_MAX_ROWS / 4];
     int pending = 0;
+    const int64_t nchunks = walk->nchunks;
+    const int tail = walk->tail;
     for (int r = 0; r < 4 * P; r++)
         for (int t = 0; t < T; t++)
             acc_zero(&acc[r][t]);
@@ -119,19 +126,19 @@ INLINE void hf_tile(const int P, const int T, const uint8_t *const *w, const int
 
 /* A row function over whole tiles of R rows, the last R' < R rows one at a time. */
 #define DEFINE_ROWS(kind, name, R, T, planes)                                                 \
-    static void name(const uint8_t *w, int64_t row_bytes, int64_t nrows,                       \
-                     const int8_t *const *act, int64_t nchunks, int tail, int32_t *sums)       \
+    static void name(const uint8_t *w, const bp_walk *walk, int64_t nrows,                     \
+                     const int8_t *const *act, int32_t *sums)                                  \
     {                                                                                          \
         const uint8_t *rows[BP_MAX_ROWS];                                                      \
         int64_t r = 0;                                                                         \
         for (; r + (R) <= nrows; r += (R)) {                                                   \
             for (int i = 0; i < (R); i++)                                                      \
-                rows[i] = w + (r + i) * row_bytes;                                             \
-            kind##_tile(R, T, rows, act, nchunks, tail, sums + r * (planes) * (T));            \
+                rows[i] = w + (r + i) * walk->row_bytes;                                      \
+            kind##_tile(R, T, rows, act, walk, sums + r * (planes) * (T));                     \
         }                                                                                      \
         for (; r < nrows; r++) {                                                               \
-            rows[0] = w + r * row_bytes;                                                       \
-            kind##_tile(1, T, rows, act, nchunks, tail, sums + r * (planes) * (T));            \
+            rows[0] = w + r * walk->row_bytes;                                                \
+            kind##_tile(1, T, rows, act, walk, sums + r * (planes) * (T));                     \
         }                                                                                      \
     }
 
@@ -142,5 +149,17 @@ DEFINE_ROWS(i2s, i2s_gemv, I2S_GEMV_R, 1, 1)
 DEFINE_ROWS(hf, hf_gemv, HF_GEMV_P, 1, 4)
 #endif
 
-#define DEFINE_ISA(symbol, label) \
-    const bp_isa symbol = {label, VB, quantize_row, i2s_gemv, i2s_gemm, I2S_T, hf_gemv, hf_gemm, HF_T};
+/* TQ1_0 and TL: the unit's own functions when it defines these names, else the portable ones. */
+#ifndef TQ1_ROWS
+#define TQ1_ROWS bp_scalar_tq1
+#endif
+#ifndef TL1_TILE
+#define TL1_TILE bp_scalar_tl1
+#endif
+#ifndef TL2_TILE
+#define TL2_TILE bp_scalar_tl2
+#endif
+
+#define DEFINE_ISA(symbol, label)                                                                 \
+    const bp_isa symbol = {label, VB, quantize_row, i2s_gemv, i2s_gemm, I2S_T, hf_gemv, hf_gemm, HF_T, \
+                           TQ1_ROWS, TL1_TILE, TL2_TILE};

@@ -17,6 +17,7 @@ from .. import fastpath
 from ..arch import Family, family_of_config, is_projection
 from ..dtypes import bf16_to_f32, f32_to_stored
 from ..errors import BitnetPackError, MissingFile
+from ..kernel_config import Tiling
 from ..ternary import TernaryWeight
 from ..validate import check_sizes
 
@@ -82,6 +83,20 @@ class Entry:
     load: Callable[[], TernaryWeight | Tensor] = field(repr=False, compare=False)
 
 
+@dataclass(frozen=True, eq=False)
+class StoredProjection:
+    """A projection's bytes exactly as the source stores them (a view of the mapped file, no
+    decode), for the kernel to multiply from: `layout` names the bytes' layout ("i2_s",
+    "i2_s_arm", "tl1", "tl2", "tq1_0", "tq2_0", "hf"); `beta` is given when the bytes do not
+    carry it (hf: from weight_scale), `tiling` for TL bytes."""
+
+    layout: str
+    data: np.ndarray
+    shape: tuple[int, int]
+    beta: np.float32 | None = None
+    tiling: Tiling | None = None
+
+
 class Checkpoint:
     """Base class of sources. Subclasses fill the attributes and implement `entries`."""
 
@@ -95,6 +110,11 @@ class Checkpoint:
 
     def entries(self) -> list[Entry]:
         raise NotImplementedError
+
+    def stored(self, entry: Entry) -> StoredProjection | None:
+        """A "linear" entry's stored bytes, when they are a packed layout; None when the
+        projection has to be computed (a bf16 master, a float GGUF tensor)."""
+        return None
 
     def release(self, entry: Entry) -> None:
         """Called once `entry` is written: forget its memory-mapped pages (they stay in the
@@ -150,16 +170,23 @@ def open_checkpoint(path: str | Path, **options: object) -> Checkpoint:
     raise MissingFile("not a checkpoint directory, .safetensors or .gguf file", path=path)
 
 
-def load_weights(path: str | Path, **options: object) -> tuple[dict, dict[str, TernaryWeight | np.ndarray]]:
-    """(config, {HF name: TernaryWeight or float32 array}) for the model/verify code."""
+Weights = dict[str, TernaryWeight | StoredProjection | Tensor | np.ndarray]
+
+
+def load_weights(path: str | Path, *, stored: bool = False, **options: object) -> tuple[dict, Weights]:
+    """(config, {HF name: TernaryWeight or float32 array}) for the model/verify code; with
+    `stored`, as `read_weights(stored=True)` (views that outlive the checkpoint)."""
     with open_checkpoint(path, **options) as checkpoint:
-        return checkpoint.config, read_weights(checkpoint)
+        return checkpoint.config, read_weights(checkpoint, stored=stored)
 
 
-def read_weights(checkpoint: Checkpoint) -> dict[str, TernaryWeight | np.ndarray]:
-    """Every entry of an open checkpoint: projections ternary, other tensors as float32."""
-    weights: dict[str, TernaryWeight | np.ndarray] = {}
+def read_weights(checkpoint: Checkpoint, *, stored: bool = False) -> Weights:
+    """Every entry of an open checkpoint: projections ternary, other tensors as float32. With
+    `stored`, nothing is converted: projections are their stored bytes when the source keeps
+    them packed (`StoredProjection`), other tensors their stored `Tensor`."""
+    weights: Weights = {}
     for entry in checkpoint.entries():
-        value = entry.load()
-        weights[entry.name] = value.f32() if isinstance(value, Tensor) else value
+        packed = checkpoint.stored(entry) if stored and entry.kind == "linear" else None
+        value = packed if packed is not None else entry.load()
+        weights[entry.name] = value.f32() if isinstance(value, Tensor) and not stored else value
     return weights

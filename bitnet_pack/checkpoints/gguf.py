@@ -35,7 +35,7 @@ from ..kernel_config import KernelConfig, parse_kernel_config, read_kernel_confi
 from ..layouts import get_layout
 from ..ternary import ZERO_BETA, TernaryWeight, check_ternary
 from ..tokenizer_reverse import tokenizer_files_from_gguf
-from . import Checkpoint, Entry, Tensor, is_projection
+from . import Checkpoint, Entry, StoredProjection, Tensor, is_projection
 from .hf import LatentTernary
 
 FLOAT_TYPES = {"F32": ("F32", "<f4"), "F16": ("F16", "<f2"), "BF16": ("BF16", "<u2")}
@@ -155,14 +155,27 @@ class GGUFCheckpoint(Checkpoint):
             # a latent family's float file holds -0.0 where the master was negative: keep it
             return LatentTernary.of(ternary, values, "F32") if self.family.float_dtype is None else ternary
         layout = get_layout(self._layout_of(info.type_name))
-        options = {}
-        if info.type_name in ("TL1", "TL2"):
-            if self.kernel_config is None:
-                raise MissingFile(f"{info.type_name} bytes depend on the kernel tiling: pass --kernel-config "
-                                  "(the kernel_config.ini used to convert it), or put it beside the file as "
-                                  f"{sibling_path(self.path).name}", path=self.path, tensor=name)
-            options["tiling"] = self.kernel_config
+        options = {"tiling": self._tiling(name)} if info.type_name in ("TL1", "TL2") else {}
         return layout.decode(self.file.tensor_bytes(name), info.shape, **options)
+
+    def _tiling(self, name: str) -> KernelConfig:
+        """The kernel config TL bytes were laid out with (it maps each shape to its tiling)."""
+        if self.kernel_config is None:
+            raise MissingFile(f"{self.file.tensors[name].type_name} bytes depend on the kernel tiling: pass "
+                              "--kernel-config (the kernel_config.ini used to convert it), or put it beside the file "
+                              f"as {sibling_path(self.path).name}", path=self.path, tensor=name)
+        return self.kernel_config
+
+    def stored(self, entry: Entry) -> StoredProjection | None:
+        name = self.family.to_gguf(entry.name)
+        info = self.file.tensors[name]
+        if info.type_name not in LAYOUT_OF_TYPE or self.family.permuted_heads(entry.name, self.config) is not None:
+            return None  # q/k rows the llama arch stores permuted are decoded and put back in order
+        tiling = None
+        if info.type_name in ("TL1", "TL2"):
+            tiling = self._tiling(name).tiling_for(tuple(info.shape), tensor=name)
+        return StoredProjection(self._layout_of(info.type_name), self.file.tensor_bytes(name), tuple(info.shape),
+                                tiling=tiling)
 
     def release(self, entry: Entry) -> None:
         if not self.file.closed:

@@ -30,7 +30,7 @@ from ..dtypes import f32_to_bf16
 from ..errors import HeaderInvalid, MissingFile, ShapeError, UnknownTensorType
 from ..layouts import get_layout
 from ..ternary import TernaryWeight, check_ternary
-from . import Checkpoint, Entry, Tensor, check_architecture, is_projection, read_aux_files
+from . import Checkpoint, Entry, StoredProjection, Tensor, check_architecture, is_projection, read_aux_files
 
 FLOAT_DTYPES = ("BF16", "F16", "F32")
 BETAS_KEY = "bitnet_pack.betas"
@@ -125,14 +125,26 @@ class HFCheckpoint(Checkpoint):
             return LatentTernary.of(ternary, raw, dtype)
         return ternary
 
-    def _load_packed(self, name: str, shape: tuple[int, int]) -> TernaryWeight:
+    def _packed_beta(self, name: str) -> np.float32:
+        """beta from `<name>_scale`: its value (autobitlinear) or reciprocal (bitlinear)."""
         raw_scale = self.files.raw(name + "_scale")
         stored = Tensor(self.files.info(name + "_scale").dtype, raw_scale).f32().reshape(-1)
         if stored.size != 1:
             raise ShapeError(f"weight_scale must be one value, got {stored.size}", path=self.path,
                              tensor=name + "_scale")
         usable = np.isfinite(stored[0]) and stored[0] > 0  # others are checked with the codes
-        beta = np.float32(1) / stored[0] if self.linear_class == "bitlinear" and usable else stored[0]
+        return np.float32(1) / stored[0] if self.linear_class == "bitlinear" and usable else stored[0]
+
+    def stored(self, entry: Entry) -> StoredProjection | None:
+        if self.kind != "hf-packed" or self.files.info(entry.name).dtype != "U8":
+            return None
+        beta = self._packed_beta(entry.name)
+        if not (np.isfinite(beta) and beta > 0):  # the decode path judges it with the codes
+            return None
+        return StoredProjection("hf", self.files.raw(entry.name), tuple(entry.shape), beta)
+
+    def _load_packed(self, name: str, shape: tuple[int, int]) -> TernaryWeight:
+        beta = self._packed_beta(name)
         data = self.files.raw(name)
         if self.files.info(name).dtype == "U8":
             return get_layout("hf").decode(data, shape, beta=beta)
