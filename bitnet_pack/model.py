@@ -52,6 +52,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UnknownArchitecture, UsageError
+from . import floatops
+from .floatmath import round_f16
 from .kernel import PackedMatrix, exact_half_bits, half_matmul, half_to_float32, ternary_linear
 from .ternary import TernaryWeight
 
@@ -91,13 +93,15 @@ class ModelConfig:
     rope_theta: float
     vocab_size: int
     tie_word_embeddings: bool
+    hidden_act: str = "relu2"  # the MLP activation: relu2 (BitNet) or silu (floatops.ACTIVATIONS)
 
     @classmethod
     def from_hf(cls, config: Mapping) -> ModelConfig:
         """Read a transformers config.json dict (BitNetConfig keys)."""
-        if config.get("model_type", "bitnet") != "bitnet" or config.get("hidden_act", "relu2") != "relu2":
-            raise UnknownArchitecture(f"model_type {config.get('model_type')!r} / hidden_act "
-                                      f"{config.get('hidden_act')!r}: only bitnet with relu2 is supported")
+        act = config.get("hidden_act", "relu2")
+        if config.get("model_type", "bitnet") != "bitnet" or act not in floatops.ACTIVATIONS:
+            raise UnknownArchitecture(f"model_type {config.get('model_type')!r} / hidden_act {act!r}: only bitnet "
+                                      f"with {' or '.join(floatops.ACTIVATIONS)} is supported")
         theta = config.get("rope_theta", (config.get("rope_parameters") or {}).get("rope_theta"))
         missing = [k for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
                                "num_attention_heads", "vocab_size") if k not in config]
@@ -115,6 +119,7 @@ class ModelConfig:
             rope_theta=float(theta),
             vocab_size=int(config["vocab_size"]),
             tie_word_embeddings=bool(config.get("tie_word_embeddings", True)),
+            hidden_act=act,
         )
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -160,48 +165,6 @@ def _prepare(config: ModelConfig, weights: Mapping[str, object]) -> dict[str, Pa
             raise ShapeError(f"shape {list(value.shape)} != {list(shape)} from config.json", tensor=name)
         tensors[name] = value
     return tensors
-
-
-def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    mean = (np.square(x).astype(np.float64).sum(axis=-1, keepdims=True) / x.shape[-1]).astype(np.float32)
-    inv = np.float32(1.0) / np.sqrt(mean + np.float32(eps))
-    return (x * inv) * weight
-
-
-def rope_tables(positions: np.ndarray, head_dim: int, theta: float, ggml: bool) -> tuple[np.ndarray, np.ndarray]:
-    """cos, sin [T, head_dim/2] in fp32 for the NeoX pairs (i, i + head_dim/2)."""
-    half = head_dim // 2
-    if ggml:
-        step = np.float32(np.float64(theta) ** (np.float64(-2.0) / head_dim))
-        angles = np.empty((len(positions), half), np.float32)
-        angles[:, 0] = positions
-        for i in range(1, half):
-            angles[:, i] = angles[:, i - 1] * step
-    else:
-        exponents = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)
-        inv_freq = np.float32(1.0) / (np.float64(theta) ** exponents.astype(np.float64)).astype(np.float32)
-        angles = positions.astype(np.float32)[:, None] * inv_freq
-    wide = angles.astype(np.float64)
-    return np.cos(wide).astype(np.float32), np.sin(wide).astype(np.float32)
-
-
-def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """x [T, heads, d]: (a, b) -> (a*cos - b*sin, b*cos + a*sin) for a = x[:d/2], b = x[d/2:]."""
-    half = x.shape[-1] // 2
-    a, b = x[..., :half], x[..., half:]
-    c, s = cos[:, None, :], sin[:, None, :]
-    return np.concatenate([a * c - b * s, b * c + a * s], axis=-1)
-
-
-def softmax(scores: np.ndarray, ggml: bool) -> np.ndarray:
-    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    if ggml:
-        return e * (1.0 / e.astype(np.float64).sum(axis=-1, keepdims=True)).astype(np.float32)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def to_f16(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.float16).astype(np.float32)
 
 
 class HalfTensor:
@@ -278,54 +241,47 @@ class BitNetModel:
         if ids.size == 0 or ids.min() < 0 or ids.max() >= self.config.vocab_size:
             raise UsageError(f"token ids must be a non-empty list in [0, {self.config.vocab_size}), got {ids.tolist()[:8]}")
         positions = np.arange(self.cache.length, self.cache.length + ids.size)
+        rope = floatops.rope_tables(positions, self.config.head_dim, self.config.rope_theta, self.numerics.ggml_rope)
         h = self.embedding.rows(ids) if isinstance(self.embedding, HalfTensor) else self.embedding[ids]
         for layer in range(self.config.num_layers):
-            h = self._layer(layer, h, positions)
+            h = self._layer(layer, h, rope)
         self.cache.length += ids.size
-        h = rms_norm(h if all_logits else h[-1:], self.tensors["model.norm.weight"], self.config.rms_norm_eps)
+        h = floatops.rms_norm(h if all_logits else h[-1:], self.tensors["model.norm.weight"], self.config.rms_norm_eps)
         if self.numerics.single_row_f16 and h.shape[0] == 1:
-            h = to_f16(h)
+            h = round_f16(h)
         logits = self._logits(h)
         return logits if all_logits else logits[0]
 
     def _logits(self, h: np.ndarray) -> np.ndarray:
         if isinstance(self.lm_head, HalfTensor):
             return self.lm_head.matmul(h)
-        return np.stack([self.lm_head @ row for row in h])  # row by row: a row's logits never
-                                                            # depend on how many rows are asked
+        return floatops.f32_matmul(self.lm_head, h)  # a row's logits never depend on the other rows
 
-    def _layer(self, layer: int, h: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    def _layer(self, layer: int, h: np.ndarray, rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         c, w = self.config, self._layer_tensors(layer)
-        x = rms_norm(h, w["input_layernorm"], c.rms_norm_eps)
-        attn = self._attention(layer, x, positions, w)
-        h = h + ternary_linear(w["self_attn.o_proj"], rms_norm(attn, w["self_attn.attn_sub_norm"], c.rms_norm_eps))
-        x = rms_norm(h, w["post_attention_layernorm"], c.rms_norm_eps)
-        gate = np.maximum(ternary_linear(w["mlp.gate_proj"], x), np.float32(0.0))
-        ffn = np.square(gate) * ternary_linear(w["mlp.up_proj"], x)
-        return h + ternary_linear(w["mlp.down_proj"], rms_norm(ffn, w["mlp.ffn_sub_norm"], c.rms_norm_eps))
+        x = floatops.rms_norm(h, w["input_layernorm"], c.rms_norm_eps)
+        attn = self._attention(layer, x, rope, w)
+        h = h + ternary_linear(w["self_attn.o_proj"], floatops.rms_norm(attn, w["self_attn.attn_sub_norm"], c.rms_norm_eps))
+        x = floatops.rms_norm(h, w["post_attention_layernorm"], c.rms_norm_eps)
+        ffn = floatops.activation(ternary_linear(w["mlp.gate_proj"], x), ternary_linear(w["mlp.up_proj"], x), c.hidden_act)
+        return h + ternary_linear(w["mlp.down_proj"], floatops.rms_norm(ffn, w["mlp.ffn_sub_norm"], c.rms_norm_eps))
 
-    def _attention(self, layer: int, x: np.ndarray, positions: np.ndarray, w: dict) -> np.ndarray:
+    def _attention(self, layer: int, x: np.ndarray, rope: tuple[np.ndarray, np.ndarray], w: dict) -> np.ndarray:
         c, num = self.config, self.numerics
-        t, d = len(positions), c.head_dim
-        cos, sin = rope_tables(positions, d, c.rope_theta, num.ggml_rope)
-        q = apply_rope(ternary_linear(w["self_attn.q_proj"], x).reshape(t, c.num_heads, d), cos, sin)
-        k = apply_rope(ternary_linear(w["self_attn.k_proj"], x).reshape(t, c.num_kv_heads, d), cos, sin)
+        t, d = x.shape[0], c.head_dim
+        q = floatops.apply_rope(ternary_linear(w["self_attn.q_proj"], x).reshape(t, c.num_heads, d), *rope)
+        k = floatops.apply_rope(ternary_linear(w["self_attn.k_proj"], x).reshape(t, c.num_kv_heads, d), *rope)
         v = ternary_linear(w["self_attn.v_proj"], x).reshape(t, c.num_kv_heads, d)
         if num.kv_f16:
-            k, v = to_f16(k), to_f16(v)
+            k, v = round_f16(k), round_f16(v)
         if num.q_f16:
-            q = to_f16(q)
-        keys, values = self.cache.store(layer, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
-        group = c.num_heads // c.num_kv_heads
-        q = q.transpose(1, 0, 2).reshape(c.num_kv_heads, group * t, d)  # head h -> kv head h // group
-        scores = (q @ keys.transpose(0, 2, 1)) * np.float32(d ** -0.5)
-        causal = np.arange(keys.shape[1])[None, :] > np.tile(positions, group)[:, None]
-        scores = np.where(causal, np.float32(-np.inf), scores)
-        probs = softmax(scores, num.ggml_softmax)
-        if num.single_row_f16 and t == 1:
-            probs = to_f16(probs)
-        out = probs @ values  # [kv_heads, group * t, d]
-        return out.reshape(c.num_heads, t, d).transpose(1, 0, 2).reshape(t, c.num_heads * d)
+            q = round_f16(q)
+        start = self.cache.length
+        self.cache.store(layer, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
+        flags = (floatops.SOFTMAX_GGML if num.ggml_softmax else 0) | (floatops.P_F16 if num.single_row_f16 and t == 1 else 0)
+        out = floatops.attention(q, self.cache.keys[layer], self.cache.values[layer], start,
+                                 floatops.attention_scale(d), flags)
+        return out.reshape(t, c.num_heads * d)
 
     def _layer_tensors(self, layer: int) -> dict:
         prefix = f"model.layers.{layer}."

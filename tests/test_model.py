@@ -17,7 +17,7 @@ import pytest
 
 from bitnet_pack.checkpoints import load_weights
 from bitnet_pack.containers.gguf import GGUFFile
-from bitnet_pack.errors import FormatError, ShapeError, UsageError
+from bitnet_pack.errors import FormatError, ShapeError, UnknownArchitecture, UsageError
 from bitnet_pack.generate import encode_prompt, eos_ids, generate_text, load_tokenizer
 from bitnet_pack.layouts import get_layout
 from bitnet_pack.model import BitNetModel, MissingTensor, UnexpectedTensor
@@ -205,7 +205,9 @@ def naive_logits(config, weights, ids):
                 attn.append((probs / probs.sum()) @ np.array([v[g] for v in values[layer]]))
             h = h + linear(p + "self_attn.o_proj.weight", norm(np.concatenate(attn), p + "self_attn.attn_sub_norm.weight"))
             x = norm(h, p + "post_attention_layernorm.weight")
-            f = np.maximum(linear(p + "mlp.gate_proj.weight", x), 0) ** 2 * linear(p + "mlp.up_proj.weight", x)
+            g = linear(p + "mlp.gate_proj.weight", x)
+            act = g / (1 + np.exp(-g)) if config.get("hidden_act") == "silu" else np.maximum(g, 0) ** 2
+            f = act * linear(p + "mlp.up_proj.weight", x)
             h = h + linear(p + "mlp.down_proj.weight", norm(f, p + "mlp.ffn_sub_norm.weight"))
         head = w("model.embed_tokens.weight" if config["tie_word_embeddings"] else "lm_head.weight")
         out.append(norm(h, "model.norm.weight") @ head.T.astype(np.float64))
@@ -222,6 +224,7 @@ def naive_logits(config, weights, ids):
     (dict(hidden_size=128, intermediate_size=64, num_attention_heads=2, num_key_value_heads=2), {"i2_s", "hf"}),
     (dict(hidden_size=256, intermediate_size=384, num_attention_heads=4, num_key_value_heads=1,
           tie_word_embeddings=False), {"i2_s"}),
+    (dict(hidden_act="silu"), {"hf"}),
 ])
 def test_odd_shapes_match_a_naive_transcription(over, layouts):
     config = tiny_config(**over)
@@ -280,8 +283,8 @@ def test_config_reads_rope_parameters_and_rejects_other_activations():
     BitNetModel(config, random_weights(tiny_config()))
     with pytest.raises(FormatError, match="rope_theta"):
         BitNetModel({k: v for k, v in config.items() if k != "rope_parameters"}, random_weights(tiny_config()))
-    with pytest.raises(Exception, match="relu2"):
-        BitNetModel(dict(tiny_config(), hidden_act="silu"), random_weights(tiny_config()))
+    with pytest.raises(UnknownArchitecture, match="relu2 or silu"):
+        BitNetModel(dict(tiny_config(), hidden_act="gelu"), random_weights(tiny_config()))
 
 
 def test_caller_weights_are_not_mutated():
