@@ -4,18 +4,22 @@
     per layer:
       a = RMSNorm(h) -> q, k, v (ternary) -> NeoX RoPE(q, k) -> GQA causal attention
       h = h + o_proj(attn_sub_norm(a))
-      f = RMSNorm(h) -> relu(gate)^2 * up -> ffn_sub_norm
+      f = RMSNorm(h) -> act(gate) * up -> ffn_sub_norm      (act: relu^2, or silu: hidden_act)
       h = h + down_proj(f)
     logits = RMSNorm(h) @ embed^T          (tied lm_head, kernel.half_matmul)
 
 Every projection is `kernel.ternary_linear` on a `PackedMatrix`: per-token absmax int8
 activations, exact integer sums, y = acc / s * beta (the W1.58A8 semantics transformers and
-bitnet.cpp share). Two numerics (`Numerics`) decide everything else:
+bitnet.cpp share). Every float op (RMSNorm, RoPE, attention, activation, a float32 lm_head)
+is `floatops`: the project's C in one specified order, with its own exp/sin/cos/pow
+(kernels/floatops.h, floatmath.h), replayed bit for bit by numpy in pure mode; no BLAS, no
+libm. So the logits are the same bits on every x86-64, backend, thread count and
+OPENBLAS_CORETYPE (tests/test_determinism.py). Two numerics (`Numerics`) decide the rest:
 
 * `reference`: fp32 throughout, as transformers runs the model in fp32. RoPE tables are
   transformers' (inv_freq = 1 / theta**(arange(0, d, 2) / d), freqs = pos * inv_freq, all
-  fp32; pow and cos/sin rounded once from float64, which matches torch on all but ~1 % of
-  cos/sin entries, by 1 ulp).
+  fp32; pow and cos/sin computed in double by floatmath.h and rounded once, which matches
+  torch on all but ~1 % of cos/sin entries, by 1 ulp).
 * `bitnet.cpp`: what the fork's `build_bitnet_158` graph (llama.cpp 40ed0f2, ggml.c and
   llamafile/sgemm.cpp) computes on x86 with its default f16 KV cache:
     - K and V are rounded to fp16 when stored in the cache (`ggml_cpy` into the f16 cache);
@@ -32,7 +36,7 @@ bitnet.cpp share). Two numerics (`Numerics`) decide everything else:
     - the embedding is whatever the file holds (F16 for I2_S files): the loader passes it.
   The embedding (and an untied lm_head) is kept as the 16-bit values the checkpoint stores
 (`HalfTensor`: bf16 from transformers files, f16 from GGUF F16; found by checking the float32
-values round-trip exactly, else it stays float32 and numpy's matmul runs). The lookup reads
+values round-trip exactly, else it stays float32 and floatops.f32_matmul runs). The lookup reads
 those values; the logits are `kernel.half_matmul`, whose fp32 summation order is fixed
 (kernels/half_isa.h: 16 strided lanes, then a halving fold) and the same on every backend.
 Checked against a build of BitNet 404980e with that fork (x86-64, gcc 12): every
@@ -40,9 +44,10 @@ Checked against a build of BitNet 404980e with that fork (x86-64, gcc 12): every
   Dropping the one-row rounding flips a token of tiny-a's 12-token prompt; transformers'
   RoPE tables instead of ggml's move the top-2 margins by up to 0.14; the softmax detail is
   below 1e-6. Not reproduced: the activation scale 127/max is computed in double there (it
-  equals the fp32 quotient but for double rounding), and fp32 sums run in other orders.
-RMSNorm is the same in both: mean(x*x) summed in float64 and rounded to fp32 (ggml sums in
-double; torch's fp32 cascade lands within an ulp), then x * (1/sqrt(mean + eps)) * weight.
+  equals the fp32 quotient but for double rounding), and fp32 sums run in other orders
+  (floatops' 16-lane order, not ggml's).
+RMSNorm is the same in both: mean(x*x) summed in float64 (16 lanes) and rounded to fp32 (ggml
+sums in double; torch's fp32 cascade lands within an ulp), then x * (1/sqrt(mean + eps)) * weight.
 """
 from __future__ import annotations
 
