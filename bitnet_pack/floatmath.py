@@ -148,3 +148,29 @@ def lane_matmul(weight_columns, v: int, x: np.ndarray) -> np.ndarray:
         np.multiply(w_block[None], x_block[:, None], out=product)
         lanes += product
     return fold(lanes)
+
+
+GGML_LANES = {"avx512": 64, "avx2": 32}
+
+
+def ggml_dot(a: np.ndarray, b: np.ndarray, split: int, variant: str) -> np.ndarray:
+    """ggml_vec_dot_f16's order over the last axis (kernels/floatops_ggml.c), a and b float32
+    holding f16 values (broadcasting): lanes below split - split % lanes, the lane fold,
+    then the remaining products added in double."""
+    a, b = np.broadcast_arrays(np.asarray(a, np.float32), np.asarray(b, np.float32))
+    lanes_n = GGML_LANES[variant]
+    n = a.shape[-1]
+    simd = min(split - split % lanes_n, n)
+    lanes = np.zeros(a.shape[:-1] + (lanes_n,), np.float32)
+    for start in range(0, simd, lanes_n):
+        width = min(lanes_n, simd - start)
+        lanes[..., :width] = lanes[..., :width] + a[..., start: start + width] * b[..., start: start + width]
+    stop = 4 if variant == "avx2" else 1
+    while lanes.shape[-1] > stop:
+        half = lanes.shape[-1] // 2
+        lanes = lanes[..., :half] + lanes[..., half:]
+    folded = (lanes[..., 0] + lanes[..., 1]) + (lanes[..., 2] + lanes[..., 3]) if variant == "avx2" else lanes[..., 0]
+    total = folded.astype(np.float64)
+    for i in range(simd, n):
+        total = total + (a[..., i] * b[..., i]).astype(np.float64)
+    return total.astype(np.float32)

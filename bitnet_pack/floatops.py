@@ -22,6 +22,7 @@ from .errors import ShapeError, UsageError
 
 ACTIVATIONS = {"relu2": 0, "silu": 1}
 SOFTMAX_GGML, P_F16 = 1, 2  # attention flags (floatops.h)
+GGML_DOT = {"avx512": 4, "avx2": 8}  # flag and variant: ggml_vec_dot_f16's order (floatops_ggml.c)
 
 
 def _compiled() -> bool:
@@ -109,6 +110,17 @@ def f32_matmul(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
     return y
 
 
+def ggml_f16_matmul(bits: np.ndarray, x: np.ndarray, variant: str) -> np.ndarray:
+    """x [N, K] (f16 values) times f16 weights [V, K] (uint16 bits) -> [N, V] in
+    ggml_vec_dot_f16's order of the `variant` build ("avx512" or "avx2")."""
+    bits, x = np.ascontiguousarray(bits, np.uint16), _f32(x)
+    if not _compiled():
+        return reference_ggml_f16_matmul(bits, x, variant)
+    y = np.empty((x.shape[0], bits.shape[0]), np.float32)
+    _kernel._ext.ggml_f16_matmul(bits, x, GGML_DOT[variant], y)
+    return y
+
+
 def set_parallel_min(work: int) -> None:
     """Float ops and half_matmul with less work (multiply-adds) stay on one thread; 0 splits
     everything (for tests: the bits must not change). Default 2**20."""
@@ -164,13 +176,20 @@ def reference_attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, sta
                         scale: np.float32, flags: int) -> np.ndarray:
     t, heads, d = q.shape
     kv_of_head = np.arange(heads) // (heads // keys.shape[0])
+    ggml = next((name for name, bit in GGML_DOT.items() if flags & bit), None)
     out = np.empty_like(q)
     for i in range(t):
         n = start + i + 1
         k, v = keys[kv_of_head, :n], values[kv_of_head, :n]  # [H, n, d]
-        scores = fm.lane_dot(q[i][:, None, :], k) * np.float32(scale)
+        if ggml:
+            scores = fm.ggml_dot(q[i][:, None, :], k, d, ggml) * np.float32(scale)
+        else:
+            scores = fm.lane_dot(q[i][:, None, :], k) * np.float32(scale)
         probs = reference_softmax(scores, flags)  # [H, n]
-        out[i] = fm.lane_sum(probs[:, None, :] * v.transpose(0, 2, 1))
+        if ggml:  # llama.cpp runs P.V over the KV cells padded to 32
+            out[i] = fm.ggml_dot(probs[:, None, :], v.transpose(0, 2, 1), -(-n // 32) * 32, ggml)
+        else:
+            out[i] = fm.lane_sum(probs[:, None, :] * v.transpose(0, 2, 1))
     return out
 
 
@@ -179,6 +198,12 @@ def reference_activation(gate: np.ndarray, up: np.ndarray, kind: str) -> np.ndar
         return (gate / (np.float32(1.0) + fm.expf(-gate))) * up
     r = np.where(gate < 0, np.float32(0.0), gate)
     return (r * r) * up
+
+
+def reference_ggml_f16_matmul(bits: np.ndarray, x: np.ndarray, variant: str) -> np.ndarray:
+    weights = bits.view(np.float16)
+    return np.stack([fm.ggml_dot(row, weights.astype(np.float32), bits.shape[1], variant) for row in x]) \
+        if x.shape[0] else np.zeros((0, bits.shape[0]), np.float32)
 
 
 def reference_f32_matmul(weights: np.ndarray, x: np.ndarray) -> np.ndarray:

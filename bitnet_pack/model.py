@@ -77,12 +77,15 @@ class Numerics:
     single_row_f16: bool = False   # a one-token P @ V and a one-row lm_head round P / h to fp16
     ggml_softmax: bool = False     # double-precision sum, multiply by 1/sum
     ggml_rope: bool = False        # iterated powf angles instead of pos * inv_freq
+    ggml_dot: str = ""             # one-token Q.K, P.V and f16 lm_head in ggml_vec_dot_f16's order
+                                   # of that build ("avx512" / "avx2", floatops_ggml.c)
 
 
+_BITNET_CPP = dict(kv_f16=True, q_f16=True, single_row_f16=True, ggml_softmax=True, ggml_rope=True)
 NUMERICS = {
     "reference": Numerics("reference"),
-    "bitnet.cpp": Numerics("bitnet.cpp", kv_f16=True, q_f16=True, single_row_f16=True, ggml_softmax=True,
-                           ggml_rope=True),
+    "bitnet.cpp": Numerics("bitnet.cpp", **_BITNET_CPP, ggml_dot="avx512"),  # an AVX-512 build (-march=native)
+    "bitnet.cpp-avx2": Numerics("bitnet.cpp-avx2", **_BITNET_CPP, ggml_dot="avx2"),
 }
 
 
@@ -190,6 +193,17 @@ class HalfTensor:
         values = half_to_float32(self.bits, self.kind)
         return values if dtype is None else values.astype(dtype, copy=False)
 
+    def f16_bits(self) -> np.ndarray | None:
+        """The values as f16 bits (a GGUF F16 tensor whose values all happen to be bf16 is
+        held as bf16), or None if f16 cannot hold them all."""
+        if not hasattr(self, "_f16"):
+            values = np.asarray(self)
+            with np.errstate(over="ignore"):
+                f16 = values.astype(np.float16)
+            same = np.array_equal(f16.astype(np.float32).view(np.uint32), values.view(np.uint32))
+            self._f16 = self.bits if self.kind == "f16" else f16.view(np.uint16) if same else None
+        return self._f16
+
     def rows(self, ids: np.ndarray) -> np.ndarray:
         return half_to_float32(self.bits[ids], self.kind)
 
@@ -258,6 +272,9 @@ class BitNetModel:
         return logits if all_logits else logits[0]
 
     def _logits(self, h: np.ndarray) -> np.ndarray:
+        head, ggml = self.lm_head, self.numerics.ggml_dot
+        if ggml and h.shape[0] == 1 and isinstance(head, HalfTensor) and head.f16_bits() is not None:
+            return floatops.ggml_f16_matmul(head.f16_bits(), h, ggml)  # one row: vec_dot_f16, as ggml
         if isinstance(self.lm_head, HalfTensor):
             return self.lm_head.matmul(h)
         return floatops.f32_matmul(self.lm_head, h)  # a row's logits never depend on the other rows
@@ -283,7 +300,9 @@ class BitNetModel:
             q = round_f16(q)
         start = self.cache.length
         self.cache.store(layer, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
-        flags = (floatops.SOFTMAX_GGML if num.ggml_softmax else 0) | (floatops.P_F16 if num.single_row_f16 and t == 1 else 0)
+        flags = floatops.SOFTMAX_GGML if num.ggml_softmax else 0
+        if t == 1:  # a one-token step: ggml's vec_dot_f16 path, P rounded to f16
+            flags |= (floatops.P_F16 if num.single_row_f16 else 0) | floatops.GGML_DOT.get(num.ggml_dot, 0)
         out = floatops.attention(q, self.cache.keys[layer], self.cache.values[layer], start,
                                  floatops.attention_scale(d), flags)
         return out.reshape(t, c.num_heads * d)

@@ -117,6 +117,20 @@ static inline void bp_sincos_d(double x, double *sin_out, double *cos_out)
     }
 }
 
+/* f16 bits -> float32, exactly: the 15 low bits shifted into place read as a float 2^-112
+ * too small (subnormals too), exponent 31 becomes 255, the sign or-ed in. */
+static inline float bp_f16_to_float(uint16_t h)
+{
+    uint32_t low = (uint32_t)(h & 0x7fffu) << 13, bits;
+    float f;
+    memcpy(&f, &low, sizeof f);
+    f = f * 0x1p112f;
+    memcpy(&bits, &f, sizeof bits);
+    bits = ((h & 0x7c00u) == 0x7c00u ? low | 0x7f800000u : bits) | (uint32_t)(h & 0x8000u) << 16;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
 /* float32 -> nearest f16 (ties to even, subnormals and overflow to Inf included) -> float32. */
 static inline float bp_round_f16(float f)
 {

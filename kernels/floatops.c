@@ -222,10 +222,18 @@ static void attention_item(void *ctx, int64_t item)
     }
     const float *q = job->q + (i * job->heads + h) * d;
     const float *k = job->keys + g * job->capacity * d, *v = job->values + g * job->capacity * d;
+    const int ggml = job->flags & (BP_GGML_AVX512 | BP_GGML_AVX2);
+    float *out = job->out + (i * job->heads + h) * d;
     for (int64_t j = 0; j < n; j++)
-        scratch[j] = dot(q, k + j * d, d) * job->scale;
+        scratch[j] = (ggml ? bp_ggml_dot(q, 1, k + j * d, 0, 1, d, d, ggml) : dot(q, k + j * d, d)) * job->scale;
     softmax_row(scratch, n, job->flags);
-    weighted_rows(scratch, v, n, d, scratch + n, job->out + (i * job->heads + h) * d);
+    if (ggml) {
+        const int64_t cells = (n + 31) / 32 * 32;
+        for (int64_t dd = 0; dd < d; dd++)
+            out[dd] = bp_ggml_dot(scratch, 1, v + dd, 0, d, n, cells, ggml);
+    } else {
+        weighted_rows(scratch, v, n, d, scratch + n, out);
+    }
     free(scratch);
 }
 

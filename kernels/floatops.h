@@ -22,6 +22,9 @@
  *                 e[j] = expf(s[j] - m); softmax 0: p = e / sum16_f32(e);
  *                 softmax 1 (ggml): p = e * float(1 / sum16_double(e)); flag P_F16:
  *                 p rounded to f16; out[dd] = sum16 over j of p[j] * v[g, j, dd] (float32).
+ *                 Flag GGML_AVX512 / GGML_AVX2 (one-token steps of bitnet.cpp numerics, f16
+ *                 q, k, v): Q.K and P.V in ggml_vec_dot_f16's order instead (floatops_ggml.c),
+ *                 P.V over the KV cells padded to 32 as llama.cpp runs it.
  * activation      relu2: r = (g < 0 ? 0 : g), (r * r) * up;  silu: (g / (1 + expf(-g))) * up.
  * f32_matmul      y[n, v] = dot(x[n], w[v]) (the lm_head when weights are not 16-bit).
  */
@@ -32,6 +35,8 @@
 
 #define BP_SOFTMAX_GGML 1
 #define BP_P_F16 2
+#define BP_GGML_AVX512 4 /* attention flag and variant: ggml_vec_dot_f16 order (floatops_ggml.c) */
+#define BP_GGML_AVX2 8
 #define BP_ACT_RELU2 0
 #define BP_ACT_SILU 1
 
@@ -48,6 +53,12 @@ int bp_attention(const float *q, int64_t t, int64_t heads, int64_t head_dim, con
                  int flags, float *out);
 void bp_activation(const float *gate, const float *up, int64_t n, int kind, float *out);
 void bp_f32_matmul(const float *w, int64_t v, int64_t k, const float *x, int64_t n, float *y);
+
+/* floatops_ggml.c: ggml_vec_dot_f16's order, for operands holding f16 values. */
+float bp_ggml_dot(const float *a, int64_t as, const float *b, const uint16_t *b16, int64_t bs,
+                  int64_t n, int64_t split, int variant);
+void bp_ggml_f16_matmul(const uint16_t *w, int64_t v, int64_t k, const float *x, int64_t n, int variant,
+                        float *y);
 
 /* The transcendental functions and the f16 rounding alone, for tests. */
 void bp_expf_array(const float *x, int64_t n, float *y);

@@ -1,6 +1,6 @@
 # The decode's float operations (floatops.h), included by _kernels.pyx so that they share
 # the module's thread pool. bitnet_pack/floatops.py is the API and checks shapes and dtypes.
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint16_t
 
 cdef extern from "floatops.h" nogil:
     void bp_float_set_parallel_min(int64_t work)
@@ -15,6 +15,8 @@ cdef extern from "floatops.h" nogil:
                      int flags, float *out)
     void bp_activation(const float *gate, const float *up, int64_t n, int kind, float *out)
     void bp_f32_matmul(const float *w, int64_t v, int64_t k, const float *x, int64_t n, float *y)
+    void bp_ggml_f16_matmul(const uint16_t *w, int64_t v, int64_t k, const float *x, int64_t n, int variant,
+                            float *y)
     void bp_expf_array(const float *x, int64_t n, float *y)
     void bp_sincos_array(const float *x, int64_t n, float *sin_out, float *cos_out)
     void bp_round_f16_array(const float *x, int64_t n, float *y)
@@ -76,6 +78,13 @@ def f32_matmul(const float[:, ::1] w, const float[:, ::1] x, float[:, ::1] y):
         return
     with nogil:
         bp_f32_matmul(&w[0, 0], w.shape[0], w.shape[1], &x[0, 0], x.shape[0], &y[0, 0])
+
+
+def ggml_f16_matmul(const uint16_t[:, ::1] w, const float[:, ::1] x, int variant, float[:, ::1] y):
+    if x.shape[0] == 0:
+        return
+    with nogil:
+        bp_ggml_f16_matmul(&w[0, 0], w.shape[0], w.shape[1], &x[0, 0], x.shape[0], variant, &y[0, 0])
 
 
 def expf_array(const float[::1] x, float[::1] y):

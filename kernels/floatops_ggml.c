@@ -1,0 +1,76 @@
+/* ggml's f16 dot product order (bitnet.cpp numerics, floatops.h "ggml_dot"), so that the
+ * one-row products of bitnet.cpp's decode (Q.K, P.V, the lm_head: `ggml_vec_dot_f16` on
+ * f16 operands) are reproduced bit for bit. Operands hold f16 values, so every product is
+ * exact in float32 and ggml's FMA equals a multiply then an add.
+ *
+ *   variant AVX512: 64 lanes (4 accumulators x 16): lane i % 64 adds a[i] * b[i] for i below
+ *                   split - split % 64; fold 64 -> 32 -> 16 -> 8 -> 4 -> 2 -> 1 by halves.
+ *   variant AVX2:   32 lanes (4 x 8), the same below split - split % 32; fold by halves to
+ *                   4 lanes l, then (l0 + l1) + (l2 + l3) (two hadd).
+ *   then, in double, the folded sum plus each remaining product in order (ggml's leftover
+ *   loop), rounded to float32. `split` is the length ggml runs over: for P.V the KV cells
+ *   padded to 32 (the extra cells hold P = 0), else n.
+ */
+#include "floatops.h"
+#include "floatmath.h"
+#include "pool.h"
+
+static inline float fold_ggml(float *l, int lanes, int variant)
+{
+    for (int half = lanes / 2; half >= (variant == BP_GGML_AVX2 ? 4 : 1); half /= 2)
+        for (int j = 0; j < half; j++)
+            l[j] = l[j] + l[j + half];
+    return variant == BP_GGML_AVX2 ? (l[0] + l[1]) + (l[2] + l[3]) : l[0];
+}
+
+/* a[i * as] * b[i * bs], i < n; b read as f16 bits when b16 is given. */
+float bp_ggml_dot(const float *a, int64_t as, const float *b, const uint16_t *b16, int64_t bs,
+                  int64_t n, int64_t split, int variant)
+{
+    const int lanes = variant == BP_GGML_AVX2 ? 32 : 64;
+    float l[64] = {0};
+    const int64_t simd = split - split % lanes;
+    int64_t i = 0;
+    for (; i < simd && i < n; i++) {
+        const float bi = b16 ? bp_f16_to_float(b16[i * bs]) : b[i * bs];
+        l[i % lanes] = l[i % lanes] + a[i * as] * bi;
+    }
+    double sum = (double)fold_ggml(l, lanes, variant);
+    for (; i < n; i++) {
+        const float bi = b16 ? bp_f16_to_float(b16[i * bs]) : b[i * bs];
+        sum = sum + (double)(a[i * as] * bi);
+    }
+    return (float)sum;
+}
+
+#define ROW_BLOCK 32
+
+typedef struct {
+    const uint16_t *w;
+    const float *x;
+    int64_t v, k, n;
+    int variant;
+    float *y;
+} ggml_matmul_job;
+
+static void ggml_matmul_item(void *ctx, int64_t item)
+{
+    const ggml_matmul_job *job = ctx;
+    const int64_t r0 = item * ROW_BLOCK, r1 = r0 + ROW_BLOCK < job->v ? r0 + ROW_BLOCK : job->v;
+    for (int64_t t = 0; t < job->n; t++)
+        for (int64_t r = r0; r < r1; r++)
+            job->y[t * job->v + r] = bp_ggml_dot(job->x + t * job->k, 1, 0, job->w + r * job->k, 1,
+                                                 job->k, job->k, job->variant);
+}
+
+void bp_ggml_f16_matmul(const uint16_t *w, int64_t v, int64_t k, const float *x, int64_t n, int variant,
+                        float *y)
+{
+    ggml_matmul_job job = {w, x, v, k, n, variant, y};
+    const int64_t items = (v + ROW_BLOCK - 1) / ROW_BLOCK;
+    if (items > 1 && (double)v * (double)k * (double)n >= (double)bp_float_parallel_min())
+        bp_pool_run(items, ggml_matmul_item, &job);
+    else
+        for (int64_t i = 0; i < items; i++)
+            ggml_matmul_item(&job, i);
+}
