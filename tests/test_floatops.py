@@ -146,3 +146,27 @@ def test_f16_rounding_equals_numpy_on_every_bit_pattern_class():
     y = np.empty_like(x)
     kernel._ext.round_f16_array(x, y)
     assert_same_bits(y, fm.round_f16(x))
+
+
+@pytest.mark.parametrize("variant", ["avx512", "avx2"])
+@pytest.mark.parametrize("n, v, k", [(1, 1, 1), (1, 37, 64), (2, 70, 100), (1, 513, 256), (1, 40, 2560)])
+def test_ggml_f16_matmul(backend_threads, variant, n, v, k):
+    rng = np.random.default_rng(k + v)
+    w = rng.normal(0, 0.5, (v, k)).astype(np.float16)
+    x = fm.round_f16(rng.normal(0, 1, (n, k)))
+    y, ref = both(floatops.ggml_f16_matmul, w.view(np.uint16), x, variant)
+    assert_same_bits(y, ref)
+    np.testing.assert_allclose(y, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["avx512", "avx2"])
+@pytest.mark.parametrize("start, heads, kv_heads, d", [(0, 1, 1, 64), (30, 4, 2, 64), (70, 6, 3, 128), (5, 2, 1, 33)])
+def test_attention_in_ggml_order(backend_threads, variant, start, heads, kv_heads, d):
+    rng = np.random.default_rng(start + d)
+    keys, values = (fm.round_f16(rng.normal(0, 1, (kv_heads, start + 1, d))) for _ in range(2))
+    q = fm.round_f16(rng.normal(0, 3, (1, heads, d)))
+    flags = floatops.SOFTMAX_GGML | floatops.P_F16 | floatops.GGML_DOT[variant]
+    compiled, numpy_out = both(floatops.attention, q, keys, values, start, floatops.attention_scale(d), flags)
+    assert_same_bits(compiled, numpy_out)
+    plain = floatops.attention(q, keys, values, start, floatops.attention_scale(d), flags & ~floatops.GGML_DOT[variant])
+    np.testing.assert_allclose(compiled, plain, rtol=0, atol=1e-5)
