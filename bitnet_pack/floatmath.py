@@ -174,3 +174,41 @@ def ggml_dot(a: np.ndarray, b: np.ndarray, split: int, variant: str) -> np.ndarr
     for i in range(simd, n):
         total = total + (a[..., i] * b[..., i]).astype(np.float64)
     return total.astype(np.float32)
+
+
+def fmaf(a, b, c) -> np.ndarray:
+    """float32 a*b + c rounded once (floatmath.h bp_fmaf): exact product and TwoSum in float64,
+    the remainder deciding only a float midpoint."""
+    a, b, c = np.broadcast_arrays(*(np.asarray(v, np.float32) for v in (a, b, c)))
+    p, cd = a.astype(np.float64) * b.astype(np.float64), c.astype(np.float64)
+    s = p + cd
+    bb = s - p
+    e = (p - (s - bb)) + (cd - bb)
+    r = s.astype(np.float32)
+    up = (s > r.astype(np.float64)) == (r > 0)
+    other = np.where(up, r.view(np.uint32) + np.uint32(1), r.view(np.uint32) - np.uint32(1)).view(np.float32)
+    on_midpoint = s == (r.astype(np.float64) + other.astype(np.float64)) * 0.5
+    fix = (e != 0) & (r.astype(np.float64) != s) & on_midpoint & ((e > 0) == (other > r))
+    return np.where(fix, other, r)
+
+
+_V_EXPF = {name: np.float32(float.fromhex(h)) for name, h in (
+    ("shift", "0x1.8p23"), ("log2e", "0x1.715476p+0"), ("ln2_hi", "0x1.62e4p-1"), ("ln2_lo", "0x1.7f7d1cp-20"),
+    ("c5", "0x1.0e4020p-7"), ("c4", "0x1.573e2ep-5"), ("c3", "0x1.555e66p-3"), ("c2", "0x1.fffdb6p-2"),
+    ("c1", "0x1.ffffecp-1"))}
+
+
+def ggml_expf_avx512(x: np.ndarray) -> np.ndarray:
+    """ggml_v_expf of ggml's AVX-512 build (floatmath.h bp_ggml_expf_avx512)."""
+    c = _V_EXPF
+    x = np.asarray(x, np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        n = fmaf(x, c["log2e"], c["shift"]) - c["shift"]
+        inside = (n <= 192) & (n >= -192)
+        n = np.where(inside, n, np.float32(0))
+        b = fmaf(-n, c["ln2_lo"], fmaf(-n, c["ln2_hi"], x))
+        u = b * b
+        j = fmaf(fmaf(fmaf(c["c5"], b, c["c4"]), u, fmaf(c["c3"], b, c["c2"])), u, fmaf(c["c1"], b, np.float32(1)))
+        scale = ((n.astype(np.int64) + 1023) << 52).astype(np.uint64).view(np.float64)
+        res = (j.astype(np.float64) * scale).astype(np.float32)
+    return np.where(inside, res, np.where(x > 0, np.float32(np.inf), np.float32(0)))

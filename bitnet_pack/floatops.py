@@ -23,6 +23,7 @@ from .errors import ShapeError, UsageError
 ACTIVATIONS = {"relu2": 0, "silu": 1}
 SOFTMAX_GGML, P_F16 = 1, 2  # attention flags (floatops.h)
 GGML_DOT = {"avx512": 4, "avx2": 8}  # flag and variant: ggml_vec_dot_f16's order (floatops_ggml.c)
+SOFTMAX_AVX512 = 16  # with SOFTMAX_GGML: ggml_vec_soft_max_f32 of the AVX-512 build (ggml_v_expf)
 
 
 def _compiled() -> bool:
@@ -163,9 +164,28 @@ def reference_apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.
     return np.concatenate([a * c - b * s, b * c + a * s], axis=-1)
 
 
+def _avx512_block_sum(e: np.ndarray) -> np.ndarray:
+    """ggml's AVX-512 softmax sum: the 32-padded cells in blocks of 16 folded by halves in
+    float32, the blocks added in double."""
+    cells = -(-e.shape[-1] // 32) * 32
+    padded = np.zeros(e.shape[:-1] + (cells,), np.float32)
+    padded[..., : e.shape[-1]] = e
+    total = np.zeros(e.shape[:-1], np.float64)
+    for start in range(0, cells, fm.LANES):
+        lanes = padded[..., start: start + fm.LANES]
+        for half in (8, 4, 2, 1):
+            lanes = lanes[..., :half] + lanes[..., half: 2 * half]
+        total = total + lanes[..., 0].astype(np.float64)
+    return total
+
+
 def reference_softmax(scores: np.ndarray, flags: int) -> np.ndarray:
-    e = fm.expf(scores - scores.max(axis=-1, keepdims=True))
-    if flags & SOFTMAX_GGML:
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    avx512 = flags & SOFTMAX_AVX512 and flags & SOFTMAX_GGML
+    e = fm.ggml_expf_avx512(shifted) if avx512 else fm.expf(shifted)
+    if avx512:
+        probs = e * (1.0 / _avx512_block_sum(e)).astype(np.float32)[..., None]
+    elif flags & SOFTMAX_GGML:
         probs = e * (1.0 / fm.lane_sum(e.astype(np.float64))).astype(np.float32)[..., None]
     else:
         probs = e / fm.lane_sum(e)[..., None]

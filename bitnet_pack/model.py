@@ -78,7 +78,8 @@ class Numerics:
     ggml_softmax: bool = False     # double-precision sum, multiply by 1/sum
     ggml_rope: bool = False        # iterated powf angles instead of pos * inv_freq
     ggml_dot: str = ""             # one-token Q.K, P.V and f16 lm_head in ggml_vec_dot_f16's order
-                                   # of that build ("avx512" / "avx2", floatops_ggml.c)
+                                   # of that build ("avx512" / "avx2", floatops_ggml.c); avx512 also
+                                   # runs the softmax with that build's ggml_v_expf and block sums
 
 
 _BITNET_CPP = dict(kv_f16=True, q_f16=True, single_row_f16=True, ggml_softmax=True, ggml_rope=True)
@@ -300,7 +301,7 @@ class BitNetModel:
             q = round_f16(q)
         start = self.cache.length
         self.cache.store(layer, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
-        flags = floatops.SOFTMAX_GGML if num.ggml_softmax else 0
+        flags = (floatops.SOFTMAX_GGML if num.ggml_softmax else 0) | (floatops.SOFTMAX_AVX512 if num.ggml_dot == "avx512" else 0)
         if t == 1:  # a one-token step: ggml's vec_dot_f16 path, P rounded to f16
             flags |= (floatops.P_F16 if num.single_row_f16 else 0) | floatops.GGML_DOT.get(num.ggml_dot, 0)
         out = floatops.attention(q, self.cache.keys[layer], self.cache.values[layer], start,

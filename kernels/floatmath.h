@@ -117,6 +117,46 @@ static inline void bp_sincos_d(double x, double *sin_out, double *cos_out)
     }
 }
 
+/* fmaf(a, b, c) rounded once, in double: a*b is exact there; TwoSum gives the exact
+ * remainder e of s = a*b + c; only when s falls exactly on a midpoint of two floats does e
+ * decide the rounding. (No libm, the same bits as a hardware FMA.) */
+static inline float bp_fmaf(float a, float b, float c)
+{
+    const double p = (double)a * (double)b, cd = (double)c;
+    const double s = p + cd, bb = s - p;
+    const double e = (p - (s - bb)) + (cd - bb);
+    const float r = (float)s;
+    if (e == 0.0 || (double)r == s)
+        return r;
+    uint32_t rb;
+    memcpy(&rb, &r, sizeof rb);
+    rb = ((s > (double)r) == (r > 0.0f)) ? rb + 1 : rb - 1; /* the neighbour on s's side */
+    float other;
+    memcpy(&other, &rb, sizeof other);
+    const int on_midpoint = s == ((double)r + (double)other) * 0.5;
+    return on_midpoint && ((e > 0.0) == (other > r)) ? other : r;
+}
+
+/* ggml_v_expf of ggml's AVX-512 build (vec.h; the ARM optimized-routines algorithm):
+ * z = fma(x, 0x1.715476p+0, 0x1.8p23), n = z - 0x1.8p23,
+ * b = fma(-n, 0x1.7f7d1cp-20, fma(-n, 0x1.62e4p-1, x)), u = b*b,
+ * j = fma(fma(fma(C5, b, C4), u, fma(C3, b, C2)), u, fma(C1, b, 1)), result j * 2^n rounded
+ * once (scalef); |n| > 192: 0 below, Inf above. Differs from the correctly rounded exp in
+ * about half of the values, by an ulp. */
+static inline float bp_ggml_expf_avx512(float x)
+{
+    const float shift = 0x1.8p23f;
+    const float n = bp_fmaf(x, 0x1.715476p+0f, shift) - shift;
+    if (!(n <= 192.0f && n >= -192.0f))
+        return x > 0.0f ? __builtin_inff() : 0.0f;
+    const float b = bp_fmaf(-n, 0x1.7f7d1cp-20f, bp_fmaf(-n, 0x1.62e4p-1f, x));
+    const float u = b * b;
+    const float j = bp_fmaf(bp_fmaf(bp_fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
+                                    bp_fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                            u, bp_fmaf(0x1.ffffecp-1f, b, 1.0f));
+    return (float)((double)j * bp_pow2((int64_t)n));
+}
+
 /* f16 bits -> float32, exactly: the 15 low bits shifted into place read as a float 2^-112
  * too small (subnormals too), exponent 31 becomes 255, the sign or-ed in. */
 static inline float bp_f16_to_float(uint16_t h)

@@ -189,14 +189,36 @@ static void weighted_rows(const float *p, const float *v, int64_t n, int64_t d, 
     }
 }
 
+/* ggml_vec_soft_max_f32 of the AVX-512 build over the 32-padded cells (padding: e = 0). */
+static double sum_avx512_blocks(const float *e, int64_t n)
+{
+    double sum = 0.0;
+    const int64_t cells = (n + 31) / 32 * 32;
+    for (int64_t i = 0; i < cells; i += LANES) {
+        float l[LANES];
+        for (int j = 0; j < LANES; j++)
+            l[j] = i + j < n ? e[i + j] : 0.0f;
+        for (int half = LANES / 2; half >= 1; half /= 2)
+            for (int j = 0; j < half; j++)
+                l[j] = l[j] + l[j + half];
+        sum = sum + (double)l[0];
+    }
+    return sum;
+}
+
 static void softmax_row(float *s, int64_t n, int flags)
 {
     float m = s[0];
     for (int64_t j = 1; j < n; j++)
         m = s[j] > m ? s[j] : m;
+    const int avx512 = (flags & BP_SOFTMAX_AVX512) && (flags & BP_SOFTMAX_GGML);
     for (int64_t j = 0; j < n; j++)
-        s[j] = bp_expf(s[j] - m);
-    if (flags & BP_SOFTMAX_GGML) {
+        s[j] = avx512 ? bp_ggml_expf_avx512(s[j] - m) : bp_expf(s[j] - m);
+    if (avx512) {
+        const float inv = (float)(1.0 / sum_avx512_blocks(s, n));
+        for (int64_t j = 0; j < n; j++)
+            s[j] = s[j] * inv;
+    } else if (flags & BP_SOFTMAX_GGML) {
         const float inv = (float)(1.0 / sum_f64(s, n, 0));
         for (int64_t j = 0; j < n; j++)
             s[j] = s[j] * inv;
@@ -281,6 +303,12 @@ void bp_expf_array(const float *x, int64_t n, float *y)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] = bp_expf(x[i]);
+}
+
+void bp_ggml_expf_avx512_array(const float *x, int64_t n, float *y)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = bp_ggml_expf_avx512(x[i]);
 }
 
 void bp_sincos_array(const float *x, int64_t n, float *sin_out, float *cos_out)

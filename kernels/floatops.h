@@ -25,6 +25,9 @@
  *                 Flag GGML_AVX512 / GGML_AVX2 (one-token steps of bitnet.cpp numerics, f16
  *                 q, k, v): Q.K and P.V in ggml_vec_dot_f16's order instead (floatops_ggml.c),
  *                 P.V over the KV cells padded to 32 as llama.cpp runs it.
+ *                 Flag SOFTMAX_AVX512: e = ggml_v_expf (AVX-512 build, floatmath.h) and the
+ *                 sum over the 32-padded cells in blocks of 16, each folded by halves in
+ *                 float32 and added in double, then p = e * float(1 / sum).
  * activation      relu2: r = (g < 0 ? 0 : g), (r * r) * up;  silu: (g / (1 + expf(-g))) * up.
  * f32_matmul      y[n, v] = dot(x[n], w[v]) (the lm_head when weights are not 16-bit).
  */
@@ -37,6 +40,7 @@
 #define BP_P_F16 2
 #define BP_GGML_AVX512 4 /* attention flag and variant: ggml_vec_dot_f16 order (floatops_ggml.c) */
 #define BP_GGML_AVX2 8
+#define BP_SOFTMAX_AVX512 16 /* with SOFTMAX_GGML: ggml_vec_soft_max_f32 of the AVX-512 build */
 #define BP_ACT_RELU2 0
 #define BP_ACT_SILU 1
 
@@ -62,6 +66,7 @@ void bp_ggml_f16_matmul(const uint16_t *w, int64_t v, int64_t k, const float *x,
 
 /* The transcendental functions and the f16 rounding alone, for tests. */
 void bp_expf_array(const float *x, int64_t n, float *y);
+void bp_ggml_expf_avx512_array(const float *x, int64_t n, float *y);
 void bp_sincos_array(const float *x, int64_t n, float *sin_out, float *cos_out);
 void bp_round_f16_array(const float *x, int64_t n, float *y);
 

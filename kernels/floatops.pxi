@@ -2,6 +2,9 @@
 # the module's thread pool. bitnet_pack/floatops.py is the API and checks shapes and dtypes.
 from libc.stdint cimport int64_t, uint16_t
 
+cdef extern from "floatmath.h" nogil:
+    float bp_fmaf(float a, float b, float c)
+
 cdef extern from "floatops.h" nogil:
     void bp_float_set_parallel_min(int64_t work)
     int64_t bp_float_parallel_min()
@@ -18,6 +21,7 @@ cdef extern from "floatops.h" nogil:
     void bp_ggml_f16_matmul(const uint16_t *w, int64_t v, int64_t k, const float *x, int64_t n, int variant,
                             float *y)
     void bp_expf_array(const float *x, int64_t n, float *y)
+    void bp_ggml_expf_avx512_array(const float *x, int64_t n, float *y)
     void bp_sincos_array(const float *x, int64_t n, float *sin_out, float *cos_out)
     void bp_round_f16_array(const float *x, int64_t n, float *y)
 
@@ -90,6 +94,17 @@ def ggml_f16_matmul(const uint16_t[:, ::1] w, const float[:, ::1] x, int variant
 def expf_array(const float[::1] x, float[::1] y):
     if x.shape[0]:
         bp_expf_array(&x[0], x.shape[0], &y[0])
+
+
+def ggml_expf_avx512_array(const float[::1] x, float[::1] y):
+    if x.shape[0]:
+        bp_ggml_expf_avx512_array(&x[0], x.shape[0], &y[0])
+
+
+def fmaf_array(const float[::1] a, const float[::1] b, const float[::1] c, float[::1] y):
+    cdef int64_t i
+    for i in range(a.shape[0]):
+        y[i] = bp_fmaf(a[i], b[i], c[i])
 
 
 def sincos_array(const float[::1] x, float[::1] sin_out, float[::1] cos_out):

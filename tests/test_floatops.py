@@ -3,6 +3,8 @@ for bit, on every compiled backend and thread count, odd shapes included; and ou
 exp/sin/cos against float64 libm (accuracy, not bits)."""
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -170,3 +172,55 @@ def test_attention_in_ggml_order(backend_threads, variant, start, heads, kv_head
     assert_same_bits(compiled, numpy_out)
     plain = floatops.attention(q, keys, values, start, floatops.attention_scale(d), flags & ~floatops.GGML_DOT[variant])
     np.testing.assert_allclose(compiled, plain, rtol=0, atol=1e-5)
+
+
+def nearest_float32(value) -> np.float32:
+    """The float32 nearest a Fraction, ties to even (exact, no double rounding)."""
+    guess = np.float32(float(value))
+    candidates = [np.nextafter(guess, np.float32(-np.inf)), guess, np.nextafter(guess, np.float32(np.inf))]
+    errors = [abs(Fraction(float(c)) - value) for c in candidates]
+    best = min(errors)
+    ties = [c for c, e in zip(candidates, errors, strict=True) if e == best]
+    return min(ties, key=lambda c: int(np.array(c).view(np.uint32)) & 1)
+
+
+def test_fmaf_rounds_once():
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(0, 1, (2, 3000)).astype(np.float32)
+    c = -(a.astype(np.float64) * b).astype(np.float32) * rng.choice([1, 0.5, 2**-12], 3000).astype(np.float32)
+    # a*b + c = 2^30 + 192 - 2^-24: just below the float32 midpoint 2^30 + 192, which float64
+    # cannot tell from the midpoint (it would round to even, 2^30 + 256); and its negation
+    hard_a, hard_b, hard_c = np.float32(64 + 2**-9), np.float32(1 - 2**-15), np.float32(2**30 + 128)
+    a = np.concatenate([a, [hard_a, -hard_a]]).astype(np.float32)
+    b = np.concatenate([b, [hard_b, hard_b]]).astype(np.float32)
+    c = np.concatenate([c, [hard_c, -hard_c]]).astype(np.float32)
+    ours = fm.fmaf(a, b, c)
+    want = [nearest_float32(Fraction(float(x)) * Fraction(float(y)) + Fraction(float(z))) for x, y, z in zip(a, b, c, strict=True)]
+    assert_same_bits(ours, np.array(want, np.float32))
+    assert ours[-2] == np.float32(2**30 + 128) and ours[-1] == -ours[-2]
+    assert np.count_nonzero(ours != (a.astype(np.float64) * b + c).astype(np.float32)) >= 2  # double rounding differs
+    compiled = np.empty_like(ours)
+    kernel._ext.fmaf_array(a, b, c, compiled)
+    assert_same_bits(compiled, ours)
+
+
+def test_ggml_avx512_expf_equals_its_replay_and_is_within_two_ulps():
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.uniform(-110, 0, 100000), rng.uniform(0, 90, 1000), SPECIAL]).astype(np.float32)
+    y = np.empty_like(x)
+    kernel._ext.ggml_expf_avx512_array(x, y)
+    assert_same_bits(y, fm.ggml_expf_avx512(x))
+    with np.errstate(over="ignore"):
+        exact = np.exp(x.astype(np.float64)).astype(np.float32)
+    normal = (exact > np.float32(2**-126)) & np.isfinite(exact)
+    assert np.abs(bits(y[normal]).astype(np.int64) - bits(exact[normal]).astype(np.int64)).max() <= 2
+    assert y[x == -np.inf][0] == 0 and y[x == np.inf][0] == np.inf
+
+
+@pytest.mark.parametrize("t, start", [(1, 0), (1, 40), (5, 0), (3, 29)])
+def test_attention_with_the_avx512_softmax(backend_threads, t, start):
+    rng = np.random.default_rng(t + start)
+    keys, values = (fm.round_f16(rng.normal(0, 1, (2, start + t, 64))) for _ in range(2))
+    q = fm.round_f16(rng.normal(0, 3, (t, 4, 64)))
+    flags = floatops.SOFTMAX_GGML | floatops.SOFTMAX_AVX512 | (floatops.GGML_DOT["avx512"] | floatops.P_F16 if t == 1 else 0)
+    assert_same_bits(*both(floatops.attention, q, keys, values, start, floatops.attention_scale(64), flags))
