@@ -24,14 +24,48 @@ static inline float fold_ggml(float *l, int lanes, int variant)
 }
 
 /* a[i * as] * b[i * bs], i < n; b read as f16 bits when b16 is given. */
+/* f16 bits -> float, all 65536 (256 KB), filled by the calling thread before any job. */
+static float f16_table[65536];
+static int f16_table_ready;
+
+static void fill_f16_table(void)
+{
+    if (f16_table_ready)
+        return;
+    for (uint32_t h = 0; h < 65536; h++)
+        f16_table[h] = bp_f16_to_float((uint16_t)h);
+    f16_table_ready = 1;
+}
+
+/* Whole blocks of LANES contiguous f16 weights, looked up in the table (the order is per
+ * lane, so the compiler vectorizing the multiply-add does not change it). */
+#define DEFINE_F16_BLOCKS(name, LANES)                                                        \
+    static int64_t name(float *l, const float *a, const uint16_t *b16, int64_t simd)          \
+    {                                                                                         \
+        int64_t i = 0;                                                                        \
+        float wb[LANES];                                                                      \
+        for (; i + LANES <= simd; i += LANES) {                                               \
+            for (int j = 0; j < LANES; j++)                                                   \
+                wb[j] = f16_table[b16[i + j]];                                                \
+            for (int j = 0; j < LANES; j++)                                                   \
+                l[j] = l[j] + a[i + j] * wb[j];                                               \
+        }                                                                                     \
+        return i;                                                                             \
+    }
+
+DEFINE_F16_BLOCKS(f16_blocks_64, 64)
+DEFINE_F16_BLOCKS(f16_blocks_32, 32)
+
 float bp_ggml_dot(const float *a, int64_t as, const float *b, const uint16_t *b16, int64_t bs,
                   int64_t n, int64_t split, int variant)
 {
     const int lanes = variant == BP_GGML_AVX2 ? 32 : 64;
     float l[64] = {0};
-    const int64_t simd = split - split % lanes;
+    const int64_t simd = split - split % lanes < n ? split - split % lanes : n;
     int64_t i = 0;
-    for (; i < simd && i < n; i++) {
+    if (as == 1 && bs == 1 && b16) /* the lm_head */
+        i = lanes == 64 ? f16_blocks_64(l, a, b16, simd) : f16_blocks_32(l, a, b16, simd);
+    for (; i < simd; i++) {
         const float bi = b16 ? bp_f16_to_float(b16[i * bs]) : b[i * bs];
         l[i % lanes] = l[i % lanes] + a[i * as] * bi;
     }
@@ -66,6 +100,7 @@ static void ggml_matmul_item(void *ctx, int64_t item)
 void bp_ggml_f16_matmul(const uint16_t *w, int64_t v, int64_t k, const float *x, int64_t n, int variant,
                         float *y)
 {
+    fill_f16_table();
     ggml_matmul_job job = {w, x, v, k, n, variant, y};
     const int64_t items = (v + ROW_BLOCK - 1) / ROW_BLOCK;
     if (items > 1 && (double)v * (double)k * (double)n >= (double)bp_float_parallel_min())
