@@ -29,25 +29,20 @@ static void run_items(int64_t items, double work, bp_item_fn fn, void *ctx)
 
 /* ---- lane sums ------------------------------------------------------------------------ */
 
-static inline float fold_f32(const float *l)
-{
-    float a[8], b[4];
-    for (int j = 0; j < 8; j++)
-        a[j] = l[j] + l[j + 8];
-    for (int j = 0; j < 4; j++)
-        b[j] = a[j] + a[j + 4];
-    return (b[0] + b[2]) + (b[1] + b[3]);
-}
+/* The halving fold of 16 lanes: j + 8, j + 4, then (b0 + b2) + (b1 + b3). */
+#define DEFINE_FOLD(name, type)                                                               \
+    static inline type name(const type *l)                                                    \
+    {                                                                                         \
+        type a[8], b[4];                                                                      \
+        for (int j = 0; j < 8; j++)                                                           \
+            a[j] = l[j] + l[j + 8];                                                           \
+        for (int j = 0; j < 4; j++)                                                           \
+            b[j] = a[j] + a[j + 4];                                                           \
+        return (b[0] + b[2]) + (b[1] + b[3]);                                                 \
+    }
 
-static inline double fold_f64(const double *l)
-{
-    double a[8], b[4];
-    for (int j = 0; j < 8; j++)
-        a[j] = l[j] + l[j + 8];
-    for (int j = 0; j < 4; j++)
-        b[j] = a[j] + a[j + 4];
-    return (b[0] + b[2]) + (b[1] + b[3]);
-}
+DEFINE_FOLD(fold_f32, float)
+DEFINE_FOLD(fold_f64, double)
 
 static inline float dot(const float *a, const float *b, int64_t n)
 {
@@ -277,24 +272,39 @@ int bp_attention(const float *q, int64_t t, int64_t heads, int64_t head_dim, con
 #define ROW_BLOCK 32
 
 typedef struct {
-    const float *w, *x;
+    bp_row_dot_fn dot;
+    const void *w;
+    const float *x;
     int64_t v, k, n;
+    int variant;
     float *y;
-} matmul_job;
+} row_job;
 
-static void matmul_item(void *ctx, int64_t item)
+static void row_item(void *ctx, int64_t item)
 {
-    const matmul_job *job = ctx;
+    const row_job *job = ctx;
     const int64_t r0 = item * ROW_BLOCK, r1 = r0 + ROW_BLOCK < job->v ? r0 + ROW_BLOCK : job->v;
     for (int64_t t = 0; t < job->n; t++)
         for (int64_t r = r0; r < r1; r++)
-            job->y[t * job->v + r] = dot(job->x + t * job->k, job->w + r * job->k, job->k);
+            job->y[t * job->v + r] = job->dot(job->x + t * job->k, job->w, r, job->k, job->variant);
+}
+
+void bp_row_products(bp_row_dot_fn dot, const void *w, int64_t v, int64_t k, const float *x, int64_t n,
+                     int variant, float *y)
+{
+    row_job job = {dot, w, x, v, k, n, variant, y};
+    run_items((v + ROW_BLOCK - 1) / ROW_BLOCK, (double)v * (double)k * (double)n, row_item, &job);
+}
+
+static float f32_row_dot(const float *x, const void *w, int64_t row, int64_t k, int variant)
+{
+    (void)variant;
+    return dot(x, (const float *)w + row * k, k);
 }
 
 void bp_f32_matmul(const float *w, int64_t v, int64_t k, const float *x, int64_t n, float *y)
 {
-    matmul_job job = {w, x, v, k, n, y};
-    run_items((v + ROW_BLOCK - 1) / ROW_BLOCK, (double)v * (double)k * (double)n, matmul_item, &job);
+    bp_row_products(f32_row_dot, w, v, k, x, n, 0, y);
 }
 
 /* ---- the elementwise functions alone ------------------------------------------------- */

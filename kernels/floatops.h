@@ -58,6 +58,12 @@ int bp_attention(const float *q, int64_t t, int64_t heads, int64_t head_dim, con
 void bp_activation(const float *gate, const float *up, int64_t n, int kind, float *out);
 void bp_f32_matmul(const float *w, int64_t v, int64_t k, const float *x, int64_t n, float *y);
 
+/* y[t, r] = dot(x[t], w, r, k, variant) for r < v, t < n: rows split over the pool in blocks
+ * of 32 (each output computed whole by one thread). */
+typedef float (*bp_row_dot_fn)(const float *x, const void *w, int64_t row, int64_t k, int variant);
+void bp_row_products(bp_row_dot_fn dot, const void *w, int64_t v, int64_t k, const float *x, int64_t n,
+                     int variant, float *y);
+
 /* floatops_ggml.c: ggml_vec_dot_f16's order, for operands holding f16 values. */
 float bp_ggml_dot(const float *a, int64_t as, const float *b, const uint16_t *b16, int64_t bs,
                   int64_t n, int64_t split, int variant);

@@ -13,7 +13,6 @@
  */
 #include "floatops.h"
 #include "floatmath.h"
-#include "pool.h"
 
 static inline float fold_ggml(float *l, int lanes, int variant)
 {
@@ -77,35 +76,14 @@ float bp_ggml_dot(const float *a, int64_t as, const float *b, const uint16_t *b1
     return (float)sum;
 }
 
-#define ROW_BLOCK 32
-
-typedef struct {
-    const uint16_t *w;
-    const float *x;
-    int64_t v, k, n;
-    int variant;
-    float *y;
-} ggml_matmul_job;
-
-static void ggml_matmul_item(void *ctx, int64_t item)
+static float ggml_row_dot(const float *x, const void *w, int64_t row, int64_t k, int variant)
 {
-    const ggml_matmul_job *job = ctx;
-    const int64_t r0 = item * ROW_BLOCK, r1 = r0 + ROW_BLOCK < job->v ? r0 + ROW_BLOCK : job->v;
-    for (int64_t t = 0; t < job->n; t++)
-        for (int64_t r = r0; r < r1; r++)
-            job->y[t * job->v + r] = bp_ggml_dot(job->x + t * job->k, 1, 0, job->w + r * job->k, 1,
-                                                 job->k, job->k, job->variant);
+    return bp_ggml_dot(x, 1, 0, (const uint16_t *)w + row * k, 1, k, k, variant);
 }
 
 void bp_ggml_f16_matmul(const uint16_t *w, int64_t v, int64_t k, const float *x, int64_t n, int variant,
                         float *y)
 {
     fill_f16_table();
-    ggml_matmul_job job = {w, x, v, k, n, variant, y};
-    const int64_t items = (v + ROW_BLOCK - 1) / ROW_BLOCK;
-    if (items > 1 && (double)v * (double)k * (double)n >= (double)bp_float_parallel_min())
-        bp_pool_run(items, ggml_matmul_item, &job);
-    else
-        for (int64_t i = 0; i < items; i++)
-            ggml_matmul_item(&job, i);
+    bp_row_products(ggml_row_dot, w, v, k, x, n, variant, y);
 }
