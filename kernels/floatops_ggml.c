@@ -23,18 +23,29 @@ static inline float fold_ggml(float *l, int lanes, int variant)
 }
 
 /* a[i * as] * b[i * bs], i < n; b read as f16 bits when b16 is given. */
-/* f16 bits -> float, all 65536 (256 KB), filled by the calling thread before any job. */
+/* f16 bits -> float, all 65536 (256 KB), filled once before the first lm_head product. */
 static float f16_table[65536];
-static int f16_table_ready;
 
-static void fill_f16_table(void)
+static void fill_f16_table_once(void)
 {
-    if (f16_table_ready)
-        return;
     for (uint32_t h = 0; h < 65536; h++)
         f16_table[h] = bp_f16_to_float((uint16_t)h);
-    f16_table_ready = 1;
 }
+
+#ifdef BP_HAVE_PTHREADS
+#include <pthread.h>
+static pthread_once_t f16_table_once = PTHREAD_ONCE_INIT;
+static void fill_f16_table(void) { pthread_once(&f16_table_once, fill_f16_table_once); }
+#else
+static int f16_table_ready;
+static void fill_f16_table(void)
+{
+    if (!f16_table_ready) {
+        fill_f16_table_once();
+        f16_table_ready = 1;
+    }
+}
+#endif
 
 /* Whole blocks of LANES contiguous f16 weights, looked up in the table (the order is per
  * lane, so the compiler vectorizing the multiply-add does not change it). */
