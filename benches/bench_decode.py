@@ -7,9 +7,10 @@ Shapes of microsoft/bitnet-b1.58-2B-4T: hidden 2560, ffn 6912, 30 layers, 20 hea
 vocab 128256; random valid I2_S bytes with beta 0.02,
 bf16-valued embedding and norms, from a fixed seed. Per backend: a 16-token prompt
 (prefill time), then `--steps` one-token steps (decode tokens/s), then the same steps again
-with timers around the projections and the lm_head, which split a step's milliseconds into
-projections / lm_head / the rest (norms, RoPE, attention, numpy glue). `--f32-head` runs the
-lm_head as the old float32 numpy matmul, for comparison.
+with timers around the projections, the lm_head and each float op (floatops: rms_norm,
+rope_tables, apply_rope, attention, activation), which split a step's milliseconds; "rest" is
+the numpy glue (residual adds, reshapes, f16 rounding, the cache). `--f32-head` runs the
+lm_head as the float32 product (floatops.f32_matmul), for comparison.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import time
 
 import numpy as np
 
-from bitnet_pack import kernel, model
+from bitnet_pack import floatops, kernel, model
 from bitnet_pack.model import BitNetModel, HalfTensor
 
 CONFIG = {"model_type": "bitnet", "hidden_act": "relu2", "hidden_size": 2560, "intermediate_size": 6912,
@@ -70,35 +71,43 @@ def build_model(layers: int, numerics: str = "reference") -> BitNetModel:
 
 
 class Timers:
-    """Wraps model.ternary_linear and HalfTensor.matmul (and the numpy head) with timers."""
+    """Wraps the projections (model.ternary_linear), the lm_head (BitNetModel._logits) and
+    each float op of floatops with timers; `seconds[part]` accumulates."""
+
+    FLOAT_OPS = ("rms_norm", "rope_tables", "apply_rope", "attention", "activation")
 
     def __init__(self, bitnet: BitNetModel):
-        self.bitnet, self.projections, self.head = bitnet, 0.0, 0.0
+        self.bitnet, self.seconds, self._saved = bitnet, {}, []
+
+    def _wrap(self, owner: object, name: str, part: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args):
+            t0 = time.perf_counter()
+            try:
+                return original(*args)
+            finally:
+                self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - t0
+
+        self._saved.append((owner, name, original))
+        setattr(owner, name, timed)
+
+    def reset(self) -> None:
+        self.seconds = {}
 
     def __enter__(self) -> Timers:
-        self._linear, self._logits = model.ternary_linear, self.bitnet._logits
-        linear, logits = self._linear, self._logits
-
-        def timed_linear(*args):
-            t0 = time.perf_counter()
-            try:
-                return linear(*args)
-            finally:
-                self.projections += time.perf_counter() - t0
-
-        def timed_logits(h):
-            t0 = time.perf_counter()
-            try:
-                return logits(h)
-            finally:
-                self.head += time.perf_counter() - t0
-
-        model.ternary_linear, self.bitnet._logits = timed_linear, timed_logits
+        self._wrap(model, "ternary_linear", "projections")
+        self._wrap(self.bitnet, "_logits", "lm_head")
+        for op in self.FLOAT_OPS:
+            self._wrap(floatops, op, op)
         return self
 
     def __exit__(self, *exc) -> None:
-        model.ternary_linear = self._linear
-        del self.bitnet._logits
+        for owner, name, original in reversed(self._saved):
+            if owner is self.bitnet:
+                del self.bitnet._logits
+            else:
+                setattr(owner, name, original)
 
 
 def decode(bitnet: BitNetModel, steps: int, timers: Timers | None = None) -> tuple[float, float, list[int]]:
@@ -109,7 +118,7 @@ def decode(bitnet: BitNetModel, steps: int, timers: Timers | None = None) -> tup
     prefill = time.perf_counter() - t0
     ids = [int(np.argmax(logits))]
     if timers:
-        timers.projections = timers.head = 0.0
+        timers.reset()
     t0 = time.perf_counter()
     for _ in range(steps):
         ids.append(int(np.argmax(bitnet.step(ids[-1]))))
@@ -124,10 +133,12 @@ def run_backend(bitnet: BitNetModel, backend: str, steps: int) -> None:
             _, timed_seconds, timed_ids = decode(bitnet, steps, timers)
     assert timed_ids == ids, "the timed run decoded other tokens"
     per_token = 1000 * timed_seconds / steps
-    projections, head = 1000 * timers.projections / steps, 1000 * timers.head / steps
+    parts = {part: 1000 * sec / steps for part, sec in timers.seconds.items()}
+    rest = per_token - sum(parts.values())
+    split = ", ".join(f"{part} {ms:.2f}" for part, ms in parts.items())
     print(f"{backend:>11}  prefill {PROMPT} tokens {prefill * 1000:7.1f} ms   decode {steps / seconds:6.2f} tok/s "
-          f"({1000 * seconds / steps:6.1f} ms/token)   split: projections {projections:5.1f} ms, "
-          f"lm_head {head:5.1f} ms, rest {per_token - projections - head:5.1f} ms (timed {per_token:.1f} ms/token)")
+          f"({1000 * seconds / steps:6.1f} ms/token)\n             per token (ms): {split}, rest {rest:.2f} "
+          f"(timed {per_token:.1f} ms/token)")
 
 
 def main() -> None:
@@ -137,7 +148,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=CONFIG["num_hidden_layers"])
     parser.add_argument("--backends", nargs="*", default=[kernel.BACKEND],
                         help=f"any of {', '.join(kernel.available_backends())} (default: {kernel.BACKEND})")
-    parser.add_argument("--f32-head", action="store_true", help="float32 numpy lm_head (the old path)")
+    parser.add_argument("--f32-head", action="store_true", help="float32 lm_head (floatops.f32_matmul), for comparison")
     args = parser.parse_args()
     kernel.set_num_threads(args.threads)
     t0 = time.perf_counter()

@@ -23,6 +23,7 @@ Environment, read once at import:
     BITNET_PACK_PUREPYTHON=1   skip the extension: every function runs the numpy reference
     BITNET_PACK_CPU=<backend>  start on that backend; one the build or CPU lacks warns
                                (RuntimeWarning) and falls back to the best available
+    BITNET_PACK_THREADS=N      threads of the pool (default: the CPUs this process may use)
 """
 from __future__ import annotations
 
@@ -90,6 +91,8 @@ def _initial_backend() -> str:
 
 
 BACKEND = _initial_backend()
+if _ext and os.environ.get("BITNET_PACK_THREADS", "").strip().isdigit() and int(os.environ["BITNET_PACK_THREADS"]) > 0:
+    _ext.set_threads(int(os.environ["BITNET_PACK_THREADS"]))
 
 
 def set_backend(name: str) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import kernel as _kernel
 from .errors import ShapeError, UsageError
+from .floatmath import lane_matmul
 
 #
 # half_matmul(w, kind, x): y[n, v] = sum_k float32(w[v, k]) * x[n, k], w the uint16 bits of
@@ -21,7 +22,6 @@ from .errors import ShapeError, UsageError
 #             y = c[0] + c[1]
 
 HALF_KINDS = ("bf16", "f16")
-HALF_LANES = 16
 
 
 def half_to_float32(bits: np.ndarray, kind: str) -> np.ndarray:
@@ -81,17 +81,4 @@ def reference_half_matmul(weights: np.ndarray, kind: str, x: np.ndarray) -> np.n
     """The numpy replay of the kernel's order: [N, V] float32 from x [N, K]."""
     weights = _half_weights(weights, kind)
     x = np.asarray(x, dtype=np.float32).reshape(-1, weights.shape[1])
-    v, k = weights.shape
-    lanes = np.zeros((x.shape[0], v, HALF_LANES), np.float32)
-    product = np.empty_like(lanes)
-    for start in range(0, k, HALF_LANES):
-        w_block = np.zeros((v, HALF_LANES), np.float32)
-        x_block = np.zeros((x.shape[0], HALF_LANES), np.float32)
-        width = min(HALF_LANES, k - start)
-        w_block[:, :width] = half_to_float32(weights[:, start: start + width], kind)
-        x_block[:, :width] = x[:, start: start + width]
-        np.multiply(w_block[None], x_block[:, None], out=product)
-        lanes += product
-    for half in (8, 4, 2, 1):
-        lanes = lanes[..., :half] + lanes[..., half: 2 * half]
-    return lanes[..., 0]
+    return lane_matmul(lambda start, stop: half_to_float32(weights[:, start:stop], kind), weights.shape[0], x)

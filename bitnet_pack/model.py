@@ -4,7 +4,7 @@
     per layer:
       a = RMSNorm(h) -> q, k, v (ternary) -> NeoX RoPE(q, k) -> GQA causal attention
       h = h + o_proj(attn_sub_norm(a))
-      f = RMSNorm(h) -> act(gate) * up -> ffn_sub_norm
+      f = RMSNorm(h) -> act(gate) * up -> ffn_sub_norm      (act: relu^2, or silu: hidden_act)
       h = h + down_proj(f)
     logits = RMSNorm(h) @ embed^T          (tied lm_head, kernel.half_matmul)
 
@@ -14,12 +14,16 @@ transformers' row order (GGUF sources undo llama's q/k permute), so RoPE is NeoX
 
 Every projection is `kernel.ternary_linear` on a `PackedMatrix`: per-token absmax int8
 activations, exact integer sums, y = acc / s * beta (the W1.58A8 semantics transformers and
-bitnet.cpp share). Two numerics (`Numerics`) decide everything else:
+bitnet.cpp share). Every float op (RMSNorm, RoPE, attention, activation, a float32 lm_head)
+is `floatops`: the project's C in one specified order, with its own exp/sin/cos/pow
+(kernels/floatops.h, floatmath.h), replayed bit for bit by numpy in pure mode; no BLAS, no
+libm. So the logits are the same bits on every x86-64, backend, thread count and
+OPENBLAS_CORETYPE (tests/test_determinism.py). Two numerics (`Numerics`) decide the rest:
 
 * `reference`: fp32 throughout, as transformers runs the model in fp32. RoPE tables are
   transformers' (inv_freq = 1 / theta**(arange(0, d, 2) / d), freqs = pos * inv_freq, all
-  fp32; pow and cos/sin rounded once from float64, which matches torch on all but ~1 % of
-  cos/sin entries, by 1 ulp).
+  fp32; pow and cos/sin computed in double by floatmath.h and rounded once, which matches
+  torch on all but ~1 % of cos/sin entries, by 1 ulp).
 * `bitnet.cpp`: what the fork's `build_bitnet_158` graph (llama.cpp 40ed0f2, ggml.c and
   llamafile/sgemm.cpp) computes on x86 with its default f16 KV cache:
     - K and V are rounded to fp16 when stored in the cache (`ggml_cpy` into the f16 cache);
@@ -36,7 +40,7 @@ bitnet.cpp share). Two numerics (`Numerics`) decide everything else:
     - the embedding is whatever the file holds (F16 for I2_S files): the loader passes it.
   The embedding (and an untied lm_head) is kept as the 16-bit values the checkpoint stores
 (`HalfTensor`: bf16 from transformers files, f16 from GGUF F16; found by checking the float32
-values round-trip exactly, else it stays float32 and numpy's matmul runs). The lookup reads
+values round-trip exactly, else it stays float32 and floatops.f32_matmul runs). The lookup reads
 those values; the logits are `kernel.half_matmul`, whose fp32 summation order is fixed
 (kernels/half_isa.h: 16 strided lanes, then a halving fold) and the same on every backend.
 Checked against a build of BitNet 404980e with that fork (x86-64, gcc 12): every
@@ -44,9 +48,10 @@ Checked against a build of BitNet 404980e with that fork (x86-64, gcc 12): every
   Dropping the one-row rounding flips a token of tiny-a's 12-token prompt; transformers'
   RoPE tables instead of ggml's move the top-2 margins by up to 0.14; the softmax detail is
   below 1e-6. Not reproduced: the activation scale 127/max is computed in double there (it
-  equals the fp32 quotient but for double rounding), and fp32 sums run in other orders.
-RMSNorm is the same in both: mean(x*x) summed in float64 and rounded to fp32 (ggml sums in
-double; torch's fp32 cascade lands within an ulp), then x * (1/sqrt(mean + eps)) * weight.
+  equals the fp32 quotient but for double rounding), and fp32 sums run in other orders
+  (floatops' 16-lane order, not ggml's).
+RMSNorm is the same in both: mean(x*x) summed in float64 (16 lanes) and rounded to fp32 (ggml
+sums in double; torch's fp32 cascade lands within an ulp), then x * (1/sqrt(mean + eps)) * weight.
 """
 from __future__ import annotations
 
@@ -55,15 +60,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import floatops
 from .arch import BITNET_2B4T, PROJECTIONS, family_of_config
-from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UsageError
 from .checkpoints import StoredProjection, Tensor
+from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UsageError
+from .floatmath import round_f16
 from .kernel import PackedMatrix, exact_half_bits, half_matmul, half_to_float32, ternary_linear
 from .ternary import TernaryWeight
 from .validate import check_hyperparameters
 
 BLOCK_NORMS = ("input_layernorm", "post_attention_layernorm")
-ACTIVATIONS = ("relu2", "silu")  # what `activation` computes; a family's own is checked on convert
+ACTIVATIONS = floatops.ACTIVATIONS  # what `activation` computes; a family's own is checked on convert
 
 
 
@@ -75,12 +82,16 @@ class Numerics:
     single_row_f16: bool = False   # a one-token P @ V and a one-row lm_head round P / h to fp16
     ggml_softmax: bool = False     # double-precision sum, multiply by 1/sum
     ggml_rope: bool = False        # iterated powf angles instead of pos * inv_freq
+    ggml_dot: str = ""             # one-token Q.K, P.V and f16 lm_head in ggml_vec_dot_f16's order
+                                   # of that build ("avx512" / "avx2", floatops_ggml.c); avx512 also
+                                   # runs the softmax with that build's ggml_v_expf and block sums
 
 
+_BITNET_CPP = dict(kv_f16=True, q_f16=True, single_row_f16=True, ggml_softmax=True, ggml_rope=True)
 NUMERICS = {
     "reference": Numerics("reference"),
-    "bitnet.cpp": Numerics("bitnet.cpp", kv_f16=True, q_f16=True, single_row_f16=True, ggml_softmax=True,
-                           ggml_rope=True),
+    "bitnet.cpp": Numerics("bitnet.cpp", **_BITNET_CPP, ggml_dot="avx512"),  # an AVX-512 build (-march=native)
+    "bitnet.cpp-avx2": Numerics("bitnet.cpp-avx2", **_BITNET_CPP, ggml_dot="avx2"),
 }
 
 
@@ -178,62 +189,6 @@ def _float_tensor(name: str, value: object) -> np.ndarray | HalfTensor:
     return np.asarray(value, dtype=np.float32)
 
 
-def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    mean = (np.square(x).astype(np.float64).sum(axis=-1, keepdims=True) / x.shape[-1]).astype(np.float32)
-    with np.errstate(invalid="ignore", divide="ignore"):  # NaN/Inf rows are refused by name downstream
-        inv = np.float32(1.0) / np.sqrt(mean + np.float32(eps))
-    return (x * inv) * weight
-
-
-def rope_tables(positions: np.ndarray, head_dim: int, theta: float, ggml: bool) -> tuple[np.ndarray, np.ndarray]:
-    """cos, sin [T, head_dim/2] in fp32 for the NeoX pairs (i, i + head_dim/2)."""
-    with np.errstate(all="ignore"):  # a theta of 0 or Inf gives NaN angles, refused downstream by name
-        return _rope_tables(positions, head_dim, theta, ggml)
-
-
-def _rope_tables(positions: np.ndarray, head_dim: int, theta: float, ggml: bool) -> tuple[np.ndarray, np.ndarray]:
-    half = head_dim // 2
-    if ggml:
-        step = np.float32(np.float64(theta) ** (np.float64(-2.0) / head_dim))
-        angles = np.empty((len(positions), half), np.float32)
-        angles[:, 0] = positions
-        for i in range(1, half):
-            angles[:, i] = angles[:, i - 1] * step
-    else:
-        exponents = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)
-        inv_freq = np.float32(1.0) / (np.float64(theta) ** exponents.astype(np.float64)).astype(np.float32)
-        angles = positions.astype(np.float32)[:, None] * inv_freq
-    wide = angles.astype(np.float64)
-    return np.cos(wide).astype(np.float32), np.sin(wide).astype(np.float32)
-
-
-def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """x [T, heads, d]: (a, b) -> (a*cos - b*sin, b*cos + a*sin) for a = x[:d/2], b = x[d/2:]."""
-    half = x.shape[-1] // 2
-    a, b = x[..., :half], x[..., half:]
-    c, s = cos[:, None, :], sin[:, None, :]
-    return np.concatenate([a * c - b * s, b * c + a * s], axis=-1)
-
-
-def softmax(scores: np.ndarray, ggml: bool) -> np.ndarray:
-    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    if ggml:
-        return e * (1.0 / e.astype(np.float64).sum(axis=-1, keepdims=True)).astype(np.float32)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def activation(gate: np.ndarray, hidden_act: str) -> np.ndarray:
-    """relu(x)^2 (2B4T) or SiLU x / (1 + exp(-x)) in fp32 (as ggml's and torch's float paths)."""
-    if hidden_act == "relu2":
-        return np.square(np.maximum(gate, np.float32(0.0)))
-    with np.errstate(over="ignore"):  # exp(-x) -> inf for x < -88: x / inf = -0, the limit
-        return gate / (np.float32(1.0) + np.exp(-gate))
-
-
-def to_f16(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.float16).astype(np.float32)
-
-
 class HalfTensor:
     """A float tensor held as its bf16 / f16 bits (uint16, `bits`); `np.asarray(t)` gives the
     float32 values (so `verify.compare_weights` sees the same floats as before)."""
@@ -251,6 +206,17 @@ class HalfTensor:
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         values = half_to_float32(self.bits, self.kind)
         return values if dtype is None else values.astype(dtype, copy=False)
+
+    def f16_bits(self) -> np.ndarray | None:
+        """The values as f16 bits (a GGUF F16 tensor whose values all happen to be bf16 is
+        held as bf16), or None if f16 cannot hold them all."""
+        if not hasattr(self, "_f16"):
+            values = np.asarray(self)
+            with np.errstate(over="ignore"):
+                f16 = values.astype(np.float16)
+            same = np.array_equal(f16.astype(np.float32).view(np.uint32), values.view(np.uint32))
+            self._f16 = self.bits if self.kind == "f16" else f16.view(np.uint16) if same else None
+        return self._f16
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         return half_to_float32(self.bits[ids], self.kind)
@@ -308,58 +274,57 @@ class BitNetModel:
         if ids.size == 0 or ids.min() < 0 or ids.max() >= self.config.vocab_size:
             raise UsageError(f"token ids must be a non-empty list in [0, {self.config.vocab_size}), got {ids.tolist()[:8]}")
         positions = np.arange(self.cache.length, self.cache.length + ids.size)
+        rope = floatops.rope_tables(positions, self.config.head_dim, self.config.rope_theta, self.numerics.ggml_rope)
         h = self.embedding.rows(ids) if isinstance(self.embedding, HalfTensor) else self.embedding[ids]
         for layer in range(self.config.num_layers):
-            h = self._layer(layer, h, positions)
+            h = self._layer(layer, h, rope)
         self.cache.length += ids.size
-        h = rms_norm(h if all_logits else h[-1:], self.tensors["model.norm.weight"], self.config.rms_norm_eps)
+        h = floatops.rms_norm(h if all_logits else h[-1:], self.tensors["model.norm.weight"], self.config.rms_norm_eps)
         if self.numerics.single_row_f16 and h.shape[0] == 1:
-            h = to_f16(h)
+            h = round_f16(h)
         logits = self._logits(h)
         return logits if all_logits else logits[0]
 
     def _logits(self, h: np.ndarray) -> np.ndarray:
+        head, ggml = self.lm_head, self.numerics.ggml_dot
+        if ggml and h.shape[0] == 1 and isinstance(head, HalfTensor) and head.f16_bits() is not None:
+            return floatops.ggml_f16_matmul(head.f16_bits(), h, ggml)  # one row: vec_dot_f16, as ggml
         if isinstance(self.lm_head, HalfTensor):
             return self.lm_head.matmul(h)
-        return np.stack([self.lm_head @ row for row in h])  # row by row: a row's logits never
-                                                            # depend on how many rows are asked
+        return floatops.f32_matmul(self.lm_head, h)  # a row's logits never depend on the other rows
 
-    def _layer(self, layer: int, h: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    def _layer(self, layer: int, h: np.ndarray, rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         c, w = self.config, self._layer_tensors(layer)
-        x = rms_norm(h, w["input_layernorm"], c.rms_norm_eps)
-        attn = self._attention(layer, x, positions, w)
+        x = floatops.rms_norm(h, w["input_layernorm"], c.rms_norm_eps)
+        attn = self._attention(layer, x, rope, w)
         h = h + ternary_linear(w["self_attn.o_proj"], self._sub_norm(attn, w, 0))
-        x = rms_norm(h, w["post_attention_layernorm"], c.rms_norm_eps)
-        ffn = activation(ternary_linear(w["mlp.gate_proj"], x), c.hidden_act) * ternary_linear(w["mlp.up_proj"], x)
+        x = floatops.rms_norm(h, w["post_attention_layernorm"], c.rms_norm_eps)
+        ffn = floatops.activation(ternary_linear(w["mlp.gate_proj"], x), ternary_linear(w["mlp.up_proj"], x), c.hidden_act)
         return h + ternary_linear(w["mlp.down_proj"], self._sub_norm(ffn, w, 1))
 
     def _sub_norm(self, x: np.ndarray, w: dict, which: int) -> np.ndarray:
         """The family's attention (0) or FFN (1) sub-norm; identity where it has none."""
         names = self.config.sub_norms
-        return x if names is None else rms_norm(x, w[names[which]], self.config.rms_norm_eps)
+        return x if names is None else floatops.rms_norm(x, w[names[which]], self.config.rms_norm_eps)
 
-    def _attention(self, layer: int, x: np.ndarray, positions: np.ndarray, w: dict) -> np.ndarray:
+    def _attention(self, layer: int, x: np.ndarray, rope: tuple[np.ndarray, np.ndarray], w: dict) -> np.ndarray:
         c, num = self.config, self.numerics
-        t, d = len(positions), c.head_dim
-        cos, sin = rope_tables(positions, d, c.rope_theta, num.ggml_rope)
-        q = apply_rope(ternary_linear(w["self_attn.q_proj"], x).reshape(t, c.num_heads, d), cos, sin)
-        k = apply_rope(ternary_linear(w["self_attn.k_proj"], x).reshape(t, c.num_kv_heads, d), cos, sin)
+        t, d = x.shape[0], c.head_dim
+        q = floatops.apply_rope(ternary_linear(w["self_attn.q_proj"], x).reshape(t, c.num_heads, d), *rope)
+        k = floatops.apply_rope(ternary_linear(w["self_attn.k_proj"], x).reshape(t, c.num_kv_heads, d), *rope)
         v = ternary_linear(w["self_attn.v_proj"], x).reshape(t, c.num_kv_heads, d)
         if num.kv_f16:
-            k, v = to_f16(k), to_f16(v)
+            k, v = round_f16(k), round_f16(v)
         if num.q_f16:
-            q = to_f16(q)
-        keys, values = self.cache.store(layer, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
-        group = c.num_heads // c.num_kv_heads
-        q = q.transpose(1, 0, 2).reshape(c.num_kv_heads, group * t, d)  # head h -> kv head h // group
-        scores = (q @ keys.transpose(0, 2, 1)) * np.float32(d ** -0.5)
-        causal = np.arange(keys.shape[1])[None, :] > np.tile(positions, group)[:, None]
-        scores = np.where(causal, np.float32(-np.inf), scores)
-        probs = softmax(scores, num.ggml_softmax)
-        if num.single_row_f16 and t == 1:
-            probs = to_f16(probs)
-        out = probs @ values  # [kv_heads, group * t, d]
-        return out.reshape(c.num_heads, t, d).transpose(1, 0, 2).reshape(t, c.num_heads * d)
+            q = round_f16(q)
+        start = self.cache.length
+        self.cache.store(layer, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
+        flags = (floatops.SOFTMAX_GGML if num.ggml_softmax else 0) | (floatops.SOFTMAX_AVX512 if num.ggml_dot == "avx512" else 0)
+        if t == 1:  # a one-token step: ggml's vec_dot_f16 path, P rounded to f16
+            flags |= (floatops.P_F16 if num.single_row_f16 else 0) | floatops.GGML_DOT.get(num.ggml_dot, 0)
+        out = floatops.attention(q, self.cache.keys[layer], self.cache.values[layer], start,
+                                 floatops.attention_scale(d), flags)
+        return out.reshape(t, c.num_heads * d)
 
     def _layer_tensors(self, layer: int) -> dict:
         prefix = f"model.layers.{layer}."

@@ -143,3 +143,6 @@ def half_matmul(str backend, str kind, const uint16_t[:, ::1] w, const float[:, 
     with nogil:
         code = bp_half_matmul(b, kd, &w[0, 0], w.shape[0], w.shape[1], &x[0, 0], n, &y[0, 0])
     _check(code, f"{kind} matmul {w.shape[0]}x{w.shape[1]}")
+
+
+include "floatops.pxi"

@@ -2,6 +2,7 @@
  * array, f16 decoded by bit manipulation), the choice of unit per backend, and the split
  * of the V rows over the thread pool. Summation order: half_isa.h. */
 #include "bitnet_kernels.h"
+#include "floatops.h"
 #include "half_isa.h"
 #include "pool.h"
 
@@ -117,10 +118,9 @@ static bp_half_rows_fn rows_fn(int backend, int kind)
     return f16_ok ? isa->f16 : bp_half_scalar.f16; /* same bits either way */
 }
 
-/* Rows per work item (K = 2560 bf16: 160 KB, an L2 share); below PARALLEL_MIN the
- * caller runs everything. */
+/* Rows per work item (K = 2560 bf16: 160 KB, an L2 share); below bp_float_parallel_min()
+ * multiply-adds (floatops.c) the caller runs everything. */
 #define HALF_ROW_BLOCK 32
-#define PARALLEL_MIN (1 << 20)
 
 typedef struct {
     bp_half_rows_fn fn;
@@ -149,7 +149,7 @@ int bp_half_matmul(int backend, int kind, const uint16_t *w, int64_t v, int64_t 
         return 0;
     half_job job = {rows_fn(backend, kind), w, v, k, n, x, y};
     const int64_t items = (v + HALF_ROW_BLOCK - 1) / HALF_ROW_BLOCK;
-    if ((double)v * (double)k * (double)n >= PARALLEL_MIN)
+    if ((double)v * (double)k * (double)n >= (double)bp_float_parallel_min())
         bp_pool_run(items, run_rows, &job);
     else
         for (int64_t i = 0; i < items; i++)
