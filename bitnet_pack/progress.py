@@ -23,3 +23,15 @@ def byte_progress(total: int, description: str, enabled: bool) -> Iterator[Calla
     with tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
               file=sys.stderr, leave=False) as bar:
         yield bar.update
+
+
+@contextmanager
+def count_progress(total: int, description: str, unit: str, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """Like `byte_progress`, counting `unit`s (decode passes, tokens) instead of bytes."""
+    if not enabled:
+        yield lambda _n: None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=description, unit=unit, file=sys.stderr, leave=False) as bar:
+        yield bar.update

@@ -15,9 +15,8 @@ from bitnet_pack.checkpoints import load_weights, open_checkpoint
 from bitnet_pack.cli import main
 from bitnet_pack.containers.safetensors import SafetensorsFile
 from bitnet_pack.convert import convert
-from bitnet_pack.diff import diff_checkpoints, diff_entries
+from bitnet_pack.diff import compare_weights, diff_checkpoints, diff_entries
 from bitnet_pack.sinks.factory import make_sink
-from bitnet_pack.verify import compare_weights
 
 CHANGED = "model.layers.0.mlp.down_proj.weight"
 

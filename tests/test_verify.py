@@ -10,12 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bitnet_pack.checkpoints import load_weights
+from bitnet_pack.diff import compare_weights
 from bitnet_pack.dtypes import bf16_to_f32, round_to_bf16
 from bitnet_pack.errors import UsageError
 from bitnet_pack.kernel import PackedMatrix
 from bitnet_pack.model import BitNetModel
 from bitnet_pack.ternary import TernaryWeight, ternarize
-from bitnet_pack.verify import compare_weights, verify
+from bitnet_pack.verify import verify
 
 PROMPT_5 = [1, 15, 27, 300, 42]
 PROMPT_12 = [1, 280, 18, 331, 374, 45, 498, 101, 502, 406, 342, 136]

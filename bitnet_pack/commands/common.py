@@ -65,3 +65,12 @@ def about(path: Path) -> Iterator[None]:
 def source_bytes(path: Path) -> int:
     """Bytes of a checkpoint's tensor files (a .gguf, or a directory's *.safetensors)."""
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.glob("*.safetensors"))
+
+
+def revisions(sources: list[str], shared: str | None, own: list[str | None]) -> list[str | None]:
+    """The revision of each of several sources: its own (--revision-a/-b), else the shared
+    --revision when the source is a hub repo id (a local path takes none)."""
+    is_hub = [not Path(src).exists() for src in sources]
+    if shared is not None and not any(is_hub):
+        raise UsageError(f"--revision applies to hub repo ids, but {', '.join(sources)} are local paths")
+    return [mine if mine is not None else shared if hub else None for mine, hub in zip(own, is_hub, strict=True)]

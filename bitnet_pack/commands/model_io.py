@@ -4,6 +4,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoints import open_checkpoint, read_weights
@@ -11,11 +12,28 @@ from ..errors import MissingFile, UsageError
 from .common import about, resolve
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A checkpoint loaded for decoding: the model, its tokenizer.json, its config."""
+
+    model: object  # BitNetModel (not imported here: the CLI starts without the kernel)
+    tokenizer_json: Path
+    config: dict
+    path: Path
+
+    @property
+    def context(self) -> int | None:
+        """max_position_embeddings, the bound of prompt + new tokens."""
+        from ..generate import context_length
+
+        return context_length(self.config)
+
+
 @contextmanager
 def loaded(src: str, numerics: str, kernel_config: Path | None = None, revision: str | None = None
-           ) -> Iterator[tuple[object, Path]]:
-    """(model, tokenizer.json path) for SRC, a path or a hub repo id: the tokenizer files as
-    the checkpoint has them, or as rebuilt from GGUF metadata into a temporary directory."""
+           ) -> Iterator[Loaded]:
+    """SRC (a path or a hub repo id) loaded, with the tokenizer files as the checkpoint has
+    them, or as rebuilt from GGUF metadata into a temporary directory."""
     from ..model import BitNetModel  # imported on use: the CLI starts without loading the kernel
 
     path = resolve(str(src), revision, progress=False).path
@@ -24,7 +42,7 @@ def loaded(src: str, numerics: str, kernel_config: Path | None = None, revision:
         with tempfile.TemporaryDirectory(prefix="bitnet-pack-tok-") as scratch:
             for name, data in source.aux_files.items():
                 (Path(scratch) / name).write_bytes(data)
-            yield model, Path(scratch) / "tokenizer.json"
+            yield Loaded(model, Path(scratch) / "tokenizer.json", source.config, path)
 
 
 def prompt_ids(ids: str | None, prompt: str | None, tokenizer_json: Path) -> list[int]:
