@@ -24,19 +24,23 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import __version__
 from .errors import FormatError, MissingFile
-from .model import BitNetModel
 from .outputs import check_output
 from .verify import Progress, VerifyReport, check_atol, check_vocab, compare_rows, decode_rows, kernels_of
+
+if TYPE_CHECKING:  # annotations only: loading the model module loads the kernel
+    from .model import BitNetModel
 
 __all__ = ["Trace", "load_trace", "record", "save_trace", "verify_trace"]
 
 REQUIRED = {"prompt": np.int64, "ids": np.int64, "logits": np.float32}
 OPTIONAL = ("numerics", "version")
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a first entry, or an empty archive
 
 
 @dataclass(frozen=True)
@@ -82,11 +86,11 @@ def load_trace(path: str | Path) -> Trace:
     path = Path(path)
     if not path.is_file():
         raise MissingFile("trace file not found", path=path)
+    with open(path, "rb") as handle:
+        if handle.read(4) not in ZIP_MAGICS:  # np.load would try a pickle, or a lone .npy array
+            raise FormatError("not a trace: not an .npz (zip) archive", path=path)
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise FormatError("not a trace: a single .npy array, not an .npz archive", path=path)
-        with archive:
+        with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as exc:
         raise FormatError(f"not a readable .npz trace ({type(exc).__name__}: {exc})", path=path) from None

@@ -23,12 +23,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .diff import WeightDiff, compare_configs, compare_weights
 from .errors import UsageError, VerificationMismatch
-from .model import BitNetModel
+
+if TYPE_CHECKING:  # annotations only: loading the model module loads the kernel
+    from .model import BitNetModel
 
 __all__ = ["StepDiff", "VerifyReport", "check_atol", "compare_rows", "decode_rows", "verify"]
 
@@ -104,8 +107,9 @@ class VerifyReport:
             recorded, running = self.versions or ("unknown", "unknown")
             versions = ("the same bitnet-pack version" if recorded == running
                         else f"recorded by bitnet-pack {recorded}, run by {running}")
-            return (f"not explained: a trace holds no weights to compare; same numerics ({self.numerics[0]}), "
-                    f"{versions}")
+            return (f"the trace holds logits, not weights, so the cause is not known here (same numerics "
+                    f"{self.numerics[0]}, {versions}): verify the model against the one the trace was "
+                    f"recorded from to find it")
         kernels = ("" if self.kernels[0] == self.kernels[1]
                    else f"; the projections ran on different kernels (A: {self.kernels[0]}, B: {self.kernels[1]})")
         return "not explained by the weights, the model config or the numerics, which all agree" + kernels

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import BitnetPackError, UsageError
+from ..errors import BitnetPackError, UsageError, VerificationMismatch
 
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
@@ -53,11 +53,12 @@ def model_id(source, checkpoint) -> str:
 @contextmanager
 def about(path: Path) -> Iterator[None]:
     """Errors about the data raised without a file name get `path` (the source), so every
-    message names one; usage errors are about the command line and stay as they are."""
+    message names one; usage errors (about the command line) and mismatches (about two
+    sources, named in the message) stay as they are."""
     try:
         yield
     except BitnetPackError as exc:
-        if exc.path is not None or isinstance(exc, UsageError):
+        if exc.path is not None or isinstance(exc, (UsageError, VerificationMismatch)):
             raise
         raise type(exc)(str(exc), path=path) from exc
 

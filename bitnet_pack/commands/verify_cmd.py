@@ -76,10 +76,11 @@ def command(a: str, b: str | None, record_to: Path | None, against: Path | None,
 
 def _two_models(a: str, b: str, prompt: tuple, steps: int, numerics: str, atol: float, revisions: tuple,
                 options: dict, as_json: bool, bars: bool) -> None:
-    from ..verify import verify
+    from ..verify import check_vocab, verify
 
     with loaded(a, numerics, revision=revisions[0], **options) as side_a, \
             loaded(b, numerics, revision=revisions[1], **options) as side_b:
+        check_vocab(side_a.model.config.vocab_size, side_b.model.config.vocab_size, f"{a} and {b}")
         prompt_tokens = _prompt(prompt, side_a, steps, side_b)
         with count_progress(2 * (steps + 1), "verify", "pass", bars) as tick:
             report = verify(side_a.model, side_b.model, prompt_tokens, steps, atol=atol, progress=tick)
