@@ -16,7 +16,14 @@ from bitnet_pack.checkpoints import load_weights, open_checkpoint
 from bitnet_pack.cli import main
 from bitnet_pack.containers.safetensors import SafetensorsFile
 from bitnet_pack.convert import convert
-from bitnet_pack.diff import ConfigDiff, compare_configs, compare_weights, diff_checkpoints, diff_entries, model_config
+from bitnet_pack.diff import (
+    ConfigDiff,
+    compare_configs,
+    compare_weights,
+    diff_checkpoints,
+    diff_entries,
+    model_config,
+)
 from bitnet_pack.sinks.factory import make_sink
 
 CHANGED = "model.layers.0.mlp.down_proj.weight"
