@@ -184,3 +184,14 @@ def test_verify_and_generate_take_revisions(tmp_path: Path) -> None:
     assert per_side.returncode == 0 and f"to commit {OLD}" in per_side.stderr and f"to commit {MAIN}" in per_side.stderr
     local = cli("verify", FIXTURE, FIXTURE, "--revision", "v1", env=env)
     assert local.returncode == 2 and "--revision applies to hub repo ids" in error_line(local)
+
+
+def test_verify_shows_progress_on_a_terminal_only(packed: Path) -> None:
+    from test_cli import _stderr_on_a_terminal, cli
+
+    args = ["verify", FIXTURE, FIXTURE, "--ids", "1,2", "--tokens", "8"]
+    shown = _stderr_on_a_terminal(args)
+    assert "verify" in shown and "/18" in shown and "pass" in shown  # 2 models x (prompt + 8 steps)
+    assert "/18" not in _stderr_on_a_terminal([*args, "--json"])
+    piped = cli(*args)
+    assert piped.returncode == 0 and piped.stderr == ""
