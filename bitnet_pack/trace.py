@@ -70,7 +70,7 @@ def save_trace(trace: Trace, path: str | Path, *, force: bool = False, inputs: l
     check_output(final, list(inputs or []), force)
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = final.with_name(f".{final.name}.incomplete-{os.getpid()}")
-    arrays = {"prompt": trace.prompt, "ids": trace.ids, "logits": trace.logits}
+    arrays = {key: np.asarray(getattr(trace, key), dtype) for key, dtype in REQUIRED.items()}
     arrays |= {key: np.array(getattr(trace, key)) for key in OPTIONAL if getattr(trace, key) is not None}
     try:
         with open(temp, "wb") as handle:
