@@ -195,3 +195,10 @@ def test_verify_shows_progress_on_a_terminal_only(packed: Path) -> None:
     assert "/18" not in _stderr_on_a_terminal([*args, "--json"])
     piped = cli(*args)
     assert piped.returncode == 0 and piped.stderr == ""
+
+
+def test_the_cli_offers_every_numerics_mode_of_the_model() -> None:
+    from bitnet_pack.commands.model_io import NUMERICS as OFFERED
+    from bitnet_pack.model import NUMERICS
+
+    assert OFFERED == list(NUMERICS)

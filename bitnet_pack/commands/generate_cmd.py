@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from .common import emit_json
-from .model_io import loaded
+from .model_io import NUMERICS, loaded
 
 
 @click.command("generate")
@@ -14,7 +14,7 @@ from .model_io import loaded
 @click.option("--prompt", required=True, help="Prompt text.")
 @click.option("--tokens", default=32, show_default=True, type=click.IntRange(1),
               help="New tokens at most; with the prompt, at most the model's context (max_position_embeddings).")
-@click.option("--numerics", type=click.Choice(["reference", "bitnet.cpp"]), default="reference", show_default=True)
+@click.option("--numerics", type=click.Choice(NUMERICS), default="reference", show_default=True)
 @click.option("--revision", default=None, help="Branch, tag or commit when MODEL is a hub repo id.")
 @click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="kernel_config.ini for TL1/TL2 GGUFs that do not carry their tiling.")

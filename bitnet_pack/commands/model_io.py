@@ -11,6 +11,8 @@ from ..checkpoints import open_checkpoint, read_weights
 from ..errors import MissingFile, UsageError
 from .common import about, resolve
 
+NUMERICS = ["reference", "bitnet.cpp"]  # model.NUMERICS, named here so the CLI starts without the kernel
+
 
 @dataclass(frozen=True)
 class Loaded:

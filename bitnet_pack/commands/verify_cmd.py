@@ -10,11 +10,10 @@ import click
 from ..errors import UsageError, VerificationMismatch
 from ..progress import bars_wanted, count_progress
 from .common import emit_json, revisions
-from .model_io import Loaded, loaded, prompt_ids
+from .model_io import NUMERICS, Loaded, loaded, prompt_ids
 
 DEFAULT_PROMPT = "BitNet b1.58 stores every weight as"
 DEFAULT_TOKENS = 16
-NUMERICS = ["reference", "bitnet.cpp"]
 
 
 def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
