@@ -23,6 +23,10 @@ class Loaded:
     config: dict
     path: Path
 
+    def __iter__(self) -> Iterator[object]:
+        """`model, tokenizer_json = loaded`, as the (model, tokenizer) pair it used to be."""
+        return iter((self.model, self.tokenizer_json))
+
     @property
     def context(self) -> int | None:
         """max_position_embeddings, the bound of prompt + new tokens."""
