@@ -6,9 +6,15 @@ beside it prepends `bos_token`. Nothing is added when neither asks (transformers
 same: tiny-a's LlamaTokenizer encodes without BOS). Decoding stops at the first EOS: the
 tokenizer_config.json `eos_token` or any `eos_token_id` (an int or a list) of a
 generation_config.json beside it.
+
+The prompt and the new tokens together must fit the model's context
+(`max_position_embeddings`): that is checked before anything is decoded, so a long prompt or
+a large token count is refused at once instead of running past the context or allocating
+attention scores the machine does not have.
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import MissingFile, UsageError
@@ -63,10 +69,50 @@ def _configured_bos(tokenizer, directory: Path) -> int | None:
     return _special_id(tokenizer, config, "bos_token") if config.get("add_bos_token") is True else None
 
 
-def generate_text(model: BitNetModel, tokenizer_json_path: str | Path, prompt: str, n_tokens: int) -> str:
-    """Greedy-decode up to `n_tokens` after `prompt`; the new text only (stops at EOS)."""
+def context_length(config: dict) -> int | None:
+    """max_position_embeddings of a transformers config (None when it does not say)."""
+    value = config.get("max_position_embeddings")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def check_context(prompt_tokens: int, n_tokens: int, context: int | None) -> None:
+    """The prompt and `n_tokens` new tokens fit in `context` positions (None: no bound known)."""
+    if n_tokens < 1:
+        raise UsageError(f"the number of new tokens must be >= 1, got {n_tokens}")
+    if context is not None and prompt_tokens + n_tokens > context:
+        raise UsageError(f"the prompt ({prompt_tokens} tokens) and {n_tokens} new tokens need "
+                         f"{prompt_tokens + n_tokens} positions; the model's context "
+                         f"(max_position_embeddings) is {context}")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What `generate` made: ids up to (not including) the first EOS, and their text."""
+
+    prompt: str
+    prompt_ids: list[int]
+    ids: list[int]
+    text: str
+    stopped_at_eos: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def generate(model: BitNetModel, tokenizer_json_path: str | Path, prompt: str, n_tokens: int, *,
+             context: int | None = None) -> Generation:
+    """Greedy-decode up to `n_tokens` after `prompt` (stops at EOS), within `context` positions."""
     tokenizer = load_tokenizer(tokenizer_json_path)
-    ids, _ = model.generate_ids(encode_prompt(tokenizer, prompt, tokenizer_json_path), n_tokens)
+    prompt_ids = encode_prompt(tokenizer, prompt, tokenizer_json_path)
+    check_context(len(prompt_ids), n_tokens, context)
+    ids, _ = model.generate_ids(prompt_ids, n_tokens)
     stops = eos_ids(tokenizer, Path(tokenizer_json_path).parent)
     ended = next((i for i, token in enumerate(ids) if token in stops), len(ids))
-    return tokenizer.decode(ids[:ended], skip_special_tokens=True)
+    return Generation(prompt, prompt_ids, ids[:ended], tokenizer.decode(ids[:ended], skip_special_tokens=True),
+                      ended < len(ids))
+
+
+def generate_text(model: BitNetModel, tokenizer_json_path: str | Path, prompt: str, n_tokens: int, *,
+                  context: int | None = None) -> str:
+    """Greedy-decode up to `n_tokens` after `prompt`; the new text only (stops at EOS)."""
+    return generate(model, tokenizer_json_path, prompt, n_tokens, context=context).text

@@ -61,3 +61,15 @@ def started(progress: ProgressFactory | None, total: int, description: str) -> I
         return
     with progress(total, description) as advance:
         yield advance
+
+
+@contextmanager
+def count_progress(total: int, description: str, unit: str, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """Like `byte_progress`, counting `unit`s (decode passes, tokens) instead of bytes."""
+    if not enabled:
+        yield lambda _n: None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=description, unit=unit, file=sys.stderr, leave=False) as bar:
+        yield bar.update

@@ -3,15 +3,37 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoints import open_checkpoint, read_weights
-from .errors import BitnetPackError, MissingFile, UsageError
+from .errors import BitnetPackError, MissingFile, UsageError, VerificationMismatch
 from .outputs import scratch_directory
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A checkpoint loaded for decoding: the model, its tokenizer.json, its config."""
+
+    model: object  # BitNetModel (not imported here: the CLI starts without the kernel)
+    tokenizer_json: Path
+    config: dict
+    path: Path
+
+    def __iter__(self) -> Iterator[object]:
+        """`model, tokenizer_json = loaded`, as the (model, tokenizer) pair it used to be."""
+        return iter((self.model, self.tokenizer_json))
+
+    @property
+    def context(self) -> int | None:
+        """max_position_embeddings, the bound of prompt + new tokens."""
+        from .generate import context_length
+
+        return context_length(self.config)
+
+
 @contextmanager
-def loaded(path: Path, numerics: str, **read_options: object) -> Iterator[tuple[object, Path]]:
+def loaded(path: Path, numerics: str, **read_options: object) -> Iterator[Loaded]:
     """(model, tokenizer.json path) for the checkpoint at `path`: the tokenizer files as the
     checkpoint has them, or as rebuilt from GGUF metadata into a temporary directory."""
     from .model import BitNetModel  # imported on use: the CLI starts without loading the kernel
@@ -21,7 +43,7 @@ def loaded(path: Path, numerics: str, **read_options: object) -> Iterator[tuple[
         with scratch_directory("bitnet-pack-tok-") as scratch:
             for name, data in source.aux_files.items():
                 (scratch / name).write_bytes(data)
-            yield model, scratch / "tokenizer.json"
+            yield Loaded(model, scratch / "tokenizer.json", source.config, path)
 
 
 @contextmanager
@@ -31,7 +53,7 @@ def about(path: Path) -> Iterator[None]:
     try:
         yield
     except BitnetPackError as exc:
-        if exc.path is not None or isinstance(exc, UsageError):
+        if exc.path is not None or isinstance(exc, (UsageError, VerificationMismatch)):
             raise
         raise type(exc)(str(exc), path=path) from exc
 

@@ -6,187 +6,36 @@
                pass
 
 Step k's logits choose generated token k. The prompt rows come from a separate pass that
-asks for every position's logits; the steps run exactly as `BitNetModel.generate_ids`.
-A runs to the end first, then B replays A's tokens (so A and B may be the same object).
+asks for every position's logits; the steps run as `BitNetModel.generate_ids` does (prefill,
+then one token at a time). A runs to the end first, then B replays A's tokens (so A and B may
+be the same object). A golden trace (`trace.py`) is side A recorded to a file.
 
-When the logits differ, `compare_weights` says why: the ternary codes of some tensors
-differ (named, with counts), or only the betas do (a bf16 master ternarised on load keeps
-beta in fp32, its packed form stores weight_scale in bf16: same codes, beta off by < 2^-8
-relative, which the int8 re-quantisation of activations amplifies), or a float tensor
-(embedding, norm) differs, or the weights agree and the numerics differ.
+When the logits differ, the report says why, and only what it has shown: the ternary codes of
+some tensors differ (named, with counts), or only the betas do (a bf16 master ternarised on
+load keeps beta in fp32, its packed form stores weight_scale in bf16: same codes, beta off by
+< 2^-8 relative, which the int8 re-quantisation of activations amplifies), or a float tensor
+(embedding, norm) differs, or the model config differs (rope theta, eps, head counts...), or
+the numerics modes differ. When none of these differ, it says the difference is not explained
+by them, and which kernels each side's projections ran on.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .dtypes import round_to_bf16
-from .errors import UsageError
-from .kernel import PackedMatrix
-from .model import BitNetModel
-from .ternary import TernaryWeight
+from .diff import WeightDiff, compare_configs, compare_weights
+from .errors import UsageError, VerificationMismatch
 
-__all__ = ["StepDiff", "TensorDiff", "VerifyReport", "WeightDiff", "compare_weights", "verify"]
+if TYPE_CHECKING:  # annotations only: loading the model module loads the kernel
+    from .model import BitNetModel
 
+__all__ = ["StepDiff", "VerifyReport", "check_atol", "compare_rows", "decode_rows", "verify"]
 
-@dataclass(frozen=True)
-class TensorDiff:
-    """One tensor present on both sides. `differing` counts codes (ternary) or elements."""
-
-    name: str
-    kind: str  # "ternary", "float", or "mismatch" (kinds or shapes differ)
-    shape: tuple[int, ...]
-    differing: int = 0
-    size: int = 0
-    beta_a: float | None = None
-    beta_b: float | None = None
-    max_abs_diff: float = 0.0
-
-    @property
-    def betas_equal(self) -> bool:
-        return self.beta_a is None or np.float32(self.beta_a).tobytes() == np.float32(self.beta_b).tobytes()
-
-    @property
-    def beta_rel_diff(self) -> float:
-        if self.betas_equal:
-            return 0.0
-        return abs(float(self.beta_a) - float(self.beta_b)) / max(abs(float(self.beta_a)), 1e-30)
-
-    @property
-    def beta_is_bf16_rounding(self) -> bool:
-        """One side's beta is the other's rounded to bf16."""
-        a, b = np.float32(self.beta_a), np.float32(self.beta_b)
-        return bool(round_to_bf16(a) == b or round_to_bf16(b) == a)
-
-    @property
-    def identical(self) -> bool:
-        return self.kind != "mismatch" and self.differing == 0 and self.betas_equal
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out.update(shape=list(self.shape), betas_equal=self.betas_equal, beta_rel_diff=self.beta_rel_diff)
-        return out
-
-
-@dataclass(frozen=True)
-class WeightDiff:
-    """Per-tensor comparison of two weight sets (codes, beta bits, float bits)."""
-
-    tensors: tuple[TensorDiff, ...]
-    only_in_a: tuple[str, ...] = ()
-    only_in_b: tuple[str, ...] = ()
-
-    @property
-    def code_diffs(self) -> list[TensorDiff]:
-        return [t for t in self.tensors if t.kind == "ternary" and t.differing]
-
-    @property
-    def beta_diffs(self) -> list[TensorDiff]:
-        return [t for t in self.tensors if t.kind == "ternary" and not t.betas_equal]
-
-    @property
-    def float_diffs(self) -> list[TensorDiff]:
-        return [t for t in self.tensors if t.kind == "float" and t.differing]
-
-    @property
-    def mismatched(self) -> list[TensorDiff]:
-        return [t for t in self.tensors if t.kind == "mismatch"]
-
-    @property
-    def identical(self) -> bool:
-        return not (self.only_in_a or self.only_in_b) and all(t.identical for t in self.tensors)
-
-    @property
-    def betas_only(self) -> bool:
-        """Same names, codes and float tensors; only some betas differ."""
-        structural = self.only_in_a or self.only_in_b or self.mismatched or self.code_diffs or self.float_diffs
-        return not structural and bool(self.beta_diffs)
-
-    def cause(self) -> str:
-        if self.identical:
-            return f"weights identical: {len(self.tensors)} tensors equal bit for bit (codes, betas, floats)"
-        parts = []
-        if self.only_in_a or self.only_in_b:
-            parts.append(f"tensor names differ: only in A {list(self.only_in_a)}, only in B {list(self.only_in_b)}")
-        if self.mismatched:
-            parts.append("shape or kind differs: " + ", ".join(f"{t.name}" for t in self.mismatched))
-        if self.code_diffs:
-            parts.append(f"ternary codes differ in {len(self.code_diffs)} tensor(s): " + ", ".join(
-                f"{t.name} ({t.differing} of {t.size} codes)" for t in self.code_diffs))
-        if self.float_diffs:
-            parts.append(f"float tensors differ in {len(self.float_diffs)}: " + ", ".join(
-                f"{t.name} ({t.differing} of {t.size}, max |diff| {t.max_abs_diff:.3g})" for t in self.float_diffs))
-        if self.beta_diffs:
-            parts.append(self._beta_sentence())
-        return "; ".join(parts)
-
-    def _beta_sentence(self) -> str:
-        diffs = self.beta_diffs
-        worst = max(t.beta_rel_diff for t in diffs)
-        n_ternary = sum(t.kind == "ternary" for t in self.tensors)
-        head = (f"scale rounding only: ternary codes identical in all {n_ternary} projections, beta differs in "
-                if self.betas_only else "beta differs in ")
-        why = (" (each the bf16 rounding of the other: an fp32 beta vs a bf16 weight_scale)"
-               if all(t.beta_is_bf16_rounding for t in diffs) else "")
-        names = ", ".join(f"{t.name} ({t.beta_rel_diff:.2e})" for t in diffs)
-        return f"{head}{len(diffs)} tensor(s), max relative difference {worst:.2e}{why}: {names}"
-
-    def to_dict(self) -> dict:
-        return {
-            "identical": self.identical, "betas_only": self.betas_only, "cause": self.cause(),
-            "only_in_a": list(self.only_in_a), "only_in_b": list(self.only_in_b),
-            "differing": [t.to_dict() for t in self.tensors if not t.identical],
-            "compared": len(self.tensors),
-        }
-
-
-Weight = TernaryWeight | PackedMatrix | np.ndarray
-
-
-def compare_weights(weights_a: Mapping[str, Weight], weights_b: Mapping[str, Weight]) -> WeightDiff:
-    """Compare two {name: TernaryWeight | PackedMatrix | float array} maps tensor by tensor."""
-    common = [name for name in weights_a if name in weights_b]
-    return WeightDiff(
-        tensors=tuple(_compare_tensor(name, weights_a[name], weights_b[name]) for name in common),
-        only_in_a=tuple(name for name in weights_a if name not in weights_b),
-        only_in_b=tuple(name for name in weights_b if name not in weights_a),
-    )
-
-
-def _is_ternary(value: Weight) -> bool:
-    return isinstance(value, (TernaryWeight, PackedMatrix))
-
-
-def _compare_tensor(name: str, a: Weight, b: Weight) -> TensorDiff:
-    shape_a, shape_b = tuple(a.shape), tuple(b.shape)
-    if _is_ternary(a) != _is_ternary(b) or shape_a != shape_b:
-        return TensorDiff(name, "mismatch", shape_a)
-    size = int(np.prod(shape_a))
-    if _is_ternary(a):
-        differing, beta_a, beta_b = _differing_codes(a, b), _beta(a), _beta(b)
-        if not differing and beta_a != beta_b and not np.any(a.codes if isinstance(a, TernaryWeight) else a.codes()):
-            beta_b = beta_a  # an all-zero projection: its beta means nothing (ternary.ZERO_BETA)
-        return TensorDiff(name, "ternary", shape_a, differing, size, beta_a, beta_b)
-    va, vb = np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.float32)
-    unequal = va.view(np.uint32) != vb.view(np.uint32)
-    diff = float(np.abs(va - vb).max()) if unequal.any() else 0.0
-    return TensorDiff(name, "float", shape_a, int(np.count_nonzero(unequal)), size, max_abs_diff=diff)
-
-
-def _beta(weight: TernaryWeight | PackedMatrix) -> float:
-    return float(np.asarray(weight.beta, dtype=np.float32).reshape(-1)[0])  # [1]-shaped too
-
-
-def _differing_codes(a: TernaryWeight | PackedMatrix, b: TernaryWeight | PackedMatrix) -> int:
-    """How many codes differ; packed bytes of one layout are compared before decoding."""
-    if isinstance(a, PackedMatrix) and isinstance(b, PackedMatrix) and a.layout == b.layout:
-        if np.array_equal(a.codes_bytes, b.codes_bytes):
-            return 0
-    codes_a = a.codes if isinstance(a, TernaryWeight) else a.codes()
-    codes_b = b.codes if isinstance(b, TernaryWeight) else b.codes()
-    return int(np.count_nonzero(codes_a != codes_b))
+Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -208,7 +57,9 @@ class VerifyReport:
     rows: tuple[StepDiff, ...]
     atol: float
     numerics: tuple[str, str]
-    weights: WeightDiff | None
+    weights: WeightDiff | None  # None: side A is a trace, which holds no weights
+    kernels: tuple[str, str] = ("", "")  # the kernel layouts each side's projections ran on
+    versions: tuple[str, str] | None = None  # (recorded by, running) when A is a trace
 
     @property
     def identical(self) -> bool:
@@ -241,23 +92,38 @@ class VerifyReport:
     def cause(self) -> str:
         if self.identical:
             return "logits bit-identical at every compared position"
-        weights = "the weights were not compared" if self.weights is None else self.weights.cause()
+        parts = [] if self.weights is None else [self.weights.cause()]
+        explained = self.weights is not None and not self.weights.identical
         if self.numerics[0] != self.numerics[1]:
-            return f"{weights}; the numerics differ ({self.numerics[0]} vs {self.numerics[1]})"
-        if self.weights is not None and self.weights.identical:
-            return f"{weights}; the difference comes from the kernels, not the weights"
-        return weights
+            parts.append(f"the numerics differ ({self.numerics[0]} vs {self.numerics[1]})")
+            explained = True
+        if not explained:
+            parts.append(self._unexplained())
+        return "; ".join(parts)
+
+    def _unexplained(self) -> str:
+        """No difference found in what was compared: say what was and was not compared."""
+        if self.weights is None:
+            recorded, running = self.versions or ("unknown", "unknown")
+            versions = ("the same bitnet-pack version" if recorded == running
+                        else f"recorded by bitnet-pack {recorded}, run by {running}")
+            return (f"the trace holds logits, not weights, so the cause is not known here (same numerics "
+                    f"{self.numerics[0]}, {versions}): verify the model against the one the trace was "
+                    f"recorded from to find it")
+        kernels = ("" if self.kernels[0] == self.kernels[1]
+                   else f"; the projections ran on different kernels (A: {self.kernels[0]}, B: {self.kernels[1]})")
+        return "not explained by the weights, the model config or the numerics, which all agree" + kernels
 
     def summary(self) -> str:
         lines = [f"{len(self.rows)} logits rows compared ({len(self.step_max_abs_diff)} steps): "
                  f"{'identical' if self.identical else f'max |diff| {self.max_abs_diff:.4g}'}"]
         first = self.first_divergence
         if first is not None:
-            lines.append(f"first divergence: {_where(first)}, max |diff| {first.max_abs_diff:.4g}, "
+            lines.append(f"first divergence: {where(first)}, max |diff| {first.max_abs_diff:.4g}, "
                          f"argmax A {first.token_a} / B {first.token_b}")
         mismatch = self.first_token_mismatch
         if mismatch is not None:
-            lines.append(f"first token mismatch: {_where(mismatch)}, A {mismatch.token_a} / B {mismatch.token_b}")
+            lines.append(f"first token mismatch: {where(mismatch)}, A {mismatch.token_a} / B {mismatch.token_b}")
         lines.append(f"cause: {self.cause}")
         return "\n".join(lines)
 
@@ -271,44 +137,85 @@ class VerifyReport:
             "step_max_abs_diff": self.step_max_abs_diff,
             "prompt_max_abs_diff": [r.max_abs_diff for r in self.rows if r.step is None],
             "cause": self.cause, "weights": None if self.weights is None else self.weights.to_dict(),
+            "kernels": list(self.kernels), "versions": None if self.versions is None else list(self.versions),
         }
 
 
-def _where(row: StepDiff) -> str:
+def where(row: StepDiff) -> str:
+    """'step 3 (position 7)' or 'prompt (position 2)'."""
     label = "prompt" if row.step is None else f"step {row.step}"
     return f"{label} (position {row.position})"
 
 
+def check_atol(atol: float) -> float:
+    """A finite tolerance >= 0 (NaN would make every comparison pass)."""
+    if not math.isfinite(atol) or atol < 0:
+        raise UsageError(f"atol must be a finite number >= 0, got {atol!r}")
+    return float(atol)
+
+
+def decode_rows(model: BitNetModel, prompt: Sequence[int], n_tokens: int, *, feed: Sequence[int] | None = None,
+                progress: Progress | None = None) -> tuple[list[int], np.ndarray]:
+    """The rows `verify` compares, in position order: the prompt's rows before its last (one
+    all-logits pass), then one row per step (prefill, then a token at a time). The tokens fed
+    are `feed` when given (side A's ids), else the model's own greedy argmax (ties to the lower
+    id, as `generate_ids`). Returns (those ids, rows [T - 1 + n_tokens, vocab] float32);
+    `progress(1)` is called once per pass."""
+    if n_tokens < 1:
+        raise UsageError(f"n_tokens must be >= 1, got {n_tokens}")
+    tick = progress or (lambda _n: None)
+    prompt = [int(t) for t in prompt]
+    rows = list(model.prompt_logits(prompt)[:-1]) if len(prompt) > 1 else []
+    tick(1)
+    ids: list[int] = []
+    for step in range(n_tokens):
+        row = model.prefill(prompt) if step == 0 else model.step(ids[-1])
+        rows.append(np.asarray(row, np.float32))
+        ids.append(int(feed[step]) if feed is not None else int(np.argmax(row)))
+        tick(1)
+    return ids, np.stack(rows)
+
+
+def compare_rows(prompt_length: int, rows_a: np.ndarray, rows_b: np.ndarray) -> list[StepDiff]:
+    """One StepDiff per row pair; row r is position r (`decode_rows`' order)."""
+    first_step = prompt_length - 1
+    return [_row(None if r < first_step else r - first_step, r, rows_a[r], rows_b[r]) for r in range(len(rows_a))]
+
+
 def _row(step: int | None, position: int, a: np.ndarray, b: np.ndarray) -> StepDiff:
-    bitwise = a.shape == b.shape and a.astype(np.float32).tobytes() == b.astype(np.float32).tobytes()
+    bitwise = a.astype(np.float32).tobytes() == b.astype(np.float32).tobytes()
     diff = np.abs(a.astype(np.float32) - b.astype(np.float32))
     worst = 0.0 if bitwise else float(np.where(np.isnan(diff), np.inf, diff).max())
     return StepDiff(step, position, worst, bitwise, int(np.argmax(a)), int(np.argmax(b)))
 
 
+def check_vocab(vocab_a: int, vocab_b: int, what: str = "A and B") -> None:
+    """Different vocabularies cannot give one identical logits row: a mismatch (exit 3)."""
+    if vocab_a != vocab_b:
+        raise VerificationMismatch(f"{what} have different vocabularies ({vocab_a} vs {vocab_b} tokens): "
+                                   f"no logits row can be identical")
+
+
 def verify(model_a: BitNetModel, model_b: BitNetModel, prompt_ids: list[int], n_tokens: int, *,
-           atol: float = 0.0) -> VerifyReport:
-    """Greedy-decode `n_tokens` on both models, feeding A's argmax, and compare every row."""
+           atol: float = 0.0, progress: Progress | None = None) -> VerifyReport:
+    """Greedy-decode `n_tokens` on both models, feeding A's argmax, and compare every row.
+    `progress(1)` is called once per decode pass of either model (2 * (n_tokens + 1) in all)."""
+    atol = check_atol(atol)
     if n_tokens < 1:
         raise UsageError(f"n_tokens must be >= 1, got {n_tokens}")
-    if model_a.config.vocab_size != model_b.config.vocab_size:
-        raise UsageError(f"vocab sizes differ: {model_a.config.vocab_size} vs {model_b.config.vocab_size}")
+    check_vocab(model_a.config.vocab_size, model_b.config.vocab_size)
     prompt = [int(t) for t in prompt_ids]
-    rows = _prompt_rows(model_a, model_b, prompt)
-    ids, logits_a = model_a.generate_ids(prompt, n_tokens)
-    for step, row_a in enumerate(logits_a):
-        row_b = model_b.prefill(prompt) if step == 0 else model_b.step(ids[step - 1])
-        rows.append(_row(step, len(prompt) - 1 + step, row_a, row_b))
+    ids, rows_a = decode_rows(model_a, prompt, n_tokens, progress=progress)
+    _, rows_b = decode_rows(model_b, prompt, n_tokens, feed=ids, progress=progress)
+    config = compare_configs(asdict(model_a.config), asdict(model_b.config))
     return VerifyReport(
-        prompt_ids=tuple(prompt), ids=tuple(ids), rows=tuple(rows), atol=float(atol),
-        numerics=(model_a.numerics.name, model_b.numerics.name),
-        weights=compare_weights(model_a.tensors, model_b.tensors),
+        prompt_ids=tuple(prompt), ids=tuple(ids), rows=tuple(compare_rows(len(prompt), rows_a, rows_b)),
+        atol=atol, numerics=(model_a.numerics.name, model_b.numerics.name),
+        weights=compare_weights(model_a.tensors, model_b.tensors, config=config),
+        kernels=(kernels_of(model_a), kernels_of(model_b)),
     )
 
 
-def _prompt_rows(model_a: BitNetModel, model_b: BitNetModel, prompt: list[int]) -> list[StepDiff]:
-    if len(prompt) < 2:
-        return []
-    all_a = model_a.prompt_logits(prompt)
-    all_b = model_b.prompt_logits(prompt)
-    return [_row(None, p, all_a[p], all_b[p]) for p in range(len(prompt) - 1)]
+def kernels_of(model: BitNetModel) -> str:
+    """The kernel layouts the model's projections are held in, e.g. 'i2_s' or 'hf, i2_s'."""
+    return ", ".join(sorted({str(v.layout) for v in model.tensors.values() if hasattr(v, "layout")}))

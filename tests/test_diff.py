@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,15 @@ from bitnet_pack.checkpoints import load_weights, open_checkpoint
 from bitnet_pack.cli import main
 from bitnet_pack.containers.safetensors import SafetensorsFile
 from bitnet_pack.convert import convert
-from bitnet_pack.diff import diff_checkpoints, diff_entries
+from bitnet_pack.diff import (
+    ConfigDiff,
+    compare_configs,
+    compare_weights,
+    diff_checkpoints,
+    diff_entries,
+    model_config,
+)
 from bitnet_pack.sinks.factory import make_sink
-from bitnet_pack.verify import compare_weights
 
 CHANGED = "model.layers.0.mlp.down_proj.weight"
 
@@ -106,3 +113,72 @@ def test_streaming_diff_agrees_with_compare_weights(converted: dict[str, Path]) 
     assert streamed.to_dict() == whole.to_dict()
     assert not streamed.identical and streamed.betas_only
     assert np.isclose(max(t.beta_rel_diff for t in streamed.beta_diffs), max(t.beta_rel_diff for t in whole.beta_diffs))
+
+
+# -- the config is part of the model ------------------------------------------------------------
+GGUF_SCALARS = {"<f": 6, "<I": 4}  # GGUF value types: float32, uint32
+
+
+def patch_gguf(path: Path, out: Path, key: str, fmt: str, value: float) -> Path:
+    """A copy of a GGUF with one scalar metadata value overwritten in place (same size), found by
+    its key string and value type in the raw bytes: independent of the project's reader."""
+    data = bytearray(path.read_bytes())
+    needle = struct.pack("<Q", len(key)) + key.encode() + struct.pack("<I", GGUF_SCALARS[fmt])
+    at = data.find(needle)
+    assert at > 0 and data.find(needle, at + 1) == -1, key
+    data[at + len(needle): at + len(needle) + 4] = struct.pack(fmt, value)
+    out.write_bytes(bytes(data))
+    return out
+
+
+METADATA = [("rope.freq_base", "<f", 10000.0, "rope_theta", 500000.0, 10000.0),
+            ("attention.layer_norm_rms_epsilon", "<f", 1e-6, "rms_norm_eps", 1e-05, 1e-06),
+            ("attention.head_count", "<I", 8, "num_attention_heads", 4, 8),
+            ("attention.head_count_kv", "<I", 1, "num_key_value_heads", 2, 1),
+            ("context_length", "<I", 2048, "max_position_embeddings", 4096, 2048)]
+
+
+@pytest.mark.parametrize("key, fmt, value, hf_key, was, now", METADATA)
+def test_metadata_that_changes_the_model_is_a_difference(converted: dict[str, Path], tmp_path: Path, key: str,
+                                                         fmt: str, value: float, hf_key: str, was: float,
+                                                         now: float) -> None:
+    edited = patch_gguf(converted["i2_s"], tmp_path / "edited.gguf", f"bitnet-b1.58.{key}", fmt, value)
+    result = cli("diff", converted["i2_s"], edited)
+    assert result.returncode == 3, result.stderr
+    assert f"differ: config differs in {hf_key}" in error_line(result)
+    assert f"config {hf_key}: A {was!r} -> B {now!r}" in result.stdout
+    code, out, _ = run("diff", converted["i2_s"], edited, "--json")
+    report = json.loads(out)
+    assert code == 3 and report["config"] == [{"key": hf_key, "a": was, "b": now}]
+    assert report["differing"] == [] and report["cause"] == f"model config differs: {hf_key} {was!r} vs {now!r}"
+
+
+def test_a_config_json_edit_is_a_difference(converted: dict[str, Path], tmp_path: Path) -> None:
+    edited = tmp_path / "edited"
+    shutil.copytree(converted["packed"], edited)
+    config = json.loads((edited / "config.json").read_text())
+    config.update(vocab_size=config["vocab_size"] + 64, tie_word_embeddings=True)
+    (edited / "config.json").write_text(json.dumps(config))
+    code, out, err = run("diff", converted["packed"], edited, "--json")
+    assert code == 3 and json.loads(out)["config"] == [{"key": "vocab_size", "a": 448, "b": 512}]
+    assert "config differs in vocab_size" in err
+
+
+def test_config_comparison_fills_defaults_and_compares_at_float32() -> None:
+    base = json.loads((FIXTURE / "config.json").read_text())
+    assert compare_configs(model_config(base), model_config(base)) == ()
+    explicit = base | {"head_dim": 64, "rope_scaling": {"type": "linear", "factor": 1.0}}
+    rounded = base | {"rms_norm_eps": float(np.float32(1e-5))}  # what a GGUF stores
+    transformers5 = {k: v for k, v in base.items() if k != "rope_theta"} | {"rope_parameters": {"rope_theta": 5e5}}
+    for same in (explicit, rounded, transformers5):
+        assert compare_configs(model_config(base), model_config(same)) == ()
+    no_kv = {k: v for k, v in base.items() if k != "num_key_value_heads"}  # defaults to the head count: 4
+    assert compare_configs(model_config(base), model_config(no_kv)) == (ConfigDiff("num_key_value_heads", 2, 4),)
+    changed = base | {"hidden_act": "silu", "rope_scaling": {"type": "linear", "factor": 2.0}}
+    assert [c.key for c in compare_configs(model_config(base), model_config(changed))] == ["hidden_act", "rope_scaling"]
+    assert compare_configs({"x": 1}, {}) == (ConfigDiff("x", 1, None),)
+
+
+def test_revision_options_apply_to_hub_ids_only(converted: dict[str, Path]) -> None:
+    code, _, err = run("diff", FIXTURE, converted["i2_s"], "--revision", "main")
+    assert code == 2 and "--revision applies to hub repo ids" in err

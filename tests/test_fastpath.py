@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bitnet_pack import fastpath
-from bitnet_pack.checkpoints import open_checkpoint
+from bitnet_pack.checkpoints import Tensor, open_checkpoint
 from bitnet_pack.convert import convert
 from bitnet_pack.dtypes import bf16_to_f32, f32_to_bf16
 from bitnet_pack.errors import NonFiniteWeight, NotTernary, ScaleNotRepresentable
@@ -52,6 +52,8 @@ def random_codes(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray
 # -- torch's summation order -----------------------------------------------------------
 @pytest.mark.parametrize("size", SIZES)
 def test_compiled_torch_sum_replays_the_reference_order(size: int) -> None:
+    if not fastpath.compiled():
+        pytest.skip("pure mode: fastpath.torch_sum is the reference itself (test_ternary.py checks that against torch)")
     values = np.random.default_rng(size).standard_normal(size).astype(np.float32)
     for threads in (1, 2, 3):
         assert fastpath.torch_sum(values, threads).tobytes() == torch_sum(values, threads).tobytes()
@@ -233,27 +235,40 @@ def test_encoding_leaves_the_callers_codes_alone() -> None:
 
 
 # -- floats ----------------------------------------------------------------------------------
-def test_bf16_to_f16_of_every_value_equals_numpy() -> None:
+def torch_cast(bits: np.ndarray, source: torch.dtype, target: torch.dtype) -> np.ndarray:
+    """16-bit storage cast by torch (round to nearest even): a reference independent of ours."""
+    return torch.from_numpy(bits.view(np.int16)).view(source).to(target).view(torch.int16).numpy().view(np.uint16)
+
+
+def every_16_bit_value(largest: int) -> np.ndarray:
     every = np.arange(1 << 16, dtype=np.uint16)
-    every = every[(every & 0x7FFF) <= 0x7F80]
-    values = bf16_to_f32(every)
-    with np.errstate(over="ignore"):
-        expected = values.astype(np.float16)
-    got = fastpath.convert_float(every, "BF16", "F16")
-    if fastpath.compiled():
-        converted, inexact = got
-        assert converted.tobytes() == expected.tobytes()
-        assert inexact == int(np.count_nonzero(expected.astype(np.float32) != values))
+    return every[(every & 0x7FFF) <= largest]  # every value up to +-inf, no NaN
+
+
+def test_bf16_to_f16_of_every_value_equals_torch() -> None:
+    every = every_16_bit_value(0x7F80)
+    expected = torch_cast(every, torch.bfloat16, torch.float16)
+    with np.errstate(over="ignore"):  # numpy's cast in pure mode warns for values above 65504
+        data, inexact = Tensor("BF16", every).converted("F16")  # the fast path, or numpy in pure mode
+    assert data.dtype == np.float16 and data.view(np.uint16).tobytes() == expected.tobytes()
+    assert inexact == int(np.count_nonzero(expected.view(np.float16).astype(np.float32) != bf16_to_f32(every)))
     nan = np.array([0x7FC1, 0x3F80], np.uint16)
-    assert fastpath.convert_float(nan, "BF16", "F16") is None  # NaN bits: the reference decides
-
-
-def test_f16_to_bf16_of_every_value_equals_the_reference() -> None:
-    every = np.arange(1 << 16, dtype=np.uint16)
-    every = every[(every & 0x7FFF) <= 0x7C00].view(np.float16)
-    got = fastpath.convert_float(every, "F16", "BF16")
+    converted, _ = Tensor("BF16", nan).converted("F16")
+    assert np.isnan(converted[0]) and converted[1] == 1.0
     if fastpath.compiled():
-        assert got[0].tobytes() == f32_to_bf16(every.astype(np.float32)).tobytes()
+        assert fastpath.convert_float(nan, "BF16", "F16") is None  # NaN bits: the reference decides
+        fast, flagged = fastpath.convert_float(every, "BF16", "F16")
+        assert fast.view(np.uint16).tobytes() == expected.tobytes() and flagged == inexact
+
+
+def test_f16_to_bf16_of_every_value_equals_torch() -> None:
+    every = every_16_bit_value(0x7C00)
+    expected = torch_cast(every, torch.float16, torch.bfloat16)
+    data, inexact = Tensor("F16", every.view(np.float16)).converted("BF16")
+    assert data.dtype == np.uint16 and data.tobytes() == expected.tobytes() and inexact == 0
+    if fastpath.compiled():
+        fast, _ = fastpath.convert_float(every.view(np.float16), "F16", "BF16")
+        assert fast.tobytes() == expected.tobytes()
 
 
 # -- memory-mapped inputs --------------------------------------------------------------------

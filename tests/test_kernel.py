@@ -39,12 +39,18 @@ def packed(codes: np.ndarray, layout: str, beta: float = 0.73) -> kernel.PackedM
 
 
 def assert_same_everywhere(matrix: kernel.PackedMatrix, q: np.ndarray, x: np.ndarray) -> None:
-    """ternary_matmul_int and ternary_linear equal the reference on every backend."""
+    """The reference equals the definition (int64 sums; y = float32(sums) / s * beta with
+    ternary.quantize_activations), and ternary_matmul_int and ternary_linear equal the
+    reference on every compiled backend (none in pure mode: the definition check remains)."""
     want_int = kernel.reference_matmul_int(matrix, q)
     want_int_check = q.astype(np.int64) @ matrix.codes().astype(np.int64).T
     assert np.array_equal(want_int, want_int_check), "the reference itself is not exact"
     want_y = kernel.reference_linear(matrix, x)
-    for backend in BACKENDS:
+    q_x, s_x = quantize_activations(np.asarray(x, np.float32).reshape(-1, matrix.shape[1]))
+    sums = q_x.astype(np.int64) @ matrix.codes().astype(np.int64).T
+    definition = sums.astype(np.float32) / s_x[:, None] * np.float32(matrix.beta)
+    assert np.array_equal(bits(want_y.reshape(definition.shape)), bits(definition)), "reference_linear"
+    for backend in COMPILED:
         with kernel.use_backend(backend):
             got_int = kernel.ternary_matmul_int(matrix, q)
             got_y = kernel.ternary_linear(matrix, x)

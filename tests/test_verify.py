@@ -10,12 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bitnet_pack.checkpoints import load_weights
+from bitnet_pack.diff import compare_weights
 from bitnet_pack.dtypes import bf16_to_f32, round_to_bf16
-from bitnet_pack.errors import UsageError
+from bitnet_pack.errors import UsageError, VerificationMismatch
 from bitnet_pack.kernel import PackedMatrix
 from bitnet_pack.model import BitNetModel
 from bitnet_pack.ternary import TernaryWeight, ternarize
-from bitnet_pack.verify import compare_weights, verify
+from bitnet_pack.verify import decode_rows, verify
 
 PROMPT_5 = [1, 15, 27, 300, 42]
 PROMPT_12 = [1, 280, 18, 331, 374, 45, 498, 101, 502, 406, 342, 136]
@@ -216,6 +217,55 @@ def test_compare_weights_counts_exactly(rows, blocks, layout, seed, n_flips, bf1
 def test_bad_arguments(packed_model):
     with pytest.raises(UsageError, match="n_tokens"):
         verify(packed_model, packed_model, PROMPT_5, 0)
+    for atol in (float("nan"), float("inf"), -1.0):  # NaN would turn every mismatch into "ok"
+        with pytest.raises(UsageError, match="atol must be a finite number"):
+            verify(packed_model, packed_model, PROMPT_5, 2, atol=atol)
+
+
+def test_decode_rows_are_generate_ids_rows_and_replay_fed_ids(packed_model, master_model):
+    ids, rows = decode_rows(packed_model, PROMPT_12, 5)
+    greedy, step_rows = packed_model.generate_ids(PROMPT_12, 5)
+    assert ids == greedy
+    expected = np.concatenate([packed_model.prompt_logits(PROMPT_12)[:-1], step_rows])
+    assert rows.dtype == np.float32 and rows.tobytes() == expected.astype(np.float32).tobytes()
+    fed, replayed = decode_rows(master_model, PROMPT_12, 5, feed=ids)
+    assert fed == ids
+    steps = [master_model.prefill(PROMPT_12)] + [master_model.step(t) for t in ids[:-1]]
+    assert replayed[len(PROMPT_12) - 1:].tobytes() == np.stack(steps).astype(np.float32).tobytes()
+
+
+@pytest.mark.parametrize("key, value", [("rope_theta", 10000.0), ("rms_norm_eps", 1e-6)])
+def test_a_config_difference_is_named_not_blamed_on_the_kernels(packed, packed_model, key, value):
+    config, weights = packed
+    other = BitNetModel({**config, key: value}, weights)
+    report = verify(packed_model, other, PROMPT_5, 3)
+    assert not report.identical and report.weights.weights_identical and not report.weights.identical
+    assert [(c.key, c.b) for c in report.weights.config] == [(key, value)]
+    assert report.cause == f"model config differs: {key} {config[key]!r} vs {value!r}"
+
+
+def test_an_unexplained_difference_is_not_blamed_on_anything(packed, packed_model, monkeypatch):
+    config, weights = packed
+    name = "model.layers.0.self_attn.q_proj.weight"
+    other = BitNetModel(config, {**weights, name: PackedMatrix.from_ternary(weights[name], "hf")})
+    assert verify(packed_model, other, PROMPT_5, 3).identical  # another kernel, exact sums: same logits
+    step = other.step
+    monkeypatch.setattr(other, "step", lambda token: step(token) * np.float32(1.0 + 2.0 ** -20))
+    report = verify(packed_model, other, PROMPT_5, 3)
+    assert report.weights.identical and not report.identical
+    assert (report.first_divergence.step, report.first_divergence.position) == (1, len(PROMPT_5))
+    assert report.cause == ("weights identical: 24 tensors equal bit for bit (codes, betas, floats); not explained "
+                            "by the weights, the model config or the numerics, which all agree; the projections "
+                            "ran on different kernels (A: i2_s, B: hf, i2_s)")
+
+
+def test_different_vocabularies_are_a_mismatch(packed, packed_model):
+    config, weights = packed
+    embed = "model.embed_tokens.weight"
+    smaller = BitNetModel({**config, "vocab_size": 500}, {**weights, embed: weights[embed][:500]})
+    with pytest.raises(VerificationMismatch, match=r"different vocabularies \(512 vs 500 tokens\)") as caught:
+        verify(packed_model, smaller, PROMPT_5, 2)
+    assert caught.value.exit_code == 3
 
 
 @pytest.fixture(scope="module")

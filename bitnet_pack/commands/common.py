@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
+from ..errors import UsageError
 from ..inspection import source_bytes
 from ..options import parse_size
 from ..progress import is_quiet
@@ -36,3 +38,12 @@ def resolve(src: str, revision: str | None, *, progress: bool):
     if source.is_hub:
         note(source.resolution())
     return source
+
+
+def revisions(sources: list[str], shared: str | None, own: list[str | None]) -> list[str | None]:
+    """The revision of each of several sources: its own (--revision-a/-b), else the shared
+    --revision when the source is a hub repo id (a local path takes none)."""
+    is_hub = [not Path(src).exists() for src in sources]
+    if shared is not None and not any(is_hub):
+        raise UsageError(f"--revision applies to hub repo ids, but {', '.join(sources)} are local paths")
+    return [mine if mine is not None else shared if hub else None for mine, hub in zip(own, is_hub, strict=True)]

@@ -1,15 +1,15 @@
-"""bitnet-pack diff A B: which tensors differ in ternary space, by how many codes, by what beta."""
+"""bitnet-pack diff A B: which tensors differ in ternary space, by how many codes, by what beta,
+and which model hyper-parameters (rope theta, eps, head counts, vocab, ...) differ."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from ..diff import diff_checkpoints
+from ..diff import TensorDiff, WeightDiff, diff_checkpoints
 from ..errors import VerificationMismatch
 from ..progress import bars_wanted, byte_progress
-from ..verify import TensorDiff, WeightDiff
-from .common import emit_json, examples, resolve, source_bytes
+from .common import emit_json, examples, resolve, revisions, source_bytes
 
 
 @click.command("diff", epilog=examples(
@@ -17,21 +17,24 @@ from .common import emit_json, examples, resolve, source_bytes
     "bitnet-pack diff org/name ./packed --revision-a v1 --json"))
 @click.argument("a")
 @click.argument("b")
-@click.option("--revision-a", default=None, help="Branch, tag or commit when A is a hub repo id.")
-@click.option("--revision-b", default=None, help="Branch, tag or commit when B is a hub repo id.")
+@click.option("--revision", default=None, help="Branch, tag or commit of every hub repo id among A and B.")
+@click.option("--revision-a", default=None, help="Branch, tag or commit of A (overrides --revision).")
+@click.option("--revision-b", default=None, help="Branch, tag or commit of B (overrides --revision).")
 @click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="kernel_config.ini for TL1/TL2 GGUFs that do not carry their tiling.")
 @click.option("--json", "as_json", is_flag=True, help="The comparison as JSON on stdout.")
-def command(a: str, b: str, revision_a: str | None, revision_b: str | None, kernel_config: Path | None,
-            as_json: bool) -> None:
+def command(a: str, b: str, revision: str | None, revision_a: str | None, revision_b: str | None,
+            kernel_config: Path | None, as_json: bool) -> None:
     """Compare checkpoints A and B tensor by tensor, in ternary space.
 
     Any two of: a bf16 master, a packed directory, a GGUF in any layout, a hub repo id.
     Projections compare as codes and beta (masters are ternarized first), other tensors
-    as float32 values. Exit 0 when identical, 3 when anything differs.
+    as float32 values; the model config (rope theta, eps, head counts, vocab, context, ...)
+    as values. Exit 0 when identical, 3 when anything differs.
     """
     bars = bars_wanted(as_json)
-    source_a, source_b = resolve(a, revision_a, progress=bars), resolve(b, revision_b, progress=bars)
+    rev_a, rev_b = revisions([a, b], revision, [revision_a, revision_b])
+    source_a, source_b = resolve(a, rev_a, progress=bars), resolve(b, rev_b, progress=bars)
     options_a = options_b = {"kernel_config": kernel_config}  # used by GGUF sources
     total = sum(source_bytes(s.path) for s in (source_a, source_b))
     with byte_progress(total, "diff", bars) as advance:
@@ -45,12 +48,15 @@ def command(a: str, b: str, revision_a: str | None, revision_b: str | None, kern
         raise VerificationMismatch(f"{source_a.label} and {source_b.label} differ: {_headline(report)}")
 
 
-
-
 def _print_table(report: WeightDiff) -> None:
     rows = [t for t in report.tensors if not t.identical]
+    if report.identical:
+        click.echo(f"identical: {len(report.tensors)} tensors equal (codes, beta bits, float bits), same config")
+        return
+    for change in report.config:
+        click.echo(f"config {change.key}: A {change.a!r} -> B {change.b!r}")
     if not rows and not (report.only_in_a or report.only_in_b):
-        click.echo(f"identical: {len(report.tensors)} tensors equal (codes, beta bits, float bits)")
+        click.echo(f"{len(report.tensors)} tensors equal (codes, beta bits, float bits)")
         return
     width = max([len(t.name) for t in rows] + [len(n) for n in report.only_in_a + report.only_in_b] + [6])
     click.echo(f"{'tensor':<{width}}  {'kind':<8}  {'differing':>21}  scale A -> B")
@@ -80,7 +86,7 @@ def _scale(t: TensorDiff) -> str:
 
 
 def _headline(report: WeightDiff) -> str:
-    parts = []
+    parts = [f"config differs in {', '.join(c.key for c in report.config)}"] if report.config else []
     if report.code_diffs:
         worst = max(report.code_diffs, key=lambda t: t.differing)
         parts.append(f"codes differ in {len(report.code_diffs)} tensors (most: {worst.name}, "

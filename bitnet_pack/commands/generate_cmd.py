@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from .common import examples
-from .model_io import loaded
+from .common import emit_json, examples
+from .model_io import NUMERICS, loaded
 
 
 @click.command("generate", epilog=examples(
@@ -14,13 +14,22 @@ from .model_io import loaded
     "bitnet-pack generate ./packed --prompt 'Hello' --numerics bitnet.cpp"))
 @click.argument("model", type=str)
 @click.option("--prompt", required=True, help="Prompt text.")
-@click.option("--tokens", default=32, show_default=True, type=click.IntRange(1), help="New tokens at most.")
-@click.option("--numerics", type=click.Choice(["reference", "bitnet.cpp"]), default="reference", show_default=True)
+@click.option("--tokens", default=32, show_default=True, type=click.IntRange(1),
+              help="New tokens at most; with the prompt, at most the model's context (max_position_embeddings).")
+@click.option("--numerics", type=click.Choice(NUMERICS), default="reference", show_default=True)
+@click.option("--revision", default=None, help="Branch, tag or commit when MODEL is a hub repo id.")
 @click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="kernel_config.ini for TL1/TL2 GGUFs that do not carry their tiling.")
-def command(model: str, prompt: str, tokens: int, numerics: str, kernel_config: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Prompt ids, generated ids, text and whether EOS ended it, as JSON on stdout.")
+def command(model: str, prompt: str, tokens: int, numerics: str, revision: str | None, kernel_config: Path | None,
+            as_json: bool) -> None:
     """Print the greedy continuation of --prompt (the checkpoint's own tokenizer)."""
-    from ..generate import generate_text
+    from ..generate import generate
 
-    with loaded(model, numerics, kernel_config) as (bitnet, tokenizer):
-        click.echo(generate_text(bitnet, tokenizer, prompt, tokens))
+    with loaded(model, numerics, kernel_config, revision) as side:
+        result = generate(side.model, side.tokenizer_json, prompt, tokens, context=side.context)
+    if as_json:
+        emit_json(result.to_dict() | {"numerics": numerics})
+    else:
+        click.echo(result.text)

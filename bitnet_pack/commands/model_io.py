@@ -5,17 +5,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..runner import Loaded
 from ..runner import loaded as loaded_path
 from ..runner import prompt_ids
 from .common import resolve
 
-__all__ = ["loaded", "prompt_ids"]
+__all__ = ["Loaded", "loaded", "prompt_ids"]
+
+NUMERICS = ["reference", "bitnet.cpp", "bitnet.cpp-avx2"]  # model.NUMERICS, named here so the CLI starts without the kernel
 
 
 @contextmanager
 def loaded(src: str, numerics: str, kernel_config: Path | None = None, revision: str | None = None
-           ) -> Iterator[tuple[object, Path]]:
-    """(model, tokenizer.json path) for SRC; see `runner.loaded`."""
+           ) -> Iterator[Loaded]:
+    """SRC (a path or a hub repo id) loaded; see `runner.loaded`."""
     path = resolve(str(src), revision, progress=False).path
     with loaded_path(path, numerics, kernel_config=kernel_config) as pair:
         yield pair
