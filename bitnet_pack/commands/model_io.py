@@ -5,9 +5,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..runner import Loaded
+from ..runner import Loaded, prompt_ids
 from ..runner import loaded as loaded_path
-from ..runner import prompt_ids
 from .common import resolve
 
 __all__ = ["Loaded", "loaded", "prompt_ids"]
