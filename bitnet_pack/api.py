@@ -23,6 +23,7 @@ from .errors import UsageError
 from .inspection import Inspection, describe, source_bytes
 from .naming import count_params, model_id, resolve_output
 from .options import ReadOptions, WriteOptions, place_kernel_config, split_options
+from .outputs import remove_stale_temps
 from .progress import ProgressFactory, started
 from .roundtrip import RoundtripReport
 from .runner import about
@@ -113,6 +114,8 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
             report.planned = plan_pipeline(checkpoint, sink)  # validated as a real run is
             report.bytes_written = sum(p.nbytes for p in report.planned)
             notes += getattr(sink, "notes", [])  # the GGUF arch it would write, warnings
+            # writes nothing, but clears what killed runs left, as a real run would
+            notes += [f"removed {stale.name}, left by a run that was killed" for stale in remove_stale_temps(target)]
             return report
         with started(progress, report.bytes_read, f"{source.path.name} -> {target.name}") as advance:
             result = run_pipeline(checkpoint, sink, progress=advance)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoints import open_checkpoint
+from .errors import FormatError
 from .ternary import TernaryWeight
 
 ARRAY_SHOWN = 8  # elements of a KV array kept in the raw view (the 2B4T vocabulary is 128k strings)
@@ -60,6 +61,8 @@ def describe(path: Path, progress: Callable[[int], None] | None = None, **read_o
             source.release(entry)
             if progress is not None:
                 progress(entry.nbytes)
+        if not report.tensors:
+            raise FormatError("holds no tensors: not a model checkpoint", path=path)
         report.notes = list(source.notes)
         return report
 

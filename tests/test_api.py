@@ -49,7 +49,7 @@ def test_open_iterates_lazily_as_ternary_and_float32(tmp_path: Path) -> None:
     bitnet_pack.convert(FIXTURE, tmp_path / "m.gguf", outtype="i2_s")
     config, expected = load_weights(tmp_path / "m.gguf")
     with bitnet_pack.open(tmp_path / "m.gguf") as model:
-        assert model.family == "bitnet" and model.layout == "i2_s" and model.config == config
+        assert model.family == "2b4t" and model.layout == "i2_s" and model.config == config
         assert [e.name for e in model.entries()] == list(expected)
         seen = dict(iter(model))
     assert seen.keys() == expected.keys()
