@@ -36,14 +36,9 @@ def bars_wanted(json_output: bool) -> bool:
 
 @contextmanager
 def byte_progress(total: int, description: str, enabled: bool) -> Iterator[Advance]:
-    if not enabled:
-        yield lambda _n: None
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1000,
-              file=sys.stderr, leave=False) as bar:
-        yield bar.update
+    """A tqdm bar on stderr counting decimal bytes (MB), or a no-op when not `enabled`."""
+    with _bar(total, description, enabled, unit="B", unit_scale=True, unit_divisor=1000) as advance:
+        yield advance
 
 
 def bars(enabled: bool) -> ProgressFactory | None:
@@ -64,12 +59,18 @@ def started(progress: ProgressFactory | None, total: int, description: str) -> I
 
 
 @contextmanager
-def count_progress(total: int, description: str, unit: str, enabled: bool) -> Iterator[Callable[[int], None]]:
+def count_progress(total: int, description: str, unit: str, enabled: bool) -> Iterator[Advance]:
     """Like `byte_progress`, counting `unit`s (decode passes, tokens) instead of bytes."""
+    with _bar(total, description, enabled, unit=unit) as advance:
+        yield advance
+
+
+@contextmanager
+def _bar(total: int, description: str, enabled: bool, **tqdm_options: object) -> Iterator[Advance]:
     if not enabled:
         yield lambda _n: None
         return
     from tqdm import tqdm
 
-    with tqdm(total=total, desc=description, unit=unit, file=sys.stderr, leave=False) as bar:
+    with tqdm(total=total, desc=description, file=sys.stderr, leave=False, **tqdm_options) as bar:
         yield bar.update
