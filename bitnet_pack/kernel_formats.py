@@ -1,6 +1,9 @@
-"""The stored bytes each layout hands the kernel, as the kernel reads them.
+"""The kernel walks: the stored bytes each walk hands the kernel, as the kernel reads them.
 
-For each layout the kernel multiplies from: where beta is (`stored_beta`), which byte values
+A layout's entry names its walk (`LayoutSpec.kernel`, with the C walk number `kernel_id`); a
+layout without a C tile of its own names "generic" and is decoded once, then multiplied
+through the hf walk (see kernel.py). A walk name missing from `WALKS` is refused, never read
+as another layout. For each walk: where beta is (`stored_beta`), which byte values
 no encoder writes (`byte_problems`, counted before a product, so garbage is refused, not
 multiplied), and `reference_codes`, the numpy reading of the bytes that the numpy reference products use. It
 walks the bytes in their stored order and places each code (byte -> element), written from
@@ -26,15 +29,16 @@ ternary matrix with one scale, and no W1.58A8 product equals it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import FormatError, NotTernary
+from .errors import FormatError, NotTernary, UnknownLayout
 from .ggml_types import SLOT_BYTES, slot_beta
 from .kernel_config import Tiling, tl2_split
 
-__all__ = ["ByteRun", "byte_problems", "count_run", "reference_codes", "stored_beta"]
+__all__ = ["WALKS", "ByteRun", "Walk", "byte_problems", "count_run", "reference_codes", "stored_beta", "walk_of"]
 
 TQ_BLOCK = 256
 ROW_SWAP = np.array([0, 2, 1, 3])
@@ -68,15 +72,20 @@ def _tl2_parts(shape: tuple[int, int], tiling: Tiling) -> tuple[int, int, int, i
 # ---- beta ----------------------------------------------------------------------------------
 
 
-def stored_beta(name: str, flat: np.ndarray, shape: tuple[int, int]) -> np.float32 | None:
+def stored_beta(walk: str, flat: np.ndarray, shape: tuple[int, int]) -> np.float32 | None:
     """The beta the bytes carry (None for hf, which keeps it in weight_scale)."""
-    m, k = shape
-    if name in ("i2_s", "i2_s_arm", "tl1"):
-        return slot_beta(flat[m * k // 4:])
-    if name == "tl2":
-        return slot_beta(flat[-SLOT_BYTES:])
-    if name in ("tq2_0", "tq1_0"):
-        return _tq_common_d(name, flat, shape)
+    return walk_of(walk).beta(flat, shape)
+
+
+def _after_codes(flat: np.ndarray, shape: tuple[int, int]) -> np.float32:
+    return slot_beta(flat[shape[0] * shape[1] // 4:])
+
+
+def _last_slot(flat: np.ndarray, shape: tuple[int, int]) -> np.float32:
+    return slot_beta(flat[-SLOT_BYTES:])
+
+
+def _no_beta(flat: np.ndarray, shape: tuple[int, int]) -> None:
     return None
 
 
@@ -115,21 +124,37 @@ class ByteRun:
     pattern: str = "table"
 
 
-def byte_problems(name: str, flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> list[ByteRun]:
-    m, k = shape
-    if name in ("i2_s", "i2_s_arm", "hf"):
-        return [ByteRun("codes are 3", 0, 1, flat.size if name == "hf" else m * k // 4, 0, FIELD_IS_3, "field3")]
-    nblocks = m * k // TQ_BLOCK
-    if name == "tq2_0":
-        return [ByteRun("codes are 3", 0, nblocks, 64, 66, FIELD_IS_3, "field3")]
-    if name == "tq1_0":
-        return [ByteRun("bytes are no base-3 trits", 0, nblocks, 48, 54, TQ1_QS_BAD),
-                ByteRun("qh bytes are no base-3 trits", 48, nblocks, 4, 54, TQ1_QH_BAD)]
-    if name == "tl1":
-        return [ByteRun("pair indices are above 8", 0, 1, m * k // 4, 0, NIBBLE_ABOVE_8, "nibble>8")]
+def byte_problems(walk: str, flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> list[ByteRun]:
+    """The runs of bytes to count before a product (each must count 0)."""
+    return walk_of(walk).problems(flat, shape, tiling)
+
+
+def _quarter_problems(flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> list[ByteRun]:
+    return [ByteRun("codes are 3", 0, 1, shape[0] * shape[1] // 4, 0, FIELD_IS_3, "field3")]
+
+
+def _hf_problems(flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> list[ByteRun]:
+    return [ByteRun("codes are 3", 0, 1, flat.size, 0, FIELD_IS_3, "field3")]
+
+
+def _tq2_problems(flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> list[ByteRun]:
+    return [ByteRun("codes are 3", 0, shape[0] * shape[1] // TQ_BLOCK, 64, 66, FIELD_IS_3, "field3")]
+
+
+def _tq1_problems(flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> list[ByteRun]:
+    nblocks = shape[0] * shape[1] // TQ_BLOCK
+    return [ByteRun("bytes are no base-3 trits", 0, nblocks, 48, 54, TQ1_QS_BAD),
+            ByteRun("qh bytes are no base-3 trits", 48, nblocks, 4, 54, TQ1_QH_BAD)]
+
+
+def _tl1_problems(flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> list[ByteRun]:
+    return [ByteRun("pair indices are above 8", 0, 1, shape[0] * shape[1] // 4, 0, NIBBLE_ABOVE_8, "nibble>8")]
+
+
+def _tl2_problems(flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> list[ByteRun]:
     three_k, two_k, mags, signs = _tl2_parts(shape, tiling)
     return [ByteRun("triplet magnitudes are above 13", 0, 1, mags, 0, NIBBLE_ABOVE_13, "nibble>13"),
-            ByteRun("pair indices are above 8", signs, 1, m * two_k // 4, 0, NIBBLE_ABOVE_8, "nibble>8")]
+            ByteRun("pair indices are above 8", signs, 1, shape[0] * two_k // 4, 0, NIBBLE_ABOVE_8, "nibble>8")]
 
 
 def count_run(run: ByteRun, flat: np.ndarray) -> int:
@@ -145,23 +170,32 @@ def count_run(run: ByteRun, flat: np.ndarray) -> int:
 # ---- the numpy reading of the bytes --------------------------------------------------------
 
 
-def reference_codes(name: str, flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None = None) -> np.ndarray:
+def reference_codes(walk: str, flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None = None) -> np.ndarray:
     """int8 ternary codes [M, K] read from the stored bytes, byte by byte in stored order."""
+    return walk_of(walk).codes(flat, shape, tiling)
+
+
+def _hf_codes(flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> np.ndarray:
     m, k = shape
-    if name == "hf":
-        rows = -(-m // 4)
-        planes = (flat.reshape(rows, k)[None] >> np.array([0, 2, 4, 6], np.uint8)[:, None, None]) & 3
-        return planes.reshape(4 * rows, k)[:m].astype(np.int8) - 1
-    if name in ("i2_s", "i2_s_arm"):
-        quarter = 32 if name == "i2_s" else 16
+    rows = -(-m // 4)
+    planes = (flat.reshape(rows, k)[None] >> np.array([0, 2, 4, 6], np.uint8)[:, None, None]) & 3
+    return planes.reshape(4 * rows, k)[:m].astype(np.int8) - 1
+
+
+def _quarter_codes(quarter: int):
+    """I2_S's reading for blocks of 4 * `quarter` elements."""
+    def codes(flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> np.ndarray:
+        m, k = shape
         body = flat[: m * k // 4].reshape(-1, 1, quarter)  # [block, group, p]: element group*quarter + p
         fields = (body >> np.array([6, 4, 2, 0], np.uint8)[:, None]) & 3
         return fields.reshape(m, k).astype(np.int8) - 1
-    if name in ("tq2_0", "tq1_0"):
-        return _tq_block_codes(name, flat.reshape(-1, TQ_BLOCKS[name][0])).reshape(m, k)
-    if name == "tl1":
-        return _tl1_codes(flat, shape, tiling)
-    return _tl2_codes(flat, shape, tiling)
+    return codes
+
+
+def _tq_codes(name: str):
+    def codes(flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> np.ndarray:
+        return _tq_block_codes(name, flat.reshape(-1, TQ_BLOCKS[name][0])).reshape(shape)
+    return codes
 
 
 def _tq_block_codes(name: str, blocks: np.ndarray) -> np.ndarray:
@@ -195,7 +229,7 @@ def _rows_in_order(tiles: np.ndarray) -> np.ndarray:
     return tiles[:, :, ROW_SWAP]
 
 
-def _tl1_codes(flat: np.ndarray, shape: tuple[int, int], t: Tiling) -> np.ndarray:
+def _tl1_codes(flat: np.ndarray, shape: tuple[int, int], t: Tiling | None) -> np.ndarray:
     """Stored order tm, tk, rb, kb, rg, kh, rj: row tm*BM + rb*bm + rg*16 + rj, column quad
     (tk*BK + kb*by + kh*4) / 4."""
     m, k = shape
@@ -205,7 +239,7 @@ def _tl1_codes(flat: np.ndarray, shape: tuple[int, int], t: Tiling) -> np.ndarra
     return PAIR_BYTE_CODES[quads].reshape(m, k)
 
 
-def _tl2_codes(flat: np.ndarray, shape: tuple[int, int], t: Tiling) -> np.ndarray:
+def _tl2_codes(flat: np.ndarray, shape: tuple[int, int], t: Tiling | None) -> np.ndarray:
     m, k = shape
     three_k, two_k, mags, signs = _tl2_parts(shape, t)
     codes = np.empty(shape, np.int8)
@@ -225,3 +259,40 @@ def _tl2_codes(flat: np.ndarray, shape: tuple[int, int], t: Tiling) -> np.ndarra
         quads = _rows_in_order(stored.transpose(0, 2, 4, 5, 1, 3)).reshape(m, two_k // 4)
         codes[:, three_k:] = PAIR_BYTE_CODES[quads].reshape(m, two_k)
     return codes
+
+
+# ---- the walks ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Walk:
+    """How the kernel reads one walk's bytes: beta, byte values to refuse, numpy codes."""
+
+    beta: Callable[[np.ndarray, tuple[int, int]], np.float32 | None]
+    problems: Callable[[np.ndarray, tuple[int, int], Tiling | None], list[ByteRun]]
+    codes: Callable[[np.ndarray, tuple[int, int], Tiling | None], np.ndarray]
+
+
+def _tq_beta(name: str):
+    return lambda flat, shape: _tq_common_d(name, flat, shape)
+
+
+# Walk name (a layout entry's `kernel`) -> its reading; the C walk number is in the entry.
+WALKS = {
+    "hf": Walk(_no_beta, _hf_problems, _hf_codes),
+    "i2_s": Walk(_after_codes, _quarter_problems, _quarter_codes(32)),
+    "i2_s_arm": Walk(_after_codes, _quarter_problems, _quarter_codes(16)),
+    "tq2_0": Walk(_tq_beta("tq2_0"), _tq2_problems, _tq_codes("tq2_0")),
+    "tq1_0": Walk(_tq_beta("tq1_0"), _tq1_problems, _tq_codes("tq1_0")),
+    "tl1": Walk(_after_codes, _tl1_problems, _tl1_codes),
+    "tl2": Walk(_last_slot, _tl2_problems, _tl2_codes),
+}
+
+
+def walk_of(walk: str) -> Walk:
+    """The walk called `walk`; UnknownLayout names the ones there are (nothing falls through)."""
+    found = WALKS.get(walk)
+    if found is None:
+        raise UnknownLayout(f"no kernel walk {walk!r}; walks: {', '.join(sorted(WALKS))} (or a layout entry's "
+                            "kernel='generic')")
+    return found

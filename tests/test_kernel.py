@@ -455,9 +455,9 @@ def test_products_release_the_gil():
     out_i = np.empty((64, 2048), np.int32)
     calls = {}
     for backend in COMPILED:
-        calls[(backend, "linear")] = partial(kernel._ext.linear, backend, "i2_s", matrix.codes_bytes,
+        calls[(backend, "linear")] = partial(kernel._ext.linear, backend, matrix.kernel_id, matrix.codes_bytes,
                                              2048, 2048, (), matrix.beta, x, out_y)
-        calls[(backend, "matmul_int")] = partial(kernel._ext.matmul_int, backend, "i2_s", matrix.codes_bytes,
+        calls[(backend, "matmul_int")] = partial(kernel._ext.matmul_int, backend, matrix.kernel_id, matrix.codes_bytes,
                                                  2048, 2048, (), q, out_i)
     assert_releases_gil(calls)
 

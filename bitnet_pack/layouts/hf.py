@@ -31,6 +31,11 @@ class HFPacked(Layout):
         type_size=1,
         scale="tensor:bf16",
         source="transformers integrations/bitnet.py pack_weights/unpack_weights",
+        outtype="hf-packed",
+        container="safetensors",
+        runtimes=("transformers",),
+        kernel="hf",
+        kernel_id=1,
     )
     embeds_scale = False
 

@@ -26,11 +26,11 @@ import numpy as np
 
 from .. import fastpath
 from ..errors import NotTernary
-from ..ggml_types import BITNET_CPP_FLAVOURS, i2s_nbytes, scale_slot, slot_beta
+from ..ggml_types import i2s_nbytes, scale_slot, slot_beta
 from ..ternary import TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
 
-I2S_TYPE_ID = BITNET_CPP_FLAVOURS["2025"]["I2_S"]  # 36 in every bitnet.cpp fork generation
+I2S_TYPE_ID = 36  # in every bitnet.cpp fork generation
 GROUPS = 4  # elements per byte
 # Group g of a block (elements g*B/4 ..) sits at bit shift 6 - 2g: the first group on top.
 SHIFTS = np.array([6, 4, 2, 0], dtype=np.uint8)
@@ -98,8 +98,14 @@ class I2S(_I2S):
         block_size=128,
         type_size=32,
         scale="tail:f32",
-        ggml_type=I2S_TYPE_ID,
         source="bitnet.cpp src/ggml-bitnet-mad.cpp quantize_i2_s (x86, QK_I2_S = 128)",
+        type_name="I2_S",
+        type_ids={"2025": I2S_TYPE_ID, "2026": I2S_TYPE_ID},
+        file_type=40,
+        runtimes=("bitnet.cpp",),
+        variant="x86",
+        kernel="i2_s",
+        kernel_id=0,
     )
 
 
@@ -109,6 +115,13 @@ class I2SArm(_I2S):
         block_size=64,
         type_size=16,
         scale="tail:f32",
-        ggml_type=I2S_TYPE_ID,
         source="bitnet.cpp src/ggml-bitnet-mad.cpp quantize_i2_s (ARM NEON since 112f853, QK_I2_S = 64)",
+        type_name="I2_S",
+        type_ids={"2025": I2S_TYPE_ID, "2026": I2S_TYPE_ID},
+        file_type=40,
+        runtimes=("bitnet.cpp",),
+        variant="arm",
+        type_default=False,
+        kernel="i2_s_arm",
+        kernel_id=2,
     )

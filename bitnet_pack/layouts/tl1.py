@@ -79,6 +79,10 @@ class TiledLayout(Layout):
         self.check_shape(shape)
         return self.size(*shape)
 
+    def file_nbytes(self, rows: int, cols: int) -> int:
+        """bitnet.cpp's size rule, whatever the tiling (a reader sizes tensors before tilings)."""
+        return self.size(rows, cols)
+
 
 class TL1(TiledLayout):
     spec = LayoutSpec(
@@ -86,8 +90,14 @@ class TL1(TiledLayout):
         block_size=4,
         type_size=1,
         scale="sidecar:f32",
-        ggml_type=38,
         source="microsoft/BitNet utils/convert-hf-to-gguf-bitnet.py preprocess_weights_tl1, codegen_tl1.py",
+        type_name="TL1",
+        type_ids={"2025": 38, "2026": 38},
+        file_type=38,
+        runtimes=("bitnet.cpp",),
+        tiled=True,
+        kernel="tl1",
+        kernel_id=5,
     )
     kind = "tl1"
 

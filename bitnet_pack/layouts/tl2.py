@@ -1,4 +1,4 @@
-"""`tl2`: bitnet.cpp's x86 lookup-table layout (GGML type 39; 42 in 2026 forks), tiled per shape.
+"""`tl2`: bitnet.cpp's x86 lookup-table layout (GGML type 39; 42 with `--type-ids 2026`), tiled per shape.
 
 K splits into a three-column part and a two-column remainder (three_k = K // BK * BK):
 
@@ -112,9 +112,15 @@ class TL2(TiledLayout):
         block_size=24,
         type_size=5,  # three part: 24 weights -> 4 magnitude bytes + 1 sign byte
         scale="sidecar:f32",
-        ggml_type=39,
         source="microsoft/BitNet utils/convert-hf-to-gguf-bitnet.py preprocess_weights_tl2, codegen_tl2.py; "
-        "type id 39 in the 2025 fork, 42 in 2026 forks (ggml_types.BITNET_CPP_FLAVOURS)",
+        "type id 39 in the 2025 fork, 42 in 2026 forks (upstream's MXFP4 took 39, microsoft/BitNet#631)",
+        type_name="TL2",
+        type_ids={"2025": 39, "2026": 42},
+        file_type=39,
+        runtimes=("bitnet.cpp",),
+        tiled=True,
+        kernel="tl2",
+        kernel_id=6,
     )
     kind = "tl2"
     size = staticmethod(tl2_nbytes)

@@ -139,8 +139,14 @@ class TQ2_0(_TQ):
         block_size=QK_K,
         type_size=GGML_QUANT_SIZES[GGMLQuantizationType.TQ2_0][1],  # 64 + 2
         scale="block:f16",
-        ggml_type=int(GGMLQuantizationType.TQ2_0),
         source="llama.cpp ggml-common.h block_tq2_0; gguf-py quants.py TQ2_0",
+        type_name="TQ2_0",
+        type_ids={"mainline": int(GGMLQuantizationType.TQ2_0)},
+        file_type=37,
+        runtimes=("llama.cpp", "bitnet.cpp"),
+        beta_rounding="fp16",
+        kernel="tq2_0",
+        kernel_id=3,
     )
 
     def _pack(self, trits: np.ndarray) -> np.ndarray:
@@ -184,8 +190,14 @@ class TQ1_0(_TQ):
         block_size=QK_K,
         type_size=GGML_QUANT_SIZES[GGMLQuantizationType.TQ1_0][1],  # 48 + 4 + 2
         scale="block:f16",
-        ggml_type=int(GGMLQuantizationType.TQ1_0),
         source="llama.cpp ggml-common.h block_tq1_0; gguf-py quants.py TQ1_0",
+        type_name="TQ1_0",
+        type_ids={"mainline": int(GGMLQuantizationType.TQ1_0)},
+        file_type=36,
+        runtimes=("llama.cpp", "bitnet.cpp"),
+        beta_rounding="fp16",
+        kernel="tq1_0",
+        kernel_id=4,
     )
 
     def _pack(self, trits: np.ndarray) -> np.ndarray:
