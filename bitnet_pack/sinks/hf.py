@@ -28,7 +28,7 @@ import numpy as np
 from .. import fastpath
 from ..arch import BITNET_2B4T, ONEBITLLM, Family
 from ..checkpoints import Checkpoint, Entry, Tensor
-from ..checkpoints.gguf import LOSSY_FLOAT_TYPES
+from ..checkpoints.gguf import is_lossy_float
 from ..checkpoints.hf import BETAS_KEY, master_bits
 from ..containers.safetensors import TensorPlan
 from ..containers.shards import ShardedWriter
@@ -65,7 +65,7 @@ def stored_scale(family: Family, beta: np.float32) -> np.float32:
 def stored_float_type(entry: Entry) -> str:
     """BF16, except for tensors dequantized from a GGUF block type (Q8_0, Q6_K, ...): F32 keeps
     exactly the values the GGUF held, where bf16 would round them a second time."""
-    return "F32" if entry.dtype in LOSSY_FLOAT_TYPES else "BF16"
+    return "F32" if is_lossy_float(entry.dtype) else "BF16"
 
 
 class HFSink(Sink):
