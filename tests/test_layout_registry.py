@@ -1,0 +1,196 @@
+"""The layout registry: a layout defined in this file alone (no project file touched) is
+written by `convert`, read by `inspect` and run by `verify` through the generic kernel walk;
+a name no layout answers to is refused everywhere, by name; a name is registered once; and
+other packages register layouts through the `bitnet_pack.layouts` entry-point group."""
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import bitnet_pack
+from bitnet_pack import kernel
+from bitnet_pack import layouts as registry
+from bitnet_pack.containers.gguf import GGUFFile
+from bitnet_pack.errors import DuplicateLayout, NotTernary, UnknownLayout, UnknownTensorType, UsageError
+from bitnet_pack.ggml_types import TypeTable
+from bitnet_pack.kernel_formats import walk_of
+from bitnet_pack.layouts import Layout, LayoutSpec, get_layout, layout_names
+from bitnet_pack.sinks.factory import outtype_spellings
+from bitnet_pack.ternary import TernaryWeight
+from bitnet_pack.testing import assert_layout_round_trips, layout_weights
+
+TOY_TYPE_ID = 250  # no runtime's id: the GGUF type tables learn it from the entry alone
+PROMPT = [1, 15, 27, 300, 42]
+
+
+def define_toy() -> type[Layout]:
+    """`toy2`: rows cut into 16-element blocks of 4 bytes, element i of a block at bits
+    2*(i % 4) of byte i // 4 (code = t + 1, the FIRST element in the LOW bits); after the
+    codes, beta as a little-endian f32 (so a tensor is M*K/4 + 4 bytes):
+
+        byte[4b + j]:  bit 7 6      | 5 4        | 3 2        | 1 0
+                           e[4j + 3] | e[4j + 2]  | e[4j + 1]  | e[4j]      of block b
+    """
+
+    class Toy2(Layout):
+        spec = LayoutSpec(name="toy2", block_size=16, type_size=4, scale="tail:f32", source="tests/test_layout_registry.py",
+                          aliases=("toy-two",), type_name="TOY2", type_ids={"mainline": TOY_TYPE_ID}, file_type=TOY_TYPE_ID,
+                          runtimes=("llama.cpp",), kernel="generic")
+
+        def nbytes(self, shape: tuple[int, int]) -> int:
+            self.check_shape(shape)
+            return shape[0] * shape[1] // 4 + 4
+
+        def encode(self, weight: TernaryWeight) -> np.ndarray:
+            self.check_shape(weight.shape)
+            codes = (weight.codes.astype(np.int16) + 1).astype(np.uint8).reshape(-1, 4)
+            body = codes[:, 0] | codes[:, 1] << 2 | codes[:, 2] << 4 | codes[:, 3] << 6
+            return np.concatenate([body, np.frombuffer(np.float32(weight.beta).astype("<f4").tobytes(), np.uint8)])
+
+        def decode(self, data: np.ndarray, shape: tuple[int, int], beta: float | None = None) -> TernaryWeight:
+            flat = self._check_blob(data, shape)
+            fields = (flat[:-4, None] >> np.array([0, 2, 4, 6], np.uint8)) & 3
+            if np.any(fields == 3):
+                raise NotTernary(f"{int(np.count_nonzero(fields == 3))} toy2 codes are 3")
+            codes = (fields.astype(np.int8) - 1).reshape(shape)
+            stored = np.frombuffer(flat[-4:].tobytes(), "<f4")[0]
+            self.check_given_beta(stored, beta)
+            return TernaryWeight(codes, self.read_beta(stored, codes))
+
+    return Toy2
+
+
+@pytest.fixture
+def toy():
+    """The toy layout, registered for one test and removed after it (other tests list layouts)."""
+    layout = get_layout(define_toy().spec.name)
+    yield layout
+    registry.unregister("toy2")
+
+
+def test_the_entry_feeds_every_table(toy):
+    assert get_layout("TOY-TWO") is toy and "toy2" in layout_names() and "toy2" in outtype_spellings()
+    table = TypeTable.for_target(None)
+    assert table.name(TOY_TYPE_ID) == "TOY2" and table.type_id("TOY2") == TOY_TYPE_ID
+    assert table.nbytes(TOY_TYPE_ID, (8, 32)) == 8 * 32 // 4 + 4
+    assert TypeTable.for_target("2025").name(TOY_TYPE_ID) is None  # listed under mainline only
+
+
+@settings(max_examples=25, deadline=None)
+@given(weight=layout_weights("i2_s", max_rows=16, max_cols=256))
+def test_toy_round_trips_and_generic_walk_multiplies(weight):
+    """Codes and beta back from the bytes; the generic walk's products equal i2_s's C walk."""
+    define_toy()
+    try:
+        blob = assert_layout_round_trips("toy2", weight)
+        toy_matrix = kernel.PackedMatrix.from_bytes("toy2", blob, weight.shape)
+        i2s = kernel.PackedMatrix.from_ternary(weight, "i2_s")
+        assert (toy_matrix.walk, toy_matrix.layout, toy_matrix.beta) == ("hf", "toy2", np.float32(weight.beta))
+        x = np.random.default_rng(weight.shape[0]).standard_normal((3, weight.shape[1])).astype(np.float32)
+        for backend in kernel.available_backends():
+            with kernel.use_backend(backend):
+                assert np.array_equal(kernel.ternary_linear(toy_matrix, x).view(np.uint32),
+                                      kernel.ternary_linear(i2s, x).view(np.uint32)), backend
+    finally:
+        registry.unregister("toy2")
+
+
+def test_generic_walk_refuses_bad_bytes_and_a_wrong_beta(toy):
+    weight = TernaryWeight(np.ones((2, 16), np.int8), np.float32(0.5))
+    blob = toy.encode(weight)
+    with pytest.raises(Exception, match="carry beta 0.5"):
+        kernel.PackedMatrix("toy2", blob, (2, 16), 0.25)
+    bad = blob.copy()
+    bad[0] = 0xFF
+    with pytest.raises(NotTernary, match="4 toy2 codes are 3"):
+        kernel.PackedMatrix.from_bytes("toy2", bad, (2, 16))
+
+
+def test_convert_inspect_verify_a_toy_layout(toy, tiny_a: Path, tmp_path: Path):
+    """The whole path, from the entry alone: convert writes TOY2 tensors (type id 250, the
+    entry's file type), inspect reads them back by that id, verify runs them and the
+    source with bit-identical logits."""
+    out = tmp_path / "tiny-a-toy2.gguf"
+    report = bitnet_pack.convert(tiny_a / "tiny-a-packed", out, outtype="toy-two", embedding_type="bf16")
+    assert report.outtype == "toy2" and out.is_file()
+    seen = bitnet_pack.inspect(out)
+    assert seen.layout == "toy2"
+    dtypes = {t.dtype for t in seen.tensors if t.layout == "toy2"}
+    assert dtypes == {"TOY2"} and sum(t.layout == "toy2" for t in seen.tensors) == 14
+    with GGUFFile(out) as file:
+        assert file.get("general.file_type") == TOY_TYPE_ID and file.get("general.architecture") == "bitnet"
+    verdict = bitnet_pack.verify(tiny_a / "tiny-a-packed", out, ids=PROMPT, tokens=4)
+    assert verdict.identical and verdict.ok, verdict.summary()
+
+    registry.unregister("toy2")  # the file now holds a type id nothing knows: refused by number
+    with pytest.raises(UnknownTensorType, match=f"type id {TOY_TYPE_ID} is unknown"):
+        bitnet_pack.inspect(out)
+    define_toy()  # for the fixture's teardown
+
+
+def test_an_unknown_layout_is_refused_by_name(tiny_a: Path, tmp_path: Path):
+    with pytest.raises(UnknownLayout, match="unknown layout 'toy9'; known: hf, i2_s"):
+        get_layout("toy9")
+    with pytest.raises(UnknownLayout, match="unknown --outtype 'toy9'"):
+        bitnet_pack.convert(tiny_a / "tiny-a-packed", tmp_path / "x.gguf", outtype="toy9")
+    with pytest.raises(UnknownLayout, match="unknown layout 'toy9'"):
+        kernel.PackedMatrix("toy9", np.zeros(36, np.uint8), (4, 32), 1.0)
+    with pytest.raises(UnknownLayout, match="no kernel walk 'toy9'; walks: hf, i2_s"):
+        walk_of("toy9")
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_a_name_is_registered_once(toy):
+    with pytest.raises(DuplicateLayout, match="takes the name 'toy-two' of layout 'toy2'"):
+        class Again(Layout):
+            spec = LayoutSpec(name="toy3", block_size=16, type_size=4, scale="tail:f32", aliases=("toy_two",),
+                              container="safetensors")
+    with pytest.raises(DuplicateLayout, match="takes the name 'i2-s'"):
+        class Clash(Layout):
+            spec = LayoutSpec(name="I2_S", block_size=16, type_size=4, scale="tail:f32", container="safetensors")
+    assert "toy3" not in layout_names() and get_layout("i2_s").spec.block_size == 128
+
+
+def test_an_entry_must_be_complete():
+    with pytest.raises(UsageError, match="give type_name and type_ids"):
+        LayoutSpec(name="toy4", block_size=16, type_size=4, scale="tail:f32")
+    with pytest.raises(UsageError, match="kernel walk 'i2_s' but no kernel_id"):
+        LayoutSpec(name="toy4", block_size=16, type_size=4, scale="tail:f32", container="safetensors", kernel="i2_s")
+    with pytest.raises(UsageError, match="beta_rounding must be one of"):
+        LayoutSpec(name="toy4", block_size=16, type_size=4, scale="tail:f32", container="safetensors",
+                   beta_rounding="fp8")
+
+
+def test_other_packages_register_through_the_entry_point_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A module named by an entry point in `bitnet_pack.layouts` is imported on the registry's
+    first use (not before), and its layouts are there."""
+    (tmp_path / "toy_plugin.py").write_text(textwrap.dedent("""
+        from bitnet_pack.layouts import Layout, LayoutSpec
+
+        class Plugged(Layout):
+            spec = LayoutSpec(name="plugged", block_size=1, type_size=1, scale="tensor:bf16",
+                              container="safetensors")
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    point = importlib.metadata.EntryPoint(name="plugged", value="toy_plugin", group=registry.ENTRY_POINT_GROUP)
+    asked = []
+
+    def entry_points(*, group: str):
+        asked.append(group)
+        return [point] if group == registry.ENTRY_POINT_GROUP else []
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(registry, "_loaded", False)
+    assert "toy_plugin" not in sys.modules and not asked
+    try:
+        assert get_layout("plugged").spec.container == "safetensors"
+        assert asked == [registry.ENTRY_POINT_GROUP]
+    finally:
+        registry.unregister("plugged")
+        sys.modules.pop("toy_plugin", None)
