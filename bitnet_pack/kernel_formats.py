@@ -290,9 +290,16 @@ WALKS = {
 
 
 def walk_of(walk: str) -> Walk:
-    """The walk called `walk`; UnknownLayout names the ones there are (nothing falls through)."""
+    """The walk called `walk`: a built-in one, or the `kernel_walk` a registered layout whose
+    entry names `walk` brings along with its C tile. UnknownLayout names the ones there are
+    (nothing falls through)."""
     found = WALKS.get(walk)
     if found is None:
-        raise UnknownLayout(f"no kernel walk {walk!r}; walks: {', '.join(sorted(WALKS))} (or a layout entry's "
-                            "kernel='generic')")
+        from .layouts import layouts
+
+        brought = {lay.spec.kernel: lay.kernel_walk for lay in layouts() if lay.kernel_walk is not None}
+        found = brought.get(walk)
+        if found is None:
+            raise UnknownLayout(f"no kernel walk {walk!r}; walks: {', '.join(sorted({*WALKS, *brought}))} "
+                                "(or a layout entry's kernel='generic')")
     return found

@@ -194,3 +194,29 @@ def test_other_packages_register_through_the_entry_point_group(tmp_path: Path, m
     finally:
         registry.unregister("plugged")
         sys.modules.pop("toy_plugin", None)
+
+
+def test_a_layout_brings_its_own_walk():
+    """A layout with a C tile declares its walk name and C number in the entry and its Python
+    reading (`kernel_walk`) beside its codec: here I2_S's bytes under another name and type."""
+    from bitnet_pack.layouts.i2s import I2S
+
+    class Quarters(I2S):
+        spec = LayoutSpec(name="quarters", block_size=128, type_size=32, scale="tail:f32", type_name="QUARTERS",
+                          type_ids={"mainline": TOY_TYPE_ID + 1}, runtimes=("llama.cpp",), kernel="quarters",
+                          kernel_id=get_layout("i2_s").spec.kernel_id)
+        kernel_walk = walk_of("i2_s")
+
+    try:
+        weight = TernaryWeight(np.random.default_rng(3).integers(-1, 2, (8, 256)).astype(np.int8), np.float32(0.75))
+        matrix = kernel.PackedMatrix.from_ternary(weight, "quarters")
+        assert (matrix.walk, matrix.beta) == ("quarters", np.float32(0.75))
+        assert np.array_equal(matrix.codes(), weight.codes)
+        q = np.random.default_rng(4).integers(-128, 128, (2, 256)).astype(np.int8)
+        for backend in kernel.available_backends():
+            with kernel.use_backend(backend):
+                assert np.array_equal(kernel.ternary_matmul_int(matrix, q), q.astype(np.int32) @ weight.codes.T)
+    finally:
+        registry.unregister("quarters")
+    with pytest.raises(UnknownLayout, match="no kernel walk 'quarters'"):
+        walk_of("quarters")

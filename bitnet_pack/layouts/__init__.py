@@ -108,6 +108,9 @@ class Layout:
 
     spec: ClassVar[LayoutSpec]
     embeds_scale: ClassVar[bool] = True
+    # How the kernel reads the bytes of a layout with a C tile of its own that no built-in walk
+    # describes: a `kernel_formats.Walk` (beta, byte runs to refuse, numpy codes) for spec.kernel.
+    kernel_walk: ClassVar[object | None] = None
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

@@ -43,6 +43,8 @@ D_BYTES = 2
 class _TQ(Layout):
     """What TQ1_0 and TQ2_0 share: 256-element blocks of codes followed by fp16 d."""
 
+    fast_kind = ""  # the compiled block coder (fastpath.tq_encode / tq_decode): "tq1" / "tq2"
+
     def encode(self, weight: TernaryWeight, *, lossy: bool = False) -> np.ndarray:
         """The GGUF tensor bytes: per block, the packed codes then d (flat uint8)."""
         self.check_shape(weight.shape)
@@ -67,14 +69,14 @@ class _TQ(Layout):
             d = self._fp16_scale(np.float32(weight.beta), lossy)
         except (NonFiniteWeight, ScaleNotRepresentable):
             return None
-        return fastpath.tq_encode(self.name, weight, d)
+        return fastpath.tq_encode(self.fast_kind, self.spec.type_size, weight, d)
 
     def decode(self, data: np.ndarray, shape: tuple[int, int], beta: float | None = None) -> TernaryWeight:
         """Codes, and beta = the common d of the non-zero blocks (or `beta=`, else ZERO_BETA,
         when every block is zero). Blocks that disagree on d are not one ternary tensor; a d
         that is NaN, Inf, zero or negative is refused."""
         flat = self._check_blob(data, shape)
-        fast = fastpath.tq_decode(self.name, flat, shape)
+        fast = fastpath.tq_decode(self.fast_kind, self.spec.type_size, flat, shape)
         if fast is not None:
             codes, d_bits = fast
             found = None if d_bits is None else np.float32(np.uint16(d_bits).view(np.float16))
@@ -134,6 +136,7 @@ class _TQ(Layout):
 
 
 class TQ2_0(_TQ):
+    fast_kind = "tq2"
     spec = LayoutSpec(
         name="tq2_0",
         block_size=QK_K,
@@ -185,6 +188,7 @@ def _base3(groups: np.ndarray) -> np.ndarray:
 
 
 class TQ1_0(_TQ):
+    fast_kind = "tq1"
     spec = LayoutSpec(
         name="tq1_0",
         block_size=QK_K,
