@@ -35,8 +35,8 @@ INI = click.Path(path_type=Path, dir_okay=False)
               help="[TL1/TL2 GGUF SRC] kernel_config.ini with its tilings (default: its metadata, else "
                    "<stem>.kernel_config.ini beside it).")
 @click.option("--target", type=click.Choice(["bitnet.cpp", "llama.cpp"]), default=None,
-              help="[GGUF OUT] Runtime: sets the architecture name and keys. Default: bitnet.cpp for "
-                   "i2_s/tl1/tl2, llama.cpp otherwise.")
+              help="[GGUF OUT] Runtime: sets the architecture name and keys. Default: the first runtime "
+                   "the layout's entry lists (bitnet.cpp for its own types), llama.cpp for floats.")
 @click.option("--arch", default=None, help="[GGUF OUT] Architecture name (bitnet.cpp: bitnet-b1.58 or bitnet-25).")
 @click.option("--type-ids", type=click.Choice(["2025", "2026"]), default=None,
               help="[GGUF OUT] bitnet.cpp type-id generation: TL2 is 39 up to mid-2025 (default), 42 after.")
