@@ -27,6 +27,7 @@ import numpy as np
 from .. import fastpath
 from ..errors import NotTernary
 from ..ggml_types import i2s_nbytes, scale_slot, slot_beta
+from ..kernel_formats import FIELD_IS_3, ByteRun, Walk, beta_after_codes
 from ..ternary import TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
 
@@ -34,6 +35,21 @@ I2S_TYPE_ID = 36  # in every bitnet.cpp fork generation
 GROUPS = 4  # elements per byte
 # Group g of a block (elements g*B/4 ..) sits at bit shift 6 - 2g: the first group on top.
 SHIFTS = np.array([6, 4, 2, 0], dtype=np.uint8)
+
+
+def _kernel_problems(flat: np.ndarray, shape: tuple[int, int], tiling: object) -> list[ByteRun]:
+    return [ByteRun("codes are 3", 0, 1, shape[0] * shape[1] // 4, 0, FIELD_IS_3, "field3")]
+
+
+def _kernel_walk(quarter: int) -> Walk:
+    """The kernel's reading of blocks of 4 * `quarter` elements: element g*quarter + p of a
+    block at bits 6-2g of its byte p; f32 beta after the codes."""
+    def codes(flat: np.ndarray, shape: tuple[int, int], tiling: object) -> np.ndarray:
+        m, k = shape
+        body = flat[: m * k // 4].reshape(-1, 1, quarter)  # [block, group, p]
+        fields = (body >> np.array([6, 4, 2, 0], np.uint8)[:, None]) & 3
+        return fields.reshape(m, k).astype(np.int8) - 1
+    return Walk(beta_after_codes, _kernel_problems, codes)
 
 
 class _I2S(Layout):
@@ -93,6 +109,7 @@ class _I2S(Layout):
 
 
 class I2S(_I2S):
+    kernel_walk = _kernel_walk(32)
     spec = LayoutSpec(
         name="i2_s",
         block_size=128,
@@ -110,6 +127,7 @@ class I2S(_I2S):
 
 
 class I2SArm(_I2S):
+    kernel_walk = _kernel_walk(16)
     spec = LayoutSpec(
         name="i2_s_arm",
         block_size=64,

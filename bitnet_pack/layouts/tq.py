@@ -32,6 +32,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from .. import fastpath
 from ..errors import NonFiniteWeight, NotTernary, ScaleNotRepresentable
+from ..kernel_formats import FIELD_IS_3, ByteRun, Walk, byte_table, common_block_scale
 from ..ternary import ZERO_BETA, TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
 
@@ -135,8 +136,31 @@ class _TQ(Layout):
         raise NotImplementedError
 
 
+def _tq_walk(name: str, block_bytes: int, block_codes, problems) -> Walk:
+    """The kernel's reading of TQ bytes: per 256 elements the code bytes, then fp16 d (not read
+    by the C; its one non-zero value is the tensor's beta, see kernel_formats)."""
+    def beta(flat: np.ndarray, shape: tuple[int, int]) -> np.float32:
+        return common_block_scale(name, flat.reshape(-1, block_bytes), block_bytes - D_BYTES, block_codes, shape)
+
+    def codes(flat: np.ndarray, shape: tuple[int, int], tiling: object) -> np.ndarray:
+        return block_codes(flat.reshape(-1, block_bytes)).reshape(shape)
+    return Walk(beta, problems, codes)
+
+
+def _tq2_kernel_codes(blocks: np.ndarray) -> np.ndarray:
+    """int8 codes [n, 256]: element 128h + 32n + m at bits 2n of byte 32h + m."""
+    n = blocks.shape[0]
+    qs = blocks[:, :64].reshape(n, 2, 1, 32)  # [block, h, n, m]
+    return (((qs >> np.array([0, 2, 4, 6], np.uint8)[:, None]) & 3).reshape(n, 256)).astype(np.int8) - 1
+
+
+def _tq2_problems(flat: np.ndarray, shape: tuple[int, int], tiling: object) -> list[ByteRun]:
+    return [ByteRun("codes are 3", 0, shape[0] * shape[1] // QK_K, 64, 66, FIELD_IS_3, "field3")]
+
+
 class TQ2_0(_TQ):
     fast_kind = "tq2"
+    kernel_walk = _tq_walk("tq2_0", 66, _tq2_kernel_codes, _tq2_problems)
     spec = LayoutSpec(
         name="tq2_0",
         block_size=QK_K,
@@ -187,8 +211,34 @@ def _base3(groups: np.ndarray) -> np.ndarray:
     return value
 
 
+# The kernel's own tables: a byte holds v (five trits, 0..242) as ceil(v * 256 / 243); qh's
+# fifth trit is 0.
+_KERNEL_TRIT_BYTES = (np.arange(243) * 256 + 242) // 243
+TQ1_QS_BAD = byte_table(~np.isin(np.arange(256), _KERNEL_TRIT_BYTES))
+TQ1_QH_BAD = byte_table(~np.isin(np.arange(256), _KERNEL_TRIT_BYTES[::3]))
+
+
+def _tq1_kernel_codes(blocks: np.ndarray) -> np.ndarray:
+    """int8 codes [n, 256] of 48 + 4 base-3 bytes (5 / 4 trits, the first most significant)."""
+    n = blocks.shape[0]
+    pow3 = np.array([1, 3, 9, 27, 81], np.uint16)
+    trits = ((blocks[:, :52, None].astype(np.uint16) * pow3) & 255) * 3 >> 8  # [block, byte, n]
+    codes = np.empty((n, 256), np.int8)
+    codes[:, :160] = trits[:, :32].transpose(0, 2, 1).reshape(n, 160)      # m + 32n
+    codes[:, 160:240] = trits[:, 32:48].transpose(0, 2, 1).reshape(n, 80)  # 160 + m + 16n
+    codes[:, 240:] = trits[:, 48:52, :4].transpose(0, 2, 1).reshape(n, 16)  # 240 + j + 4n
+    return codes - 1
+
+
+def _tq1_problems(flat: np.ndarray, shape: tuple[int, int], tiling: object) -> list[ByteRun]:
+    nblocks = shape[0] * shape[1] // QK_K
+    return [ByteRun("bytes are no base-3 trits", 0, nblocks, 48, 54, TQ1_QS_BAD),
+            ByteRun("qh bytes are no base-3 trits", 48, nblocks, 4, 54, TQ1_QH_BAD)]
+
+
 class TQ1_0(_TQ):
     fast_kind = "tq1"
+    kernel_walk = _tq_walk("tq1_0", 54, _tq1_kernel_codes, _tq1_problems)
     spec = LayoutSpec(
         name="tq1_0",
         block_size=QK_K,
