@@ -6,7 +6,7 @@
     acc  = sum_k t[m, k] * q[k]                 (exact int32)
     y[m] = float32(acc) / s * beta              (float32, in this order)
 
-A layout with a C walk of its own (its entry's `kernel`, e.g. i2_s, tq2_0, tl2) is read as
+A layout with a C walk of its own (its entry's `kernel` and `kernel_id`) is read as
 stored: `PackedMatrix` holds a tensor's own bytes, often a read-only view of a mapped file,
 and the kernel walks them; nothing is decoded or re-encoded. `kernel_formats.py` describes
 each walk's bytes, where beta is (TQ: the blocks' one non-zero d) and which byte values are
@@ -131,7 +131,7 @@ def num_threads() -> int:
 class PackedMatrix:
     """A weight as a layout stores it, which the kernel multiplies from directly: `data` is the
     tensor's bytes (flat uint8; hf: uint8 [ceil(M/4), K]), possibly a read-only view of a
-    mapped file; `tiling` is the (BM, BK, bm) of TL1/TL2 bytes. See kernel_formats.py.
+    mapped file; `tiling` is the (BM, BK, bm) of a tiled layout's bytes. See kernel_formats.py.
     `walk` / `kernel_id` are the kernel walk the layout's entry names (a generic layout's:
     hf's, over `codes_bytes` encoded from its decoded codes)."""
 

@@ -87,12 +87,12 @@ class Walk:
 
 
 def beta_after_codes(flat: np.ndarray, shape: tuple[int, int]) -> np.float32:
-    """f32 beta right after M*K/4 code bytes (I2_S, TL1)."""
+    """f32 beta right after M*K/4 code bytes (bitnet.cpp's 2-bit types)."""
     return slot_beta(flat[shape[0] * shape[1] // 4:])
 
 
 def beta_in_last_slot(flat: np.ndarray, shape: tuple[int, int]) -> np.float32:
-    """f32 beta at the start of the last 32 bytes (TL2, after its zero padding)."""
+    """f32 beta at the start of the last 32 bytes (after a layout's zero padding)."""
     return slot_beta(flat[-SLOT_BYTES:])
 
 

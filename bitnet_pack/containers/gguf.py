@@ -12,7 +12,7 @@ and take only the constants (value types, key names, magic, version) from gguf-p
 Values read back: scalars as Python int/float/bool/str; numeric and bool arrays always as
 1-D numpy arrays (little-endian, copied out of the map); string arrays as lists of str;
 arrays of arrays as lists of `KVField`. Tensor nbytes come from `ggml_types.TypeTable`, so
-bitnet.cpp's TL1/TL2 tensors include their 32-byte `_scale` slot.
+bitnet.cpp's own types include their 32-byte scale slot (the layout entries' sizes).
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ class GGUFFile:
         named = arch is not None and arch.vtype == GGUFValueType.STRING
         if named and arch.value in BITNET_CPP_ARCHS:
             return TypeTable.for_target("2025")
-        # bitnet.cpp writes 1bitLLM as `bitnet` and Llama-style BitNet as `llama`: its I2_S/TL
+        # bitnet.cpp writes 1bitLLM as `bitnet` and Llama-style BitNet as `llama`: its own
         # file types say which table (mainline's 38 is MXFP4_MOE, never a BitNet family)
         file_type = kv.get(Keys.General.FILE_TYPE)
         bitnet_cpp = (named and arch.value in ("bitnet", "llama") and file_type is not None

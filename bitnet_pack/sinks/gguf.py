@@ -1,4 +1,5 @@
-"""GGUF files out, for bitnet.cpp (I2_S, TL1, TL2) or mainline llama.cpp (TQ1_0, TQ2_0).
+"""GGUF files out, in a registered GGUF layout (its entry says which runtimes load it, with
+which type ids and file type) or in floats.
 
 Tensor types: projections in the chosen layout (or t*beta in F16/BF16/F32 for float
 outtypes); `token_embd` F16 by default (what llama-quantize and llama.cpp's converter pick);
@@ -203,7 +204,7 @@ class GGUFSink(Sink):
 
     def _note_rounding(self, beta: np.float32) -> bool:
         """A layout whose entry declares `beta_rounding` (TQ: fp16) keeps beta exactly for bf16
-        scales (packed sources) and rounds the fp32 scales of masters and bitnet.cpp's I2_S.
+        scales (packed sources) and rounds the fp32 scales of masters and bitnet.cpp's files.
         Say how much, once, at the end."""
         rounded = self.layout.rounded_beta(beta)
         if rounded == beta:
