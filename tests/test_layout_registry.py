@@ -5,6 +5,7 @@ other packages register layouts through the `bitnet_pack.layouts` entry-point gr
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -21,7 +22,9 @@ from bitnet_pack.errors import DuplicateLayout, NotTernary, UnknownLayout, Unkno
 from bitnet_pack.ggml_types import TypeTable
 from bitnet_pack.kernel_formats import walk_of
 from bitnet_pack.layouts import Layout, LayoutSpec, get_layout, layout_names
+from bitnet_pack.naming import default_name, strip_type_suffix
 from bitnet_pack.sinks.factory import outtype_spellings
+from bitnet_pack.sinks.gguf import GGUFSink, default_target
 from bitnet_pack.ternary import TernaryWeight
 from bitnet_pack.testing import assert_layout_round_trips, layout_weights
 
@@ -80,6 +83,21 @@ def test_the_entry_feeds_every_table(toy):
     assert table.name(TOY_TYPE_ID) == "TOY2" and table.type_id("TOY2") == TOY_TYPE_ID
     assert table.nbytes(TOY_TYPE_ID, (8, 32)) == 8 * 32 // 4 + 4
     assert TypeTable.for_target("2025").name(TOY_TYPE_ID) is None  # listed under mainline only
+    assert strip_type_suffix("tiny-model-TOY2") == strip_type_suffix("tiny-model-toy-two") == "tiny-model"
+    assert default_name("tiny-model", 2 * 10**6, "toy2") == default_name("tiny-model", 2 * 10**6, "tq2_0").replace("TQ2_0", "TOY2")
+    assert default_name("tiny-model", 2 * 10**6, "toy2").endswith("-TOY2.gguf")
+    assert default_target("toy2") == "llama.cpp"
+    with pytest.raises(UsageError, match="--outtype toy2 runs only in llama.cpp; bitnet.cpp takes i2_s, "):
+        GGUFSink(Path("x.gguf"), "toy2", target="bitnet.cpp")
+
+
+def test_every_c_walk_number_belongs_to_one_walk():
+    """The entries' kernel_id are the C's BP_LAYOUT_* numbers, one walk each, none unused."""
+    header = (Path(__file__).parents[1] / "kernels" / "bitnet_kernels.h").read_text()
+    defined = sorted(int(n) for n in re.findall(r"#define BP_LAYOUT_\w+ (\d+)", header))
+    walks = {layout.spec.kernel: layout.spec.kernel_id for layout in registry.layouts()
+             if layout.spec.kernel != "generic"}
+    assert sorted(walks.values()) == defined and len(set(walks.values())) == len(walks)
 
 
 @settings(max_examples=25, deadline=None)
