@@ -42,13 +42,10 @@ def define_toy() -> type[Layout]:
     """
 
     class Toy2(Layout):
-        spec = LayoutSpec(name="toy2", block_size=16, type_size=4, scale="tail:f32", source="tests/test_layout_registry.py",
+        spec = LayoutSpec(name="toy2", block_size=16, type_size=4, tail_bytes=4, scale="tail:f32",
+                          source="tests/test_layout_registry.py",
                           aliases=("toy-two",), type_name="TOY2", type_ids={"mainline": TOY_TYPE_ID}, file_type=TOY_TYPE_ID,
                           runtimes=("llama.cpp",), kernel="generic")
-
-        def nbytes(self, shape: tuple[int, int]) -> int:
-            self.check_shape(shape)
-            return shape[0] * shape[1] // 4 + 4
 
         def encode(self, weight: TernaryWeight) -> np.ndarray:
             self.check_shape(weight.shape)
@@ -220,7 +217,8 @@ def test_a_layout_brings_its_own_walk():
     from bitnet_pack.layouts.i2s import I2S
 
     class Quarters(I2S):
-        spec = LayoutSpec(name="quarters", block_size=128, type_size=32, scale="tail:f32", type_name="QUARTERS",
+        spec = LayoutSpec(name="quarters", block_size=128, type_size=32, tail_bytes=32, scale="tail:f32",
+                          type_name="QUARTERS",
                           type_ids={"mainline": TOY_TYPE_ID + 1}, runtimes=("llama.cpp",), kernel="quarters",
                           kernel_id=get_layout("i2_s").spec.kernel_id)
         kernel_walk = walk_of("i2_s")

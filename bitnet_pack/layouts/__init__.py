@@ -41,6 +41,8 @@ class LayoutSpec:
     type_size: int
     scale: str  # where beta lives: "tensor:bf16" (separate tensor), "tail:f32", "block:f16", "sidecar:f32"
     source: str = ""  # where the byte format is defined (peer file, function)
+    row_bytes: int = 0  # bytes of per-row metadata before each row's blocks (e.g. a row scale)
+    tail_bytes: int = 0  # bytes after all rows (e.g. I2_S's 32-byte scale slot)
     outtype: str | None = None  # the --outtype that writes it, when not `name` ("hf" -> "hf-packed")
     aliases: tuple[str, ...] = ()  # further names get_layout accepts
     container: str = "gguf"  # "gguf" (a tensor type in a .gguf file) or "safetensors" (a directory)
@@ -131,9 +133,11 @@ class Layout:
                              f"cross a row), got in_features {shape[1]} (shape {list(shape)})", tensor=tensor)
 
     def nbytes(self, shape: tuple[int, int]) -> int:
-        """Bytes `encode` produces for a weight of `shape` (scale included if embedded)."""
+        """Bytes `encode` produces for a weight of `shape` (scale included if embedded):
+        per row `row_bytes` + in/block_size blocks of `type_size`, then `tail_bytes`."""
         self.check_shape(shape)
-        return shape[0] * shape[1] // self.spec.block_size * self.spec.type_size
+        spec = self.spec
+        return shape[0] * (spec.row_bytes + shape[1] // spec.block_size * spec.type_size) + spec.tail_bytes
 
     def rounded_beta(self, beta: float) -> np.float32:
         """beta as the bytes keep it (`spec.beta_rounding`; unchanged when it is "")."""

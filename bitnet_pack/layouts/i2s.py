@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import fastpath
 from ..errors import NotTernary
-from ..ggml_types import i2s_nbytes, scale_slot, slot_beta
+from ..ggml_types import scale_slot, slot_beta
 from ..kernel_formats import FIELD_IS_3, ByteRun, Walk, beta_after_codes
 from ..ternary import TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
@@ -54,10 +54,6 @@ def _kernel_walk(quarter: int) -> Walk:
 
 class _I2S(Layout):
     """The I2_S family; subclasses only choose the block size."""
-
-    def nbytes(self, shape: tuple[int, int]) -> int:
-        self.check_shape(shape)
-        return i2s_nbytes(shape[0], shape[1])
 
     def encode(self, weight: TernaryWeight) -> np.ndarray:
         """M*K/4 code bytes, f32 beta, 28 zero bytes (flat uint8, `nbytes(shape)` long)."""
@@ -114,6 +110,7 @@ class I2S(_I2S):
         name="i2_s",
         block_size=128,
         type_size=32,
+        tail_bytes=32,
         scale="tail:f32",
         source="bitnet.cpp src/ggml-bitnet-mad.cpp quantize_i2_s (x86, QK_I2_S = 128)",
         type_name="I2_S",
@@ -132,6 +129,7 @@ class I2SArm(_I2S):
         name="i2_s_arm",
         block_size=64,
         type_size=16,
+        tail_bytes=32,
         scale="tail:f32",
         source="bitnet.cpp src/ggml-bitnet-mad.cpp quantize_i2_s (ARM NEON since 112f853, QK_I2_S = 64)",
         type_name="I2_S",

@@ -115,6 +115,7 @@ class TL1(TiledLayout):
         name="tl1",
         block_size=4,
         type_size=1,
+        tail_bytes=32,  # (tiled: bytes depend on the tiling, the size does not)
         scale="sidecar:f32",
         source="microsoft/BitNet utils/convert-hf-to-gguf-bitnet.py preprocess_weights_tl1, codegen_tl1.py",
         type_name="TL1",
