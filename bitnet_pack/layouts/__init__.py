@@ -272,21 +272,27 @@ def layout_of_type(type_name: str, *, variant: str | None = None, recorded: str 
 
 
 _loaded = False
+_loading = False
 
 
 def _load_all() -> None:
     """Import every module of this package (each layout registers itself), then the layouts
-    other packages declare in the `bitnet_pack.layouts` entry-point group; once, lazily."""
-    global _loaded
-    if _loaded:
+    other packages declare in the `bitnet_pack.layouts` entry-point group; once, lazily (a
+    failed import is raised, and tried again on the next lookup)."""
+    global _loaded, _loading
+    if _loaded or _loading:
         return
-    _loaded = True
     from importlib import import_module
     from pkgutil import iter_modules
 
-    for module in sorted(m.name for m in iter_modules(__path__)):
-        import_module(f"{__name__}.{module}")
-    _load_entry_points()
+    _loading = True
+    try:
+        for module in sorted(m.name for m in iter_modules(__path__)):
+            import_module(f"{__name__}.{module}")
+        _load_entry_points()
+        _loaded = True
+    finally:
+        _loading = False
 
 
 def _load_entry_points() -> None:
