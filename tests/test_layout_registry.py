@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 
 import bitnet_pack
 from bitnet_pack import kernel
 from bitnet_pack import layouts as registry
+from bitnet_pack.cli import main
 from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.errors import DuplicateLayout, NotTernary, UnknownLayout, UnknownTensorType, UsageError
 from bitnet_pack.ggml_types import TypeTable
@@ -142,6 +144,12 @@ def test_convert_inspect_verify_a_toy_layout(toy, tiny_a: Path, tmp_path: Path):
         assert file.get("general.file_type") == TOY_TYPE_ID and file.get("general.architecture") == "bitnet"
     verdict = bitnet_pack.verify(tiny_a / "tiny-a-packed", out, ids=PROMPT, tokens=4)
     assert verdict.identical and verdict.ok, verdict.summary()
+    i2s = bitnet_pack.convert(tiny_a / "tiny-a-packed", tmp_path / "tiny-a-i2_s.gguf", outtype="i2_s",
+                              embedding_type="bf16").output
+    texts = [CliRunner().invoke(main, ["generate", str(path), "--prompt", "Hello", "--tokens", "3", "--json"])
+             for path in (out, i2s)]  # the same GGUF tokenizer, the same greedy tokens
+    assert [t.exit_code for t in texts] == [0, 0] and texts[0].stdout == texts[1].stdout.replace(
+        str(i2s), str(out)), (texts[0].stdout, texts[1].stdout)
 
     registry.unregister("toy2")  # the file now holds a type id nothing knows: refused by number
     with pytest.raises(UnknownTensorType, match=f"type id {TOY_TYPE_ID} is unknown"):
