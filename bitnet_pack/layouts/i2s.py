@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import fastpath
 from ..errors import NotTernary
-from ..ggml_types import scale_slot, slot_beta
+from ..ggml_types import i2s_nbytes, scale_slot, slot_beta
 from ..kernel_formats import FIELD_IS_3, ByteRun, Walk, beta_after_codes
 from ..ternary import TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
@@ -54,6 +54,11 @@ def _kernel_walk(quarter: int) -> Walk:
 
 class _I2S(Layout):
     """The I2_S family; subclasses only choose the block size."""
+
+    def file_nbytes(self, rows: int, cols: int) -> int:
+        """bitnet.cpp's size rule (its ggml_nbytes), whatever the blocks: a reader sizes a tensor
+        before its shape is checked against the model's."""
+        return i2s_nbytes(rows, cols)
 
     def encode(self, weight: TernaryWeight) -> np.ndarray:
         """M*K/4 code bytes, f32 beta, 28 zero bytes (flat uint8, `nbytes(shape)` long)."""
