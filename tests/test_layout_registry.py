@@ -167,6 +167,8 @@ def test_an_unknown_layout_is_refused_by_name(tiny_a: Path, tmp_path: Path):
     with pytest.raises(UnknownLayout, match="no kernel walk 'toy9'; walks: hf, i2_s"):
         walk_of("toy9")
     assert not (tmp_path / "x.gguf").exists()
+    with pytest.raises(UnknownLayout, match="unknown variant 'riscv'; known: x86, arm"):
+        bitnet_pack.inspect(tiny_a / "tiny-a-i2_s.gguf", i2s_variant="riscv")
 
 
 def test_a_name_is_registered_once(toy):

@@ -23,7 +23,7 @@ from ..errors import DuplicateLayout, FormatError, ShapeError, UnknownLayout, Us
 from ..ternary import TernaryWeight, stored_beta
 
 __all__ = ["ENTRY_POINT_GROUP", "Layout", "LayoutSpec", "find_layout", "get_layout", "layout_names", "layouts",
-           "layout_of_type", "layouts_of_type", "normalize_name", "outtype_of", "register", "unregister"]
+           "layout_of_type", "layouts_of_type", "normalize_name", "outtype_of", "register", "unregister", "variants"]
 
 
 @dataclass(frozen=True)
@@ -262,9 +262,17 @@ def layouts_of_type(type_name: str) -> list[Layout]:
     return sorted(found, key=lambda layout: (not layout.spec.type_default, layout.name))
 
 
+def variants() -> list[str]:
+    """The read-option values (`--i2s-variant`) that pick among layouts sharing a GGUF type."""
+    return list(dict.fromkeys(layout.spec.variant for layout in layouts() if layout.spec.variant))
+
+
 def layout_of_type(type_name: str, *, variant: str | None = None, recorded: str | None = None) -> Layout | None:
     """The layout a GGUF tensor of `type_name` is read as: the one whose `variant` the read
-    option names, else the one the file's `bitnet_pack.layout` key records, else the default."""
+    option names, else the one the file's `bitnet_pack.layout` key records, else the default.
+    A variant no layout has is refused (UnknownLayout), never read as the default."""
+    if variant is not None and variant not in variants():
+        raise UnknownLayout(f"unknown variant {variant!r}; known: {', '.join(variants())}")
     found = layouts_of_type(type_name)
     chosen = [lay for lay in found if variant is not None and lay.spec.variant == variant]
     chosen += [lay for lay in found if variant is None and recorded is not None and lay.name == recorded]
