@@ -246,3 +246,31 @@ def test_a_layout_brings_its_own_walk():
         registry.unregister("quarters")
     with pytest.raises(UnknownLayout, match="no kernel walk 'quarters'"):
         walk_of("quarters")
+
+
+def test_a_rounding_layout_announces_its_rounding(tiny_a: Path, tmp_path: Path):
+    """An entry with beta_rounding gets `lossy=` from the writer, and convert says how much
+    it rounded: the note text comes from the entry."""
+    toy = define_toy()
+
+    class Toy2Bf16(toy):
+        spec = LayoutSpec(name="toy2b", block_size=16, type_size=4, tail_bytes=4, scale="tail:f32",
+                          type_name="TOY2B", type_ids={"mainline": TOY_TYPE_ID + 2}, file_type=TOY_TYPE_ID + 2,
+                          runtimes=("llama.cpp",), beta_rounding="bf16")
+
+        def encode(self, weight: TernaryWeight, *, lossy: bool = False) -> np.ndarray:
+            rounded = self.rounded_beta(weight.beta)
+            assert lossy or rounded == weight.beta
+            return super().encode(TernaryWeight(weight.codes, rounded))
+
+    try:
+        report = bitnet_pack.convert(tiny_a / "tiny-a-bf16", tmp_path / "r.gguf", outtype="toy2b")
+        notes = [n for n in report.notes if n.startswith("TOY2B stores beta as bf16: rounded ")]
+        assert len(notes) == 1 and "bf16 betas are kept" not in notes[0], report.notes
+        with GGUFFile(tmp_path / "r.gguf") as file:
+            raw = file.tensor_bytes("blk.0.attn_q.weight")
+        beta = np.frombuffer(raw[-4:].tobytes(), "<f4")[0]
+        assert beta == registry.get_layout("toy2b").rounded_beta(beta) and beta.view(np.uint32) & 0xFFFF == 0
+    finally:
+        registry.unregister("toy2b")
+        registry.unregister("toy2")

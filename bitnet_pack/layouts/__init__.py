@@ -87,7 +87,7 @@ class LayoutSpec:
 def _bf16(beta: np.float32) -> np.float32:
     from ..dtypes import round_to_bf16
 
-    return np.float32(round_to_bf16(beta))
+    return np.float32(round_to_bf16(np.asarray([beta], np.float32))[0])
 
 
 # How an entry's `beta_rounding` rounds a float32 beta (round to nearest even).

@@ -217,8 +217,10 @@ class GGUFSink(Sink):
     def finish(self) -> Path:
         path = self.writer.finish()
         if getattr(self, "_rounded", 0):
-            self.notes.append(f"{self.outtype.upper()} stores beta as {self.layout.spec.beta_rounding}: rounded {self._rounded} fp32 betas "
-                              f"(largest relative change {self._worst:.1e}); bf16 betas are kept exactly")
+            rounding = self.layout.spec.beta_rounding
+            self.notes.append(f"{self.outtype.upper()} stores beta as {rounding}: rounded {self._rounded} fp32 betas "
+                              f"(largest relative change {self._worst:.1e})"
+                              + ("; bf16 betas are kept exactly" if rounding == "fp16" else ""))
         if self.kernel_config is not None:
             self._write_ini()
         return path
