@@ -192,7 +192,8 @@ def test_an_entry_must_be_complete():
                    beta_rounding="fp8")
 
 
-def test_other_packages_register_through_the_entry_point_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_other_packages_register_through_the_entry_point_group(tiny_a: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
     """A module named by an entry point in `bitnet_pack.layouts` is imported on the registry's
     first use (not before), and its layouts are there."""
     (tmp_path / "toy_plugin.py").write_text(textwrap.dedent("""
@@ -216,6 +217,8 @@ def test_other_packages_register_through_the_entry_point_group(tmp_path: Path, m
     try:
         assert get_layout("plugged").spec.container == "safetensors"
         assert asked == [registry.ENTRY_POINT_GROUP]
+        with pytest.raises(UsageError, match="--outtype plugged is a directory layout no sink writes yet"):
+            bitnet_pack.convert(tiny_a / "tiny-a-packed", tmp_path / "out", outtype="plugged")
     finally:
         registry.unregister("plugged")
         sys.modules.pop("toy_plugin", None)

@@ -76,4 +76,7 @@ def make_sink(out: Path, outtype: str, *, force: bool = False, inputs: list[Path
     options.check_used_by(outtype, gguf=False)
     from .hf import HFSink
 
+    if outtype not in HFSink.OUTTYPES:
+        raise UsageError(f"--outtype {outtype} is a directory layout no sink writes yet (the transformers "
+                         f"sink writes {' and '.join(HFSink.OUTTYPES)})")
     return HFSink(out, outtype, **common, **options.sink_kwargs(gguf=False))

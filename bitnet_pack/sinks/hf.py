@@ -69,10 +69,13 @@ def stored_float_type(entry: Entry) -> str:
 
 
 class HFSink(Sink):
+    OUTTYPES = ("hf-packed", "bf16")  # the transformers checkpoints this sink writes
+
     def __init__(self, path: Path, outtype: str, *, force: bool = False, max_shard_size: int | None = None,
                  inputs: list[Path] | None = None, extra_metadata: dict[str, str] | None = None,
                  scale_dtype: str = "bf16"):
-        assert outtype in ("hf-packed", "bf16"), outtype
+        if outtype not in self.OUTTYPES:
+            raise UsageError(f"the transformers sink writes {' and '.join(self.OUTTYPES)}, not {outtype!r}")
         if scale_dtype not in SCALE_DTYPES:
             raise UsageError(f"--scale-dtype must be one of {', '.join(SCALE_DTYPES)}, got {scale_dtype!r}")
         self.path = Path(path)
