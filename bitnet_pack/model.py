@@ -66,6 +66,7 @@ from .checkpoints import StoredProjection, Tensor
 from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UsageError
 from .floatmath import round_f16
 from .kernel import PackedMatrix, exact_half_bits, half_matmul, half_to_float32, ternary_linear
+from .quant_dot import QuantTensor, quant_tensor
 from .ternary import TernaryWeight
 from .validate import check_hyperparameters
 
@@ -185,6 +186,8 @@ def _float_tensor(name: str, value: object) -> np.ndarray | HalfTensor:
     if isinstance(value, Tensor):
         if name in ("model.embed_tokens.weight", "lm_head.weight") and value.dtype in HALF_STORED:
             return HalfTensor(HALF_STORED[value.dtype], np.asarray(value.data).view(np.uint16))
+        if name in ("model.embed_tokens.weight", "lm_head.weight") and quant_tensor(value) is not None:
+            return quant_tensor(value)  # Q8_0 / Q6_K / Q5_K / Q4_K blocks, multiplied as ggml does
         value = value.f32()
     return np.asarray(value, dtype=np.float32)
 
@@ -258,7 +261,7 @@ class BitNetModel:
         self.numerics = NUMERICS[numerics]
         self.tensors = _prepare(self.config, weights)
         for name in ("model.embed_tokens.weight", "lm_head.weight"):
-            if name in self.tensors and not isinstance(self.tensors[name], HalfTensor):
+            if name in self.tensors and not isinstance(self.tensors[name], (HalfTensor, QuantTensor)):
                 self.tensors[name] = HalfTensor.from_float32(self.tensors[name])
         self.embedding = self.tensors["model.embed_tokens.weight"]
         self.lm_head = self.tensors.get("lm_head.weight", self.embedding)
@@ -275,18 +278,20 @@ class BitNetModel:
             raise UsageError(f"token ids must be a non-empty list in [0, {self.config.vocab_size}), got {ids.tolist()[:8]}")
         positions = np.arange(self.cache.length, self.cache.length + ids.size)
         rope = floatops.rope_tables(positions, self.config.head_dim, self.config.rope_theta, self.numerics.ggml_rope)
-        h = self.embedding.rows(ids) if isinstance(self.embedding, HalfTensor) else self.embedding[ids]
+        h = self.embedding.rows(ids) if isinstance(self.embedding, (HalfTensor, QuantTensor)) else self.embedding[ids]
         for layer in range(self.config.num_layers):
             h = self._layer(layer, h, rope)
         self.cache.length += ids.size
         h = floatops.rms_norm(h if all_logits else h[-1:], self.tensors["model.norm.weight"], self.config.rms_norm_eps)
-        if self.numerics.single_row_f16 and h.shape[0] == 1:
-            h = round_f16(h)
+        if self.numerics.single_row_f16 and h.shape[0] == 1 and not isinstance(self.lm_head, QuantTensor):
+            h = round_f16(h)  # vec_dot_f16's f16 activations (a quantized head quantizes them itself)
         logits = self._logits(h)
         return logits if all_logits else logits[0]
 
     def _logits(self, h: np.ndarray) -> np.ndarray:
         head, ggml = self.lm_head, self.numerics.ggml_dot
+        if isinstance(head, QuantTensor):  # ggml: activations to Q8_K / Q8_0, integer dot products
+            return head.ggml_matmul(h) if ggml else floatops.f32_matmul(head.values(), h)
         if ggml and h.shape[0] == 1 and isinstance(head, HalfTensor) and head.f16_bits() is not None:
             return floatops.ggml_f16_matmul(head.f16_bits(), h, ggml)  # one row: vec_dot_f16, as ggml
         if isinstance(self.lm_head, HalfTensor):
