@@ -262,3 +262,33 @@ def _q5_k(x: np.ndarray) -> np.ndarray:
     for pair in range(4):
         qh |= top[:, pair, 0] << (2 * pair) | top[:, pair, 1] << (2 * pair + 1)
     return np.concatenate([head, qh.astype(np.uint8), qs.reshape(len(x), 128)], axis=1)
+
+
+# ---- what a GGUF sink needs ------------------------------------------------------------------
+
+
+def ggml_name(type_name: str) -> str:
+    """"q6_k" -> "Q6_K" (the GGUF tensor type)."""
+    return EMBEDDING_TYPES[type_name][0].name
+
+
+def check_shape(type_name: str, shape: tuple[int, ...], tensor: str) -> None:
+    block = EMBEDDING_TYPES[type_name][1]
+    if len(shape) != 2 or shape[1] % block:
+        raise ShapeError(f"{ggml_name(type_name)} stores rows of a multiple of {block} values; shape {list(shape)} "
+                         "has not (llama-quantize falls back to another type there: pick f16, bf16 or q8_0)",
+                         tensor=tensor)
+
+
+def quantized_chunks(tensor, type_name: str):
+    """A float `Tensor` (checkpoints.Tensor) quantized row chunk by row chunk: uint8 blocks."""
+    for part in tensor.row_chunks():
+        values = part.f32()
+        yield quantize(values.reshape(values.shape[0], -1), type_name)
+
+
+def rounding_note(name: str, type_name: str) -> str:
+    return (f"{name}: quantized to {ggml_name(type_name)} with ggml's reference quantizer (as llama-quantize "
+            "without an importance matrix; nearest_int rounds half to even, fused multiply-adds as the x86-64 "
+            "build contracts them): its values are rounded, so verify against the source differs by that "
+            "rounding")

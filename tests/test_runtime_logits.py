@@ -21,6 +21,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import FIXTURES
 
 from bitnet_pack.checkpoints import load_weights
 from bitnet_pack.model import BitNetModel
@@ -67,3 +68,40 @@ def test_reference_numerics_against_transformers_rows(tiny_a, shared_vectors, pr
     want_ids, want = runtime_rows(shared_vectors, engine, prompt_index)
     assert ids == want_ids
     assert np.abs(logits - want).max() <= 2e-5  # measured 1.53e-5 (see the module docstring)
+
+
+# ---- quantized output matrices (fixtures/embd-quant) ---------------------------------------
+EMBD_QUANT = FIXTURES / "embd-quant"
+
+
+def embd_quant_runs() -> list[tuple[str, int]]:
+    recorded = json.loads((EMBD_QUANT / "decode.json").read_text())["files"]
+    return [(name, index) for name, runs in recorded.items() for index in range(len(runs))]
+
+
+@pytest.mark.parametrize("file_name, run", embd_quant_runs())
+def test_bitnet_cpp_numerics_with_a_quantized_output_matrix(file_name, run):
+    """bitnet.cpp with a Q8_0/Q6_K/Q5_K/Q4_K token_embd (tied: also the output projection):
+    rows looked up by ggml's dequantizer, logits by its quantized dot product on Q8_K / Q8_0
+    activations (bitnet_pack/quant_dot.py). The recorded ids, all 16 of both prompts; without
+    the quantized product (float logits over the same values) some differ."""
+    recorded = json.loads((EMBD_QUANT / "decode.json").read_text())["files"][file_name][run]
+    model = BitNetModel(*load_weights(EMBD_QUANT / file_name, stored=True), numerics="bitnet.cpp")
+    ids, logits = model.generate_ids(recorded["prompt"], ROWS)
+    assert ids == recorded["ids"]
+    top = np.sort(logits, axis=1)
+    margins = top[:, -1] - top[:, -2]
+    close = np.abs(margins - np.array(recorded["top1_top2_margin"])) <= 5e-4  # recorded to 3 decimals
+    assert close.sum() >= ROWS - 2  # see test_float_logits_over_the_quantized_values_miss_ids
+
+
+def test_float_logits_over_the_quantized_values_miss_ids():
+    """The control: the same dequantized values in a float32 lm_head (no activation
+    quantization) give other ids on these files."""
+    recorded = json.loads((EMBD_QUANT / "decode.json").read_text())["files"]
+    missed = 0
+    for name, runs in recorded.items():
+        model = BitNetModel(*load_weights(EMBD_QUANT / name, stored=True), numerics="bitnet.cpp")
+        model.lm_head = np.asarray(model.lm_head)  # floatops.f32_matmul instead of ggml's dot
+        missed += sum(model.generate_ids(run["prompt"], ROWS)[0] != run["ids"] for run in runs)
+    assert missed > 0
