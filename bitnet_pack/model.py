@@ -36,7 +36,10 @@ OPENBLAS_CORETYPE (tests/test_determinism.py). Two numerics (`Numerics`) decide 
       rounded when one row of logits is computed (the prompt's last, every step);
     - softmax: fp32 exp, sum in double, times fp32(1/sum) (`ggml_vec_soft_max_f32`);
     - RoPE angles: theta_i = pos * powf(base, -2/d)^i, multiplied up one i at a time in
-      fp32 (`ggml_rope_cache_init`);
+      fp32 (`ggml_rope_cache_init`), cos/sin from the C library's cosf/sinf and the rotation
+      with gcc's fused multiply-adds (ggml_rope.py; without them a 64-token prompt diverges);
+    - a quantized embedding / output matrix (Q8_0, Q6_K, Q5_K, Q4_K) is looked up through
+      ggml's dequantizer and multiplied with activations quantized to Q8_K / Q8_0 (quant_dot.py);
     - the embedding is whatever the file holds (F16 for I2_S files): the loader passes it.
   The embedding (and an untied lm_head) is kept as the 16-bit values the checkpoint stores
 (`HalfTensor`: bf16 from transformers files, f16 from GGUF F16; found by checking the float32
@@ -60,7 +63,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import floatops
+from . import floatops, ggml_rope
 from .arch import BITNET_2B4T, PROJECTIONS, family_of_config
 from .checkpoints import StoredProjection, Tensor
 from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UsageError
@@ -83,12 +86,13 @@ class Numerics:
     single_row_f16: bool = False   # a one-token P @ V and a one-row lm_head round P / h to fp16
     ggml_softmax: bool = False     # double-precision sum, multiply by 1/sum
     ggml_rope: bool = False        # iterated powf angles instead of pos * inv_freq
+    libm_rope: bool = False        # and ggml's cosf/sinf and fused rotation (ggml_rope.py)
     ggml_dot: str = ""             # one-token Q.K, P.V and f16 lm_head in ggml_vec_dot_f16's order
                                    # of that build ("avx512" / "avx2", floatops_ggml.c); avx512 also
                                    # runs the softmax with that build's ggml_v_expf and block sums
 
 
-_BITNET_CPP = dict(kv_f16=True, q_f16=True, single_row_f16=True, ggml_softmax=True, ggml_rope=True)
+_BITNET_CPP = dict(kv_f16=True, q_f16=True, single_row_f16=True, ggml_softmax=True, ggml_rope=True, libm_rope=True)
 NUMERICS = {
     "reference": Numerics("reference"),
     "bitnet.cpp": Numerics("bitnet.cpp", **_BITNET_CPP, ggml_dot="avx512"),  # an AVX-512 build (-march=native)
@@ -277,7 +281,10 @@ class BitNetModel:
         if ids.size == 0 or ids.min() < 0 or ids.max() >= self.config.vocab_size:
             raise UsageError(f"token ids must be a non-empty list in [0, {self.config.vocab_size}), got {ids.tolist()[:8]}")
         positions = np.arange(self.cache.length, self.cache.length + ids.size)
-        rope = floatops.rope_tables(positions, self.config.head_dim, self.config.rope_theta, self.numerics.ggml_rope)
+        if self.numerics.libm_rope:
+            rope = ggml_rope.rope_tables(positions, self.config.head_dim, self.config.rope_theta)
+        else:
+            rope = floatops.rope_tables(positions, self.config.head_dim, self.config.rope_theta, self.numerics.ggml_rope)
         h = self.embedding.rows(ids) if isinstance(self.embedding, (HalfTensor, QuantTensor)) else self.embedding[ids]
         for layer in range(self.config.num_layers):
             h = self._layer(layer, h, rope)
@@ -315,8 +322,9 @@ class BitNetModel:
     def _attention(self, layer: int, x: np.ndarray, rope: tuple[np.ndarray, np.ndarray], w: dict) -> np.ndarray:
         c, num = self.config, self.numerics
         t, d = x.shape[0], c.head_dim
-        q = floatops.apply_rope(ternary_linear(w["self_attn.q_proj"], x).reshape(t, c.num_heads, d), *rope)
-        k = floatops.apply_rope(ternary_linear(w["self_attn.k_proj"], x).reshape(t, c.num_kv_heads, d), *rope)
+        rotate = ggml_rope.apply_rope if num.libm_rope else floatops.apply_rope
+        q = rotate(ternary_linear(w["self_attn.q_proj"], x).reshape(t, c.num_heads, d), *rope)
+        k = rotate(ternary_linear(w["self_attn.k_proj"], x).reshape(t, c.num_kv_heads, d), *rope)
         v = ternary_linear(w["self_attn.v_proj"], x).reshape(t, c.num_kv_heads, d)
         if num.kv_f16:
             k, v = round_f16(k), round_f16(v)
