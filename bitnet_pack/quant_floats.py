@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType, quants
 
+from . import kernel as _kernel
 from .errors import ShapeError, UsageError
 from .floatmath import fmaf
 
@@ -75,8 +76,21 @@ def quantize(values: np.ndarray, type_name: str) -> np.ndarray:
     if qtype == GGMLQuantizationType.Q8_0:
         return np.ascontiguousarray(quants.quantize(values, qtype)).reshape(rows, -1)
     blocks = values.reshape(-1, QK_K)
+    if _compiled():  # kernels/quant_floats.c: the same bits, tested against this module
+        out = np.empty((blocks.shape[0], size), np.uint8)
+        _kernel._ext.quantize_k(int(qtype), blocks, out)
+        return out.reshape(rows, -1)
+    return reference_quantize(blocks, type_name).reshape(rows, -1)
+
+
+def reference_quantize(blocks: np.ndarray, type_name: str) -> np.ndarray:
+    """The numpy reference of a K-quant: blocks [B, 256] float32 -> uint8 [B, block bytes]."""
     encode = {"q6_k": _q6_k, "q5_k": _q5_k, "q4_k": _q4_k}[type_name]
-    return encode(blocks).reshape(rows, -1)
+    return encode(np.ascontiguousarray(blocks, F32))
+
+
+def _compiled() -> bool:
+    return _kernel.BACKEND != "numpy" and getattr(_kernel._ext, "quantize_k", None) is not None
 
 
 # ---- Q6_K ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from test_fixtures import assert_checksums_hold
 
-from bitnet_pack import quant_dot, quant_floats
+from bitnet_pack import kernel, quant_dot, quant_floats
 from bitnet_pack.checkpoints import load_weights
 from bitnet_pack.cli import main
 from bitnet_pack.containers.gguf import GGUFFile
@@ -43,9 +43,15 @@ def test_the_embd_quant_files_have_their_recorded_checksums() -> None:
     assert_checksums_hold(EMBD_QUANT)
 
 
+@pytest.mark.parametrize("backend", ["compiled", "numpy"])
 @pytest.mark.parametrize("type_name", TYPES)
-def test_every_block_equals_llama_quantize(master_embedding, type_name):
-    ours = quant_floats.quantize(master_embedding, type_name)
+def test_every_block_equals_llama_quantize(master_embedding, type_name, backend):
+    """kernels/quant_floats.c and its numpy reference, each against the peer's bytes."""
+    if backend == "numpy":
+        with kernel.use_backend("numpy"):
+            ours = quant_floats.quantize(master_embedding, type_name)
+    else:
+        ours = quant_floats.quantize(master_embedding, type_name)
     size = quant_floats.EMBEDDING_TYPES[type_name][2]
     differing = np.nonzero((ours.reshape(-1, size) != peer_bytes(type_name).reshape(-1, size)).any(axis=1))[0]
     assert ours.nbytes == peer_bytes(type_name).nbytes
@@ -57,8 +63,18 @@ def test_without_fused_multiply_adds_some_blocks_differ(master_embedding, type_n
     """The contraction is what the peer's build does: rounding twice picks other scales."""
     monkeypatch.setattr(quant_floats, "_fma", lambda a, b, c: np.float32(a) * np.float32(b) + np.float32(c)
                         if np.isscalar(a) else np.asarray(a, np.float32) * np.asarray(b, np.float32) + c)
-    ours = quant_floats.quantize(master_embedding, type_name)
+    ours = quant_floats.reference_quantize(master_embedding.reshape(-1, 256), type_name)
     assert not np.array_equal(ours, peer_bytes(type_name).reshape(ours.shape))
+
+
+@pytest.mark.parametrize("type_name", ["q6_k", "q5_k", "q4_k"])
+@given(data=st.data())
+def test_the_c_quantizer_equals_the_numpy_reference(type_name, data):
+    rows = data.draw(blocks_strategy(256))
+    scale = data.draw(st.sampled_from([1.0, 1e-3, 1e3]))
+    x = (rows * np.float32(scale)).astype(np.float32)
+    assert quant_floats._compiled()
+    assert np.array_equal(quant_floats.quantize(x, type_name), quant_floats.reference_quantize(x, type_name))
 
 
 @given(st.floats(-4194303, 4194303, width=32))
