@@ -22,6 +22,7 @@ from bitnet_pack.cli import main
 from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.errors import ShapeError, UsageError
 from bitnet_pack.floatmath import fmaf
+from bitnet_pack.model import BitNetModel
 
 EMBD_QUANT = FIXTURES / "embd-quant"
 TYPES = list(quant_floats.EMBEDDING_TYPES)
@@ -161,3 +162,24 @@ def test_output_type_is_refused_for_a_tied_model(tiny_a, tmp_path):
                                        "--outtype", "i2_s", "--output-type", "q6_k"])
     assert result.exit_code == 2
     assert "ties it to token_embd" in result.stderr
+
+
+def test_output_type_sets_an_untied_output_matrix(tmp_path):
+    """llama-quantize's --output-tensor-type: token_embd and output each in their own type (no
+    peer file of an untied family here: the bytes are checked against the peer-verified
+    quantizers above, and the file decodes through ggml's dot product of each type)."""
+    source = FIXTURES / "fam-llama3" / "fam-llama3-hf"
+    out = tmp_path / "llama3.gguf"
+    result = CliRunner().invoke(main, ["convert", str(source), str(out), "--outtype", "i2_s",
+                                       "--embedding-type", "q6_k", "--output-type", "q8_0"])
+    assert result.exit_code == 0, result.output
+    _, master = load_weights(source)
+    with GGUFFile(out) as file:
+        assert (file.tensors[EMBD].type_name, file.tensors["output.weight"].type_name) == ("Q6_K", "Q8_0")
+        for name, hf_name, kind in ((EMBD, "model.embed_tokens.weight", "q6_k"), ("output.weight", "lm_head.weight", "q8_0")):
+            want = quant_floats.quantize(np.asarray(master[hf_name], np.float32), kind)
+            assert np.array_equal(np.array(file.tensor_bytes(name)).reshape(want.shape), want)
+    model = BitNetModel(*load_weights(out, stored=True), numerics="bitnet.cpp")
+    assert isinstance(model.embedding, quant_dot.QuantTensor) and model.lm_head.kind == "q8_0"
+    ids, logits = model.generate_ids([1, 5, 9], 3)
+    assert len(ids) == 3 and np.isfinite(logits).all()
