@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import kernel as _kernel
 from .errors import ShapeError, UsageError
 from .floatmath import fmaf
 from .quant_floats import EMBEDDING_TYPES, QK_K, nearest_int
@@ -163,6 +164,16 @@ def matmul(rows: np.ndarray, type_name: str, x: np.ndarray) -> np.ndarray:
     _, block, size = EMBEDDING_TYPES[type_name]
     if x.ndim != 2 or x.shape[1] % block or rows.shape[1] != x.shape[1] // block * size:
         raise ShapeError(f"{type_name} matmul: weights {list(rows.shape)} bytes, x {list(x.shape)}")
+    if _kernel.BACKEND != "numpy" and getattr(_kernel._ext, "quant_matmul", None) is not None:
+        y = np.empty((x.shape[0], rows.shape[0]), F32)  # kernels/quant_floats.c: the same bits
+        _kernel._ext.quant_matmul(int(EMBEDDING_TYPES[type_name][0]), np.ascontiguousarray(rows, np.uint8),
+                                  x.shape[1], x, y)
+        return y
+    return reference_matmul(rows, type_name, x)
+
+
+def reference_matmul(rows: np.ndarray, type_name: str, x: np.ndarray) -> np.ndarray:
+    """The numpy reference of `matmul` (shapes checked there)."""
     act = quantize_q8_0_act(x) if type_name == "q8_0" else quantize_q8_k(x)
     y = np.empty((x.shape[0], rows.shape[0]), F32)
     for start in range(0, rows.shape[0], ROW_BLOCK):

@@ -7,6 +7,7 @@
 #include "floatmath.h"
 #include "pool.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define QK_K 256
@@ -285,5 +286,204 @@ int bp_quantize_k(int kind, const float *x, int64_t blocks, uint8_t *out)
         bp_pool_run(blocks, quant_item, &job);
     else if (blocks == 1)
         quant_item(&job, 0);
+    return 0;
+}
+
+/* ---- ggml's quantized dot products (bitnet_pack/quant_dot.py is the reference) ---------- */
+
+/* quantize_row_q8_K_ref of one 256 block: d and qs */
+static void q8_k_block(const float *x, float *d, int32_t *qs)
+{
+    float max = 0, amax = 0;
+    for (int j = 0; j < QK_K; j++) {
+        const float ax = x[j] < 0 ? -x[j] : x[j];
+        if (ax > amax) {
+            amax = ax;
+            max = x[j];
+        }
+    }
+    if (amax == 0) {
+        *d = 0;
+        memset(qs, 0, sizeof(int32_t) * QK_K);
+        return;
+    }
+    const float iscale = -127.0f / max;
+    for (int j = 0; j < QK_K; j++) {
+        const int v = nearest_int(iscale * x[j]);
+        qs[j] = v < 127 ? v : 127;
+    }
+    *d = 1.0f / iscale;
+}
+
+/* quantize_row_q8_0 (AVX2) of one 32 block: d (as its f16 value) and qs, rounding half to even */
+static void q8_0_block(const float *x, float *d, int32_t *qs)
+{
+    float amax = 0;
+    for (int j = 0; j < 32; j++) {
+        const float ax = x[j] < 0 ? -x[j] : x[j];
+        amax = ax > amax ? ax : amax;
+    }
+    *d = bp_round_f16(amax / 127.0f);
+    const float id = amax != 0 ? 127.0f / amax : 0.0f;
+    for (int j = 0; j < 32; j++)
+        qs[j] = nearest_int(x[j] * id);
+}
+
+/* hsum_float_8: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) */
+static inline float hsum8(const float *l)
+{
+    const float r0 = l[4] + l[0], r1 = l[5] + l[1], r2 = l[6] + l[2], r3 = l[7] + l[3];
+    return (r0 + r2) + (r1 + r3);
+}
+
+/* the levels (q - 32 for Q6_K) of one super-block in element order, and the scale of each */
+static void k_levels(int kind, const uint8_t *b, int32_t *q, int32_t *sc, int32_t *mins, float *d, float *dmin)
+{
+    if (kind == BP_QUANT_Q6_K) {
+        for (int half = 0; half < 2; half++)
+            for (int c = 0; c < 4; c++)
+                for (int l = 0; l < 32; l++) {
+                    const int lo = (b[64 * half + 32 * (c % 2) + l] >> (4 * (c / 2))) & 0xF;
+                    const int hi = (b[128 + 32 * half + l] >> (2 * c)) & 3;
+                    q[128 * half + 32 * c + l] = (lo | hi << 4) - 32;
+                }
+        for (int j = 0; j < 16; j++)
+            sc[j] = (int8_t)b[192 + j];
+        uint16_t h;
+        memcpy(&h, b + 208, 2);
+        *d = bp_f16_to_float(h);
+        return;
+    }
+    const uint8_t *s = b + 4, *qs = b + (kind == BP_QUANT_Q5_K ? 48 : 16), *qh = b + 16;
+    for (int j = 0; j < 8; j++) {
+        sc[j] = j < 4 ? (s[j] & 63) : ((s[j + 4] & 0xF) | (s[j - 4] >> 6) << 4);
+        mins[j] = j < 4 ? (s[j + 4] & 63) : ((s[j + 4] >> 4) | (s[j] >> 6) << 4);
+    }
+    for (int j = 0; j < 4; j++)
+        for (int l = 0; l < 32; l++) {
+            int a = qs[32 * j + l] & 0xF, c = qs[32 * j + l] >> 4;
+            if (kind == BP_QUANT_Q5_K) {
+                a += ((qh[l] >> (2 * j)) & 1) << 4;
+                c += ((qh[l] >> (2 * j + 1)) & 1) << 4;
+            }
+            q[64 * j + l] = a;
+            q[64 * j + 32 + l] = c;
+        }
+    uint16_t h;
+    memcpy(&h, b, 2);
+    *d = bp_f16_to_float(h);
+    memcpy(&h, b + 2, 2);
+    *dmin = bp_f16_to_float(h);
+}
+
+typedef struct {
+    int kind;
+    const uint8_t *w;
+    int64_t v, k, n, row_bytes;
+    const float *yd;    /* [n, blocks] */
+    const int32_t *yq;  /* [n, k] */
+    float *out;         /* [n, v] */
+} qdot_job;
+
+static float row_dot_q8_0(const qdot_job *job, const uint8_t *row, const float *yd, const int32_t *yq)
+{
+    float acc[8] = {0};
+    for (int64_t i = 0; i < job->k / 32; i++) {
+        const uint8_t *b = row + 34 * i;
+        uint16_t h;
+        memcpy(&h, b, 2);
+        const float d = bp_f16_to_float(h) * yd[i];
+        for (int lane = 0; lane < 8; lane++) {
+            int32_t sum = 0;
+            for (int e = 4 * lane; e < 4 * lane + 4; e++)
+                sum += (int8_t)b[2 + e] * yq[32 * i + e];
+            acc[lane] = bp_fmaf(d, (float)sum, acc[lane]);
+        }
+    }
+    return hsum8(acc);
+}
+
+static float row_dot_k(const qdot_job *job, const uint8_t *row, const float *yd, const int32_t *yq)
+{
+    float acc[8] = {0}, acc_m[4] = {0}, summs = 0;
+    int32_t q[QK_K], sc[16], mins[8];
+    const int per = job->kind == BP_QUANT_Q6_K ? 16 : 32;
+    for (int64_t i = 0; i < job->k / QK_K; i++) {
+        float xd, xdmin = 0;
+        k_levels(job->kind, row + i * job->row_bytes / (job->k / QK_K), q, sc, mins, &xd, &xdmin);
+        const int32_t *y = yq + QK_K * i;
+        const float d = yd[i] * xd;
+        int32_t lanes[8] = {0};
+        for (int e = 0; e < QK_K; e++)
+            lanes[(e % 32) / 4] += sc[e / per] * q[e] * y[e];
+        for (int lane = 0; lane < 8; lane++)
+            acc[lane] = bp_fmaf(d, (float)lanes[lane], acc[lane]);
+        if (job->kind == BP_QUANT_Q6_K)
+            continue;
+        const float dmin = -yd[i] * xdmin;
+        int32_t prod[4] = {0};
+        for (int j = 0; j < 8; j++) {
+            int32_t s = 0;
+            for (int e = 32 * j; e < 32 * j + 32; e++)
+                s += y[e];
+            prod[j / 2] += mins[j] * s;
+        }
+        if (job->kind == BP_QUANT_Q4_K) {
+            for (int lane = 0; lane < 4; lane++)
+                acc_m[lane] = bp_fmaf(dmin, (float)prod[lane], acc_m[lane]);
+        } else {
+            summs = bp_fmaf(dmin, (float)(prod[0] + prod[1] + prod[2] + prod[3]), summs);
+        }
+    }
+    const float total = hsum8(acc);
+    if (job->kind == BP_QUANT_Q4_K)
+        return total + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]));
+    return job->kind == BP_QUANT_Q5_K ? total + summs : total;
+}
+
+#define QDOT_ROWS 64
+
+static void qdot_item(void *ctx, int64_t item)
+{
+    const qdot_job *job = ctx;
+    const int64_t r0 = item * QDOT_ROWS, r1 = r0 + QDOT_ROWS < job->v ? r0 + QDOT_ROWS : job->v;
+    const int64_t blocks = job->kind == BP_QUANT_Q8_0 ? job->k / 32 : job->k / QK_K;
+    for (int64_t t = 0; t < job->n; t++)
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *row = job->w + r * job->row_bytes;
+            const float *yd = job->yd + t * blocks;
+            const int32_t *yq = job->yq + t * job->k;
+            job->out[t * job->v + r] = job->kind == BP_QUANT_Q8_0 ? row_dot_q8_0(job, row, yd, yq)
+                                                                   : row_dot_k(job, row, yd, yq);
+        }
+}
+
+int bp_quant_matmul(int kind, const uint8_t *w, int64_t v, int64_t k, const float *x, int64_t n, float *y)
+{
+    const int q8_0 = kind == BP_QUANT_Q8_0;
+    if (!q8_0 && kind != BP_QUANT_Q6_K && kind != BP_QUANT_Q5_K && kind != BP_QUANT_Q4_K)
+        return -2;
+    const int64_t block = q8_0 ? 32 : QK_K, blocks = k / block;
+    if (k % block)
+        return -3;
+    const int64_t block_bytes = q8_0 ? 34 : kind == BP_QUANT_Q6_K ? 210 : kind == BP_QUANT_Q5_K ? 176 : 144;
+    float *yd = malloc(sizeof(float) * (size_t)(n * blocks + 1));
+    int32_t *yq = malloc(sizeof(int32_t) * (size_t)(n * k + 1));
+    if (!yd || !yq) {
+        free(yd);
+        free(yq);
+        return -1;
+    }
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t i = 0; i < blocks; i++) {
+            if (q8_0)
+                q8_0_block(x + t * k + 32 * i, yd + t * blocks + i, yq + t * k + 32 * i);
+            else
+                q8_k_block(x + t * k + QK_K * i, yd + t * blocks + i, yq + t * k + QK_K * i);
+        }
+    qdot_job job = {kind, w, v, k, n, blocks * block_bytes, yd, yq, y};
+    bp_pool_run((v + QDOT_ROWS - 1) / QDOT_ROWS, qdot_item, &job);
+    free(yd);
+    free(yq);
     return 0;
 }
