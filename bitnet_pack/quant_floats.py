@@ -295,13 +295,27 @@ def check_shape(type_name: str, shape: tuple[int, ...], tensor: str) -> None:
 
 
 def quantized_chunks(tensor, type_name: str):
-    """A float `Tensor` (checkpoints.Tensor) quantized row chunk by row chunk: uint8 blocks."""
+    """A float `Tensor` (checkpoints.Tensor) quantized row chunk by row chunk: uint8 blocks. A
+    source tensor already stored in that type (a GGUF's Q6_K token_embd) keeps its blocks:
+    quantizing its dequantized values again is not the identity for Q6_K and Q5_K."""
+    if keeps_blocks(tensor, type_name):
+        yield np.ascontiguousarray(tensor.rows)
+        return
     for part in tensor.row_chunks():
         values = part.f32()
         yield quantize(values.reshape(values.shape[0], -1), type_name)
 
 
-def rounding_note(name: str, type_name: str) -> str:
+def keeps_blocks(tensor, type_name: str) -> bool:
+    """Whether `tensor` is stored in `type_name` already (checkpoints.gguf.DequantizedTensor)."""
+    qtype = getattr(tensor, "qtype", None)
+    return qtype is not None and qtype.name == ggml_name(type_name) and isinstance(getattr(tensor, "rows", None),
+                                                                                     np.ndarray)
+
+
+def rounding_note(name: str, type_name: str, tensor=None) -> str:
+    if tensor is not None and keeps_blocks(tensor, type_name):
+        return f"{name}: kept as the source's {ggml_name(type_name)} blocks, byte for byte"
     return (f"{name}: quantized to {ggml_name(type_name)} with ggml's reference quantizer (as llama-quantize "
             "without an importance matrix; nearest_int rounds half to even, fused multiply-adds as the x86-64 "
             "build contracts them): its values are rounded, so verify against the source differs by that "

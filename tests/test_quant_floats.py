@@ -198,3 +198,19 @@ def test_the_c_dot_product_equals_the_numpy_reference(type_name, data):
     blocks = quant_floats.quantize(weights, type_name)
     got = quant_dot.matmul(blocks, type_name, x)
     assert got.view(np.uint32).tolist() == quant_dot.reference_matmul(blocks, type_name, x).view(np.uint32).tolist()
+
+
+@pytest.mark.parametrize("type_name", ["q6_k", "q5_k"])
+def test_a_source_in_the_same_type_keeps_its_blocks(tmp_path, type_name):
+    """Requantizing dequantized Q6_K / Q5_K values changes bytes; the blocks pass through."""
+    source = EMBD_QUANT / f"tiny-a-i2_s-embd-{type_name}.gguf"
+    with GGUFFile(source) as file:
+        values = quant_dot.dequantize(np.array(file.tensor_bytes(EMBD)).reshape(512, -1), type_name)
+    assert not np.array_equal(quant_floats.quantize(values, type_name), peer_bytes(type_name).reshape(512, -1))
+    out = tmp_path / "again.gguf"
+    result = CliRunner().invoke(main, ["convert", str(source), str(out), "--outtype", "i2_s",
+                                       "--embedding-type", type_name])
+    assert result.exit_code == 0, result.output
+    assert "kept as the source's" in result.stderr
+    with GGUFFile(out) as file:
+        assert np.array_equal(np.array(file.tensor_bytes(EMBD)), peer_bytes(type_name))

@@ -184,7 +184,7 @@ class GGUFSink(Sink):
         as F16) never exists whole in another dtype. Values F16 cannot hold are counted."""
         quantized = {ggml_name(t): t for t in EMBEDDING_TYPES}
         if type_name in quantized:
-            self.notes.append(rounding_note(name, quantized[type_name]))
+            self.notes.append(rounding_note(name, quantized[type_name], tensor))
             yield from quantized_chunks(tensor, quantized[type_name])
             return
         inexact = 0
