@@ -214,3 +214,10 @@ def test_a_source_in_the_same_type_keeps_its_blocks(tmp_path, type_name):
     assert "kept as the source's" in result.stderr
     with GGUFFile(out) as file:
         assert np.array_equal(np.array(file.tensor_bytes(EMBD)), peer_bytes(type_name))
+
+
+def test_rows_that_are_not_whole_super_blocks_are_refused_before_writing():
+    """llama-quantize silently falls back to another type there (Q6_K -> Q8_0); we refuse by name."""
+    quant_floats.check_shape("q8_0", (10, 3200), "token_embd.weight")
+    with pytest.raises(ShapeError, match="token_embd.weight.*3200|3200.*token_embd.weight|multiple of 256"):
+        quant_floats.check_shape("q6_k", (10, 3200), "token_embd.weight")
