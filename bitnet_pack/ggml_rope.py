@@ -7,10 +7,11 @@ ggml_rope_cache_init and the rotation in ggml.c (llama.cpp fork 40ed0f2):
     out_a = x_a*cos - x_b*sin      ->  fma(x_a, cos, -(x_b*sin))  gcc -march=native contracts the
     out_b = x_a*sin + x_b*cos      ->  fma(x_a, sin,  (x_b*cos))  first product of each line
 
-Both details matter: glibc's cosf/sinf are not correctly rounded (they differ from the double
-result rounded once at ~40 of tiny-a's first 3200 table entries), and rounding the products
-twice moves q and k by an ulp. Either change alone flips int8 activations of tiny-a's
-64-token prompt from the third row on (tests/test_runtime_logits.py, fixtures/tiny-a-logits-more).
+Both details matter: glibc's cosf/sinf are not correctly rounded (for tiny-a's theta they
+differ from floatmath's once-rounded double result in about 40 of the 3200 entries of
+positions 0-99, by an ulp), and rounding the products twice moves q and k by an ulp. Without
+either, int8 activations of tiny-a's 64-token prompt flip and rows diverge (fixtures/
+tiny-a-logits-more; tests/test_runtime_logits.py).
 
 This is the one place the project's numerics call the C library: bitnet.cpp does, so the
 runtime-exact mode does too (glibc 2.28 and later share one cosf/sinf). The other numerics keep
