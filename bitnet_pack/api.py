@@ -19,6 +19,8 @@ from . import hub
 from .checkpoints import Checkpoint, Entry, Tensor, open_checkpoint
 from .convert import convert as run_pipeline
 from .convert import plan as plan_pipeline
+from .emb.convert import convert_embedding
+from .emb.source import is_embedding_model
 from .errors import UsageError
 from .inspection import Inspection, describe, source_bytes
 from .naming import count_params, model_id, resolve_output
@@ -99,6 +101,11 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
         hub.check_push(push_to_hub)
     notes: list[str] = []
     source = _resolve(src, revision, progress, notes)
+    if is_embedding_model(source.path):  # the BitNet embedding families have their own path (emb/)
+        if read != ReadOptions() or legacy is not None or push_to_hub is not None:
+            raise UsageError("BitNet embedding models take only --outtype, --name, --beta-rule and --force")
+        with about(source.path):
+            return convert_embedding(source.path, out, outtype, write.given(), force=force, dry_run=dry_run)
     with about(source.path), _open_for_output(source.path, read, write, legacy, outtype) as (checkpoint, write):
         entries = checkpoint.entries()
         target = resolve_output(out, outtype, model_id(source, checkpoint), count_params([e.shape for e in entries]))

@@ -1,0 +1,57 @@
+"""`convert` for the BitNet embedding families: GGUF (f32 / f16 / i2_s, the converter's bytes)
+or a transformers directory (bf16), from a transformers checkpoint or any of those GGUFs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UsageError
+from ..naming import resolve_output
+from .absmean import SUMS
+from .gguf_out import OUTTYPES, REFUSED, check_outtype, write_gguf
+from .source import open_embedding
+
+ALLOWED_OPTIONS = {"name", "beta_rule"}
+
+
+def convert_embedding(path: Path, out, outtype: str, given: dict, *, force: bool, dry_run: bool):
+    """A ConvertReport (api) for an embedding model; `given` the write options given."""
+    from ..api import ConvertReport
+
+    unused = sorted(set(given) - ALLOWED_OPTIONS)
+    if unused:
+        raise UsageError(f"--{unused[0].replace('_', '-')} does not apply to BitNet embedding models")
+    rule = given.get("beta_rule", "numpy1")
+    if rule not in SUMS:
+        raise UsageError(f"--beta-rule must be one of {', '.join(SUMS)}, got {rule!r}")
+    with open_embedding(path) as source:
+        target = resolve_output(out, outtype, source.path.resolve().name.removesuffix(".gguf"),
+                                sum(int(__import__("math").prod(t.shape)) for t in source.tensors))
+        gguf = target.suffix == ".gguf"
+        if gguf:
+            check_outtype(outtype)
+        elif outtype != "bf16":
+            raise UsageError(f"--outtype {outtype} for a BitNet embedding model directory: use bf16 "
+                             "(transformers' BitNet integration has no place for the per-projection norms, so "
+                             "there is no packed form it loads)" if outtype == "hf-packed" else
+                             f"--outtype {outtype} needs a .gguf OUT ({', '.join(OUTTYPES)}); {REFUSED}")
+        if "beta_rule" in given and not (gguf and outtype == "i2_s"):
+            raise UsageError("--beta-rule applies to --outtype i2_s only")
+        report = ConvertReport(target, outtype, str(path), source.kind, len(source.tensors), 0, 0,
+                               list(source.notes), dry_run)
+        report.bytes_read = sum(path.stat().st_size for path in _files(source.path))
+        if dry_run:
+            return report
+        if gguf:
+            written, report.bytes_written, notes = write_gguf(source, target, outtype, beta_rule=rule,
+                                                              name=given.get("name"), force=force)
+        else:
+            from .hf_out import write_hf
+
+            written, report.bytes_written, notes = write_hf(source, target, force=force)
+        report.output = written
+        report.notes += notes
+    return report
+
+
+def _files(path: Path) -> list[Path]:
+    return [path] if path.is_file() else sorted(path.glob("*.safetensors"))
