@@ -99,11 +99,11 @@ def write_gguf(source: EmbSource, out: Path, outtype: str, *, beta_rule: str = "
         for key, value, vtype, subtype in source.tokenizer_kvs():
             writer.add_kv(key, value, vtype, subtype)
         types = [tensor_type(t, outtype) for t in source.tensors]
-        for tensor, type_name in zip(source.tensors, types):
+        for tensor, type_name in zip(source.tensors, types, strict=False):
             writer.add_tensor(tensor.gguf, tensor.shape, TYPES.type_id(type_name))
         writer.write_header()
         written = 0
-        for tensor, type_name in zip(source.tensors, types):
+        for tensor, type_name in zip(source.tensors, types, strict=False):
             data = encode(tensor.load(), type_name, beta_rule, tensor.gguf)
             writer.write_tensor(tensor.gguf, data)
             written += data.nbytes

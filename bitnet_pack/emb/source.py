@@ -18,7 +18,6 @@ import numpy as np
 from ..arch import EMB_GEMMA3, EMBEDDING_FAMILIES, Family, family_of_config, family_of_gguf, is_projection
 from ..checkpoints import StoredProjection, Tensor
 from ..containers.gguf import GGUFFile
-from ..containers.shards import SafetensorsDir
 from ..errors import FormatError, HeaderInvalid, MissingFile, UnknownTensorType
 from ..layouts import get_layout
 from ..ternary import TernaryWeight
