@@ -8,6 +8,7 @@
     target, arch, type_ids, embedding_type, name GGUF outputs
     out_kernel_config    --out-kernel-config     tl1 / tl2 outputs
     beta_rule            --beta-rule             i2_s outputs of BitNet embedding models (emb/absmean.py)
+    float_type           --float-type            i2_s outputs of BitNet embedding models (norms, embedding)
     kernel_config        --kernel-config         the old single option: read tilings when SRC is
                                                  TL1/TL2, write tilings when OUT is; both is refused
 
@@ -76,6 +77,7 @@ class WriteOptions:
     max_shard_size: int | None = None
     scale_dtype: str | None = None
     beta_rule: str | None = None  # BitNet embedding models' I2_S beta: "numpy1" | "numpy2" | "exact"
+    float_type: str | None = None  # BitNet embedding models' i2_s norms and embedding: "f16" | "f32"
 
     def given(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -83,8 +85,10 @@ class WriteOptions:
     def check_used_by(self, outtype: str, gguf: bool) -> None:
         """Refuse what a GGUF or safetensors sink of `outtype` would ignore."""
         given = self.given()
-        if "beta_rule" in given:  # the embedding path (emb.convert) takes it before any sink is made
-            raise UsageError("--beta-rule applies to BitNet embedding models (qwen3 / gemma3) with --outtype i2_s only")
+        for key in ("beta_rule", "float_type"):  # the embedding path (emb.convert) takes them, never a sink
+            if key in given:
+                raise UsageError(f"{flag(key)} applies to BitNet embedding models (qwen3 / gemma3) with --outtype "
+                                 "i2_s only")
         if gguf:
             unused = [k for k in ("max_shard_size", "scale_dtype") if k in given]
             why = "safetensors outputs (a directory OUT)"

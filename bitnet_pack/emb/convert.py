@@ -10,7 +10,7 @@ from .absmean import SUMS
 from .gguf_out import OUTTYPES, REFUSED, check_outtype, write_gguf
 from .source import open_embedding
 
-ALLOWED_OPTIONS = {"name", "beta_rule"}
+ALLOWED_OPTIONS = {"name", "beta_rule", "float_type"}
 
 
 def convert_embedding(path: Path, out, outtype: str, given: dict, *, force: bool, dry_run: bool):
@@ -34,8 +34,9 @@ def convert_embedding(path: Path, out, outtype: str, given: dict, *, force: bool
                              "(transformers' BitNet integration has no place for the per-projection norms, so "
                              "there is no packed form it loads)" if outtype == "hf-packed" else
                              f"--outtype {outtype} needs a .gguf OUT ({', '.join(OUTTYPES)}); {REFUSED}")
-        if "beta_rule" in given and not (gguf and outtype == "i2_s"):
-            raise UsageError("--beta-rule applies to --outtype i2_s only")
+        for key in ("beta_rule", "float_type"):
+            if key in given and not (gguf and outtype == "i2_s"):
+                raise UsageError(f"--{key.replace('_', '-')} applies to --outtype i2_s only")
         report = ConvertReport(target, outtype, str(path), source.kind, len(source.tensors), 0, 0,
                                list(source.notes), dry_run)
         report.bytes_read = sum(path.stat().st_size for path in _files(source.path))
@@ -43,7 +44,8 @@ def convert_embedding(path: Path, out, outtype: str, given: dict, *, force: bool
             return report
         if gguf:
             written, report.bytes_written, notes = write_gguf(source, target, outtype, beta_rule=rule,
-                                                              name=given.get("name"), force=force)
+                                                              name=given.get("name"), force=force,
+                                                              float_type=given.get("float_type", "f16"))
         else:
             from .hf_out import write_hf
 

@@ -11,7 +11,8 @@ them (`--outtype f32 | f16 | i2_s`):
              f32   every tensor F32 (projections latent)
              f16   every tensor F16, norms included (numpy's round-to-nearest-even cast)
              i2_s  projections I2_S (absmean.py's beta; x86 128-value blocks, f32 beta tail),
-                   everything else F16 as in the f16 file
+                   everything else F16 as in the f16 file (`float_type="f32"`: F32, which keeps
+                   Gemma3's 1 + w and small embedding values that F16 rounds; not the converter's bytes)
 
 From an I2_S source the float outtypes hold t*beta (the latent weights are not in the file).
 TL1/TL2/TQ are refused: bitnet.cpp's embedding graphs load I2_S, F16 and F32, and mainline
@@ -66,10 +67,12 @@ def hparam_kvs(source: EmbSource, outtype: str, name: str) -> list[tuple]:
     return kvs
 
 
-def tensor_type(tensor: EmbTensor, outtype: str) -> str:
+def tensor_type(tensor: EmbTensor, outtype: str, float_type: str = "f16") -> str:
     if outtype == "f32":
         return "F32"
-    return "I2_S" if outtype == "i2_s" and tensor.kind == "linear" else "F16"
+    if outtype == "i2_s":
+        return "I2_S" if tensor.kind == "linear" else float_type.upper()
+    return "F16"
 
 
 def encode(value: np.ndarray | TernaryWeight, type_name: str, rule: str, name: str) -> np.ndarray:
@@ -81,7 +84,7 @@ def encode(value: np.ndarray | TernaryWeight, type_name: str, rule: str, name: s
 
 
 def write_gguf(source: EmbSource, out: Path, outtype: str, *, beta_rule: str = "numpy1", name: str | None = None,
-               force: bool = False) -> tuple[Path, int, list[str]]:
+               force: bool = False, float_type: str = "f16") -> tuple[Path, int, list[str]]:
     """Write `source` to `out`; (path, tensor bytes written, notes)."""
     check_outtype(outtype)
     check_output(out, [source.path], force)
@@ -89,6 +92,8 @@ def write_gguf(source: EmbSource, out: Path, outtype: str, *, beta_rule: str = "
     if outtype != "i2_s" and any(t.stored == "I2_S" for t in source.tensors):
         notes.append(f"the source keeps ternary projections only: the {outtype.upper()} projections hold t*beta, "
                      "not the latent weights the checkpoint was trained with")
+    if float_type != "f16":
+        notes.append("norms and token_embd kept F32 (--float-type f32): not the converter's bytes, every value kept")
     if outtype == "i2_s" and beta_rule != "numpy1":
         notes.append(f"I2_S beta by the {beta_rule!r} rule: files differ from the converter's in the scales' last bit")
     label = name or source.gguf_name()
@@ -98,7 +103,7 @@ def write_gguf(source: EmbSource, out: Path, outtype: str, *, beta_rule: str = "
             writer.add_kv(key, value, vtype)
         for key, value, vtype, subtype in source.tokenizer_kvs():
             writer.add_kv(key, value, vtype, subtype)
-        types = [tensor_type(t, outtype) for t in source.tensors]
+        types = [tensor_type(t, outtype, float_type) for t in source.tensors]
         for tensor, type_name in zip(source.tensors, types, strict=False):
             writer.add_tensor(tensor.gguf, tensor.shape, TYPES.type_id(type_name))
         writer.write_header()
