@@ -73,11 +73,14 @@ def compare(a: np.ndarray, b: np.ndarray, ids: list[int]) -> PromptDiff:
     return PromptDiff(list(map(int, ids)), bool(same), cosine, float(np.max(np.abs(wide_a - wide_b))))
 
 
-def differing_tensors(a: Encoder, b: Encoder) -> list[str]:
-    """The tensors whose values (as the encoder uses them) differ, with how many values."""
-    found = []
+def differing_tensors(a: Encoder, b: Encoder, used_ids: list[int]) -> list[str]:
+    """The tensors whose values (as the encoder uses them) differ, with how many values; of the
+    embedding only the rows of the prompts' ids count (other rows never reach the vectors)."""
+    found, rows = [], np.unique(np.asarray(used_ids, np.int64))
     for name in a.t:
         x, y = a.t[name], b.t.get(name)
+        if name == "token_embd.weight" and y is not None and np.shape(x) == np.shape(y):
+            x, y = np.asarray(x)[rows], np.asarray(y)[rows]
         if y is None:
             found.append(f"{name}: absent from B")
             continue
@@ -116,7 +119,7 @@ def verify_models(a: Encoder, b: Encoder, prompts: list[list[int]], labels: tupl
     rows = [compare(a.embed(ids), b.embed(ids), ids) for ids in prompts]
     report = EmbVerifyReport(*labels, a.hidden, rows)
     if not report.ok:
-        report.differing_tensors = differing_tensors(a, b)
+        report.differing_tensors = differing_tensors(a, b, [i for ids in prompts for i in ids])
     return report
 
 
