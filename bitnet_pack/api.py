@@ -255,7 +255,8 @@ def inspect(src: Src, *, revision: str | None = None, progress: ProgressFactory 
     source = hub.resolve_source(src, revision, progress=progress is not None)
     read = _read_only(read_options)
     with about(source.path):
-        _open_checked(source.path, read).close()
+        if not is_embedding_model(source.path):  # (those are read by emb/, which takes no read options)
+            _open_checked(source.path, read).close()
         total = source_bytes(source.path)
         with started(progress, total, f"inspect {source.path.name}") as advance:
             report = describe(source.path, advance, **read.checkpoint_kwargs())
@@ -321,7 +322,8 @@ def roundtrip(model: Src, layouts: list[str] | None = None, *, revision: str | N
     if keep is not None:
         Path(keep).mkdir(parents=True, exist_ok=True)
     with about(source.path):
-        _open_checked(source.path, read).close()
+        if not is_embedding_model(source.path):  # (those are read by emb/, which takes no read options)
+            _open_checked(source.path, read).close()
         total = source_bytes(source.path) * len(chosen)
         with started(progress, total, "roundtrip") as advance:
             report = run(source.path, chosen, workdir=Path(keep) if keep is not None else None, prompt_ids=ids,
