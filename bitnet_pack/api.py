@@ -319,6 +319,9 @@ def roundtrip(model: Src, layouts: list[str] | None = None, *, revision: str | N
     chosen = [get_layout(name).name for name in layouts] if layouts else layout_names()
     read = _read_only(read_options)
     source = hub.resolve_source(model, revision, progress=progress is not None)
+    if is_embedding_model(source.path):
+        raise UsageError(f"{source.label} is a BitNet embedding model: roundtrip decodes LMs; convert it to each "
+                         "outtype and run `verify` on the pair (pooled embeddings) instead")
     if keep is not None:
         Path(keep).mkdir(parents=True, exist_ok=True)
     with about(source.path):

@@ -128,3 +128,22 @@ def test_pooling_follows_the_converters_rules(tmp_path: Path) -> None:
                                                              "pooling_mode_cls_token": True}))
     assert read_pooling(tmp_path)[0] == 2  # cls is tested before last-token
     assert read_pooling(GEMMA / "hf")[0] == 3
+
+
+def test_diff_compares_runtime_values(tmp_path: Path) -> None:
+    kept = tmp_path / "kept.gguf"
+    assert run("convert", GEMMA / "hf", kept, "--outtype", "i2_s", "--float-type", "f32").exit_code == 0
+    same = run("diff", GEMMA / "hf", kept)
+    assert same.exit_code == 0, same.output  # codes, beta bits, 1 + w and the embedding all equal
+    differ = run("diff", GEMMA / "hf", GEMMA / "emb-gemma3-i2_s.gguf", "--json")
+    assert differ.exit_code == 3
+    report, _ = json.JSONDecoder().raw_decode(differ.output)
+    changed = {t["name"] for t in report["differing"]}
+    assert "blk.0.post_ffw_norm.weight" in changed and not any(n.endswith("_in.weight") for n in changed)
+    assert all(t["kind"] == "float" for t in report["differing"])  # codes and betas equal: F16 norms only
+
+
+@pytest.mark.parametrize("command", [("roundtrip",), ("generate", "--prompt", "hi")])
+def test_lm_commands_refuse_an_embedding_model(command: tuple[str, ...]) -> None:
+    result = run(command[0], GEMMA / "hf", *command[1:])
+    assert result.exit_code == 2 and "BitNet embedding model" in result.output
