@@ -135,7 +135,7 @@ def test_gguf_to_transformers_and_back(tmp_path: Path, shared_vectors: Path) -> 
 
 @pytest.mark.parametrize(("outtype", "out", "said"), [
     ("tl2", "x.gguf", "per-projection norms"), ("tq2_0", "x.gguf", "mainline llama.cpp"),
-    ("hf-packed", "dir", "no place for the per-projection norms"), ("i2_s", "dir", "needs a .gguf OUT")])
+    ("i2_s_arm", "x.gguf", "I2_S \\(x86 blocks\\)"), ("i2_s", "dir", "needs a .gguf OUT")])
 def test_refused_directions_say_why(tmp_path: Path, outtype: str, out: str, said: str) -> None:
     with pytest.raises(UsageError, match=said):
         api.convert(GEMMA / "hf", tmp_path / out, outtype=outtype)
@@ -148,3 +148,5 @@ def test_embedding_options_are_refused_elsewhere(tmp_path: Path) -> None:
         api.convert(FIXTURES / "tiny-bitnet", tmp_path / "y.gguf", outtype="i2_s", beta_rule="exact")
     with pytest.raises(UsageError, match="does not apply"):
         api.convert(GEMMA / "hf", tmp_path / "z.gguf", outtype="i2_s", embedding_type="f32")
+    with pytest.raises(UsageError, match="--scale-dtype applies to --outtype hf-packed"):
+        api.convert(GEMMA / "hf", tmp_path / "w", outtype="bf16", scale_dtype="bf16")

@@ -10,7 +10,7 @@ from .absmean import SUMS
 from .gguf_out import OUTTYPES, REFUSED, check_outtype, write_gguf
 from .source import open_embedding
 
-ALLOWED_OPTIONS = {"name", "beta_rule", "float_type"}
+ALLOWED_OPTIONS = {"name", "beta_rule", "float_type", "scale_dtype"}
 
 
 def convert_embedding(path: Path, out, outtype: str, given: dict, *, force: bool, dry_run: bool):
@@ -29,11 +29,10 @@ def convert_embedding(path: Path, out, outtype: str, given: dict, *, force: bool
         gguf = target.suffix == ".gguf"
         if gguf:
             check_outtype(outtype)
-        elif outtype != "bf16":
-            raise UsageError(f"--outtype {outtype} for a BitNet embedding model directory: use bf16 "
-                             "(transformers' BitNet integration has no place for the per-projection norms, so "
-                             "there is no packed form it loads)" if outtype == "hf-packed" else
-                             f"--outtype {outtype} needs a .gguf OUT ({', '.join(OUTTYPES)}); {REFUSED}")
+        elif outtype not in ("bf16", "hf-packed"):
+            raise UsageError(f"--outtype {outtype} needs a .gguf OUT ({', '.join(OUTTYPES)}); {REFUSED}")
+        if "scale_dtype" in given and (gguf or outtype != "hf-packed"):
+            raise UsageError("--scale-dtype applies to --outtype hf-packed only")
         for key in ("beta_rule", "float_type"):
             if key in given and not (gguf and outtype == "i2_s"):
                 raise UsageError(f"--{key.replace('_', '-')} applies to --outtype i2_s only")
@@ -49,7 +48,8 @@ def convert_embedding(path: Path, out, outtype: str, given: dict, *, force: bool
         else:
             from .hf_out import write_hf
 
-            written, report.bytes_written, notes = write_hf(source, target, force=force)
+            written, report.bytes_written, notes = write_hf(source, target, packed=outtype == "hf-packed",
+                                                            scale_dtype=given.get("scale_dtype", "f32"), force=force)
         report.output = written
         report.notes += notes
     return report

@@ -15,7 +15,7 @@ them (`--outtype f32 | f16 | i2_s`):
                    Gemma3's 1 + w and small embedding values that F16 rounds; not the converter's bytes)
 
 From an I2_S source the float outtypes hold t*beta (the latent weights are not in the file).
-TL1/TL2/TQ are refused: bitnet.cpp's embedding graphs load I2_S, F16 and F32, and mainline
+i2_s_arm, TL1/TL2 and TQ are refused: bitnet.cpp's embedding graphs load I2_S, F16 and F32, and mainline
 llama.cpp has no per-projection norms (`*_norm_in`) for qwen3/gemma3.
 """
 from __future__ import annotations
@@ -37,15 +37,16 @@ from .source import EmbSource, EmbTensor
 OUTTYPES = ("f32", "f16", "i2_s")
 FILE_TYPES = {"f32": 0, "f16": 1, "i2_s": 40}
 REFUSED = ("the BitNet embedding models run only in bitnet.cpp's qwen3/gemma3 graphs with per-projection "
-           "norms, which load I2_S, F16 and F32; TL1/TL2 need a kernel config its embedding build does not "
-           "ship, and mainline llama.cpp (TQ1_0/TQ2_0) has no `*_norm_in` tensors for these archs")
+           "norms, whose guide and converter use I2_S (x86 blocks), F16 and F32; TL1/TL2 need a kernel config "
+           "its embedding build does not ship, and mainline llama.cpp (TQ1_0/TQ2_0) has no per-projection norms "
+           "(`*_norm_in`) for qwen3/gemma3")
 TYPES = TypeTable.for_target("2025")
 
 
 def check_outtype(outtype: str) -> None:
     if outtype not in OUTTYPES:
-        raise UsageError(f"--outtype {outtype} for a BitNet embedding model: use f32, f16, i2_s (GGUF) or bf16 / "
-                         f"hf-packed is refused too; {REFUSED}" if outtype in ("tl1", "tl2", "tq1_0", "tq2_0", "i2_s_arm")
+        raise UsageError(f"--outtype {outtype} for a BitNet embedding model: use f32, f16 or i2_s (GGUF), bf16 or "
+                         f"hf-packed (directory); {REFUSED}" if outtype in ("tl1", "tl2", "tq1_0", "tq2_0", "i2_s_arm")
                          else f"--outtype {outtype} does not apply to a BitNet embedding GGUF; use f32, f16 or i2_s")
 
 
