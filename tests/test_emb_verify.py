@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from conftest import FIXTURES
 from emb_torch_reference import TorchEncoder
 
-from bitnet_pack import floatmath, kernel
+from bitnet_pack import floatmath, floatops, kernel
 from bitnet_pack.cli import main
 from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.emb.encoder import Encoder
@@ -77,6 +77,19 @@ def test_gelu_tanh_is_torchs_to_rounding() -> None:
     ours = floatmath.gelu_tanh(x)
     theirs = torch.nn.functional.gelu(torch.from_numpy(x).double(), approximate="tanh").numpy()
     assert np.max(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1e-6)) < 2e-7
+
+
+@pytest.mark.parametrize("shape", [(1,), (7, 3), (5, 1031), (0, 4)])
+def test_gelu_tanh_c_is_the_numpy_reference(shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(sum(shape))
+    gate = (rng.standard_normal(shape) * 20).astype(np.float32)
+    gate.reshape(-1)[:4] = np.float32([0, -0.0, 3e38, -3e38])[: gate.size]
+    up = rng.standard_normal(shape).astype(np.float32)
+    compiled = floatops.gelu_tanh_mul(gate, up)
+    with kernel.use_backend("numpy"):
+        reference = floatops.gelu_tanh_mul(gate, up)
+    assert np.array_equal(compiled.view(np.uint32), reference.view(np.uint32))
+    assert np.array_equal(reference.view(np.uint32), (floatmath.gelu_tanh(gate) * up).view(np.uint32))
 
 
 def test_verify_checkpoint_against_its_i2s_file_is_bit_identical(models: dict[str, Path], qwen_i2s: Path) -> None:

@@ -18,8 +18,8 @@ pooled (LAST: the last token's row; MEAN; CLS: the first row) and L2-normalized.
 projection is W1.58A8 through the kernel (`ternary_linear`: per-token int8 activations), on
 the file's own I2_S bytes when it has them, else on the converter's ternarization of the
 latent weights (absmean.py), so an f32/f16 GGUF runs what its I2_S conversion would. Every
-float op is `floatops` (RMSNorm, RoPE, attention, SiLU; C with a numpy replay) or
-`floatmath.gelu_tanh` (numpy, built on floatmath's exp): the same bits on every machine.
+float op is `floatops` (RMSNorm, RoPE, attention, SiLU, GELU-tanh: C with a numpy replay on
+floatmath's exp): the same bits on every machine.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from .. import floatmath, floatops
+from .. import floatops
 from ..arch import EMB_GEMMA3, PROJECTIONS
 from ..errors import UsageError
 from ..kernel import PackedMatrix, ternary_linear
@@ -109,7 +109,7 @@ class Encoder:
         x = x + o
         h2 = self._norm(x, b + "ffn_norm.weight")
         gate, up = self._proj(layer, PROJECTIONS[4], h2), self._proj(layer, PROJECTIONS[5], h2)
-        m = floatmath.gelu_tanh(gate) * up if self.gemma else floatops.activation(gate, up, "silu")
+        m = floatops.gelu_tanh_mul(gate, up) if self.gemma else floatops.activation(gate, up, "silu")
         f = self._proj(layer, PROJECTIONS[6], m)
         if self.gemma:
             f = self._norm(f, b + "post_ffw_norm.weight")
