@@ -63,7 +63,7 @@ class GGUFEmbSource(EmbSource):
                 "num_attention_heads"]
         for kind in ("bos", "eos", "padding", "unknown"):
             value = self.file.get(f"tokenizer.ggml.{kind}_token_id")
-            if isinstance(value, int):
+            if isinstance(value, int) and value < config["vocab_size"]:  # not qwen3's forced EOS 151643
                 config[{"padding": "pad", "unknown": "unk"}.get(kind, kind) + "_token_id"] = value
         config.pop("unk_token_id", None)
         return config

@@ -138,7 +138,12 @@ def _side_files(source: EmbSource, directory: Path, notes: list[str], packed: di
     try:
         from ..tokenizer_reverse import tokenizer_files_from_gguf
 
-        files = tokenizer_files_from_gguf({k: v for k, v, *_ in source.tokenizer_kvs()})
+        kvs = {k: v for k, v, *_ in source.tokenizer_kvs()}
+        count = len(kvs.get("tokenizer.ggml.tokens") or [])
+        for key in [k for k, v in kvs.items() if k.endswith("_token_id") and isinstance(v, int) and v >= count]:
+            notes.append(f"{key} = {kvs.pop(key)} is not a token of this {count}-token vocabulary (the converter "
+                         "forces qwen3's <|endoftext|> id): left out of the rebuilt tokenizer")
+        files = tokenizer_files_from_gguf(kvs)
     except Exception as exc:  # noqa: BLE001 - the weights stay useful without a tokenizer
         notes.append(f"no tokenizer files: the GGUF's tokenizer keys could not be turned back ({exc})")
         return
