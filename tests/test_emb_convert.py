@@ -150,3 +150,22 @@ def test_embedding_options_are_refused_elsewhere(tmp_path: Path) -> None:
         api.convert(GEMMA / "hf", tmp_path / "z.gguf", outtype="i2_s", embedding_type="f32")
     with pytest.raises(UsageError, match="--scale-dtype applies to --outtype hf-packed"):
         api.convert(GEMMA / "hf", tmp_path / "w", outtype="bf16", scale_dtype="bf16")
+
+
+def test_fixture_checksums_hold_and_are_the_shared_sets(shared_vectors: Path) -> None:
+    from test_fixtures import assert_checksums_hold, read_sums
+
+    for model in ("emb-gemma3", "emb-qwen3"):
+        assert_checksums_hold(FIXTURES / model)
+    shared, local = read_sums(shared_vectors / "emb-gemma3" / "SHA256SUMS"), read_sums(GEMMA / "SHA256SUMS")
+    copied = {name: digest for name, digest in local.items() if not name.endswith(".digests.json")}
+    assert copied and {name: shared.get(name) for name in copied} == copied
+
+
+def test_digests_are_what_make_emb_digests_writes(shared_vectors: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_emb_digests", FIXTURES / "make_emb_digests.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.digests(shared_vectors / "emb-gemma3" / "emb-gemma3-f16.gguf") == digests("emb-gemma3")["f16"]
