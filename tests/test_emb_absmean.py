@@ -62,3 +62,13 @@ def test_inspect_names_family_pooling_and_embedding_size() -> None:
         assert down["beta"] == pytest.approx(0.24286525, rel=1e-7)  # the README's table, either side
     text = CliRunner().invoke(main, ["inspect", str(FIXTURES / "emb-gemma3" / "hf")]).output
     assert "family emb-gemma3, pooling last, embedding size 256" in text
+
+
+def test_qwen_split_rules_are_named_qwen2(tmp_path) -> None:
+    from bitnet_pack.emb.vocab import QWEN2_SPLIT, _pre_name
+
+    tj = {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}}
+    assert _pre_name(tmp_path / "tokenizer.json", tj) == "qwen2"
+    assert r"\p{N}|" in QWEN2_SPLIT and r"\p{N}{1,3}" not in QWEN2_SPLIT  # single digits, unlike Llama 3

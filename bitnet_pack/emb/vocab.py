@@ -95,10 +95,21 @@ def _bpe_vocab(directory: Path, tj: dict, vocab_size: int) -> list[tuple]:
             ("tokenizer.ggml.token_type", types, VT.ARRAY, VT.INT32)]
 
 
+# Qwen2/Qwen3's split regex (llama.cpp "qwen2"): Llama 3's with single digits
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
 def _pre_name(path: Path, tj: dict) -> str:
     """llama.cpp's name for the pre-tokenizer. The converter hashes its own check text, which
     has 6 double quotes where llama.cpp's has 4, so none of its llama.cpp-derived hashes can
-    match; we identify the tokenizer with llama.cpp's text, as the shipped files were made."""
+    match; we identify the tokenizer with llama.cpp's text, as the shipped files were made, and
+    name Qwen's own split rules (the real BitNet-embedding-0.6B's tokenizer) "qwen2"."""
+    pre = tj.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers") or [pre]
+    split = next((s for s in steps if isinstance(s, dict) and s.get("type") == "Split"), None)
+    if split is not None and (split.get("pattern") or {}).get("Regex") == QWEN2_SPLIT:
+        return "qwen2"
     return NAMES[_pre_identity(path, tj)]["bitnet.cpp"]
 
 
