@@ -169,3 +169,11 @@ def test_digests_are_what_make_emb_digests_writes(shared_vectors: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.digests(shared_vectors / "emb-gemma3" / "emb-gemma3-f16.gguf") == digests("emb-gemma3")["f16"]
+
+
+def test_dry_run_plans_what_is_written(tmp_path: Path) -> None:
+    report = api.convert(GEMMA / "hf", tmp_path / "x.gguf", outtype="i2_s", dry_run=True)
+    assert not (tmp_path / "x.gguf").exists()
+    with GGUFFile(GEMMA / "emb-gemma3-i2_s.gguf", flavour="2025") as peer:
+        assert [(p.name, p.kind, p.shape, p.nbytes) for p in report.planned] == \
+            [(n, t.type_name, t.shape, t.nbytes) for n, t in peer.tensors.items()]

@@ -39,6 +39,8 @@ def convert_embedding(path: Path, out, outtype: str, given: dict, *, force: bool
         report = ConvertReport(target, outtype, str(path), source.kind, len(source.tensors), 0, 0,
                                list(source.notes), dry_run)
         report.bytes_read = sum(path.stat().st_size for path in _files(source.path))
+        report.planned = plan(source, outtype, gguf, given)
+        report.bytes_written = sum(p.nbytes for p in report.planned)
         if dry_run:
             return report
         if gguf:
@@ -53,6 +55,23 @@ def convert_embedding(path: Path, out, outtype: str, given: dict, *, force: bool
         report.output = written
         report.notes += notes
     return report
+
+
+def plan(source, outtype: str, gguf: bool, given: dict) -> list:
+    """What convert writes (for --dry-run): name, type, shape, bytes per tensor."""
+    from ..sinks import PlannedTensor
+    from .gguf_out import TYPES, tensor_type
+    from .hf_out import _plans
+
+    if not gguf:
+        return [PlannedTensor(p.name, p.dtype, p.shape, p.nbytes)
+                for p in _plans(source, outtype == "hf-packed", given.get("scale_dtype", "f32").upper())]
+    planned = []
+    for tensor in source.tensors:
+        kind = tensor_type(tensor, outtype, given.get("float_type", "f16"))
+        planned.append(PlannedTensor(tensor.gguf, kind, tuple(tensor.shape),
+                                     TYPES.nbytes(TYPES.type_id(kind), tuple(tensor.shape))))
+    return planned
 
 
 def _files(path: Path) -> list[Path]:
