@@ -19,7 +19,6 @@ from ..arch import EMB_GEMMA3, EMBEDDING_FAMILIES, Family, family_of_config, fam
 from ..checkpoints import StoredProjection, Tensor
 from ..containers.gguf import GGUFFile
 from ..errors import FormatError, HeaderInvalid, MissingFile, UnknownTensorType
-from ..layouts import get_layout
 from ..ternary import TernaryWeight
 
 POOLING = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
@@ -130,10 +129,6 @@ def check_complete(family: Family, config: dict, names: set[str], path: Path) ->
     if missing:
         raise MissingFile(f"{len(missing)} tensors of the {family.title} layout are absent, e.g. {missing[0]!r} "
                           "(a plain transformers model has no per-projection norms)", path=path)
-
-
-def decode_i2s(data: np.ndarray, shape: tuple[int, int], name: str) -> TernaryWeight:
-    return get_layout("i2_s").decode(data, shape)
 
 
 def float_tensor(dtype: str, data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
