@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import UsageError, VerificationMismatch
+from ..errors import MissingFile, UsageError, VerificationMismatch
 from .source import is_embedding_model, open_embedding
 
 
@@ -55,6 +55,8 @@ def run(a: str, b: str | None, record_to: Path | None, against: Path | None, pro
                    "family": family}
         return emit_json(summary) if as_json else click.echo(
             f"recorded {len(prompts)} embeddings of size {embeddings.shape[1]} ({family}) to {written}")
+    if not Path(b).exists():
+        raise MissingFile("no such file or directory", path=Path(b))
     if not is_embedding_model(Path(b)):
         raise UsageError(f"{a} is a BitNet embedding model and {b} is not: nothing to compare")
     enc_b, _, tok_b = _encoder(Path(b))
