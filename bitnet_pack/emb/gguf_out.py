@@ -98,6 +98,7 @@ def write_gguf(source: EmbSource, out: Path, outtype: str, *, beta_rule: str = "
     if outtype == "i2_s" and beta_rule != "numpy1":
         notes.append(f"I2_S beta by the {beta_rule!r} rule: files differ from the converter's in the scales' last bit")
     label = name or source.gguf_name()
+    out.parent.mkdir(parents=True, exist_ok=True)
     writer = GGUFWriter(out, types=TYPES, overwrite=force)
     try:
         for key, value, vtype in hparam_kvs(source, outtype, label):

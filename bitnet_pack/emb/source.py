@@ -50,6 +50,8 @@ def is_native_gemma_norm(family: Family, gguf_name: str) -> bool:
 def is_embedding_model(path: Path) -> bool:
     """A transformers directory or GGUF whose family is one of the embedding families."""
     path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():  # a weights file names its checkpoint directory
+        path = path.parent
     try:
         if path.is_dir() and (path / "config.json").is_file():
             config = json.loads((path / "config.json").read_text())
@@ -91,6 +93,8 @@ class EmbSource:
 
 def open_embedding(path: str | Path) -> EmbSource:
     path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        path = path.parent
     if path.is_dir():
         from .hf_source import HFEmbSource
 
