@@ -82,10 +82,13 @@ class TypeTable:
     @classmethod
     def for_target(cls, flavour: str | None) -> TypeTable:
         """`None` = mainline llama.cpp; "2025" / "2026" = a bitnet.cpp fork generation."""
+        from .layouts.iq_bn import ik_type_table  # ik_llama.cpp's 134/135/335 collide with no runtime
+
         if flavour is None:
-            return cls()
+            return cls(None, ik_type_table(BitnetType))
         ids = BITNET_CPP_FLAVOURS[flavour]
-        return cls(flavour, {i: BitnetType(n, i, _BITNET_SIZES[n]) for n, i in ids.items()})
+        return cls(flavour, {**ik_type_table(BitnetType),
+                             **{i: BitnetType(n, i, _BITNET_SIZES[n]) for n, i in ids.items()}})
 
     def name(self, type_id: int) -> str | None:
         """The type's name, or None when the id is unknown to this table."""

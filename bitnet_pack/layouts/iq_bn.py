@@ -1,0 +1,268 @@
+"""`iq1_bn`, `iq2_bn`, `iq2_bn_r4`: ik_llama.cpp's BitNet types (ggml types 134, 135, 335).
+
+Every row of W [M, K] (K % 64 == 0) starts with its own scale d, then K/64 blocks of 64
+weights; the value is d_row * (c - 1), with code c = t + 1 in {0, 1, 2}. ik's quantizer
+(`IQ1BNQuantizer`) takes d = max|x| of the row and codes |x| < d/2 as 1, else the sign: for a
+ternary row t * beta that is d = beta and c = t + 1. An all-zero row gets d = 0 and every
+code 2 (|0| < 0 is false, and so is 0 < 0): `encode` writes exactly that, `decode` reads a
+d = 0 row as zeros whatever its codes. ik's own `to_float` forgets the row scale (it decodes
+the scale bytes as codes); we apply it.
+
+IQ2_BN row, 4 + K/4 bytes:   [f32 d] [block 0: 16 bytes] [block 1] ...
+    byte j of a block (j = 0..15):   bit 7 6    | 5 4      | 3 2      | 1 0
+                                         c[j+48] | c[j+32]  | c[j+16]  | c[j]
+
+IQ1_BN row, 2 + 13*K/64 bytes:  [fp16 d] [block 0: ql[12], extra] [block 1] ...
+    the block is four groups of 16 (i16 = 0..3); group i16 puts weights 16*i16 + 5k + j
+    (k = 0..2, j = 0..4) in ql[3*i16 + k] and its 16th weight in `extra`:
+        ql[3*i16 + k] = ceil(256 * v / 243),  v = sum_j 3**j * c[16*i16 + 5k + j]   (0..242)
+        extra         = ceil(256 * v / 243),  v = sum_i16 3**i16 * c[16*i16 + 15]    (0..80)
+    digit j of a byte b reads back as ((b * 3**(4-j)) mod 256) * 3 >> 8 (tq.BYTE_TRITS).
+    d is fp16 (round to nearest even): a fp32 beta is rounded, by at most 2**-11 relative.
+
+IQ2_BN_R4, rows in groups of four (M % 4 == 0), 16 + K bytes per group (= 4 IQ2_BN rows):
+    [f32 d0][f32 d1][f32 d2][f32 d3]  then per 64 columns (ib) 64 bytes:
+    byte 64*ib + 16*l + 4*r + i  (l, r, i = 0..3), bits 2*m, holds
+        c of row 4g + r, column 64*ib + 16*l + 4*m + i
+    It is IQ2_BN with the bytes permuted (ik's `--repack` / `-rtr`).
+
+Facts for the registry (ik_llama.cpp 8337e4c, ../shared/reference/ik-llama-formats.md).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import NotTernary, ScaleNotRepresentable, ShapeError
+from ..ternary import ZERO_BETA, TernaryWeight, check_ternary
+from . import Layout, LayoutSpec
+from .tq import BYTE_TRITS, TRIT_BYTE
+
+# ---- plain facts (one entry per type; the registry reads these) -------------------------
+BLOCK = 64
+IK_TYPE_IDS = {"iq1_bn": 134, "iq2_bn": 135, "iq2_bn_r4": 335}        # ggml.h enum ggml_type
+IK_FILE_TYPES = {"iq1_bn": 136, "iq2_bn": 137, "iq2_bn_r4": 337}      # llama.h llama_ftype
+ROW_META_BYTES = {"iq1_bn": 2, "iq2_bn": 4, "iq2_bn_r4": 4}           # ggml traits row_meta_size
+BLOCK_BYTES = {"iq1_bn": 13, "iq2_bn": 16, "iq2_bn_r4": 16}
+RUNTIMES = ("ik_llama.cpp",)             # neither bitnet.cpp nor mainline llama.cpp knows these ids
+BETA_STORAGE = {"iq1_bn": "row:f16", "iq2_bn": "row:f32", "iq2_bn_r4": "row:f32"}
+BETA_ROUNDING = {"iq1_bn": "fp16, round to nearest even", "iq2_bn": "exact", "iq2_bn_r4": "exact"}
+ACTIVATION_BLOCKS = {"iq1_bn": "Q8_K64", "iq2_bn": "Q8_K64", "iq2_bn_r4": "Q8_K16"}
+KERNEL_WALK = {"iq1_bn": "kernels/iq_bn_impl.h: rows of fp16 d + base-3 blocks",
+               "iq2_bn": "kernels/iq_bn_impl.h: rows of f32 d + 2-bit blocks",
+               "iq2_bn_r4": "kernels/iq_bn_impl.h: groups of 4 rows, 4 f32 d + interleaved 2-bit"}
+# What ik_llama.cpp cannot run among the other layouts (measured, reference §4).
+IK_CANNOT_RUN = {
+    "i2_s": "ik_llama.cpp loads I2_S but has no I2_S matmul: it prints garbage with no error; "
+            "requantize there (llama-quantize --allow-requantize) or convert to iq2_bn / iq1_bn / iq2_bn_r4",
+    "i2_s_arm": "ik_llama.cpp has no I2_S matmul (garbage output) and reads I2_S only in x86 128-blocks",
+    "tq1_0": "ik_llama.cpp has no type 34 (TQ1_0): its loader crashes (SIGFPE) parsing the file",
+    "tq2_0": "ik_llama.cpp has no type 35 (TQ2_0): its loader crashes (SIGFPE) parsing the file",
+    "tl1": "ik_llama.cpp has no type 38 (TL1): it cannot load the file",
+    "tl2": "ik_llama.cpp reads type 39 as MXFP4, not TL2: the load fails (data not within the file bounds)",
+}
+SMALL_K_WARNING = ("ik_llama.cpp's IQ1_BN/IQ2_BN matmul quantizes activations to Q8_K64, which aborts for "
+                   "in_features < 512 (GGML_ASSERT k >= 8*QK_IQ1BN); iq2_bn_r4 has no such limit")
+
+P3 = np.array([1, 3, 9, 27, 81], np.int32)
+QL_VALID = np.isin(np.arange(256), TRIT_BYTE)
+EXTRA_VALID = np.isin(np.arange(256), TRIT_BYTE[:81])
+SHIFTS = np.array([0, 2, 4, 6], np.uint8)
+
+
+def ik_codes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ik's quantizer on float rows x [M, K]: (codes uint8 0..2, d f32 [M]) as IQ1BNQuantizer does."""
+    x = np.asarray(x, np.float32)
+    d = np.abs(x).max(axis=1).astype(np.float32)
+    small = np.abs(x) < (np.float32(0.5) * d)[:, None]
+    return np.where(small, 1, np.where(x < 0, 0, 2)).astype(np.uint8), d
+
+
+def ternary_codes(weight: TernaryWeight) -> tuple[np.ndarray, np.ndarray]:
+    """The same for t * beta without forming floats: d = beta on rows with a non-zero code, else
+    0, and an all-zero row coded all 2 (ik's rule)."""
+    check_ternary(weight.codes)
+    codes = (weight.codes.view(np.uint8) + np.uint8(1))
+    nonzero = np.any(weight.codes != 0, axis=1)
+    codes[~nonzero] = 2
+    return codes, np.where(nonzero, np.float32(weight.beta), np.float32(0)).astype(np.float32)
+
+
+class _RowScaled(Layout):
+    """Shared by the three: rows of [d][blocks]; subclasses pack codes and d."""
+
+    d_dtype = "<f4"
+
+    def check_shape(self, shape: tuple[int, ...], tensor: str | None = None) -> None:
+        super().check_shape(shape, tensor)
+        if self.spec.name.endswith("_r4") and shape[0] % 4:
+            raise ShapeError(f"{self.name} interleaves rows in fours: needs out_features % 4 == 0, got "
+                             f"{shape[0]} (shape {list(shape)})", tensor=tensor)
+
+    def nbytes(self, shape: tuple[int, int]) -> int:
+        self.check_shape(shape)
+        return shape[0] * (ROW_META_BYTES[self.name] + shape[1] // BLOCK * self.spec.type_size)
+
+    def encode(self, weight: TernaryWeight, *, lossy: bool = False) -> np.ndarray:
+        """The GGUF tensor bytes (flat uint8); `lossy` allows IQ1_BN's fp16 rounding of beta."""
+        self.check_shape(weight.shape)
+        codes, d = ternary_codes(weight)
+        return self.pack(codes, self.row_scales(d, lossy))
+
+    def encode_float(self, x: np.ndarray) -> np.ndarray:
+        """ik's llama-quantize on float rows (any values, ternary or not)."""
+        self.check_shape(np.shape(x))
+        codes, d = ik_codes(x)
+        with np.errstate(over="ignore"):
+            return self.pack(codes, d.astype(self.d_dtype))
+
+    def row_scales(self, d: np.ndarray, lossy: bool) -> np.ndarray:
+        return d.astype(self.d_dtype)
+
+    def decode(self, data: np.ndarray, shape: tuple[int, int], beta: float | None = None) -> TernaryWeight:
+        """Codes times each row's d as one ternary tensor: d = 0 rows are zero; the other rows
+        with a non-zero code must share one d (it is beta)."""
+        flat = self._check_blob(data, shape)
+        codes, d = self.unpack(flat, shape)
+        t = codes.view(np.int8) - np.int8(1)
+        t[d == 0] = 0
+        live = np.any(t != 0, axis=1)
+        found = np.unique(d[live].astype(np.float32))
+        if found.size > 1:
+            raise NotTernary(f"{found.size} different row scales on the non-zero rows of a {self.name} tensor "
+                             f"(e.g. {float(found[0])!r}, {float(found[1])!r}), shape {list(shape)}: not one "
+                             "ternary tensor with one beta")
+        if found.size == 0:
+            return TernaryWeight(t, ZERO_BETA if beta is None else self.read_beta(beta, t))
+        self.check_given_beta(found[0], beta)
+        return TernaryWeight(t, self.read_beta(found[0], t))
+
+    def row_d(self, flat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """The stored row scales, float32 [M] (IQ1_BN's fp16 widened)."""
+        raise NotImplementedError
+
+    def pack(self, codes: np.ndarray, d: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def unpack(self, flat: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+def _two_bit_fields(qs: np.ndarray, what: str, shape: tuple[int, int]) -> np.ndarray:
+    """[..., bytes] -> [..., 4, bytes] codes at bits 0, 2, 4, 6; a code 3 is refused."""
+    codes = (qs[..., None, :] >> SHIFTS[:, None]) & np.uint8(3)
+    bad = int(np.count_nonzero(codes == 3))
+    if bad:
+        raise NotTernary(f"{bad} of {shape[0] * shape[1]} {what} codes are 3 (no ternary value), "
+                         f"shape {list(shape)}")
+    return codes
+
+
+class IQ2BN(_RowScaled):
+    spec = LayoutSpec(name="iq2_bn", block_size=BLOCK, type_size=16, scale="row:f32", ggml_type=135,
+                      source="ik_llama.cpp ggml-common.h block_iq2_bn; iqk_quantize.cpp quantize_one_row_2bn")
+
+    def pack(self, codes: np.ndarray, d: np.ndarray) -> np.ndarray:
+        m, k = codes.shape
+        c = codes.reshape(m, k // 64, 4, 16)  # [row, block, l, j]: weight 16l + j
+        qs = c[:, :, 0] | c[:, :, 1] << 2 | c[:, :, 2] << 4 | c[:, :, 3] << 6
+        out = np.empty((m, 4 + k // 4), np.uint8)
+        out[:, :4] = d.astype("<f4").view(np.uint8).reshape(m, 4)
+        out[:, 4:] = qs.reshape(m, k // 4)
+        return out.reshape(-1)
+
+    def unpack(self, flat: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        m, k = shape
+        rows = flat.reshape(m, 4 + k // 4)
+        codes = _two_bit_fields(rows[:, 4:].reshape(m, k // 64, 16), self.name, shape)
+        return codes.reshape(m, k), self.row_d(flat, shape)
+
+    def row_d(self, flat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        m, k = shape
+        return np.ascontiguousarray(flat.reshape(m, 4 + k // 4)[:, :4]).view("<f4").reshape(m).astype(np.float32)
+
+
+class IQ2BNR4(_RowScaled):
+    spec = LayoutSpec(name="iq2_bn_r4", block_size=BLOCK, type_size=16, scale="row:f32", ggml_type=335,
+                      source="ik_llama.cpp iqk_quantize.cpp quantize_iq2_bn_r4 / repack_iq2_bn")
+
+    def pack(self, codes: np.ndarray, d: np.ndarray) -> np.ndarray:
+        m, k = codes.shape
+        c = codes.reshape(m // 4, 4, k // 64, 4, 4, 4)  # [g, r, ib, l, m, i]
+        b = c[..., 0, :] | c[..., 1, :] << 2 | c[..., 2, :] << 4 | c[..., 3, :] << 6  # [g, r, ib, l, i]
+        out = np.empty((m // 4, 16 + k), np.uint8)
+        out[:, :16] = d.astype("<f4").view(np.uint8).reshape(m // 4, 16)
+        out[:, 16:] = b.transpose(0, 2, 3, 1, 4).reshape(m // 4, k)  # [g, ib, l, r, i]
+        return out.reshape(-1)
+
+    def unpack(self, flat: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        m, k = shape
+        b = flat.reshape(m // 4, 16 + k)[:, 16:].reshape(m // 4, k // 64, 4, 4, 4)  # [g, ib, l, r, i]
+        codes = _two_bit_fields(b, self.name, shape)  # [g, ib, l, r, m, i]
+        return codes.transpose(0, 3, 1, 2, 4, 5).reshape(m, k), self.row_d(flat, shape)
+
+    def row_d(self, flat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        m, k = shape
+        return np.ascontiguousarray(flat.reshape(m // 4, 16 + k)[:, :16]).view("<f4").reshape(m).astype(np.float32)
+
+
+class IQ1BN(_RowScaled):
+    spec = LayoutSpec(name="iq1_bn", block_size=BLOCK, type_size=13, scale="row:f16", ggml_type=134,
+                      source="ik_llama.cpp ggml-common.h block_iq1_bn; iqk_quantize.cpp quantize_one_row_1bn")
+    d_dtype = "<f2"
+
+    def row_scales(self, d: np.ndarray, lossy: bool) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            half = d.astype("<f2")
+        bad = (~np.isfinite(half)) | ((half == 0) & (d != 0))
+        if np.any(bad):
+            raise ScaleNotRepresentable(f"{self.name} stores the row scale as fp16; beta {float(d[bad][0])!r} is "
+                                        "outside fp16's range (nonzero magnitudes 2**-24 .. 65504)")
+        if not lossy and np.any(half.astype(np.float32) != d):
+            beta = float(d[half.astype(np.float32) != d][0])
+            raise ScaleNotRepresentable(f"{self.name} stores the row scale as fp16; beta {beta!r} is not exactly "
+                                        f"representable (nearest fp16 {float(np.float16(beta))!r}); pass lossy=True "
+                                        "to round")
+        return half
+
+    def pack(self, codes: np.ndarray, d: np.ndarray) -> np.ndarray:
+        m, k = codes.shape
+        c = codes.reshape(m, k // 64, 4, 16).astype(np.int32)  # [row, block, i16, e]
+        idx = (c[..., :15].reshape(m, k // 64, 4, 3, 5) * P3).sum(-1)  # [row, block, i16, k]
+        out = np.empty((m, 2 + 13 * (k // 64)), np.uint8)
+        out[:, :2] = d.astype("<f2").view(np.uint8).reshape(m, 2)
+        blocks = out[:, 2:].reshape(m, k // 64, 13)
+        blocks[..., :12] = TRIT_BYTE[idx].reshape(m, k // 64, 12)
+        blocks[..., 12] = TRIT_BYTE[(c[..., 15] * P3[:4]).sum(-1)]
+        return out.reshape(-1)
+
+    def unpack(self, flat: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        m, k = shape
+        blocks = flat.reshape(m, 2 + 13 * (k // 64))[:, 2:].reshape(m, k // 64, 13)
+        bad = int(np.count_nonzero(~QL_VALID[blocks[..., :12]]) + np.count_nonzero(~EXTRA_VALID[blocks[..., 12]]))
+        if bad:
+            raise NotTernary(f"{bad} of {blocks.size} {self.name} bytes are not the base-3 encoding of any trits "
+                             f"(never written by a quantizer), shape {list(shape)}")
+        # digit j (weight 3**j) is BYTE_TRITS' trit 4 - j (most significant first)
+        five = BYTE_TRITS[blocks[..., :12]][..., ::-1].reshape(m, k // 64, 4, 15)
+        extra = BYTE_TRITS[blocks[..., 12]][..., :0:-1]  # [row, block, i16]
+        codes = np.concatenate([five, extra[..., None]], axis=-1)
+        return codes.reshape(m, k), self.row_d(flat, shape)
+
+    def row_d(self, flat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        m, k = shape
+        rows = flat.reshape(m, 2 + 13 * (k // 64))
+        return np.ascontiguousarray(rows[:, :2]).view("<f2").reshape(m).astype(np.float32)
+
+
+def ik_nbytes(name: str, rows: int, cols: int) -> int:
+    """Bytes of a [rows, cols] tensor (0 when the type cannot hold it). gguf-py's
+    GGML_QUANT_SIZES has (64, 13)/(64, 16) for these: it forgets the row scale, 2 or 4 bytes short
+    per row, so sizes are computed here."""
+    if cols % BLOCK or (name == "iq2_bn_r4" and rows % 4):
+        return 0
+    return rows * (ROW_META_BYTES[name] + cols // BLOCK * BLOCK_BYTES[name])
+
+
+def ik_type_table(make) -> dict:
+    """{type id: make(NAME, id, nbytes(rows, cols))} for ggml_types.TypeTable."""
+    return {i: make(name.upper(), i, lambda r, c, n=name: ik_nbytes(n, r, c)) for name, i in IK_TYPE_IDS.items()}
