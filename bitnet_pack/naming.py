@@ -23,7 +23,7 @@ from .sinks.factory import GGUF_OUTTYPES, SAFETENSORS_OUTTYPES
 
 PLACEHOLDERS = ("{outtype}", "{ftype}")  # ours, and llama.cpp's --outfile placeholder
 _TYPE_SUFFIX = re.compile(r"(?i)[-_.](gguf|safetensors|bf16|f16|f32|fp16|fp32|hf[-_]packed|packed|"
-                          r"i2[-_]s(?:[-_]arm)?|tl[12]|tq[12][-_]0)$")
+                          r"i2[-_]s(?:[-_]arm)?|tl[12]|tq[12][-_]0|iq[12][-_]bn(?:[-_]r4)?)$")
 _COUNT_WORD = re.compile(r"\d+(?:\.\d+)?[a-z]")
 
 

@@ -266,3 +266,38 @@ def ik_nbytes(name: str, rows: int, cols: int) -> int:
 def ik_type_table(make) -> dict:
     """{type id: make(NAME, id, nbytes(rows, cols))} for ggml_types.TypeTable."""
     return {i: make(name.upper(), i, lambda r, c, n=name: ik_nbytes(n, r, c)) for name, i in IK_TYPE_IDS.items()}
+
+
+# ---- what a GGUF sink writing these says and chooses (sinks/gguf.py calls these) ---------
+IK_ARCH_2B4T = "bitnet-25"  # what ik's own files carry (from bitnet.cpp's I2_S); ik also runs bitnet-b1.58
+EMBEDDING_NOTE = ("token_embd is written {type}: ik's llama-quantize picks Q6_K (Q8_0 when ne0 % 256 != 0) for a "
+                  "tied embedding, with its own Q6_K quantizer; F16 loads in ik just as well and is more accurate "
+                  "(ik's -embd_f16 files, --token-embedding-type f16, are this output)")
+
+
+def ik_sink_arch(outtype: str, target: str, arch: str | None, family) -> str | None:
+    """The GGUF arch for an ik outtype: ik runs 2B4T through bitnet.cpp's arch names (relu2 and
+    sub-norms); mainline's `bitnet` would run it with SiLU, so llama.cpp's naming is refused."""
+    if outtype not in IK_TYPE_IDS:
+        return arch
+    if target != "bitnet.cpp":
+        from ..errors import UsageError
+
+        raise UsageError(f"--outtype {outtype} is for ik_llama.cpp, which loads bitnet.cpp's arch names "
+                         f"(--target bitnet.cpp, the default), not {target}'s")
+    return arch or (IK_ARCH_2B4T if IK_ARCH_2B4T in family.gguf_archs.get("bitnet.cpp", ()) else None)
+
+
+def ik_sink_notes(outtype: str, entries, embedding_type: str) -> list[str]:
+    """What to tell the user when writing `outtype` to GGUF."""
+    if outtype in IK_CANNOT_RUN:
+        return [IK_CANNOT_RUN[outtype]]
+    if outtype not in IK_TYPE_IDS:
+        return []
+    notes = [f"{outtype.upper()} (type {IK_TYPE_IDS[outtype]}, file type {IK_FILE_TYPES[outtype]}) runs only in "
+             "ik_llama.cpp; bitnet.cpp and llama.cpp do not know it",
+             EMBEDDING_NOTE.format(type=embedding_type.upper())]
+    small = sorted({e.shape[1] for e in entries if e.kind == "linear" and e.shape[1] < 512})
+    if outtype != "iq2_bn_r4" and small:
+        notes.append(f"{SMALL_K_WARNING}: this model has in_features {', '.join(map(str, small))}")
+    return notes

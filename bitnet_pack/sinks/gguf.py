@@ -28,17 +28,18 @@ from ..kernel_config import (
     sibling_path,
 )
 from ..layouts import get_layout
+from ..layouts.iq_bn import IK_FILE_TYPES, ik_sink_arch, ik_sink_notes
 from ..outputs import check_output, publish, temp_name
 from ..ternary import TernaryWeight
 from . import PlannedTensor, Sink
 from .direct_io import open_direct_file
 from .gguf_tokenizer import tokenizer_kvs
 
-LAYOUT_OUTTYPES = ("i2_s", "i2_s_arm", "tl1", "tl2", "tq1_0", "tq2_0")
+LAYOUT_OUTTYPES = ("i2_s", "i2_s_arm", "tl1", "tl2", "tq1_0", "tq2_0", *IK_FILE_TYPES)
 FLOAT_OUTTYPES = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
 FILE_TYPES = {"f32": 0, "f16": 1, "bf16": 32, "tq1_0": 36, "tq2_0": 37, "tl1": BITNET_CPP_FILE_TYPES["TL1"],
               "tl2": BITNET_CPP_FILE_TYPES["TL2"], "i2_s": BITNET_CPP_FILE_TYPES["I2_S"],
-              "i2_s_arm": BITNET_CPP_FILE_TYPES["I2_S"]}
+              "i2_s_arm": BITNET_CPP_FILE_TYPES["I2_S"], **IK_FILE_TYPES}
 BITNET_CPP_ONLY = ("i2_s", "i2_s_arm", "tl1", "tl2")
 EMBEDDING_NAME = "model.embed_tokens.weight"
 MAINLINE_WARNING = ("mainline llama.cpp currently computes the BitNet FFN with SiLU instead of relu2, so "
@@ -46,7 +47,7 @@ MAINLINE_WARNING = ("mainline llama.cpp currently computes the BitNet FFN with S
 
 
 def default_target(outtype: str) -> str:
-    return "bitnet.cpp" if outtype in BITNET_CPP_ONLY else "llama.cpp"
+    return "bitnet.cpp" if outtype in BITNET_CPP_ONLY or outtype in IK_FILE_TYPES else "llama.cpp"  # ik: bitnet.cpp's archs
 
 
 class GGUFSink(Sink):
@@ -79,8 +80,8 @@ class GGUFSink(Sink):
             raise UnexpectedTensor(f"an untied output, which GGUF arch {source.family.gguf_arch(options['name'])!r} "
                                    "has no place for (both runtimes multiply by token_embd)", path=source.path,
                                    tensor="lm_head.weight")
-        self.target = make_target(options["name"], arch=options["arch"], type_ids=options["type_ids"],
-                                  family=source.family)
+        arch = ik_sink_arch(self.outtype, options["name"], options["arch"], source.family)
+        self.target = make_target(options["name"], arch=arch, type_ids=options["type_ids"], family=source.family)
         arch_note = f"GGUF arch {self.target.arch!r} for {self.target.name} ({source.family.title})"
         for message in (arch_note, MAINLINE_WARNING if source.family is BITNET_2B4T and not self.target.is_bitnet_cpp
                         else None):
@@ -119,6 +120,7 @@ class GGUFSink(Sink):
     def plan(self, source: Checkpoint, entries: list[Entry]) -> list[PlannedTensor]:
         self._for_family(source)
         self._tiling_config(entries)
+        self.notes += [n for n in ik_sink_notes(self.outtype, entries, self.embedding_type) if n not in self.notes]
         return [self._planned(e) for e in entries]
 
     def _planned(self, entry: Entry) -> PlannedTensor:
@@ -129,6 +131,7 @@ class GGUFSink(Sink):
     def begin(self, source: Checkpoint, entries: list[Entry]) -> None:
         check_output(self.path, self.inputs, self.force)
         self._for_family(source)
+        self.notes += [n for n in ik_sink_notes(self.outtype, entries, self.embedding_type) if n not in self.notes]
         self.config = source.config
         self._tiling_config(entries)
         if self.kernel_config is not None and not self._ini_is_input():
@@ -186,7 +189,7 @@ class GGUFSink(Sink):
             return f32_to_stored(weight.dequantize(), FLOAT_OUTTYPES[self.outtype])
         if self.kernel_config is not None:
             return self.layout.encode(weight, tiling=self.kernel_config)
-        if self.layout.spec.scale == "block:f16":
+        if self.layout.spec.scale in ("block:f16", "row:f16"):
             return self.layout.encode(weight, lossy=self._note_fp16_rounding(weight.beta))
         return self.layout.encode(weight)
 
