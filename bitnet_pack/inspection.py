@@ -10,6 +10,7 @@ import numpy as np
 
 from .checkpoints import open_checkpoint
 from .errors import FormatError
+from .layouts.iq_bn import ik_inspect_notes
 from .ternary import TernaryWeight
 
 ARRAY_SHOWN = 8  # elements of a KV array kept in the raw view (the 2B4T vocabulary is 128k strings)
@@ -63,7 +64,7 @@ def describe(path: Path, progress: Callable[[int], None] | None = None, **read_o
                 progress(entry.nbytes)
         if not report.tensors:
             raise FormatError("holds no tensors: not a model checkpoint", path=path)
-        report.notes = list(source.notes)
+        report.notes = list(source.notes) + ik_inspect_notes(source.layout)
         return report
 
 

@@ -301,3 +301,16 @@ def ik_sink_notes(outtype: str, entries, embedding_type: str) -> list[str]:
     if outtype != "iq2_bn_r4" and small:
         notes.append(f"{SMALL_K_WARNING}: this model has in_features {', '.join(map(str, small))}")
     return notes
+
+
+def ik_inspect_notes(layout: str) -> list[str]:
+    """What `inspect` says about ik_llama.cpp for a file whose projections are in `layout`
+    ("i2_s", or several joined by "+")."""
+    notes = []
+    for name in layout.split("+"):
+        if name in IK_CANNOT_RUN:
+            notes.append(IK_CANNOT_RUN[name])
+        elif name in IK_TYPE_IDS:
+            notes.append(f"{name.upper()} runs only in ik_llama.cpp; bitnet.cpp and llama.cpp do not know "
+                         f"type {IK_TYPE_IDS[name]}")
+    return notes
