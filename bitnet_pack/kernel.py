@@ -50,7 +50,8 @@ __all__ = ["BACKEND", "HALF_KINDS", "NonFiniteActivation", "PackedMatrix", "avai
 
 # normalised name -> the name the kernel uses
 LAYOUTS = {"i2-s": "i2_s", "i2-s-arm": "i2_s_arm", "hf": "hf", "hf-packed": "hf", "tq2-0": "tq2_0",
-           "tq1-0": "tq1_0", "tl1": "tl1", "tl2": "tl2"}
+           "tq1-0": "tq1_0", "tl1": "tl1", "tl2": "tl2", "iq1-bn": "iq1_bn", "iq2-bn": "iq2_bn",
+           "iq2-bn-r4": "iq2_bn_r4"}
 MAX_IN_FEATURES = 1 << 16  # the kernel's int32 lanes hold code << 6 sums (see isa_avx512vnni.c)
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from .errors import FormatError, NotTernary
 from .ggml_types import SLOT_BYTES, slot_beta
 from .kernel_config import Tiling, tl2_split
+from .layouts import iq_bn_kernel
 
 __all__ = ["ByteRun", "byte_problems", "count_run", "reference_codes", "stored_beta"]
 
@@ -71,6 +72,8 @@ def _tl2_parts(shape: tuple[int, int], tiling: Tiling) -> tuple[int, int, int, i
 def stored_beta(name: str, flat: np.ndarray, shape: tuple[int, int]) -> np.float32 | None:
     """The beta the bytes carry (None for hf, which keeps it in weight_scale)."""
     m, k = shape
+    if name in iq_bn_kernel.LAYOUTS:
+        return iq_bn_kernel.stored_beta(name, flat, shape)
     if name in ("i2_s", "i2_s_arm", "tl1"):
         return slot_beta(flat[m * k // 4:])
     if name == "tl2":
@@ -117,6 +120,8 @@ class ByteRun:
 
 def byte_problems(name: str, flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> list[ByteRun]:
     m, k = shape
+    if name in iq_bn_kernel.LAYOUTS:
+        return iq_bn_kernel.byte_problems(name, flat, shape, ByteRun)
     if name in ("i2_s", "i2_s_arm", "hf"):
         return [ByteRun("codes are 3", 0, 1, flat.size if name == "hf" else m * k // 4, 0, FIELD_IS_3, "field3")]
     nblocks = m * k // TQ_BLOCK
@@ -148,6 +153,8 @@ def count_run(run: ByteRun, flat: np.ndarray) -> int:
 def reference_codes(name: str, flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None = None) -> np.ndarray:
     """int8 ternary codes [M, K] read from the stored bytes, byte by byte in stored order."""
     m, k = shape
+    if name in iq_bn_kernel.LAYOUTS:
+        return iq_bn_kernel.reference_codes(name, flat, shape)
     if name == "hf":
         rows = -(-m // 4)
         planes = (flat.reshape(rows, k)[None] >> np.array([0, 2, 4, 6], np.uint8)[:, None, None]) & 3

@@ -6,6 +6,7 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t
 
 cdef extern from "bitnet_kernels.h" nogil:
     int BP_LAYOUT_I2S, BP_LAYOUT_HF, BP_LAYOUT_I2S_ARM, BP_LAYOUT_TQ2, BP_LAYOUT_TQ1, BP_LAYOUT_TL1, BP_LAYOUT_TL2
+    int BP_LAYOUT_IQ1BN, BP_LAYOUT_IQ2BN, BP_LAYOUT_IQ2BN_R4
     int BP_ENOMEM, BP_EBACKEND, BP_ESHAPE
     int bp_backend_count()
     const char *bp_backend_name(int backend)
@@ -27,7 +28,8 @@ cdef extern from "bitnet_kernels.h" nogil:
                        const float *x, int64_t n, float *y)
 
 LAYOUTS = {"i2_s": BP_LAYOUT_I2S, "hf": BP_LAYOUT_HF, "i2_s_arm": BP_LAYOUT_I2S_ARM, "tq2_0": BP_LAYOUT_TQ2,
-           "tq1_0": BP_LAYOUT_TQ1, "tl1": BP_LAYOUT_TL1, "tl2": BP_LAYOUT_TL2}
+           "tq1_0": BP_LAYOUT_TQ1, "tl1": BP_LAYOUT_TL1, "tl2": BP_LAYOUT_TL2,
+           "iq1_bn": BP_LAYOUT_IQ1BN, "iq2_bn": BP_LAYOUT_IQ2BN, "iq2_bn_r4": BP_LAYOUT_IQ2BN_R4}
 BACKENDS = tuple(bp_backend_name(i).decode() for i in range(bp_backend_count()))
 
 

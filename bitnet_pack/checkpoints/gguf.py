@@ -33,13 +33,15 @@ from ..errors import BitnetPackError, FormatError, MissingFile, NonFiniteWeight,
 from ..gguf_meta import config_from_kvs
 from ..kernel_config import KernelConfig, parse_kernel_config, read_kernel_config, sibling_path
 from ..layouts import get_layout
+from ..layouts.iq_bn import IK_TYPE_IDS
 from ..ternary import ZERO_BETA, TernaryWeight, check_ternary
 from ..tokenizer_reverse import tokenizer_files_from_gguf
 from . import Checkpoint, Entry, StoredProjection, Tensor, is_projection
 from .hf import LatentTernary
 
 FLOAT_TYPES = {"F32": ("F32", "<f4"), "F16": ("F16", "<f2"), "BF16": ("BF16", "<u2")}
-LAYOUT_OF_TYPE = {"I2_S": "i2_s", "TL1": "tl1", "TL2": "tl2", "TQ1_0": "tq1_0", "TQ2_0": "tq2_0"}
+LAYOUT_OF_TYPE = {"I2_S": "i2_s", "TL1": "tl1", "TL2": "tl2", "TQ1_0": "tq1_0", "TQ2_0": "tq2_0",
+                  **{name.upper(): name for name in IK_TYPE_IDS}}
 # ggml block types that hold rounded floats (ternary layouts and plain floats/ints excluded);
 # whether gguf-py can dequantize one is known only when it is tried (NotImplementedError).
 NOT_LOSSY_FLOATS = {"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64", *LAYOUT_OF_TYPE}
