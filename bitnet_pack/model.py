@@ -65,6 +65,8 @@ from .arch import BITNET_2B4T, PROJECTIONS, family_of_config
 from .checkpoints import StoredProjection, Tensor
 from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UsageError
 from .floatmath import round_f16
+from .ik_numerics import GROUPS as IK_GROUPS
+from .ik_numerics import ik_linear
 from .kernel import PackedMatrix, exact_half_bits, half_matmul, half_to_float32, ternary_linear
 from .ternary import TernaryWeight
 from .validate import check_hyperparameters
@@ -85,6 +87,7 @@ class Numerics:
     ggml_dot: str = ""             # one-token Q.K, P.V and f16 lm_head in ggml_vec_dot_f16's order
                                    # of that build ("avx512" / "avx2", floatops_ggml.c); avx512 also
                                    # runs the softmax with that build's ggml_v_expf and block sums
+    ik_activations: bool = False   # ik_llama.cpp's Q8_K64 / Q8_K16 activations for its own layouts
 
 
 _BITNET_CPP = dict(kv_f16=True, q_f16=True, single_row_f16=True, ggml_softmax=True, ggml_rope=True)
@@ -92,6 +95,8 @@ NUMERICS = {
     "reference": Numerics("reference"),
     "bitnet.cpp": Numerics("bitnet.cpp", **_BITNET_CPP, ggml_dot="avx512"),  # an AVX-512 build (-march=native)
     "bitnet.cpp-avx2": Numerics("bitnet.cpp-avx2", **_BITNET_CPP, ggml_dot="avx2"),
+    # ik_llama.cpp: its own activation blocks (ik_numerics.py) and the f16 KV cache
+    "ik_llama.cpp": Numerics("ik_llama.cpp", kv_f16=True, ggml_rope=True, ik_activations=True),
 }
 
 
@@ -297,10 +302,15 @@ class BitNetModel:
         c, w = self.config, self._layer_tensors(layer)
         x = floatops.rms_norm(h, w["input_layernorm"], c.rms_norm_eps)
         attn = self._attention(layer, x, rope, w)
-        h = h + ternary_linear(w["self_attn.o_proj"], self._sub_norm(attn, w, 0))
+        h = h + self._linear(w["self_attn.o_proj"], self._sub_norm(attn, w, 0))
         x = floatops.rms_norm(h, w["post_attention_layernorm"], c.rms_norm_eps)
-        ffn = floatops.activation(ternary_linear(w["mlp.gate_proj"], x), ternary_linear(w["mlp.up_proj"], x), c.hidden_act)
-        return h + ternary_linear(w["mlp.down_proj"], self._sub_norm(ffn, w, 1))
+        ffn = floatops.activation(self._linear(w["mlp.gate_proj"], x), self._linear(w["mlp.up_proj"], x), c.hidden_act)
+        return h + self._linear(w["mlp.down_proj"], self._sub_norm(ffn, w, 1))
+
+    def _linear(self, matrix: PackedMatrix, x: np.ndarray) -> np.ndarray:
+        if self.numerics.ik_activations and matrix.layout in IK_GROUPS:
+            return ik_linear(matrix, x)
+        return ternary_linear(matrix, x)
 
     def _sub_norm(self, x: np.ndarray, w: dict, which: int) -> np.ndarray:
         """The family's attention (0) or FFN (1) sub-norm; identity where it has none."""
@@ -310,9 +320,9 @@ class BitNetModel:
     def _attention(self, layer: int, x: np.ndarray, rope: tuple[np.ndarray, np.ndarray], w: dict) -> np.ndarray:
         c, num = self.config, self.numerics
         t, d = x.shape[0], c.head_dim
-        q = floatops.apply_rope(ternary_linear(w["self_attn.q_proj"], x).reshape(t, c.num_heads, d), *rope)
-        k = floatops.apply_rope(ternary_linear(w["self_attn.k_proj"], x).reshape(t, c.num_kv_heads, d), *rope)
-        v = ternary_linear(w["self_attn.v_proj"], x).reshape(t, c.num_kv_heads, d)
+        q = floatops.apply_rope(self._linear(w["self_attn.q_proj"], x).reshape(t, c.num_heads, d), *rope)
+        k = floatops.apply_rope(self._linear(w["self_attn.k_proj"], x).reshape(t, c.num_kv_heads, d), *rope)
+        v = self._linear(w["self_attn.v_proj"], x).reshape(t, c.num_kv_heads, d)
         if num.kv_f16:
             k, v = round_f16(k), round_f16(v)
         if num.q_f16:
