@@ -86,3 +86,10 @@ def test_ik_numerics_reproduce_ik_ids_with_q6k_embedding(shared_vectors: Path, l
     """ik's default files (Q6_K token_embd, read through gguf-py's dequantizer)."""
     want = [p["ik"][f"tiny-b-{layout}.gguf"]["ids"] for p in RECORDED["prompts"]]
     assert greedy(shared_vectors / "ik-tiny-b" / f"tiny-b-{layout}.gguf", "ik_llama.cpp") == want
+
+
+def test_llama_cli_hello_world_ids(shared_vectors: Path) -> None:
+    """ik's llama-cli on tiny-b-iq2_bn.gguf, "hello world", 8 greedy tokens (README of ik-tiny-b)."""
+    with loaded(shared_vectors / "ik-tiny-b" / "tiny-b-iq2_bn.gguf", "ik_llama.cpp") as side:
+        ids, _ = side.model.generate_ids([1, 398, 428, 354, 430, 279, 272, 439, 438], 8)
+    assert ids == [401, 355, 481, 233, 357, 476, 168, 72]
