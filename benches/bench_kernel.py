@@ -28,7 +28,7 @@ SHAPES = {"q/o 2560x2560": (2560, 2560), "k/v 640x2560": (640, 2560),
           "gate/up 6912x2560": (6912, 2560), "down 2560x6912": (2560, 6912)}
 LAYER = [(2560, 2560), (640, 2560), (640, 2560), (2560, 2560), (6912, 2560), (6912, 2560), (2560, 6912)]
 LAYERS = 30
-LAYOUTS = ["i2_s", "i2_s_arm", "hf", "tq2_0", "tq1_0", "tl1", "tl2"]
+LAYOUTS = ["i2_s", "i2_s_arm", "hf", "tq2_0", "tq1_0", "tl1", "tl2", "iq1_bn", "iq2_bn", "iq2_bn_r4"]
 
 
 def random_matrix(rng: np.random.Generator, shape: tuple[int, int], layout: str) -> kernel.PackedMatrix:
