@@ -61,30 +61,46 @@ static void iq2_rows(const uint8_t *w, const bp_walk *walk, int64_t nrows, const
 }
 
 /* IQ2_BN_R4: group of rows 4g..4g+3 = 16 bytes of d, then per 64 columns (ib) 64 bytes; byte
- * 64ib + 16l + 4rr + i, bits 2m, holds column 64ib + 16l + 4m + i of row 4g + rr. The driver's
- * row blocks hold whole groups (R4 needs M % 4 == 0 and blocks start at multiples of 4). */
+ * 64ib + 16l + 4rr + i, bits 2m, holds column 64ib + 16l + 4m + i of row 4g + rr. The panel
+ * (bp_iq_bn_panel) holds, per 64 columns, 256 bytes: at 16(4m + l) + q the activation of column
+ * 16l + 4m + q % 4, so that 16 lanes q = 4rr + i sum the four rows at once. The driver's row
+ * blocks hold whole groups (R4 needs M % 4 == 0 and blocks start at multiples of 4). */
 static void iq2_r4_rows(const uint8_t *w, const bp_walk *walk, int64_t nrows, const int8_t *const *act,
                         int32_t *sums)
 {
     const int8_t *a = act[0];
-    const int64_t k = walk->nchunks * 64, group = 4 * walk->row_bytes;
+    const int64_t group = 4 * walk->row_bytes;
+    int32_t qsum = 0;
+    for (int64_t e = 0; e < 4 * walk->nchunks * 64; e += 16)
+        qsum += a[e] + a[e + 1] + a[e + 2] + a[e + 3]; /* lanes 0..3: each column once */
     for (int64_t g0 = 0; g0 < nrows; g0 += 4) {
         const uint8_t *g = w + (g0 / 4) * group;
-        int32_t acc[4] = {0, 0, 0, 0};
-        for (int64_t ib = 0; ib < walk->nchunks; ib++)
-            for (int l = 0; l < 4; l++) {
-                const uint8_t *b = g + 16 + 64 * ib + 16 * l;
-                const int8_t *x = a + 64 * ib + 16 * l;
-                for (int rr = 0; rr < 4; rr++)
-                    for (int i = 0; i < 4; i++) {
-                        const unsigned v = b[4 * rr + i];
-                        acc[rr] += (int)(v & 3) * x[i] + (int)((v >> 2) & 3) * x[4 + i]
-                                 + (int)((v >> 4) & 3) * x[8 + i] + (int)(v >> 6) * x[12 + i];
-                    }
-            }
+        int32_t lanes[16] = {0};
+        for (int64_t ib = 0; ib < walk->nchunks; ib++) {
+            const uint8_t *b = g + 16 + 64 * ib;
+            const int8_t *x = a + 256 * ib;
+            for (int m = 0; m < 4; m++)
+                for (int l = 0; l < 4; l++)
+                    for (int q = 0; q < 16; q++)
+                        lanes[q] += (int16_t)((b[16 * l + q] >> (2 * m)) & 3) * (int16_t)x[16 * (4 * m + l) + q];
+        }
         for (int rr = 0; rr < 4 && g0 + rr < nrows; rr++)
-            sums[g0 + rr] = f32_is_zero(g + 4 * rr) ? sum_of(a, k) : acc[rr];
+            sums[g0 + rr] = f32_is_zero(g + 4 * rr) ? qsum
+                          : lanes[4 * rr] + lanes[4 * rr + 1] + lanes[4 * rr + 2] + lanes[4 * rr + 3];
     }
+}
+
+void bp_iq_bn_panel(int layout, const int8_t *q, int64_t k, int8_t *panel)
+{
+    if (layout != BP_LAYOUT_IQ2BN_R4) {
+        memcpy(panel, q, (size_t)k);
+        return;
+    }
+    for (int64_t ib = 0; ib < k / 64; ib++)
+        for (int m = 0; m < 4; m++)
+            for (int l = 0; l < 4; l++)
+                for (int lane = 0; lane < 16; lane++)
+                    panel[256 * ib + 16 * (4 * m + l) + lane] = q[64 * ib + 16 * l + 4 * m + lane % 4];
 }
 
 /* DIGITS[b][j]: digit of weight 3^j of a base-3 byte b = ceil(256 v / 243), i.e.

@@ -1,6 +1,7 @@
 /* Each layout's walk, activation panel and shape rule for the driver (driver.c), and the byte
  * checks. Compiled with baseline flags. */
 #include "bitnet_kernels.h"
+#include "iq_bn.h"
 #include "panels.h"
 
 #include <string.h>
@@ -42,7 +43,7 @@ bp_geometry bp_geometry_of(const bp_isa *isa, int layout, int64_t m, int64_t k, 
     case BP_LAYOUT_IQ1BN: case BP_LAYOUT_IQ2BN: case BP_LAYOUT_IQ2BN_R4: /* rows of d + 64-blocks (iq_bn.h) */
         g.walk.row_bytes = layout == BP_LAYOUT_IQ1BN ? 2 + k / 64 * 13 : 4 + k / 4;
         g.walk.nchunks = k / 64;
-        g.panel = k;
+        g.panel = bp_iq_bn_panel_bytes(layout, k);
         return g;
     case BP_LAYOUT_TL1: case BP_LAYOUT_TL2: {
         const int64_t BK = tiling[1], three_k = layout == BP_LAYOUT_TL2 ? k / BK * BK : 0;
@@ -103,8 +104,11 @@ void bp_fill_panel(const bp_isa *isa, int layout, const bp_geometry *g, const in
 {
     memset(panel, 0, (size_t)g->panel);
     switch (bp_family(layout)) {
-    case BP_HF_PLANES: case BP_TQ1_ROWS: case BP_IQ_ROWS:
+    case BP_HF_PLANES: case BP_TQ1_ROWS:
         memcpy(panel, q, (size_t)k);
+        return;
+    case BP_IQ_ROWS:
+        bp_iq_bn_panel(layout, q, k, panel);
         return;
     case BP_TL_TILES:
         if (layout == BP_LAYOUT_TL1) {
