@@ -65,9 +65,8 @@ from .arch import BITNET_2B4T, PROJECTIONS, family_of_config
 from .checkpoints import StoredProjection, Tensor
 from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UsageError
 from .floatmath import round_f16
-from .ik_numerics import GROUPS as IK_GROUPS
-from .ik_numerics import ik_linear
 from .kernel import PackedMatrix, exact_half_bits, half_matmul, half_to_float32, ternary_linear
+from .layouts import get_layout
 from .ternary import TernaryWeight
 from .validate import check_hyperparameters
 
@@ -87,7 +86,8 @@ class Numerics:
     ggml_dot: str = ""             # one-token Q.K, P.V and f16 lm_head in ggml_vec_dot_f16's order
                                    # of that build ("avx512" / "avx2", floatops_ggml.c); avx512 also
                                    # runs the softmax with that build's ggml_v_expf and block sums
-    ik_activations: bool = False   # ik_llama.cpp's Q8_K64 / Q8_K16 activations for its own layouts
+    layout_activations: bool = False  # a layout whose runtime quantizes activations its own way
+                                      # for this mode multiplies that way (Layout.runtime_linear)
 
 
 _BITNET_CPP = dict(kv_f16=True, q_f16=True, single_row_f16=True, ggml_softmax=True, ggml_rope=True)
@@ -95,8 +95,8 @@ NUMERICS = {
     "reference": Numerics("reference"),
     "bitnet.cpp": Numerics("bitnet.cpp", **_BITNET_CPP, ggml_dot="avx512"),  # an AVX-512 build (-march=native)
     "bitnet.cpp-avx2": Numerics("bitnet.cpp-avx2", **_BITNET_CPP, ggml_dot="avx2"),
-    # ik_llama.cpp: its own activation blocks (ik_numerics.py) and the f16 KV cache
-    "ik_llama.cpp": Numerics("ik_llama.cpp", kv_f16=True, ggml_rope=True, ik_activations=True),
+    # ik_llama.cpp: its layouts' own activation blocks (their runtime_linear) and the f16 KV cache
+    "ik_llama.cpp": Numerics("ik_llama.cpp", kv_f16=True, ggml_rope=True, layout_activations=True),
 }
 
 
@@ -308,9 +308,9 @@ class BitNetModel:
         return h + self._linear(w["mlp.down_proj"], self._sub_norm(ffn, w, 1))
 
     def _linear(self, matrix: PackedMatrix, x: np.ndarray) -> np.ndarray:
-        if self.numerics.ik_activations and matrix.layout in IK_GROUPS:
-            return ik_linear(matrix, x)
-        return ternary_linear(matrix, x)
+        own = get_layout(matrix.layout).runtime_linear(self.numerics.name) if self.numerics.layout_activations \
+            else None
+        return ternary_linear(matrix, x) if own is None else own(matrix, x)
 
     def _sub_norm(self, x: np.ndarray, w: dict, which: int) -> np.ndarray:
         """The family's attention (0) or FFN (1) sub-norm; identity where it has none."""

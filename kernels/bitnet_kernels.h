@@ -2,7 +2,8 @@
  * touch no Python object, so the wrapper calls them with the GIL released.
  *
  * Backends are small integers: 0 scalar, 1 avx2, 2 avx512, 3 avx512vnni.
- * Layouts, read as stored (bitnet_pack/kernel_formats.py has the byte pictures):
+ * Walks (a layout entry's `kernel_id`, bitnet_pack/layouts/*.py; kernel_formats.py has the
+ * byte pictures; any other number is refused with BP_ESHAPE):
  *   0 i2_s (x86 128/32 blocks, K % 128), 1 hf (transformers' packed planes, any K),
  *   2 i2_s_arm (64/16 blocks, K % 64), 3 tq2_0, 4 tq1_0 (256-element blocks with an fp16 d
  *   that the kernel does not read, K % 256), 5 tl1, 6 tl2 (tiled by `tiling` = BM, BK, bm,
@@ -22,7 +23,7 @@
 #define BP_LAYOUT_TQ1 4
 #define BP_LAYOUT_TL1 5
 #define BP_LAYOUT_TL2 6
-#define BP_LAYOUT_IQ1BN 7    /* ik_llama.cpp IQ1_BN, IQ2_BN, IQ2_BN_R4: iq_bn.h, K % 64 */
+#define BP_LAYOUT_IQ1BN 7    /* ik_llama.cpp's three row-scaled BitNet types: iq_bn.h, K % 64 */
 #define BP_LAYOUT_IQ2BN 8
 #define BP_LAYOUT_IQ2BN_R4 9
 #define BP_ENOMEM (-1)

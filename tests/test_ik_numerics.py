@@ -1,4 +1,4 @@
-"""`--numerics ik_llama.cpp` (ik_numerics.py): ik's Q8_K64 / Q8_K16 activation groups, and the
+"""`--numerics ik_llama.cpp` (layouts/iq_bn_numerics.py): ik's Q8_K64 / Q8_K16 activation groups, and the
 greedy ids ik_llama.cpp recorded for ik-tiny-b reproduced from the files' own bytes."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 import bitnet_pack
 from bitnet_pack import kernel
-from bitnet_pack.ik_numerics import group_index, ik_linear, quantize_groups
 from bitnet_pack.layouts import get_layout
+from bitnet_pack.layouts.iq_bn_numerics import group_index, ik_linear, quantize_groups
 from bitnet_pack.runner import loaded
 from bitnet_pack.ternary import TernaryWeight
 
@@ -50,7 +50,9 @@ def test_ik_linear_is_the_group_formula_on_every_backend(layout: str, seed: int)
     want *= np.float32(0.25)
     for backend in kernel.available_backends():
         with kernel.use_backend(backend):
-            assert ik_linear(matrix, x).tobytes() == want.tobytes(), backend
+            assert ik_linear(matrix, x, get_layout(layout).activation_blocks).tobytes() == want.tobytes(), backend
+            own = get_layout(layout).runtime_linear("ik_llama.cpp")
+            assert own(matrix, x).tobytes() == want.tobytes(), backend
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.errors import NotTernary, ScaleNotRepresentable, ShapeError
 from bitnet_pack.ggml_types import TypeTable
 from bitnet_pack.layouts import get_layout
-from bitnet_pack.layouts.iq_bn import IK_TYPE_IDS, ik_codes
+from bitnet_pack.layouts.iq_bn import ik_codes
 from bitnet_pack.ternary import ZERO_BETA, TernaryWeight
 
 IK_A, IK_B = FIXTURES / "ik-tiny-a", FIXTURES / "ik-tiny-b"
@@ -86,6 +86,9 @@ def test_ik_threshold_and_all_zero_rows() -> None:
         assert chosen.decode(chosen.encode(TernaryWeight(np.zeros((4, 64), np.int8), 1.0)), (4, 64)).beta == ZERO_BETA
 
 
+IK_TYPE_IDS = {"iq1_bn": 134, "iq2_bn": 135, "iq2_bn_r4": 335}  # ggml.h enum ggml_type (ik 8337e4c)
+
+
 def test_shapes_sizes_and_type_table() -> None:
     for layout in TYPES:
         with pytest.raises(ShapeError, match="in_features % 64 == 0"):
@@ -93,13 +96,22 @@ def test_shapes_sizes_and_type_table() -> None:
     with pytest.raises(ShapeError, match="out_features % 4 == 0"):
         get_layout("iq2_bn_r4").check_shape((6, 64))
     get_layout("iq2_bn").check_shape((6, 64))
-    for flavour in (None, "2025", "2026"):
-        table = TypeTable.for_target(flavour)
-        for layout, type_id in IK_TYPE_IDS.items():
-            assert table.name(type_id) == layout.upper() and table.type_id(layout.upper()) == type_id
-            assert table.nbytes(type_id, (2560, 2560)) == 2560 * ROW_BYTES[layout](2560)
-    assert TypeTable.for_target(None).nbytes(135, (2560, 2560)) == 1_648_640  # ik PR #337's log
-    assert TypeTable.for_target(None).nbytes(135, (3, 100)) == 0
+    table = TypeTable.for_target("ik_llama.cpp")  # the entries' own table: ik's ids are no other runtime's
+    for layout, type_id in IK_TYPE_IDS.items():
+        assert table.name(type_id) == layout.upper() and table.type_id(layout.upper()) == type_id
+        assert table.nbytes(type_id, (2560, 2560)) == 2560 * ROW_BYTES[layout](2560)
+        assert get_layout(layout).spec.file_type == type_id + 2
+    assert table.nbytes(135, (2560, 2560)) == 1_648_640  # ik PR #337's log
+    assert table.nbytes(135, (3, 100)) is None
+    assert table.nbytes(335, (6, 64)) is None  # R4 groups of four rows
+
+
+def test_ik_files_are_read_with_ik_type_ids_from_their_file_type() -> None:
+    """ik's files carry no bitnet_pack key: their general.file_type (136/137/337) names ik's table."""
+    for path in sorted((FIXTURES / "ik-tiny-a").glob("*.gguf")):
+        with GGUFFile(path) as file:
+            assert file.types.flavour == "ik_llama.cpp", path.name
+            assert {t.type_name for t in file.tensors.values()} & {"IQ1_BN", "IQ2_BN", "IQ2_BN_R4"}
 
 
 def test_bad_bytes_and_scales_are_refused() -> None:

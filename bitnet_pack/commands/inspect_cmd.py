@@ -8,6 +8,7 @@ import click
 
 from ..api import inspect
 from ..inspection import Inspection, describe_raw
+from ..layouts import variants
 from ..progress import bars, bars_wanted
 from .common import about, emit_json, examples, note, resolve
 
@@ -23,7 +24,7 @@ TEXT_SHOWN = 120
 @click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="kernel_config.ini of a TL1/TL2 SRC (default: its metadata, else <stem>.kernel_config.ini "
                    "beside it).")
-@click.option("--i2s-variant", type=click.Choice(["x86", "arm"]), default=None,
+@click.option("--i2s-variant", type=click.Choice(variants()), default=None,
               help="Read an I2_S SRC's blocks as x86 (128/32) or ARM (64/16).")
 @click.option("--raw", is_flag=True, help="The file's own view: stored tensor names, types (bitnet.cpp ids "
               "included), offsets and sizes; GGUF key-values too.")

@@ -35,22 +35,17 @@ import numpy as np
 from ..errors import NotTernary, ScaleNotRepresentable, ShapeError
 from ..ternary import ZERO_BETA, TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
+from .iq_bn_kernel import EXTRA_VALID, QL_VALID, walk
 from .tq import BYTE_TRITS, TRIT_BYTE
 
-# ---- plain facts (one entry per type; the registry reads these) -------------------------
+# ---- plain facts (the entries below hold the per-type ones) ------------------------------
 BLOCK = 64
-IK_TYPE_IDS = {"iq1_bn": 134, "iq2_bn": 135, "iq2_bn_r4": 335}        # ggml.h enum ggml_type
-IK_FILE_TYPES = {"iq1_bn": 136, "iq2_bn": 137, "iq2_bn_r4": 337}      # llama.h llama_ftype
-ROW_META_BYTES = {"iq1_bn": 2, "iq2_bn": 4, "iq2_bn_r4": 4}           # ggml traits row_meta_size
-BLOCK_BYTES = {"iq1_bn": 13, "iq2_bn": 16, "iq2_bn_r4": 16}
-RUNTIMES = ("ik_llama.cpp",)             # neither bitnet.cpp nor mainline llama.cpp knows these ids
-BETA_STORAGE = {"iq1_bn": "row:f16", "iq2_bn": "row:f32", "iq2_bn_r4": "row:f32"}
-BETA_ROUNDING = {"iq1_bn": "fp16, round to nearest even", "iq2_bn": "exact", "iq2_bn_r4": "exact"}
-ACTIVATION_BLOCKS = {"iq1_bn": "Q8_K64", "iq2_bn": "Q8_K64", "iq2_bn_r4": "Q8_K16"}
-KERNEL_WALK = {"iq1_bn": "kernels/iq_bn_impl.h: rows of fp16 d + base-3 blocks",
-               "iq2_bn": "kernels/iq_bn_impl.h: rows of f32 d + 2-bit blocks",
-               "iq2_bn_r4": "kernels/iq_bn_impl.h: groups of 4 rows, 4 f32 d + interleaved 2-bit"}
-# What ik_llama.cpp cannot run among the other layouts (measured, reference §4).
+IK_TABLE = "ik_llama.cpp"  # the type-id table of ik's own ids (ggml.h enum ggml_type; no runtime reuses them)
+# --target: ik reads bitnet.cpp's arch names and tokenizer keys (its 2B4T files are bitnet-25);
+# mainline's `bitnet` arch would run 2B4T with SiLU there. The types run only in ik_llama.cpp.
+NAMING_TARGET = "bitnet.cpp"
+IK_ARCH_2B4T = "bitnet-25"  # what ik's own files carry (from bitnet.cpp's I2_S); ik also runs bitnet-b1.58
+# What ik_llama.cpp cannot run among the other layouts (measured, reference section 4).
 IK_CANNOT_RUN = {
     "i2_s": "ik_llama.cpp loads I2_S but has no I2_S matmul: it prints garbage with no error; "
             "requantize there (llama-quantize --allow-requantize) or convert to iq2_bn / iq1_bn / iq2_bn_r4",
@@ -62,10 +57,11 @@ IK_CANNOT_RUN = {
 }
 SMALL_K_WARNING = ("ik_llama.cpp's IQ1_BN/IQ2_BN matmul quantizes activations to Q8_K64, which aborts for "
                    "in_features < 512 (GGML_ASSERT k >= 8*QK_IQ1BN); iq2_bn_r4 has no such limit")
+EMBEDDING_NOTE = ("token_embd is written {type}: ik's llama-quantize picks Q6_K (Q8_0 when ne0 % 256 != 0) for a "
+                  "tied embedding, with its own Q6_K quantizer; F16 loads in ik just as well and is more accurate "
+                  "(ik's -embd_f16 files, --token-embedding-type f16, are this output)")
 
 P3 = np.array([1, 3, 9, 27, 81], np.int32)
-QL_VALID = np.isin(np.arange(256), TRIT_BYTE)
-EXTRA_VALID = np.isin(np.arange(256), TRIT_BYTE[:81])
 SHIFTS = np.array([0, 2, 4, 6], np.uint8)
 
 
@@ -98,9 +94,43 @@ class _RowScaled(Layout):
             raise ShapeError(f"{self.name} interleaves rows in fours: needs out_features % 4 == 0, got "
                              f"{shape[0]} (shape {list(shape)})", tensor=tensor)
 
-    def nbytes(self, shape: tuple[int, int]) -> int:
-        self.check_shape(shape)
-        return shape[0] * (ROW_META_BYTES[self.name] + shape[1] // BLOCK * self.spec.type_size)
+    # -- what the GGUF sink and inspect ask a layout (layouts.Layout hooks) ----------------
+    activation_blocks = "k64"  # how ik quantizes activations for it (iq_bn_numerics.py)
+
+    def target_refusal(self, target: str, also: tuple[str, ...] = ()) -> str | None:
+        if target == NAMING_TARGET:
+            return None
+        return (f"--outtype {self.name} is for ik_llama.cpp, which loads bitnet.cpp's arch names "
+                f"(--target bitnet.cpp, the default), not {target}'s")
+
+    def gguf_arch(self, family, target: str, arch: str | None) -> str | None:
+        """ik runs 2B4T through bitnet.cpp's arch names (relu2 and sub-norms): bitnet-25, as ik's files."""
+        return arch or (IK_ARCH_2B4T if IK_ARCH_2B4T in family.gguf_archs.get(NAMING_TARGET, ()) else None)
+
+    def write_notes(self, entries: list, embedding_type: str) -> list[str]:
+        spec = self.spec
+        notes = [f"{spec.type_name} (type {spec.type_ids[IK_TABLE]}, file type {spec.file_type}) runs only in "
+                 "ik_llama.cpp; bitnet.cpp and llama.cpp do not know it",
+                 EMBEDDING_NOTE.format(type=embedding_type.upper())]
+        small = sorted({e.shape[1] for e in entries if e.kind == "linear" and e.shape[1] < 512})
+        if self.activation_blocks == "k64" and small:
+            notes.append(f"{SMALL_K_WARNING}: this model has in_features {', '.join(map(str, small))}")
+        return notes
+
+    def inspect_notes(self) -> list[str]:
+        return [f"{self.spec.type_name} runs only in ik_llama.cpp; bitnet.cpp and llama.cpp do not know "
+                f"type {self.spec.type_ids[IK_TABLE]}"]
+
+    def notes_about(self, other: Layout) -> list[str]:
+        return [IK_CANNOT_RUN[other.name]] if other.name in IK_CANNOT_RUN else []
+
+    def runtime_linear(self, numerics: str):
+        """ik's own activation blocks under `--numerics ik_llama.cpp` (iq_bn_numerics.py)."""
+        if numerics != IK_TABLE:
+            return None
+        from .iq_bn_numerics import ik_linear
+
+        return lambda matrix, x: ik_linear(matrix, x, self.activation_blocks)
 
     def encode(self, weight: TernaryWeight, *, lossy: bool = False) -> np.ndarray:
         """The GGUF tensor bytes (flat uint8); `lossy` allows IQ1_BN's fp16 rounding of beta."""
@@ -158,8 +188,12 @@ def _two_bit_fields(qs: np.ndarray, what: str, shape: tuple[int, int]) -> np.nda
 
 
 class IQ2BN(_RowScaled):
-    spec = LayoutSpec(name="iq2_bn", block_size=BLOCK, type_size=16, scale="row:f32", ggml_type=135,
-                      source="ik_llama.cpp ggml-common.h block_iq2_bn; iqk_quantize.cpp quantize_one_row_2bn")
+    spec = LayoutSpec(
+        name="iq2_bn", block_size=BLOCK, type_size=16, row_bytes=4, scale="row:f32",
+        source="ik_llama.cpp ggml-common.h block_iq2_bn; iqk_quantize.cpp quantize_one_row_2bn",
+        type_name="IQ2_BN", type_ids={IK_TABLE: 135}, file_type=137, runtimes=(NAMING_TARGET,),
+        kernel="iq2_bn", kernel_id=8)
+    kernel_walk = walk("iq2_bn")
 
     def pack(self, codes: np.ndarray, d: np.ndarray) -> np.ndarray:
         m, k = codes.shape
@@ -182,8 +216,13 @@ class IQ2BN(_RowScaled):
 
 
 class IQ2BNR4(_RowScaled):
-    spec = LayoutSpec(name="iq2_bn_r4", block_size=BLOCK, type_size=16, scale="row:f32", ggml_type=335,
-                      source="ik_llama.cpp iqk_quantize.cpp quantize_iq2_bn_r4 / repack_iq2_bn")
+    spec = LayoutSpec(
+        name="iq2_bn_r4", block_size=BLOCK, type_size=16, row_bytes=4, scale="row:f32",
+        source="ik_llama.cpp iqk_quantize.cpp quantize_iq2_bn_r4 / repack_iq2_bn",
+        type_name="IQ2_BN_R4", type_ids={IK_TABLE: 335}, file_type=337, runtimes=(NAMING_TARGET,),
+        kernel="iq2_bn_r4", kernel_id=9)
+    kernel_walk = walk("iq2_bn_r4")
+    activation_blocks = "k16"
 
     def pack(self, codes: np.ndarray, d: np.ndarray) -> np.ndarray:
         m, k = codes.shape
@@ -206,8 +245,12 @@ class IQ2BNR4(_RowScaled):
 
 
 class IQ1BN(_RowScaled):
-    spec = LayoutSpec(name="iq1_bn", block_size=BLOCK, type_size=13, scale="row:f16", ggml_type=134,
-                      source="ik_llama.cpp ggml-common.h block_iq1_bn; iqk_quantize.cpp quantize_one_row_1bn")
+    spec = LayoutSpec(
+        name="iq1_bn", block_size=BLOCK, type_size=13, row_bytes=2, scale="row:f16",
+        source="ik_llama.cpp ggml-common.h block_iq1_bn; iqk_quantize.cpp quantize_one_row_1bn",
+        type_name="IQ1_BN", type_ids={IK_TABLE: 134}, file_type=136, runtimes=(NAMING_TARGET,), beta_rounding="fp16",
+        kernel="iq1_bn", kernel_id=7)
+    kernel_walk = walk("iq1_bn")
     d_dtype = "<f2"
 
     def row_scales(self, d: np.ndarray, lossy: bool) -> np.ndarray:
@@ -254,63 +297,3 @@ class IQ1BN(_RowScaled):
         return np.ascontiguousarray(rows[:, :2]).view("<f2").reshape(m).astype(np.float32)
 
 
-def ik_nbytes(name: str, rows: int, cols: int) -> int:
-    """Bytes of a [rows, cols] tensor (0 when the type cannot hold it). gguf-py's
-    GGML_QUANT_SIZES has (64, 13)/(64, 16) for these: it forgets the row scale, 2 or 4 bytes short
-    per row, so sizes are computed here."""
-    if cols % BLOCK or (name == "iq2_bn_r4" and rows % 4):
-        return 0
-    return rows * (ROW_META_BYTES[name] + cols // BLOCK * BLOCK_BYTES[name])
-
-
-def ik_type_table(make) -> dict:
-    """{type id: make(NAME, id, nbytes(rows, cols))} for ggml_types.TypeTable."""
-    return {i: make(name.upper(), i, lambda r, c, n=name: ik_nbytes(n, r, c)) for name, i in IK_TYPE_IDS.items()}
-
-
-# ---- what a GGUF sink writing these says and chooses (sinks/gguf.py calls these) ---------
-IK_ARCH_2B4T = "bitnet-25"  # what ik's own files carry (from bitnet.cpp's I2_S); ik also runs bitnet-b1.58
-EMBEDDING_NOTE = ("token_embd is written {type}: ik's llama-quantize picks Q6_K (Q8_0 when ne0 % 256 != 0) for a "
-                  "tied embedding, with its own Q6_K quantizer; F16 loads in ik just as well and is more accurate "
-                  "(ik's -embd_f16 files, --token-embedding-type f16, are this output)")
-
-
-def ik_sink_arch(outtype: str, target: str, arch: str | None, family) -> str | None:
-    """The GGUF arch for an ik outtype: ik runs 2B4T through bitnet.cpp's arch names (relu2 and
-    sub-norms); mainline's `bitnet` would run it with SiLU, so llama.cpp's naming is refused."""
-    if outtype not in IK_TYPE_IDS:
-        return arch
-    if target != "bitnet.cpp":
-        from ..errors import UsageError
-
-        raise UsageError(f"--outtype {outtype} is for ik_llama.cpp, which loads bitnet.cpp's arch names "
-                         f"(--target bitnet.cpp, the default), not {target}'s")
-    return arch or (IK_ARCH_2B4T if IK_ARCH_2B4T in family.gguf_archs.get("bitnet.cpp", ()) else None)
-
-
-def ik_sink_notes(outtype: str, entries, embedding_type: str) -> list[str]:
-    """What to tell the user when writing `outtype` to GGUF."""
-    if outtype in IK_CANNOT_RUN:
-        return [IK_CANNOT_RUN[outtype]]
-    if outtype not in IK_TYPE_IDS:
-        return []
-    notes = [f"{outtype.upper()} (type {IK_TYPE_IDS[outtype]}, file type {IK_FILE_TYPES[outtype]}) runs only in "
-             "ik_llama.cpp; bitnet.cpp and llama.cpp do not know it",
-             EMBEDDING_NOTE.format(type=embedding_type.upper())]
-    small = sorted({e.shape[1] for e in entries if e.kind == "linear" and e.shape[1] < 512})
-    if outtype != "iq2_bn_r4" and small:
-        notes.append(f"{SMALL_K_WARNING}: this model has in_features {', '.join(map(str, small))}")
-    return notes
-
-
-def ik_inspect_notes(layout: str) -> list[str]:
-    """What `inspect` says about ik_llama.cpp for a file whose projections are in `layout`
-    ("i2_s", or several joined by "+")."""
-    notes = []
-    for name in layout.split("+"):
-        if name in IK_CANNOT_RUN:
-            notes.append(IK_CANNOT_RUN[name])
-        elif name in IK_TYPE_IDS:
-            notes.append(f"{name.upper()} runs only in ik_llama.cpp; bitnet.cpp and llama.cpp do not know "
-                         f"type {IK_TYPE_IDS[name]}")
-    return notes

@@ -13,12 +13,20 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FormatError, NotTernary
-from .iq_bn import EXTRA_VALID, QL_VALID, ROW_META_BYTES
+from ..kernel_formats import FIELD_IS_3, ByteRun, Walk
+from .tq import TRIT_BYTE
 
-LAYOUTS = ("iq1_bn", "iq2_bn", "iq2_bn_r4")
-_BYTE = np.arange(256)
-FIELD_IS_3 = sum(((_BYTE >> s) & 3) == 3 for s in (0, 2, 4, 6)).astype(np.uint8)
+ROW_META_BYTES = {"iq1_bn": 2, "iq2_bn": 4, "iq2_bn_r4": 4}  # ggml traits row_meta_size (per row)
+QL_VALID = np.isin(np.arange(256), TRIT_BYTE)  # a byte some five trits encode to
+EXTRA_VALID = np.isin(np.arange(256), TRIT_BYTE[:81])  # ... four trits (the 16th weights' byte)
 QL_BAD, EXTRA_BAD = (~QL_VALID).astype(np.uint8), (~EXTRA_VALID).astype(np.uint8)
+
+
+def walk(name: str) -> Walk:
+    """The kernel walk of one of the three (the layout class's `kernel_walk`)."""
+    return Walk(lambda flat, shape: stored_beta(name, flat, shape),
+                lambda flat, shape, tiling: byte_problems(name, flat, shape, ByteRun),
+                lambda flat, shape, tiling: reference_codes(name, flat, shape))
 
 
 def row_bytes(name: str, k: int) -> int:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import NonFiniteActivation
-
-GROUPS = {"iq1_bn": "k64", "iq2_bn": "k64", "iq2_bn_r4": "k16"}
+from ..errors import NonFiniteActivation
 
 
 def group_index(k: int, kind: str) -> np.ndarray:
@@ -47,11 +45,11 @@ def quantize_groups(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(q, -127, 127).astype(np.int8), d
 
 
-def ik_linear(matrix, x: np.ndarray) -> np.ndarray:
-    """float32 x [..., K] -> y [..., M] with ik's activation groups for `matrix.layout`."""
-    from .kernel import ternary_matmul_int
+def ik_linear(matrix, x: np.ndarray, kind: str) -> np.ndarray:
+    """float32 x [..., K] -> y [..., M] with ik's activation groups `kind` ("k64" / "k16", the
+    layout's `activation_blocks`)."""
+    from ..kernel import ternary_matmul_int
 
-    kind = GROUPS[matrix.layout]
     rows = np.asarray(x, np.float32).reshape(-1, matrix.shape[1])
     q, d = quantize_groups(rows, kind)
     g = group_index(matrix.shape[1], kind)
