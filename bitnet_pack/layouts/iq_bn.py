@@ -40,7 +40,8 @@ from .tq import BYTE_TRITS, TRIT_BYTE
 
 # ---- plain facts (the entries below hold the per-type ones) ------------------------------
 BLOCK = 64
-IK_TABLE = "ik_llama.cpp"  # the type-id table of ik's own ids (ggml.h enum ggml_type; no runtime reuses them)
+IK_RUNTIME = "ik_llama.cpp"  # also the --numerics mode that runs its activation blocks (runtime_linear)
+IK_TABLE = IK_RUNTIME  # the type-id table of ik's own ids (ggml.h enum ggml_type; no runtime reuses them)
 # --target: ik reads bitnet.cpp's arch names and tokenizer keys (its 2B4T files are bitnet-25);
 # mainline's `bitnet` arch would run 2B4T with SiLU there. The types run only in ik_llama.cpp.
 NAMING_TARGET = "bitnet.cpp"
@@ -126,7 +127,7 @@ class _RowScaled(Layout):
 
     def runtime_linear(self, numerics: str):
         """ik's own activation blocks under `--numerics ik_llama.cpp` (iq_bn_numerics.py)."""
-        if numerics != IK_TABLE:
+        if numerics != IK_RUNTIME:
             return None
         from .iq_bn_numerics import ik_linear
 
