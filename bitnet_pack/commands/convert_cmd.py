@@ -41,9 +41,15 @@ INI = click.Path(path_type=Path, dir_okay=False)
 @click.option("--arch", default=None, help="[GGUF OUT] Architecture name (bitnet.cpp: bitnet-b1.58 or bitnet-25).")
 @click.option("--type-ids", type=click.Choice(["2025", "2026"]), default=None,
               help="[GGUF OUT] bitnet.cpp type-id generation: TL2 is 39 up to mid-2025 (default), 42 after.")
-@click.option("--embedding-type", type=click.Choice(["f16", "bf16", "f32"]), default=None,
-              help="[GGUF OUT] Type of token_embd (default f16, as llama.cpp; bf16 or f32 keep a bf16 master's "
-                   "embedding exactly).")
+@click.option("--embedding-type", type=click.Choice(["f16", "bf16", "f32", "q8_0", "q6_k", "q5_k", "q4_k"]),
+              default=None,
+              help="[GGUF OUT] Type of token_embd, and of output for untied models (default f16, as llama.cpp; bf16 "
+                   "or f32 keep a bf16 master's embedding exactly; q8_0/q6_k/q5_k/q4_k quantize it byte for byte as "
+                   "llama-quantize --token-embedding-type does, e.g. q6_k as bitnet.cpp recommends).")
+@click.option("--output-type", type=click.Choice(["f16", "bf16", "f32", "q8_0", "q6_k", "q5_k", "q4_k"]),
+              default=None,
+              help="[GGUF OUT] Type of output for untied models when it should differ from --embedding-type "
+                   "(llama-quantize's --output-tensor-type).")
 @click.option("--name", default=None, help="[GGUF OUT] general.name.")
 @click.option("--out-kernel-config", type=INI, default=None,
               help="[tl1/tl2 OUT] kernel_config.ini giving the tilings to write (default: chosen automatically); "
@@ -53,6 +59,13 @@ INI = click.Path(path_type=Path, dir_okay=False)
 @click.option("--scale-dtype", type=click.Choice(["bf16", "f32"]), default=None,
               help="[hf-packed OUT] dtype of weight_scale: bf16 (default, as transformers) rounds fp32 betas; "
                    "f32 keeps them exactly and transformers loads it.")
+@click.option("--beta-rule", type=click.Choice(["numpy1", "numpy2", "exact"]), default=None,
+              help="[BitNet embedding model, i2_s OUT] How beta = mean|W| is summed: numpy1 (default) as "
+                   "bitnet.cpp's converter under its pinned numpy 1.26 (byte-identical files), numpy2 as under "
+                   "numpy 2, exact the correctly rounded mean.")
+@click.option("--float-type", type=click.Choice(["f16", "f32"]), default=None,
+              help="[BitNet embedding model, i2_s OUT] Type of its norms and token_embd: f16 (default, as "
+                   "bitnet.cpp's converter, which rounds Gemma3's 1+w) or f32 (every value kept).")
 @click.option("--kernel-config", type=INI, default=None,
               help="Old spelling: --src-kernel-config when SRC is TL1/TL2, --out-kernel-config when OUT is.")
 def command(src: str, out: str | None, outtype: str, revision: str | None, force: bool, dry_run: bool,

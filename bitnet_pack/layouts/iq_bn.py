@@ -61,6 +61,8 @@ SMALL_K_WARNING = ("ik_llama.cpp's IQ1_BN/IQ2_BN matmul quantizes activations to
 EMBEDDING_NOTE = ("token_embd is written {type}: ik's llama-quantize picks Q6_K (Q8_0 when ne0 % 256 != 0) for a "
                   "tied embedding, with its own Q6_K quantizer; F16 loads in ik just as well and is more accurate "
                   "(ik's -embd_f16 files, --token-embedding-type f16, are this output)")
+QUANT_EMBEDDING_NOTE = ("token_embd is written {type} by ggml's reference quantizer; ik's llama-quantize uses its own "
+                        "Q6_K (a modified make_qx_quants), so its default files' embedding bytes can differ")
 
 P3 = np.array([1, 3, 9, 27, 81], np.int32)
 SHIFTS = np.array([0, 2, 4, 6], np.uint8)
@@ -112,7 +114,8 @@ class _RowScaled(Layout):
         spec = self.spec
         notes = [f"{spec.type_name} (type {spec.type_ids[IK_TABLE]}, file type {spec.file_type}) runs only in "
                  "ik_llama.cpp; bitnet.cpp and llama.cpp do not know it",
-                 EMBEDDING_NOTE.format(type=embedding_type.upper())]
+                 (EMBEDDING_NOTE if embedding_type in ("f16", "bf16", "f32") else QUANT_EMBEDDING_NOTE)
+                 .format(type=embedding_type.upper())]
         small = sorted({e.shape[1] for e in entries if e.kind == "linear" and e.shape[1] < 512})
         if self.activation_blocks == "k64" and small:
             notes.append(f"{SMALL_K_WARNING}: this model has in_features {', '.join(map(str, small))}")
