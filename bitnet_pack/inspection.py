@@ -10,6 +10,7 @@ import numpy as np
 
 from .checkpoints import open_checkpoint
 from .errors import FormatError
+from .layouts import find_layout, layout_notes
 from .ternary import TernaryWeight
 
 ARRAY_SHOWN = 8  # elements of a KV array kept in the raw view (the 2B4T vocabulary is 128k strings)
@@ -71,13 +72,19 @@ def describe(path: Path, progress: Callable[[int], None] | None = None, **read_o
                 progress(entry.nbytes)
         if not report.tensors:
             raise FormatError("holds no tensors: not a model checkpoint", path=path)
-        report.notes = list(source.notes)
+        report.notes = list(source.notes) + _layout_notes(source.layout)
         return report
 
 
 def source_bytes(path: Path) -> int:
     """Bytes of a checkpoint's tensor files (a .gguf, or a directory's *.safetensors)."""
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.glob("*.safetensors"))
+
+
+def _layout_notes(names: str) -> list[str]:
+    """What the projections' layouts ("i2_s", or several joined by "+") and the runtimes say about them."""
+    found = [find_layout(name) for name in names.split("+")]
+    return list(dict.fromkeys(n for layout in found if layout is not None for n in layout_notes(layout)))
 
 
 def describe_raw(path: Path) -> dict:

@@ -277,3 +277,47 @@ def test_a_rounding_layout_announces_its_rounding(tiny_a: Path, tmp_path: Path):
     finally:
         registry.unregister("toy2b")
         registry.unregister("toy2")
+
+
+def test_a_runtime_of_its_own_speaks_through_its_layouts(tiny_a: Path, tmp_path: Path):
+    """Ids under a table no other entry uses make that table (written, recorded, detected from the
+    file type alone); the layout's hooks give the sink's and inspect's notes, the arch and the
+    refusal, and what its runtime says about other layouts; no project file names it."""
+    from bitnet_pack.inspection import describe
+
+    toy = define_toy()
+
+    class ToyRt(toy):
+        spec = LayoutSpec(name="toyrt", block_size=16, type_size=4, tail_bytes=4, scale="tail:f32",
+                          type_name="TOYRT", type_ids={"toy-runtime": TOY_TYPE_ID + 3}, file_type=TOY_TYPE_ID + 3,
+                          runtimes=("bitnet.cpp",))
+
+        def target_refusal(self, target, also=()):
+            return None if target == "bitnet.cpp" else f"toy-runtime reads bitnet.cpp's names, not {target}'s"
+
+        def write_notes(self, entries, embedding_type):
+            return [f"toyrt: {sum(e.kind == 'linear' for e in entries)} projections, embedding {embedding_type}"]
+
+        def inspect_notes(self):
+            return ["toyrt runs only in toy-runtime"]
+
+        def notes_about(self, other):
+            return [f"toy-runtime cannot run {other.name}"] if other.name == "tq2_0" else []
+
+    try:
+        with pytest.raises(UsageError, match="toy-runtime reads bitnet.cpp's names, not llama.cpp's"):
+            GGUFSink(Path("x.gguf"), "toyrt", target="llama.cpp")
+        out = tmp_path / "t.gguf"
+        report = bitnet_pack.convert(tiny_a / "tiny-a-bf16", out, outtype="toyrt")
+        assert any(n.startswith("toyrt: ") and "embedding f16" in n for n in report.notes), report.notes
+        with GGUFFile(out) as file:
+            assert file.types.flavour == "toy-runtime" and file.get("bitnet_pack.type_flavour") == "toy-runtime"
+            assert file.tensor_info("blk.0.attn_q.weight").type_id == TOY_TYPE_ID + 3
+        assert TypeTable.for_target("2025").name(TOY_TYPE_ID + 3) is None
+        assert "toyrt runs only in toy-runtime" in describe(out).notes
+        other = bitnet_pack.convert(tiny_a / "tiny-a-bf16", tmp_path / "q.gguf", outtype="tq2_0")
+        assert "toy-runtime cannot run tq2_0" in other.notes
+        assert "toy-runtime cannot run tq2_0" in describe(tmp_path / "q.gguf").notes
+    finally:
+        registry.unregister("toyrt")
+        registry.unregister("toy2")

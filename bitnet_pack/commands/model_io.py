@@ -11,7 +11,7 @@ from .common import resolve
 
 __all__ = ["Loaded", "loaded", "prompt_ids"]
 
-NUMERICS = ["reference", "bitnet.cpp", "bitnet.cpp-avx2"]  # model.NUMERICS, named here so the CLI starts without the kernel
+NUMERICS = ["reference", "bitnet.cpp", "bitnet.cpp-avx2", "ik_llama.cpp"]  # model.NUMERICS, named here so the CLI starts without the kernel
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import DuplicateLayout, FormatError, ShapeError, UnknownLayout, UsageError
 from ..ternary import TernaryWeight, stored_beta
 
-__all__ = ["ENTRY_POINT_GROUP", "Layout", "LayoutSpec", "find_layout", "get_layout", "layout_names", "layouts",
+__all__ = ["ENTRY_POINT_GROUP", "Layout", "LayoutSpec", "find_layout", "get_layout", "layout_names", "layout_notes", "layouts",
            "layout_of_type", "layouts_of_type", "normalize_name", "outtype_of", "register", "unregister", "variants"]
 
 
@@ -176,6 +176,37 @@ class Layout:
 
         return stored_beta(stored, any_nonzero, layout=self.name, tensor=tensor)
 
+    # -- what the sinks, inspect and the model ask a layout (defaults: nothing to add) ------
+    def target_refusal(self, target: str, also: tuple[str, ...] = ()) -> str | None:
+        """Why `--target target` cannot write this layout (None: it can), naming what it takes
+        (the layouts whose entry lists it, and `also`); default from the entry's `runtimes`."""
+        if target in self.spec.runtimes:
+            return None
+        takes = [lay.spec.write_name for lay in layouts() if target in lay.spec.runtimes] + list(also)
+        return (f"--outtype {self.spec.write_name} runs only in {' or '.join(self.spec.runtimes)}; "
+                f"{target} takes {', '.join(takes)}")
+
+    def gguf_arch(self, family: object, target: str, arch: str | None) -> str | None:
+        """The GGUF arch to write for `family` under `target` (None: the target's first); `arch` is --arch."""
+        return arch
+
+    def write_notes(self, entries: list, embedding_type: str) -> list[str]:
+        """What convert tells the user when it writes this layout (beta rounding aside)."""
+        return []
+
+    def inspect_notes(self) -> list[str]:
+        """What inspect says about a file holding this layout."""
+        return []
+
+    def notes_about(self, other: Layout) -> list[str]:
+        """What this layout's runtime says about files in `other` (e.g. that it cannot run them)."""
+        return []
+
+    def runtime_linear(self, numerics: str) -> Callable | None:
+        """A product that quantizes activations the way this layout's runtime does under `--numerics
+        numerics`, `(PackedMatrix, x) -> y`; None: the common per-token product."""
+        return None
+
     def _check_blob(self, data: np.ndarray, shape: tuple[int, int], tensor: str | None = None) -> np.ndarray:
         """The encoded bytes as a flat uint8 array of exactly `nbytes(shape)`."""
         flat = np.asarray(data).reshape(-1).view(np.uint8) if np.asarray(data).dtype != np.uint8 else np.asarray(data).reshape(-1)
@@ -201,6 +232,13 @@ def register(layout: type[Layout] | Layout) -> Layout:
     _REGISTRY[key] = instance
     _SPELLINGS.update(dict.fromkeys(spellings, key))
     return instance
+
+
+def layout_notes(layout: Layout, *, writing: tuple[list, str] | None = None) -> list[str]:
+    """What `layout` and every registered layout's runtime say about it, once each: its
+    `write_notes(*writing)` when writing, else its `inspect_notes()`, then `notes_about`."""
+    own = layout.write_notes(*writing) if writing is not None else layout.inspect_notes()
+    return list(dict.fromkeys([*own, *(n for other in layouts() for n in other.notes_about(layout))]))
 
 
 def unregister(name: str) -> None:
