@@ -83,8 +83,8 @@ class GGUFCheckpoint(Checkpoint):
     def _i2s_layout(self, variant: str | None) -> str:
         recorded = self.file.get("bitnet_pack.layout")
         if variant is not None:
-            return "i2_s_arm" if variant == "arm" else "i2_s"
-        return "i2_s_arm" if recorded == "i2_s_arm" else "i2_s"
+            return {"arm": "i2_s_arm", "1x4": "i2_s_1x4"}.get(variant, "i2_s")
+        return recorded if recorded in ("i2_s_arm", "i2_s_1x4") else "i2_s"
 
     def _kernel_config(self, path: Path | None) -> KernelConfig | None:
         """The TL tilings: the given file, else our metadata, else the sibling
@@ -171,6 +171,8 @@ class GGUFCheckpoint(Checkpoint):
         info = self.file.tensors[name]
         if info.type_name not in LAYOUT_OF_TYPE or self.family.permuted_heads(entry.name, self.config) is not None:
             return None  # q/k rows the llama arch stores permuted are decoded and put back in order
+        if getattr(get_layout(self._layout_of(info.type_name)), "kernel_walk", "own") == "generic":
+            return None  # no kernel tile of its own: verify multiplies its decoded codes
         tiling = None
         if info.type_name in ("TL1", "TL2"):
             tiling = self._tiling(name).tiling_for(tuple(info.shape), tensor=name)

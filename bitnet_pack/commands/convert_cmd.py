@@ -29,8 +29,9 @@ INI = click.Path(path_type=Path, dir_okay=False)
               help="Upload OUT to this hub repo (created if needed) once complete; HF_TOKEN and the endpoint "
                    "are checked before converting.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-@click.option("--i2s-variant", type=click.Choice(["x86", "arm"]), default=None,
-              help="[I2_S GGUF SRC] Read its blocks as x86 (128/32, official files) or ARM (64/16).")
+@click.option("--i2s-variant", type=click.Choice(["x86", "arm", "1x4"]), default=None,
+              help="[I2_S GGUF SRC] Read its blocks as x86 (128/32, official files), ARM (64/16) or "
+                   "1x4 (weight-parallel: four rows per byte).")
 @click.option("--src-kernel-config", type=INI, default=None,
               help="[TL1/TL2 GGUF SRC] kernel_config.ini with its tilings (default: its metadata, else "
                    "<stem>.kernel_config.ini beside it).")

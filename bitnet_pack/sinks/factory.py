@@ -11,7 +11,7 @@ from ..options import WriteOptions
 from . import Sink
 
 SAFETENSORS_OUTTYPES = ("hf-packed", "bf16")
-GGUF_OUTTYPES = ("i2_s", "i2_s_arm", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "bf16", "f32")
+GGUF_OUTTYPES = ("i2_s", "i2_s_arm", "i2_s_1x4", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "bf16", "f32")
 FLOAT_OUTTYPES = ("f16", "bf16", "f32")
 
 

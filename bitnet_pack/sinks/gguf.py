@@ -34,12 +34,12 @@ from . import PlannedTensor, Sink
 from .direct_io import open_direct_file
 from .gguf_tokenizer import tokenizer_kvs
 
-LAYOUT_OUTTYPES = ("i2_s", "i2_s_arm", "tl1", "tl2", "tq1_0", "tq2_0")
+LAYOUT_OUTTYPES = ("i2_s", "i2_s_arm", "i2_s_1x4", "tl1", "tl2", "tq1_0", "tq2_0")
 FLOAT_OUTTYPES = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
 FILE_TYPES = {"f32": 0, "f16": 1, "bf16": 32, "tq1_0": 36, "tq2_0": 37, "tl1": BITNET_CPP_FILE_TYPES["TL1"],
               "tl2": BITNET_CPP_FILE_TYPES["TL2"], "i2_s": BITNET_CPP_FILE_TYPES["I2_S"],
-              "i2_s_arm": BITNET_CPP_FILE_TYPES["I2_S"]}
-BITNET_CPP_ONLY = ("i2_s", "i2_s_arm", "tl1", "tl2")
+              "i2_s_arm": BITNET_CPP_FILE_TYPES["I2_S"], "i2_s_1x4": BITNET_CPP_FILE_TYPES["I2_S"]}
+BITNET_CPP_ONLY = ("i2_s", "i2_s_arm", "i2_s_1x4", "tl1", "tl2")
 EMBEDDING_NAME = "model.embed_tokens.weight"
 MAINLINE_WARNING = ("mainline llama.cpp currently computes the BitNet FFN with SiLU instead of relu2, so "
                     "2B4T-style models give wrong output there until that is fixed upstream")
@@ -68,7 +68,7 @@ class GGUFSink(Sink):
         self.force, self.inputs, self.name = force, inputs or [], name
         self.extra_metadata = extra_metadata or {}
         self.layout = get_layout(outtype) if outtype in LAYOUT_OUTTYPES else None
-        self.notes: list[str] = []
+        self.notes: list[str] = list(getattr(self.layout, "write_notes", ()))
         self.kernel_config: KernelConfig | None = None
 
     def _for_family(self, source: Checkpoint) -> None:
@@ -105,7 +105,7 @@ class GGUFSink(Sink):
         if entry.kind == "linear" and self.layout is not None:
             options = {"tiling": self.kernel_config} if self.kernel_config is not None else {}
             self.layout.check_shape(entry.shape, tensor=entry.name, **options)
-            type_name = self.layout.name.upper().replace("_ARM", "")
+            type_name = getattr(self.layout, "ggml_type_name", None) or self.layout.name.upper().replace("_ARM", "")
             return type_name, self.types.type_id(type_name), self.layout.nbytes(entry.shape)
         if entry.kind == "linear":
             type_name = FLOAT_OUTTYPES[self.outtype]
