@@ -31,7 +31,7 @@ from .dtypes import round_to_bf16
 from .errors import BitnetPackError, ScaleNotRepresentable, ShapeError, UsageError
 from .layouts import get_layout, layout_names
 from .outputs import scratch_directory
-from .sinks.factory import make_sink
+from .sinks.factory import GGUF_OUTTYPES, make_sink
 from .ternary import TernaryWeight
 
 __all__ = ["LayoutResult", "RoundtripReport", "roundtrip", "scale_rounding"]
@@ -116,7 +116,8 @@ def _back_outtype(source) -> str:
 
 
 def _output_path(base: Path, name: str, outtype: str) -> Path:
-    return base / (name if outtype in ("hf-packed", "bf16") else f"{name}.gguf")
+    directory = outtype in ("hf-packed", "bf16") or outtype not in GGUF_OUTTYPES
+    return base / (name if directory else f"{name}.gguf")
 
 
 def _one_layout(model: Path, layout: str, base: Path, back: str, embedding: str, reference: _Reference,

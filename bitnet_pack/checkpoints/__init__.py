@@ -155,6 +155,10 @@ def read_aux_files(directory: Path) -> dict[str, bytes]:
 def open_checkpoint(path: str | Path, **options: object) -> Checkpoint:
     """A directory is a transformers checkpoint; a `.gguf` file is a GGUF; else an error."""
     path = Path(path)
+    from .bitnet_gpu import GPUCheckpoint, is_gpu_checkpoint
+
+    if is_gpu_checkpoint(path):
+        return GPUCheckpoint(path)
     if path.is_dir():
         from .hf import HFCheckpoint
 

@@ -162,4 +162,4 @@ def _load_all() -> None:
         import_module(f"{__name__}.{module}")
 
 
-_MODULES = ("hf", "i2s", "tq", "tl1", "tl2", "i2s_1x4")
+_MODULES = ("hf", "i2s", "tq", "tl1", "tl2", "i2s_1x4", "bitnet_gpu")

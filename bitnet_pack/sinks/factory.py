@@ -11,12 +11,13 @@ from ..options import WriteOptions
 from . import Sink
 
 SAFETENSORS_OUTTYPES = ("hf-packed", "bf16")
+TORCH_OUTTYPES = ("bitnet-gpu",)  # a directory of torch pickles (sinks/bitnet_gpu.py)
 GGUF_OUTTYPES = ("i2_s", "i2_s_arm", "i2_s_1x4", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "bf16", "f32")
 FLOAT_OUTTYPES = ("f16", "bf16", "f32")
 
 
 def outtypes() -> tuple[str, ...]:
-    return SAFETENSORS_OUTTYPES + GGUF_OUTTYPES
+    return SAFETENSORS_OUTTYPES + GGUF_OUTTYPES + TORCH_OUTTYPES
 
 
 def outtype_spellings() -> tuple[str, ...]:
@@ -58,6 +59,10 @@ def make_sink(out: Path, outtype: str, *, force: bool = False, inputs: list[Path
     if out.suffix == ".safetensors":
         raise UsageError(f"a transformers checkpoint is a directory (config.json, tokenizer, weights): name OUT "
                          f"without the .safetensors suffix, e.g. {out.with_suffix('')}")
+    if outtype in TORCH_OUTTYPES:
+        from .bitnet_gpu import GPUSink
+
+        return GPUSink(out, outtype, **common, **options.given())
     if outtype not in SAFETENSORS_OUTTYPES:
         raise UsageError(f"--outtype {outtype} needs a .gguf output path; a directory takes "
                          f"{' or '.join(SAFETENSORS_OUTTYPES)}")
