@@ -28,7 +28,7 @@ import numpy as np
 
 from ..dtypes import bf16_to_f32, f32_to_bf16
 from ..errors import NotTernary, ShapeError
-from ..ternary import ABSMEAN_EPS, TernaryWeight, check_ternary
+from ..ternary import ABSMEAN_EPS, TernaryWeight, absmean, check_ternary
 from . import Layout, LayoutSpec
 
 # Facts a registry needs, as plain constants.
@@ -107,6 +107,15 @@ class BitnetGPU(Layout):
         if checked != np.float32(beta):  # an all-zero part with weight_scale 0
             return TernaryWeight(np.zeros(shape, np.int8), checked)
         return TernaryWeight(ternary, np.float32(beta))
+
+    def quantize_master(self, source: object, entry: object) -> tuple[TernaryWeight, np.ndarray] | None:
+        """What bitnet.cpp's GPU converter makes of a bf16 master's projection (`gpu_quantize`),
+        or None when `source` is not a bf16 master (then the codes are kept as given)."""
+        files = getattr(source, "files", None)
+        if getattr(source, "kind", None) != "bf16-master" or getattr(entry, "dtype", None) != "BF16" or files is None:
+            return None
+        bits = files.raw(entry.name)
+        return gpu_quantize(bits, absmean(bf16_to_f32(bits)))
 
 
 # ---- the numbers bitnet.cpp's converter computes (gpu/convert_checkpoint.py) ---------------

@@ -36,9 +36,9 @@ from ..checkpoints.bitnet_gpu import (
 from ..dtypes import bf16_to_f32, f32_to_bf16
 from ..errors import UsageError
 from ..layouts import get_layout
-from ..layouts.bitnet_gpu import NAME, SCALE_SLOTS, fake_quant_bits, gpu_quantize, slot_of
+from ..layouts.bitnet_gpu import NAME, SCALE_SLOTS, fake_quant_bits, slot_of
 from ..outputs import StagedDir
-from ..ternary import TernaryWeight, absmean
+from ..ternary import TernaryWeight
 from . import PlannedTensor, Sink
 
 SCRATCH = ".scratch"
@@ -140,9 +140,9 @@ class GPUSink(Sink):
 
     def _as_bitnet_cpp(self, entry: Entry, weight: TernaryWeight) -> tuple[TernaryWeight, np.ndarray | None]:
         """bitnet.cpp's own ternarization from a bf16 master; else the codes given, beta rounded."""
-        raw = self._master_bits(entry)
-        if raw is not None:
-            ours, negative_zero = gpu_quantize(raw, absmean(bf16_to_f32(raw)))
+        requantized = self.layout.quantize_master(self.source, entry)
+        if requantized is not None:
+            ours, negative_zero = requantized
             differing = int(np.count_nonzero(ours.codes != weight.codes))
             if differing:
                 self._differing[entry.name] = differing
@@ -152,12 +152,6 @@ class GPUSink(Sink):
             self._rounded += 1
             self._worst = max(self._worst, abs(float(slot) / float(weight.beta) - 1))
         return TernaryWeight(weight.codes, slot), None
-
-    def _master_bits(self, entry: Entry) -> np.ndarray | None:
-        files = getattr(self.source, "files", None)
-        if self.source.kind != "bf16-master" or entry.dtype != "BF16" or files is None:
-            return None
-        return files.raw(entry.name)
 
     def _write_fused(self, fused: str, parts: dict[int, tuple[TernaryWeight, np.ndarray]]) -> None:
         ordered = [parts[i] for i in sorted(parts)]
