@@ -46,7 +46,15 @@ _I, _J = np.meshgrid(np.arange(TILE[0]), np.arange(TILE[1]), indexing="ij")
 _U = 2 * _I + _J // 16
 TILE_ROW = 8 * (_U // 16) + _U % 8  # tile element (i, j) comes from (TILE_ROW, TILE_COL)
 TILE_COL = _J % 16 + 16 * ((_U % 16) // 8)
-WORD_SHIFTS = (8 * (np.arange(16) % 4) + 2 * (np.arange(16) // 4)).astype(np.uint32)
+# Steps 2-4 as one gather: byte n of word w of tile row i holds offsets o = 4g + n (g = 0..3) at
+# bits 2g, i.e. tile elements (i, 16w + 4g + n); SOURCE_* [i, 4w + n, g] name their source.
+_W, _N, _G = np.meshgrid(np.arange(2), np.arange(4), np.arange(4), indexing="ij")
+_TILE_J = (16 * _W + 4 * _G + _N).reshape(8, 4)  # [byte of the tile row, g]
+SOURCE_ROW = TILE_ROW[:, _TILE_J]  # [16, 8, 4]
+SOURCE_COL = TILE_COL[:, _TILE_J]
+GROUP_SHIFTS = np.array([0, 2, 4, 6], dtype=np.uint8)
+_SOURCE = (SOURCE_ROW * TILE[1] + SOURCE_COL).reshape(-1)  # stored field -> tile element, flat
+STORED_OF_ELEMENT = np.argsort(_SOURCE)  # tile element (row-major) -> its stored field
 
 
 class BitnetGPU(Layout):
@@ -79,11 +87,13 @@ class BitnetGPU(Layout):
         self.check_shape(weight.shape)
         check_ternary(weight.codes)
         n, k = weight.shape
-        codes = (weight.codes.astype(np.uint32) + 2) & 3  # t + 2: 1, 2, 3 (int8 -1 wraps to 1 after & 3)
-        tiles = codes.reshape(n // 16, 16, k // 32, 32).transpose(0, 2, 1, 3)[:, :, TILE_ROW, TILE_COL]
-        offsets = tiles.reshape(n // 16, k // 32, 16, 2, 16)  # [.., tile row, word, offset o]
-        words = np.bitwise_or.reduce(offsets << WORD_SHIFTS, axis=-1).astype("<u4")
-        return np.ascontiguousarray(words).view(np.int8).reshape(n, k // 4)
+        codes = weight.codes.view(np.uint8) + np.uint8(2)  # t + 2 (int8 -1 is 255: wraps to 1)
+        tiles = np.ascontiguousarray(codes.reshape(n // 16, 16, k // 32, 32).transpose(0, 2, 1, 3))
+        fields = np.take(tiles.reshape(n // 16, k // 32, 512), _SOURCE, axis=-1).reshape(n // 16, k // 32, 16, 8, 4)
+        out = fields[..., 0].copy()
+        for g in range(1, 4):
+            out |= fields[..., g] << GROUP_SHIFTS[g]
+        return out.view(np.int8).reshape(n, k // 4)
 
     def decode(self, data: np.ndarray, shape: tuple[int, int], beta: float | None = None) -> TernaryWeight:
         if beta is None:
@@ -94,15 +104,16 @@ class BitnetGPU(Layout):
         if packed.shape != want or packed.dtype.itemsize != 1:
             raise ShapeError(f"{self.name} weight for shape {list(shape)} must be int8 {list(want)}, "
                              f"got {packed.dtype}{list(packed.shape)}")
-        words = packed.view("<u4").reshape(n // 16, k // 32, 16, 2, 1)
-        fields = ((words >> WORD_SHIFTS) & 3).astype(np.int8).reshape(n // 16, k // 32, 16, 32)
+        stored = packed.view(np.uint8).reshape(n // 16, k // 32, 16, 8, 1)
+        fields = (stored >> GROUP_SHIFTS) & np.uint8(3)  # [tile, tile, i, byte, g]
         zero = int(np.count_nonzero(fields == 0))
         if zero:
             raise NotTernary(f"{zero} of {n * k} {self.name} codes are 0 (no ternary value; codes are t + 2), "
                              f"shape {list(shape)}")
-        codes = np.empty((n // 16, k // 32, 16, 32), np.int8)
-        codes[:, :, TILE_ROW, TILE_COL] = fields - 2
-        ternary = np.ascontiguousarray(codes.transpose(0, 2, 1, 3)).reshape(n, k)
+        tiles = np.take(fields.reshape(n // 16, k // 32, 512), STORED_OF_ELEMENT, axis=-1)
+        tiles -= np.uint8(2)
+        ternary = np.ascontiguousarray(tiles.reshape(n // 16, k // 32, 16, 32).transpose(0, 2, 1, 3))
+        ternary = ternary.view(np.int8).reshape(n, k)
         checked = self.read_beta(beta, ternary)
         if checked != np.float32(beta):  # an all-zero part with weight_scale 0
             return TernaryWeight(np.zeros(shape, np.int8), checked)
