@@ -77,8 +77,17 @@ def describe_raw(path: Path) -> dict:
     headers (every shard), with absolute byte offsets."""
     if path.is_file() and path.suffix == ".gguf":
         return _raw_gguf(path)
+    from .checkpoints.bitnet_gpu import is_gpu_checkpoint, raw_state_files
     from .containers.safetensors import SafetensorsFile
     from .containers.shards import SafetensorsDir
+
+    if is_gpu_checkpoint(path):
+        files = raw_state_files(path)
+        try:
+            return {"path": str(path), "container": "safetensors", "files": [_raw_safetensors(f) for f in files]}
+        finally:
+            for file in files:
+                file.close()
 
     if path.is_file():
         with SafetensorsFile(path) as file:

@@ -183,3 +183,15 @@ def test_refusals(tiny_a: Path, tmp_path: Path, gpu_dir, monkeypatch) -> None:
     _, weights = load_weights(folder)  # the safetensors twin needs no torch
     assert len(weights) == 24
     assert SafetensorsFile(folder / "model_state_int2.safetensors").tensors
+
+
+def test_inspect_raw_shows_the_twins_and_refuses_a_bare_pickle(gpu_dir) -> None:
+    twin = gpu_dir("model_state_int2.safetensors", "model_state_fp16.safetensors", folder_name="twin")
+    result = CliRunner().invoke(main, ["inspect", str(twin), "--raw"])
+    assert result.exit_code == 0 and "[model_state_int2.safetensors]: safetensors, 827432 bytes, 27 tensors" \
+        in result.output and "[model_state_fp16.safetensors]" in result.output
+    pickle = gpu_dir("model_state_int2.pt", folder_name="pickle")
+    result = CliRunner().invoke(main, ["inspect", str(pickle), "--raw"])
+    assert result.exit_code == 2 and "is a torch pickle" in result.output
+    result = CliRunner().invoke(main, ["inspect", str(pickle / "model_state_int2.pt"), "--json"])
+    assert result.exit_code == 0 and '"kind": "bitnet-gpu"' in result.output

@@ -54,6 +54,17 @@ def is_gpu_checkpoint(path: Path) -> bool:
     return path.is_dir() and has_state and not has_weights
 
 
+def raw_state_files(path: Path) -> list[SafetensorsFile]:
+    """The .safetensors twins of a GPU checkpoint, for `inspect --raw`; a torch pickle is not
+    shown byte by byte (UsageError)."""
+    directory = path.parent if path.is_file() else path
+    twins = [directory / f"{stem}.safetensors" for stem in (INT2, FP16)]
+    if not twins[0].is_file():
+        raise UsageError(f"--raw shows GGUF and safetensors containers; {INT2}.pt is a torch pickle (no "
+                         f"{INT2}.safetensors beside it): inspect it without --raw", path=directory)
+    return [SafetensorsFile(twin) for twin in twins if twin.is_file()]
+
+
 def gpu_name(hf_name: str) -> tuple[str, int] | None:
     """transformers projection name -> (fused GPU tensor, part index), or None."""
     match = _LAYER.fullmatch(hf_name)
