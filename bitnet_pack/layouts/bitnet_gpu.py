@@ -171,7 +171,9 @@ def gpu_quantize(bits: np.ndarray, mean: np.float32) -> tuple[TernaryWeight, np.
 def fake_quant_bits(weight: TernaryWeight, negative_zero: np.ndarray | None = None) -> np.ndarray:
     """model_state_fp16.pt's projection: bf16 bits of t / s = t * slot (exact), -0.0 where
     `negative_zero` says bitnet.cpp's round() left one."""
-    magnitude = f32_to_bf16(np.float32(weight.beta))
-    bits = np.where(weight.codes != 0, magnitude, np.uint16(0)).astype(np.uint16)
-    negative = weight.codes < 0 if negative_zero is None else (weight.codes < 0) | negative_zero
-    return bits | np.where(negative, np.uint16(0x8000), np.uint16(0))
+    magnitude = int(f32_to_bf16(np.array([weight.beta], np.float32))[0])
+    table = np.array([0x8000 | magnitude, 0, magnitude], np.uint16)  # by code + 1
+    bits = np.take(table, weight.codes.view(np.uint8) + np.uint8(1))  # int8 -1 is 255: wraps to 0
+    if negative_zero is not None:
+        bits |= negative_zero.view(np.uint8).astype(np.uint16) << 15
+    return bits
