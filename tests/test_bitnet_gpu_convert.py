@@ -195,3 +195,9 @@ def test_inspect_raw_shows_the_twins_and_refuses_a_bare_pickle(gpu_dir) -> None:
     assert result.exit_code == 2 and "is a torch pickle" in result.output
     result = CliRunner().invoke(main, ["inspect", str(pickle / "model_state_int2.pt"), "--json"])
     assert result.exit_code == 0 and '"kind": "bitnet-gpu"' in result.output
+
+
+def test_verify_command_names_what_differs(from_master, tiny_a: Path) -> None:
+    result = CliRunner().invoke(main, ["verify", str(tiny_a / "tiny-a-bf16"), str(from_master[0]), "--tokens", "1"])
+    assert result.exit_code == 3
+    assert "ternary codes differ in 8 tensor(s)" in result.output and "beta differs in 14" in result.output
