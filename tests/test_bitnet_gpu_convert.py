@@ -201,3 +201,15 @@ def test_verify_command_names_what_differs(from_master, tiny_a: Path) -> None:
     result = CliRunner().invoke(main, ["verify", str(tiny_a / "tiny-a-bf16"), str(from_master[0]), "--tokens", "1"])
     assert result.exit_code == 3
     assert "ternary codes differ in 8 tensor(s)" in result.output and "beta differs in 14" in result.output
+
+
+def test_bitnet_cpps_own_folder_holds_both(tmp_path: Path, tiny_a: Path) -> None:
+    """bitnet.cpp converts inside the bf16 master's folder: the folder is the master, the
+    state file names the GPU checkpoint."""
+    from bitnet_pack.checkpoints import open_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(tiny_a / "tiny-a-bf16", folder)
+    shutil.copy(GPU / "model_state_int2.pt", folder)
+    with open_checkpoint(folder) as master, open_checkpoint(folder / "model_state_int2.pt") as gpu:
+        assert (master.kind, gpu.kind) == ("bf16-master", "bitnet-gpu")
