@@ -74,8 +74,8 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
         src: a checkpoint directory, a .gguf or .safetensors file, or a hub repo id.
         out: a directory (transformers checkpoint) or a `*.gguf` path; may hold `{outtype}` or
             `{ftype}`. None, `.` or a path ending in `/` gets the GGUF-convention default name.
-        outtype: "hf-packed" (alias "hf"), "bf16", "i2_s", "i2_s_arm", "tl1", "tl2", "tq1_0",
-            "tq2_0", "f16", "f32" (see the README's layout table).
+        outtype: a registered layout's outtype, name or alias ("hf-packed" alias "hf", "i2_s", ...;
+            `sinks.factory.outtypes()`), or "bf16", "f16", "f32" (see the README's layout table).
         revision: branch, tag or commit of a hub `src`.
         force: replace an existing OUT.
         dry_run: plan only (`ConvertReport.planned`); nothing is written.

@@ -29,9 +29,9 @@ from .convert import convert
 from .diff import compare_pair
 from .dtypes import round_to_bf16
 from .errors import BitnetPackError, ScaleNotRepresentable, ShapeError, UsageError
-from .layouts import get_layout, layout_names
+from .layouts import find_layout, get_layout, layout_names, outtype_of
 from .outputs import scratch_directory
-from .sinks.factory import GGUF_OUTTYPES, make_sink
+from .sinks.factory import directory_outtypes, make_sink
 from .ternary import TernaryWeight
 
 __all__ = ["LayoutResult", "RoundtripReport", "roundtrip", "scale_rounding"]
@@ -110,20 +110,20 @@ def _back_outtype(source) -> str:
     # master, which records every beta, is the exact way back
     if source.kind == "bf16-master" or (source.kind == "hf-packed" and source.family.packed_scale == "inverse"):
         return "bf16"
-    if source.kind == "gguf" and source.layout in layout_names() and source.layout != "hf":
-        return source.layout
+    layout = find_layout(source.layout) if source.kind == "gguf" else None
+    if layout is not None and layout.spec.container == "gguf":
+        return layout.spec.write_name
     return "hf-packed"
 
 
 def _output_path(base: Path, name: str, outtype: str) -> Path:
-    directory = outtype in ("hf-packed", "bf16") or outtype not in GGUF_OUTTYPES
-    return base / (name if directory else f"{name}.gguf")
+    return base / (name if outtype in directory_outtypes() else f"{name}.gguf")
 
 
 def _one_layout(model: Path, layout: str, base: Path, back: str, embedding: str, reference: _Reference,
                 read_options: dict) -> LayoutResult:
     result = LayoutResult(layout)
-    outtype = "hf-packed" if layout == "hf" else layout
+    outtype = outtype_of(layout)
     forward_path = _output_path(base, f"roundtrip-{layout}", outtype)
     back_path = _output_path(base, f"roundtrip-{layout}-back", back)
     try:
@@ -168,9 +168,7 @@ def _convert(source: Path, output: Path, outtype: str, embedding: str, read_opti
 
 
 def _check_forward(model: Path, converted: Path, layout: str, read_options: dict, result: LayoutResult) -> None:
-    rounding = scale_rounding(layout)
-    # a layout whose runtime's converter ternarizes masters its own way (bitnet-gpu) is held to that
-    requantize = getattr(get_layout(layout), "quantize_master", None)
+    rounding, written = scale_rounding(layout), get_layout(layout)
     with open_checkpoint(model, **read_options) as a, open_checkpoint(converted) as b:
         theirs = {e.name: e for e in b.entries()}
         for entry in a.entries():
@@ -178,7 +176,8 @@ def _check_forward(model: Path, converted: Path, layout: str, read_options: dict
             if other is None:
                 raise _Broken(f"MODEL -> {layout} lost tensor {entry.name!r}")
             ours = entry.load()
-            again = requantize(a, entry) if requantize is not None and entry.kind == "linear" else None
+            # a layout whose runtime's converter ternarizes masters its own way is held to that
+            again = written.quantize_master(a, entry) if entry.kind == "linear" else None
             if again is not None:
                 result.betas_rounded += _bits(again[0].beta) != _bits(ours.beta)
                 ours = again[0]

@@ -16,7 +16,7 @@ import numpy as np
 from .. import fastpath
 from ..arch import Family, family_of_config, is_projection
 from ..dtypes import bf16_to_f32, f32_to_stored
-from ..errors import BitnetPackError, MissingFile
+from ..errors import BitnetPackError, MissingFile, UsageError
 from ..kernel_config import Tiling
 from ..ternary import TernaryWeight
 from ..validate import check_sizes
@@ -78,7 +78,7 @@ class Entry:
     name: str
     shape: tuple[int, ...]
     kind: str  # "linear" (a TernaryWeight) or "tensor" (a Tensor)
-    dtype: str  # as stored in the source: "BF16", "U8", "i2_s", ...
+    dtype: str  # as stored in the source: "BF16", "U8", or a GGML type name
     nbytes: int  # bytes read from the source
     load: Callable[[], TernaryWeight | Tensor] = field(repr=False, compare=False)
 
@@ -86,8 +86,8 @@ class Entry:
 @dataclass(frozen=True, eq=False)
 class StoredProjection:
     """A projection's bytes exactly as the source stores them (a view of the mapped file, no
-    decode), for the kernel to multiply from: `layout` names the bytes' layout ("i2_s",
-    "i2_s_arm", "tl1", "tl2", "tq1_0", "tq2_0", "hf"); `beta` is given when the bytes do not
+    decode), for the kernel to multiply from: `layout` names the bytes' layout (a registered
+    layout's name, `bitnet_pack.layouts.layout_names()`); `beta` is given when the bytes do not
     carry it (hf: from weight_scale), `tiling` for TL bytes."""
 
     layout: str
@@ -104,12 +104,23 @@ class Checkpoint:
     config: dict
     family: Family  # the architecture description the tensors follow (see `arch`)
     kind: str  # "bf16-master", "hf-packed", "gguf"
-    layout: str  # "bf16", "hf", "i2_s", "tq2_0", ...
+    layout: str  # "bf16", or a registered layout's name
     notes: list[str]  # what the reader decided (scale convention, flavour), shown to users
     aux_files: dict[str, bytes]
 
     def entries(self) -> list[Entry]:
         raise NotImplementedError
+
+    # A directory layout's reader (named by its entry, `LayoutSpec.reader`) answers these two:
+    @staticmethod
+    def claims(path: Path) -> bool:
+        """Whether `path` is this reader's checkpoint (open_checkpoint asks before anything else)."""
+        return False
+
+    @staticmethod
+    def raw_files(path: Path) -> list:
+        """The safetensors files `inspect --raw` shows for a checkpoint this reader claims."""
+        raise UsageError("--raw shows GGUF and safetensors containers; this checkpoint has none", path=path)
 
     def stored(self, entry: Entry) -> StoredProjection | None:
         """A "linear" entry's stored bytes, when they are a packed layout; None when the
@@ -152,13 +163,20 @@ def read_aux_files(directory: Path) -> dict[str, bytes]:
     return found
 
 
-def open_checkpoint(path: str | Path, **options: object) -> Checkpoint:
-    """A directory is a transformers checkpoint; a `.gguf` file is a GGUF; else an error."""
-    path = Path(path)
-    from .bitnet_gpu import GPUCheckpoint, is_gpu_checkpoint
+def layout_reader(path: Path) -> type[Checkpoint] | None:
+    """The reader a directory layout's entry names (`LayoutSpec.reader`) that claims `path`."""
+    from ..layouts import readers
 
-    if is_gpu_checkpoint(path):
-        return GPUCheckpoint(path)
+    return next((reader for reader in readers() if reader.claims(path)), None)
+
+
+def open_checkpoint(path: str | Path, **options: object) -> Checkpoint:
+    """A directory a layout's own reader claims is read by it (bitnet.cpp's GPU checkpoint);
+    another directory is a transformers checkpoint; a `.gguf` file is a GGUF; else an error."""
+    path = Path(path)
+    reader = layout_reader(path)
+    if reader is not None:
+        return reader(path)
     if path.is_dir():
         from .hf import HFCheckpoint
 

@@ -149,6 +149,8 @@ class _State:
 class GPUCheckpoint(Checkpoint):
     kind = "bitnet-gpu"
     layout = NAME
+    claims = staticmethod(is_gpu_checkpoint)  # the hooks the layout's entry (reader=) names
+    raw_files = staticmethod(raw_state_files)
 
     def __init__(self, path: Path):
         self.path = Path(path).parent if Path(path).is_file() else Path(path)

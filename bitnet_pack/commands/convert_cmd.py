@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from ..api import ConvertReport, convert
+from ..layouts import variants
 from ..progress import bars, bars_wanted
 from ..sinks.factory import outtype_spellings
 from .common import emit_json, examples, note
@@ -29,15 +30,15 @@ INI = click.Path(path_type=Path, dir_okay=False)
               help="Upload OUT to this hub repo (created if needed) once complete; HF_TOKEN and the endpoint "
                    "are checked before converting.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-@click.option("--i2s-variant", type=click.Choice(["x86", "arm", "1x4"]), default=None,
-              help="[I2_S GGUF SRC] Read its blocks as x86 (128/32, official files), ARM (64/16) or "
-                   "1x4 (weight-parallel: four rows per byte).")
+@click.option("--i2s-variant", type=click.Choice(variants()), default=None,
+              help="[I2_S GGUF SRC] Read its blocks as x86 (128/32, official files), arm (64/16) or 1x4 "
+                   "(four rows per byte).")
 @click.option("--src-kernel-config", type=INI, default=None,
               help="[TL1/TL2 GGUF SRC] kernel_config.ini with its tilings (default: its metadata, else "
                    "<stem>.kernel_config.ini beside it).")
 @click.option("--target", type=click.Choice(["bitnet.cpp", "llama.cpp"]), default=None,
-              help="[GGUF OUT] Runtime: sets the architecture name and keys. Default: bitnet.cpp for "
-                   "i2_s/tl1/tl2, llama.cpp otherwise.")
+              help="[GGUF OUT] Runtime: sets the architecture name and keys. Default: the first runtime "
+                   "the layout's entry lists (bitnet.cpp for its own types), llama.cpp for floats.")
 @click.option("--arch", default=None, help="[GGUF OUT] Architecture name (bitnet.cpp: bitnet-b1.58 or bitnet-25).")
 @click.option("--type-ids", type=click.Choice(["2025", "2026"]), default=None,
               help="[GGUF OUT] bitnet.cpp type-id generation: TL2 is 39 up to mid-2025 (default), 42 after.")

@@ -8,6 +8,7 @@ import click
 
 from ..api import inspect
 from ..inspection import Inspection, describe_raw
+from ..layouts import variants
 from ..progress import bars, bars_wanted
 from .common import about, emit_json, examples, note, resolve
 
@@ -23,8 +24,8 @@ TEXT_SHOWN = 120
 @click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="kernel_config.ini of a TL1/TL2 SRC (default: its metadata, else <stem>.kernel_config.ini "
                    "beside it).")
-@click.option("--i2s-variant", type=click.Choice(["x86", "arm", "1x4"]), default=None,
-              help="Read an I2_S SRC's blocks as x86 (128/32), ARM (64/16) or 1x4 (four rows per byte).")
+@click.option("--i2s-variant", type=click.Choice(variants()), default=None,
+              help="Read an I2_S SRC's blocks as x86 (128/32), arm (64/16) or 1x4 (four rows per byte).")
 @click.option("--raw", is_flag=True, help="The file's own view: stored tensor names, types (bitnet.cpp ids "
               "included), offsets and sizes; GGUF key-values too.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")

@@ -7,7 +7,7 @@ import click
 
 from ..api import roundtrip
 from ..errors import VerificationMismatch
-from ..layouts import layout_names
+from ..layouts import layout_names, variants
 from ..progress import bars, bars_wanted
 from ..roundtrip import RoundtripReport
 from ..runner import prompt_ids
@@ -28,8 +28,8 @@ from .common import emit_json, examples
 @click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="kernel_config.ini when MODEL is a TL1/TL2 GGUF that neither carries its tiling nor has "
                    "<stem>.kernel_config.ini beside it.")
-@click.option("--i2s-variant", type=click.Choice(["x86", "arm", "1x4"]), default=None,
-              help="Read an I2_S MODEL's blocks as x86 (128/32), ARM (64/16) or 1x4 (four rows per byte).")
+@click.option("--i2s-variant", type=click.Choice(variants()), default=None,
+              help="Read an I2_S MODEL's blocks as x86 (128/32), arm (64/16) or 1x4 (four rows per byte).")
 @click.option("--keep", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Keep the intermediate files in this directory (its roundtrip-* entries are replaced) "
                    "instead of a temporary one.")

@@ -31,14 +31,7 @@ from ..errors import NotTernary, ShapeError
 from ..ternary import ABSMEAN_EPS, TernaryWeight, absmean, check_ternary
 from . import Layout, LayoutSpec
 
-# Facts a registry needs, as plain constants.
 NAME = "bitnet-gpu"
-OUTTYPE = "bitnet-gpu"
-CONTAINER = "directory: model_state_int2.pt + model_state_fp16.pt (torch pickles, tensors only)"
-RUNTIMES = ("bitnet.cpp gpu/generate.py (W2A8 CUDA kernel, decode; bf16 fake-quant model for prefill)",)
-BETA = "tensor:bf16"  # weight_scale bf16[4] per fused tensor: 1/s rounded to bf16 (a note says so)
-KERNEL_WALK = "generic"  # verify multiplies the decoded codes with the kernel's i2_s tile
-FAMILIES = ("2b4t",)  # generate.py's graph: relu2 with attn_sub_norm / ffn_sub_norm
 TILE = (16, 32)
 SCALE_SLOTS = 4
 
@@ -62,11 +55,15 @@ class BitnetGPU(Layout):
         name=NAME,
         block_size=TILE[1],
         type_size=TILE[1] // 4,
-        scale=BETA,
+        scale="tensor:bf16",  # weight_scale bf16[4] per fused tensor: 1/s rounded to bf16 (a note says so)
         source="bitnet.cpp gpu/pack_weight.py convert_weight_int8_to_int2 (16da220)",
+        # a directory: model_state_int2.pt + model_state_fp16.pt (torch pickles, tensors only)
+        container="torch",
+        runtimes=("bitnet.cpp gpu/generate.py",),  # W2A8 CUDA kernel (decode), bf16 fake-quant model (prefill)
+        sink="bitnet_pack.sinks.bitnet_gpu:GPUSink",
+        reader="bitnet_pack.checkpoints.bitnet_gpu:GPUCheckpoint",
     )
     embeds_scale = False
-    kernel_walk = KERNEL_WALK
 
     def check_shape(self, shape: tuple[int, ...], tensor: str | None = None) -> None:
         super().check_shape(shape, tensor=tensor)

@@ -27,15 +27,6 @@ from ..ternary import TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
 from .i2s import I2S_TYPE_ID
 
-# Facts a registry needs, as plain constants.
-NAME = "i2_s_1x4"
-OUTTYPE = "i2_s_1x4"
-I2S_VARIANT = "1x4"  # --i2s-variant that reads a GGUF's I2_S tensors this way
-CONTAINER = "gguf"
-GGML_TYPE_NAME = "I2_S"  # stored as bitnet.cpp's I2_S: type 36, file type 40
-RUNTIMES = ("bitnet.cpp x86 built without ACT_PARALLEL (include/gemm-config.h)",)
-BETA = "tail:f32"  # one float32 per tensor after the codes, exact
-KERNEL_WALK = "generic"  # verify reads the codes through decode, then the kernel's i2_s tile
 ROWS_PER_BYTE = 4
 SHIFTS = np.array([6, 4, 2, 0], dtype=np.uint8)  # row 4rg + j at bits 6 - 2j
 WRITE_NOTE = ("i2_s_1x4 is bitnet.cpp's weight-parallel I2_S (built without ACT_PARALLEL): nothing in the file "
@@ -45,15 +36,19 @@ WRITE_NOTE = ("i2_s_1x4 is bitnet.cpp's weight-parallel I2_S (built without ACT_
 
 class I2S1x4(Layout):
     spec = LayoutSpec(
-        name=NAME,
+        name="i2_s_1x4",
         block_size=128,
         type_size=32,
-        scale=BETA,
-        ggml_type=I2S_TYPE_ID,
+        tail_bytes=32,
+        scale="tail:f32",
         source="bitnet.cpp src/ggml-bitnet-mad.cpp quantize_i2_s without ACT_PARALLEL (16da220)",
+        type_name="I2_S",  # stored as bitnet.cpp's I2_S: type 36, file type 40
+        type_ids={"2025": I2S_TYPE_ID, "2026": I2S_TYPE_ID},
+        file_type=40,
+        runtimes=("bitnet.cpp",),  # built without ACT_PARALLEL (include/gemm-config.h)
+        variant="1x4",  # --i2s-variant that reads a GGUF's I2_S tensors this way
+        type_default=False,
     )
-    ggml_type_name = GGML_TYPE_NAME
-    kernel_walk = KERNEL_WALK
     write_notes = (WRITE_NOTE,)
 
     def check_shape(self, shape: tuple[int, ...], tensor: str | None = None) -> None:

@@ -5,24 +5,42 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UsageError
-from ..layouts import OUTTYPE_OF_LAYOUT, get_layout, normalize_name, outtype_of
+from ..errors import UnknownLayout, UsageError
+from ..layouts import find_layout, layouts, load_hook, normalize_name
 from ..options import WriteOptions
 from . import Sink
 
-SAFETENSORS_OUTTYPES = ("hf-packed", "bf16")
-TORCH_OUTTYPES = ("bitnet-gpu",)  # a directory of torch pickles (sinks/bitnet_gpu.py)
-GGUF_OUTTYPES = ("i2_s", "i2_s_arm", "i2_s_1x4", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "bf16", "f32")
-FLOAT_OUTTYPES = ("f16", "bf16", "f32")
+FLOAT_OUTTYPES = ("f16", "bf16", "f32")  # GGUF; a safetensors directory takes bf16 (a master)
+
+
+def layout_outtypes(container: str) -> tuple[str, ...]:
+    """The outtypes of the registered layouts stored in `container` ("gguf" / "safetensors")."""
+    return tuple(layout.spec.write_name for layout in layouts() if layout.spec.container == container)
+
+
+def safetensors_outtypes() -> tuple[str, ...]:
+    return layout_outtypes("safetensors") + ("bf16",)
+
+
+def directory_outtypes() -> tuple[str, ...]:
+    """What a directory OUT takes: the safetensors outtypes, then the layouts of other directory
+    containers (their entries name their sink)."""
+    others = (layout.spec.write_name for layout in layouts() if layout.spec.container not in ("gguf", "safetensors"))
+    return safetensors_outtypes() + tuple(others)
+
+
+def gguf_outtypes() -> tuple[str, ...]:
+    return layout_outtypes("gguf") + FLOAT_OUTTYPES
 
 
 def outtypes() -> tuple[str, ...]:
-    return SAFETENSORS_OUTTYPES + GGUF_OUTTYPES + TORCH_OUTTYPES
+    return tuple(dict.fromkeys(directory_outtypes() + gguf_outtypes()))
 
 
 def outtype_spellings() -> tuple[str, ...]:
-    """Every name --outtype accepts: the outtypes and the layout names that differ ("hf")."""
-    return tuple(dict.fromkeys(outtypes() + tuple(OUTTYPE_OF_LAYOUT)))
+    """Every name --outtype accepts: the outtypes, and the layout names and aliases that differ ("hf")."""
+    names = [n for layout in layouts() for n in (layout.name, *layout.spec.aliases)]
+    return tuple(dict.fromkeys(outtypes() + tuple(names)))
 
 
 def canonical_outtype(name: str) -> str:
@@ -31,10 +49,10 @@ def canonical_outtype(name: str) -> str:
     for outtype in outtypes():
         if normalize_name(outtype) == key:
             return outtype
-    try:
-        return outtype_of(get_layout(name).name)
-    except UsageError:
-        raise UsageError(f"unknown --outtype {name!r}; known: {', '.join(outtypes())}") from None
+    layout = find_layout(name)
+    if layout is None:
+        raise UnknownLayout(f"unknown --outtype {name!r}; known: {', '.join(outtypes())}")
+    return layout.spec.write_name
 
 
 def is_gguf_output(out: Path) -> bool:
@@ -50,8 +68,8 @@ def make_sink(out: Path, outtype: str, *, force: bool = False, inputs: list[Path
     options = options or WriteOptions(**{k: v for k, v in keywords.items() if v is not None})
     common = {"force": force, "inputs": inputs, "extra_metadata": extra_metadata}
     if is_gguf_output(out):
-        if outtype not in GGUF_OUTTYPES:
-            raise UsageError(f"--outtype {outtype} does not go in a GGUF file; use one of {', '.join(GGUF_OUTTYPES)}")
+        if outtype not in gguf_outtypes():
+            raise UsageError(f"--outtype {outtype} does not go in a GGUF file; use one of {', '.join(gguf_outtypes())}")
         options.check_used_by(outtype, gguf=True)
         from .gguf import GGUFSink
 
@@ -59,14 +77,16 @@ def make_sink(out: Path, outtype: str, *, force: bool = False, inputs: list[Path
     if out.suffix == ".safetensors":
         raise UsageError(f"a transformers checkpoint is a directory (config.json, tokenizer, weights): name OUT "
                          f"without the .safetensors suffix, e.g. {out.with_suffix('')}")
-    if outtype in TORCH_OUTTYPES:
-        from .bitnet_gpu import GPUSink
-
-        return GPUSink(out, outtype, **common, **options.given())
-    if outtype not in SAFETENSORS_OUTTYPES:
+    if outtype not in directory_outtypes():
         raise UsageError(f"--outtype {outtype} needs a .gguf output path; a directory takes "
-                         f"{' or '.join(SAFETENSORS_OUTTYPES)}")
+                         f"{' or '.join(directory_outtypes())}")
     options.check_used_by(outtype, gguf=False)
+    layout = find_layout(outtype)
+    if layout is not None and layout.spec.sink:  # a directory layout with a writer of its own
+        return load_hook(layout.spec.sink)(out, outtype, **common, **options.sink_kwargs(gguf=False))
     from .hf import HFSink
 
+    if outtype not in HFSink.OUTTYPES:
+        raise UsageError(f"--outtype {outtype} is a directory layout no sink writes yet (the transformers "
+                         f"sink writes {' and '.join(HFSink.OUTTYPES)}; an entry names its own with sink=)")
     return HFSink(out, outtype, **common, **options.sink_kwargs(gguf=False))
