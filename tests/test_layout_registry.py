@@ -278,3 +278,68 @@ def test_a_rounding_layout_announces_its_rounding(tiny_a: Path, tmp_path: Path):
     finally:
         registry.unregister("toy2b")
         registry.unregister("toy2")
+
+
+def test_a_directory_layout_names_its_own_sink_and_reader(tiny_a: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    """A directory layout whose entry names `sink=` and `reader=` is written by that sink
+    (--outtype) and opened by that reader (when it claims the path), with no table edited:
+    here hf-packed bytes in a directory marked BOXED."""
+    from bitnet_pack.checkpoints import open_checkpoint
+    from bitnet_pack.sinks.factory import directory_outtypes, gguf_outtypes
+
+    (tmp_path / "toy_boxed.py").write_text(textwrap.dedent("""
+        from pathlib import Path
+
+        from bitnet_pack.checkpoints.hf import HFCheckpoint
+        from bitnet_pack.layouts import LayoutSpec
+        from bitnet_pack.layouts.hf import HFPacked
+        from bitnet_pack.sinks.hf import HFSink
+
+        class Boxed(HFPacked):
+            spec = LayoutSpec(name="boxed", block_size=1, type_size=1, scale="tensor:bf16", container="torch",
+                              sink="toy_boxed:BoxedSink", reader="toy_boxed:BoxedReader")
+            kernel_walk = None
+
+        class BoxedSink(HFSink):
+            def __init__(self, path, outtype, **options):
+                super().__init__(path, "hf-packed", **options)
+
+            def _write_side_files(self):
+                super()._write_side_files()
+                (self.staged.temp / "BOXED").write_text("boxed")
+
+        class BoxedReader(HFCheckpoint):
+            @staticmethod
+            def claims(path):
+                return (Path(path) / "BOXED").is_file()
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("toy_boxed")
+    try:
+        assert "boxed" in directory_outtypes() and "boxed" not in gguf_outtypes()
+        out = tmp_path / "out"
+        bitnet_pack.convert(tiny_a / "tiny-a-packed", out, outtype="boxed")
+        assert (out / "BOXED").read_text() == "boxed"
+        with open_checkpoint(out) as boxed, open_checkpoint(tiny_a / "tiny-a-packed") as packed:
+            assert type(boxed).__name__ == "BoxedReader" and type(packed).__name__ == "HFCheckpoint"
+            ours = {e.name: e for e in packed.entries()}
+            linear = [e for e in boxed.entries() if e.kind == "linear"]
+            assert linear and all(e.load().same_as(ours[e.name].load()) for e in linear)
+        with pytest.raises(UsageError, match="--outtype boxed does not go in a GGUF file"):
+            bitnet_pack.convert(tiny_a / "tiny-a-packed", tmp_path / "x.gguf", outtype="boxed")
+    finally:
+        registry.unregister("boxed")
+        sys.modules.pop("toy_boxed", None)
+    assert "boxed" not in directory_outtypes()
+
+
+def test_sink_and_reader_belong_to_directory_layouts():
+    with pytest.raises(UsageError, match="sink= and reader= are for directory layouts"):
+        LayoutSpec(name="toy5", block_size=16, type_size=4, scale="tail:f32", type_name="TOY5",
+                   type_ids={"mainline": 251}, sink="toy:Sink")
+    with pytest.raises(UsageError, match="sink/reader is 'module:Class', got 'toy.Sink'"):
+        LayoutSpec(name="toy5", block_size=16, type_size=4, scale="tail:f32", container="torch", sink="toy.Sink")
+    gpu = get_layout("bitnet-gpu")
+    assert registry.load_hook(gpu.spec.sink).__module__ == "bitnet_pack.sinks.bitnet_gpu"
+    assert registry.load_hook(gpu.spec.reader) in registry.readers()
