@@ -93,6 +93,7 @@ class WriteOptions:
     arch: str | None = None
     type_ids: str | None = None
     embedding_type: str | None = None
+    output_type: str | None = None
     out_kernel_config: Path | None = None
     name: str | None = None
     max_shard_size: int | None = None
@@ -110,7 +111,8 @@ class WriteOptions:
             if not unused and "out_kernel_config" in given and not is_tiled(outtype):
                 unused, why = ["out_kernel_config"], f"--outtype {_named('tiled')}"
         else:
-            unused = [k for k in ("target", "arch", "type_ids", "embedding_type", "out_kernel_config", "name")
+            unused = [k for k in ("target", "arch", "type_ids", "embedding_type", "output_type", "out_kernel_config",
+                                  "name")
                       if k in given]
             why = "GGUF outputs (OUT ending in .gguf)"
             if not unused and "scale_dtype" in given and outtype != "hf-packed":

@@ -142,3 +142,4 @@ def half_matmul(str backend, str kind, const uint16_t[:, ::1] w, const float[:, 
 
 
 include "floatops.pxi"
+include "quant_floats.pxi"

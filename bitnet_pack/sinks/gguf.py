@@ -30,6 +30,7 @@ from ..kernel_config import (
 )
 from ..layouts import Layout, get_layout, layouts
 from ..outputs import check_output, publish, temp_name
+from ..quant_floats import EMBEDDING_TYPES, check_shape, ggml_name, quantized_chunks, rounding_note
 from ..ternary import TernaryWeight
 from . import PlannedTensor, Sink
 from .direct_io import open_direct_file
@@ -55,7 +56,8 @@ def default_target(outtype: str) -> str:
 
 class GGUFSink(Sink):
     def __init__(self, path: Path, outtype: str, *, target: str | None = None, arch: str | None = None,
-                 type_ids: str = "2025", embedding_type: str = "f16", kernel_config: Path | None = None,
+                 type_ids: str = "2025", embedding_type: str = "f16", output_type: str | None = None,
+                 kernel_config: Path | None = None,
                  force: bool = False, inputs: list[Path] | None = None, name: str | None = None,
                  extra_metadata: dict[str, str] | None = None):
         self.path, self.outtype = Path(path), outtype
@@ -67,8 +69,11 @@ class GGUFSink(Sink):
             takes = [lay.spec.write_name for lay in layouts() if self.target.name in lay.spec.runtimes]
             raise UsageError(f"--outtype {outtype} runs only in {' or '.join(self.layout.spec.runtimes)}; "
                              f"{self.target.name} takes {', '.join(takes + list(FLOAT_OUTTYPES))}")
-        if embedding_type not in FLOAT_OUTTYPES:
-            raise UsageError(f"--embedding-type must be one of {', '.join(FLOAT_OUTTYPES)}, got {embedding_type!r}")
+        for flag, value in (("--embedding-type", embedding_type), ("--output-type", output_type)):
+            if value is not None and value not in FLOAT_OUTTYPES and value not in EMBEDDING_TYPES:
+                raise UsageError(f"{flag} must be one of {', '.join([*FLOAT_OUTTYPES, *EMBEDDING_TYPES])}, "
+                                 f"got {value!r}")
+        self.output_type = output_type  # output.weight of untied families (default: --embedding-type)
         self.types = TypeTable.for_target(self.target.flavour)
         self.embedding_type, self.kernel_config_path = embedding_type, kernel_config
         self.force, self.inputs, self.name = force, inputs or [], name
@@ -84,6 +89,9 @@ class GGUFSink(Sink):
             raise UnexpectedTensor(f"an untied output, which GGUF arch {source.family.gguf_arch(options['name'])!r} "
                                    "has no place for (both runtimes multiply by token_embd)", path=source.path,
                                    tensor="lm_head.weight")
+        if self.output_type is not None and source.family.is_tied(source.config):
+            raise UsageError(f"--output-type applies to models with their own output matrix; {source.path.name} "
+                             "ties it to token_embd (--embedding-type sets both)")
         self.target = make_target(options["name"], arch=options["arch"], type_ids=options["type_ids"],
                                   family=source.family)
         arch_note = f"GGUF arch {self.target.arch!r} for {self.target.name} ({source.family.title})"
@@ -115,7 +123,10 @@ class GGUFSink(Sink):
         if entry.kind == "linear":
             type_name = FLOAT_OUTTYPES[self.outtype]
         elif entry.name in (EMBEDDING_NAME, "lm_head.weight"):
-            type_name = FLOAT_OUTTYPES[self.embedding_type]
+            chosen = self.output_type if entry.name == "lm_head.weight" and self.output_type else self.embedding_type
+            if chosen in EMBEDDING_TYPES:  # a ggml block type (quant_floats)
+                check_shape(chosen, entry.shape, entry.name)
+            type_name = FLOAT_OUTTYPES.get(chosen) or ggml_name(chosen)
         else:
             type_name = "F32"
         type_id = self.types.type_id(type_name)
@@ -183,6 +194,11 @@ class GGUFSink(Sink):
     def _float_chunks(self, name: str, tensor: Tensor, type_name: str):
         """Row chunks of a float tensor converted to `type_name`: the 2B4T embedding (656 MB
         as F16) never exists whole in another dtype. Values F16 cannot hold are counted."""
+        quantized = {ggml_name(t): t for t in EMBEDDING_TYPES}
+        if type_name in quantized:
+            self.notes.append(rounding_note(name, quantized[type_name], tensor))
+            yield from quantized_chunks(tensor, quantized[type_name])
+            return
         inexact = 0
         for part in tensor.row_chunks():
             data, lost = part.converted(type_name)
