@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 
-from bitnet_pack import verify
+from bitnet_pack import kernel, verify
 from bitnet_pack.checkpoints import load_weights
 from bitnet_pack.cli import main
 from bitnet_pack.containers.gguf import GGUFFile
-from bitnet_pack.errors import NotTernary, ShapeError
+from bitnet_pack.errors import FormatError, NotTernary, ShapeError
 from bitnet_pack.layouts import get_layout
 from bitnet_pack.layouts.i2s_1x4 import WRITE_NOTE
 from bitnet_pack.ternary import TernaryWeight
@@ -138,3 +138,39 @@ def test_verify_official_i2s_against_1x4_is_identical(tiny_a: Path, tmp_path: Pa
     _convert(tiny_a / "tiny-a-i2_s.gguf", out, "--outtype", "i2_s_1x4")
     report = verify(tiny_a / "tiny-a-i2_s.gguf", out, tokens=4)
     assert report.ok and report.identical
+
+
+@settings(max_examples=25, deadline=None)
+@given(weight=layout_weights("i2_s_1x4", max_rows=44, max_cols=384))
+def test_the_kernel_walks_its_own_bytes_in_its_row_order(weight: TernaryWeight) -> None:
+    """No decode: the hf tile walks the stored code bytes in place, outputs taken in the entry's
+    row order; products equal I2_S's bit for bit, on every backend; codes read back from the
+    bytes the kernel walks are the weight's (the row order checked against the C quantizer's bytes)."""
+    blob = c_quantizer_bytes(weight.codes, weight.beta)
+    matrix = kernel.PackedMatrix.from_bytes("i2_s_1x4", blob, weight.shape)
+    assert (matrix.walk, matrix.beta) == ("hf", np.float32(weight.beta))
+    assert np.shares_memory(matrix.codes_bytes, matrix.data) and matrix.codes_bytes.size == blob.size - 32
+    assert np.array_equal(matrix.codes(), weight.codes)
+    i2s = kernel.PackedMatrix.from_ternary(weight, "i2_s")
+    rng = np.random.default_rng(weight.shape[0] * weight.shape[1])
+    x = rng.standard_normal((3, weight.shape[1])).astype(np.float32)
+    q = rng.integers(-128, 128, (2, weight.shape[1])).astype(np.int8)
+    for backend in kernel.available_backends():
+        with kernel.use_backend(backend):
+            assert np.array_equal(kernel.ternary_linear(matrix, x).view(np.uint32),
+                                  kernel.ternary_linear(i2s, x).view(np.uint32)), backend
+            assert np.array_equal(kernel.ternary_matmul_int(matrix, q), kernel.ternary_matmul_int(i2s, q)), backend
+
+
+def test_the_kernel_refuses_bad_bytes_and_a_wrong_beta() -> None:
+    weight = TernaryWeight(np.ones((8, 128), np.int8), np.float32(0.5))
+    blob = LAYOUT.encode(weight)
+    with pytest.raises(FormatError, match="carry beta 0.5 but beta=0.25"):
+        kernel.PackedMatrix("i2_s_1x4", blob, (8, 128), 0.25)
+    bad = blob.copy()
+    bad[5] = 0xFF  # four codes of 3
+    with pytest.raises(NotTernary, match="4 of 1024 i2_s_1x4 codes are 3"):
+        kernel.PackedMatrix.from_bytes("i2_s_1x4", bad, (8, 128))
+    padded = blob.copy()
+    padded[-1] = 0xFF  # the 28 bytes after beta are not codes
+    assert kernel.PackedMatrix.from_bytes("i2_s_1x4", padded, (8, 128)).beta == np.float32(0.5)

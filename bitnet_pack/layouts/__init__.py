@@ -126,6 +126,9 @@ class Layout:
     # How the kernel reads the bytes of a layout with a C tile of its own that no built-in walk
     # describes: a `kernel_formats.Walk` (beta, byte runs to refuse, numpy codes) for spec.kernel.
     kernel_walk: ClassVar[object | None] = None
+    # A layout whose code bytes another walk's tile reads with its rows in another order (the
+    # entry names that walk): a `kernel_formats.RowOrder` (its beta, its code bytes, the order).
+    kernel_rows: ClassVar[object | None] = None
     # Notes a sink prints whenever it writes this layout (e.g. that nothing in the file marks it).
     write_notes: ClassVar[tuple[str, ...]] = ()
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import NotTernary, ShapeError
 from ..ggml_types import i2s_nbytes, scale_slot, slot_beta
+from ..kernel_formats import RowOrder, beta_after_codes
 from ..ternary import TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
 from .i2s import I2S_TYPE_ID
@@ -32,6 +33,19 @@ SHIFTS = np.array([6, 4, 2, 0], dtype=np.uint8)  # row 4rg + j at bits 6 - 2j
 WRITE_NOTE = ("i2_s_1x4 is bitnet.cpp's weight-parallel I2_S (built without ACT_PARALLEL): nothing in the file "
               "tells it from x86 I2_S (same type 36, size and scale slot), and a default bitnet.cpp build "
               "reads it as garbage; read it back with --i2s-variant 1x4")
+
+
+def _code_bytes(flat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    return flat[: shape[0] * shape[1] // ROWS_PER_BYTE]
+
+
+def _hf_rows(shape: tuple[int, int]) -> np.ndarray:
+    """The code bytes are hf's planes (R = M/4 packed rows of K bytes, row p*R + rg at bits 2p
+    of packed row rg) with the rows reordered: bits 2p hold row 4rg + 3 - p. So the hf tile's
+    output p*R + rg is row 4rg + 3 - p; row 4rg + j is its output (3 - j)*R + rg."""
+    groups = shape[0] // ROWS_PER_BYTE
+    rg, j = np.divmod(np.arange(shape[0]), ROWS_PER_BYTE)
+    return (ROWS_PER_BYTE - 1 - j) * groups + rg
 
 
 class I2S1x4(Layout):
@@ -48,7 +62,10 @@ class I2S1x4(Layout):
         runtimes=("bitnet.cpp",),  # built without ACT_PARALLEL (include/gemm-config.h)
         variant="1x4",  # --i2s-variant that reads a GGUF's I2_S tensors this way
         type_default=False,
+        kernel="hf",  # the code bytes are hf's tile with the rows in another order (kernel_rows)
+        kernel_id=1,
     )
+    kernel_rows = RowOrder(beta_after_codes, _code_bytes, _hf_rows)
     write_notes = (WRITE_NOTE,)
 
     def check_shape(self, shape: tuple[int, ...], tensor: str | None = None) -> None:
