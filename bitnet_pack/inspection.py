@@ -38,7 +38,9 @@ class Inspection:
     notes: list[str] = field(default_factory=list)
     tensors: list[TensorInfo] = field(default_factory=list)
     source: str | None = None  # "org/name@<commit>" for hub sources
-    family: str = ""  # the architecture family (arch.py): 2b4t, 1bitllm, llama
+    family: str = ""  # the architecture family (arch.py): 2b4t, 1bitllm, llama, emb-qwen3, emb-gemma3
+    pooling: str | None = None  # embedding models: "last", "mean", "cls"
+    embedding_size: int | None = None  # embedding models: the pooled vector's length
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,6 +48,12 @@ class Inspection:
 
 def describe(path: Path, progress: Callable[[int], None] | None = None, **read_options: object) -> Inspection:
     """Read every tensor of the checkpoint at `path` (one at a time) into an `Inspection`."""
+    from .emb.source import is_embedding_model
+
+    if is_embedding_model(path):
+        from .emb.inspect import describe_embedding
+
+        return describe_embedding(path, progress)
     with open_checkpoint(path, **read_options) as source:
         report = Inspection(str(path), source.kind, source.layout, family=source.family.name)
         for entry in source.entries():

@@ -7,6 +7,8 @@
     scale_dtype          --scale-dtype           hf-packed outputs (weight_scale bf16 or f32)
     target, arch, type_ids, embedding_type, name GGUF outputs
     out_kernel_config    --out-kernel-config     tl1 / tl2 outputs
+    beta_rule            --beta-rule             i2_s outputs of BitNet embedding models (emb/absmean.py)
+    float_type           --float-type            i2_s outputs of BitNet embedding models (norms, embedding)
     kernel_config        --kernel-config         the old single option: read tilings when SRC is
                                                  TL1/TL2, write tilings when OUT is; both is refused
 
@@ -98,6 +100,8 @@ class WriteOptions:
     name: str | None = None
     max_shard_size: int | None = None
     scale_dtype: str | None = None
+    beta_rule: str | None = None  # BitNet embedding models' I2_S beta: "numpy1" | "numpy2" | "exact"
+    float_type: str | None = None  # BitNet embedding models' i2_s norms and embedding: "f16" | "f32"
 
     def given(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -105,6 +109,10 @@ class WriteOptions:
     def check_used_by(self, outtype: str, gguf: bool) -> None:
         """Refuse what a GGUF or safetensors sink of `outtype` would ignore."""
         given = self.given()
+        for key in ("beta_rule", "float_type"):  # the embedding path (emb.convert) takes them, never a sink
+            if key in given:
+                raise UsageError(f"{flag(key)} applies to BitNet embedding models (qwen3 / gemma3) with --outtype "
+                                 "i2_s only")
         if gguf:
             unused = [k for k in ("max_shard_size", "scale_dtype") if k in given]
             why = "safetensors outputs (a directory OUT)"

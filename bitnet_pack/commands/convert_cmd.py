@@ -60,6 +60,13 @@ INI = click.Path(path_type=Path, dir_okay=False)
 @click.option("--scale-dtype", type=click.Choice(["bf16", "f32"]), default=None,
               help="[hf-packed OUT] dtype of weight_scale: bf16 (default, as transformers) rounds fp32 betas; "
                    "f32 keeps them exactly and transformers loads it.")
+@click.option("--beta-rule", type=click.Choice(["numpy1", "numpy2", "exact"]), default=None,
+              help="[BitNet embedding model, i2_s OUT] How beta = mean|W| is summed: numpy1 (default) as "
+                   "bitnet.cpp's converter under its pinned numpy 1.26 (byte-identical files), numpy2 as under "
+                   "numpy 2, exact the correctly rounded mean.")
+@click.option("--float-type", type=click.Choice(["f16", "f32"]), default=None,
+              help="[BitNet embedding model, i2_s OUT] Type of its norms and token_embd: f16 (default, as "
+                   "bitnet.cpp's converter, which rounds Gemma3's 1+w) or f32 (every value kept).")
 @click.option("--kernel-config", type=INI, default=None,
               help="Old spelling: --src-kernel-config when SRC is TL1/TL2, --out-kernel-config when OUT is.")
 def command(src: str, out: str | None, outtype: str, revision: str | None, force: bool, dry_run: bool,

@@ -52,7 +52,8 @@ def command(src: str, revision: str | None, kernel_config: Path | None, i2s_vari
 def _print_checkpoint(report: Inspection) -> None:
     if report.source is not None:
         note(f"resolved the hub source to {report.source}")
-    click.echo(f"{report.path}: {report.kind} ({report.layout}), family {report.family}")
+    click.echo(f"{report.path}: {report.kind} ({report.layout}), family {report.family}"
+               + (f", pooling {report.pooling}, embedding size {report.embedding_size}" if report.pooling else ""))
     for message in report.notes:
         click.echo(f"  note: {message}")
     width = max(len(r.name) for r in report.tensors)

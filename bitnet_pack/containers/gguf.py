@@ -90,7 +90,8 @@ class GGUFFile:
         # bitnet.cpp writes 1bitLLM as `bitnet` and Llama-style BitNet as `llama`: its own
         # file types say which table (mainline's 38 is MXFP4_MOE, never a BitNet family)
         file_type = kv.get(Keys.General.FILE_TYPE)
-        bitnet_cpp = (named and arch.value in ("bitnet", "llama") and file_type is not None
+        # (and its embedding models as qwen3 / gemma3, emb/)
+        bitnet_cpp = (named and arch.value in ("bitnet", "llama", "qwen3", "gemma3") and file_type is not None
                       and file_type.value in bitnet_cpp_file_types())
         return TypeTable.for_target("2025" if bitnet_cpp else None)
 
