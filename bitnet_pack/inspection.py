@@ -92,8 +92,18 @@ def describe_raw(path: Path) -> dict:
     headers (every shard), with absolute byte offsets."""
     if path.is_file() and path.suffix == ".gguf":
         return _raw_gguf(path)
+    from .checkpoints import layout_reader
     from .containers.safetensors import SafetensorsFile
     from .containers.shards import SafetensorsDir
+
+    reader = layout_reader(path)
+    if reader is not None:  # a directory layout's own files (its reader says which it shows)
+        files = reader.raw_files(path)
+        try:
+            return {"path": str(path), "container": "safetensors", "files": [_raw_safetensors(f) for f in files]}
+        finally:
+            for file in files:
+                file.close()
 
     if path.is_file():
         with SafetensorsFile(path) as file:

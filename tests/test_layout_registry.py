@@ -158,7 +158,7 @@ def test_convert_inspect_verify_a_toy_layout(toy, tiny_a: Path, tmp_path: Path):
 
 
 def test_an_unknown_layout_is_refused_by_name(tiny_a: Path, tmp_path: Path):
-    with pytest.raises(UnknownLayout, match="unknown layout 'toy9'; known: hf, i2_s"):
+    with pytest.raises(UnknownLayout, match=re.escape(f"unknown layout 'toy9'; known: {', '.join(layout_names())}")):
         get_layout("toy9")
     with pytest.raises(UnknownLayout, match="unknown --outtype 'toy9'"):
         bitnet_pack.convert(tiny_a / "tiny-a-packed", tmp_path / "x.gguf", outtype="toy9")
@@ -167,7 +167,8 @@ def test_an_unknown_layout_is_refused_by_name(tiny_a: Path, tmp_path: Path):
     with pytest.raises(UnknownLayout, match="no kernel walk 'toy9'; walks: hf, i2_s"):
         walk_of("toy9")
     assert not (tmp_path / "x.gguf").exists()
-    with pytest.raises(UnknownLayout, match="unknown variant 'riscv'; known: x86, arm"):
+    assert {"x86", "arm"} <= set(registry.variants())
+    with pytest.raises(UnknownLayout, match=re.escape(f"unknown variant 'riscv'; known: {', '.join(registry.variants())}")):
         bitnet_pack.inspect(tiny_a / "tiny-a-i2_s.gguf", i2s_variant="riscv")
 
 
@@ -321,3 +322,68 @@ def test_a_runtime_of_its_own_speaks_through_its_layouts(tiny_a: Path, tmp_path:
     finally:
         registry.unregister("toyrt")
         registry.unregister("toy2")
+
+
+def test_a_directory_layout_names_its_own_sink_and_reader(tiny_a: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    """A directory layout whose entry names `sink=` and `reader=` is written by that sink
+    (--outtype) and opened by that reader (when it claims the path), with no table edited:
+    here hf-packed bytes in a directory marked BOXED."""
+    from bitnet_pack.checkpoints import open_checkpoint
+    from bitnet_pack.sinks.factory import directory_outtypes, gguf_outtypes
+
+    (tmp_path / "toy_boxed.py").write_text(textwrap.dedent("""
+        from pathlib import Path
+
+        from bitnet_pack.checkpoints.hf import HFCheckpoint
+        from bitnet_pack.layouts import LayoutSpec
+        from bitnet_pack.layouts.hf import HFPacked
+        from bitnet_pack.sinks.hf import HFSink
+
+        class Boxed(HFPacked):
+            spec = LayoutSpec(name="boxed", block_size=1, type_size=1, scale="tensor:bf16", container="torch",
+                              sink="toy_boxed:BoxedSink", reader="toy_boxed:BoxedReader")
+            kernel_walk = None
+
+        class BoxedSink(HFSink):
+            def __init__(self, path, outtype, **options):
+                super().__init__(path, "hf-packed", **options)
+
+            def _write_side_files(self):
+                super()._write_side_files()
+                (self.staged.temp / "BOXED").write_text("boxed")
+
+        class BoxedReader(HFCheckpoint):
+            @staticmethod
+            def claims(path):
+                return (Path(path) / "BOXED").is_file()
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("toy_boxed")
+    try:
+        assert "boxed" in directory_outtypes() and "boxed" not in gguf_outtypes()
+        out = tmp_path / "out"
+        bitnet_pack.convert(tiny_a / "tiny-a-packed", out, outtype="boxed")
+        assert (out / "BOXED").read_text() == "boxed"
+        with open_checkpoint(out) as boxed, open_checkpoint(tiny_a / "tiny-a-packed") as packed:
+            assert type(boxed).__name__ == "BoxedReader" and type(packed).__name__ == "HFCheckpoint"
+            ours = {e.name: e for e in packed.entries()}
+            linear = [e for e in boxed.entries() if e.kind == "linear"]
+            assert linear and all(e.load().same_as(ours[e.name].load()) for e in linear)
+        with pytest.raises(UsageError, match="--outtype boxed does not go in a GGUF file"):
+            bitnet_pack.convert(tiny_a / "tiny-a-packed", tmp_path / "x.gguf", outtype="boxed")
+    finally:
+        registry.unregister("boxed")
+        sys.modules.pop("toy_boxed", None)
+    assert "boxed" not in directory_outtypes()
+
+
+def test_sink_and_reader_belong_to_directory_layouts():
+    with pytest.raises(UsageError, match="sink= and reader= are for directory layouts"):
+        LayoutSpec(name="toy5", block_size=16, type_size=4, scale="tail:f32", type_name="TOY5",
+                   type_ids={"mainline": 251}, sink="toy:Sink")
+    with pytest.raises(UsageError, match="sink/reader is 'module:Class', got 'toy.Sink'"):
+        LayoutSpec(name="toy5", block_size=16, type_size=4, scale="tail:f32", container="torch", sink="toy.Sink")
+    gpu = get_layout("bitnet-gpu")
+    assert registry.load_hook(gpu.spec.sink).__module__ == "bitnet_pack.sinks.bitnet_gpu"
+    assert registry.load_hook(gpu.spec.reader) in registry.readers()

@@ -22,8 +22,9 @@ import numpy as np
 from ..errors import DuplicateLayout, FormatError, ShapeError, UnknownLayout, UsageError
 from ..ternary import TernaryWeight, stored_beta
 
-__all__ = ["ENTRY_POINT_GROUP", "Layout", "LayoutSpec", "find_layout", "get_layout", "layout_names", "layout_notes", "layouts",
-           "layout_of_type", "layouts_of_type", "normalize_name", "outtype_of", "register", "unregister", "variants"]
+__all__ = ["ENTRY_POINT_GROUP", "Layout", "LayoutSpec", "find_layout", "get_layout", "layout_names", "layout_notes",
+           "layouts", "layout_of_type", "layouts_of_type", "load_hook", "normalize_name", "outtype_of", "readers",
+           "register", "unregister", "variants"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class LayoutSpec:
     tail_bytes: int = 0  # bytes after all rows (e.g. I2_S's 32-byte scale slot)
     outtype: str | None = None  # the --outtype that writes it, when not `name` ("hf" -> "hf-packed")
     aliases: tuple[str, ...] = ()  # further names get_layout accepts
-    container: str = "gguf"  # "gguf" (a tensor type in a .gguf file) or "safetensors" (a directory)
+    container: str = "gguf"  # "gguf" (a tensor type in a .gguf file); "safetensors" or "torch" (a directory)
     type_name: str | None = None  # GGML type name in GGUF ("I2_S"); several layouts may share one
     type_ids: Mapping[str, int] = field(default_factory=dict)  # type-id table -> id: "mainline", "2025", ...
     file_type: int | None = None  # general.file_type written with it
@@ -57,6 +58,12 @@ class LayoutSpec:
     kernel: str = "generic"  # the kernel walk: a kernel_formats walk name, or "generic" (decode, then hf's walk)
     kernel_id: int | None = None  # the C walk number (BP_LAYOUT_* in kernels/bitnet_kernels.h) of `kernel`
     suffix: str | None = None  # the type part of default output names (default: outtype upper-cased)
+    # A directory layout's own writer and reader, as "module:Class" (imported when used): the Sink
+    # that writes the directory (hf-packed's is the transformers sink), and the Checkpoint class
+    # whose `claims(path)` picks out such a directory for open_checkpoint (optionally `raw_files(path)`
+    # for inspect --raw).
+    sink: str = ""
+    reader: str = ""
 
     def __post_init__(self) -> None:
         if self.container not in CONTAINERS:
@@ -68,6 +75,12 @@ class LayoutSpec:
                              f"got {self.beta_rounding!r}")
         if self.kernel != "generic" and self.kernel_id is None:
             raise UsageError(f"layout {self.name!r} names kernel walk {self.kernel!r} but no kernel_id")
+        if self.container == "gguf" and (self.sink or self.reader):
+            raise UsageError(f"layout {self.name!r} goes in GGUF files, which the GGUF sink and reader handle: "
+                             "sink= and reader= are for directory layouts")
+        for hook in (self.sink, self.reader):
+            if hook and not re.fullmatch(r"[\w.]+:\w+", hook):
+                raise UsageError(f"layout {self.name!r}: sink/reader is 'module:Class', got {hook!r}")
 
     @property
     def ggml_type(self) -> int | None:
@@ -92,7 +105,7 @@ def _bf16(beta: np.float32) -> np.float32:
 
 # How an entry's `beta_rounding` rounds a float32 beta (round to nearest even).
 BETA_ROUNDINGS = {"": np.float32, "fp16": lambda beta: np.float32(np.float16(beta)), "bf16": _bf16}
-CONTAINERS = ("gguf", "safetensors")
+CONTAINERS = ("gguf", "safetensors", "torch")  # the last two are directories
 ENTRY_POINT_GROUP = "bitnet_pack.layouts"
 
 _REGISTRY: dict[str, Layout] = {}  # normalised canonical name -> the layout
@@ -113,6 +126,9 @@ class Layout:
     # How the kernel reads the bytes of a layout with a C tile of its own that no built-in walk
     # describes: a `kernel_formats.Walk` (beta, byte runs to refuse, numpy codes) for spec.kernel.
     kernel_walk: ClassVar[object | None] = None
+    # A layout whose code bytes another walk's tile reads with its rows in another order (the
+    # entry names that walk): a `kernel_formats.RowOrder` (its beta, its code bytes, the order).
+    kernel_rows: ClassVar[object | None] = None
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -161,6 +177,12 @@ class Layout:
 
     def decode(self, data: np.ndarray, shape: tuple[int, int], beta: float | None = None) -> TernaryWeight:
         raise NotImplementedError(f"{self.name}: decode is not implemented")
+
+    def quantize_master(self, source: object, entry: object) -> tuple[TernaryWeight, np.ndarray] | None:
+        """What the runtime's own converter makes of a master's projection `entry` of `source`,
+        when it ternarizes otherwise than absmean in float32 (codes, and a mask the layout's
+        sink may need); None (the default) when it does not, or `source` is no master."""
+        return None
 
     def check_given_beta(self, stored: np.float32, given: float | None) -> None:
         """A beta passed to decode must be the one the bytes carry (same float32 bits)."""
@@ -291,6 +313,19 @@ def layouts() -> list[Layout]:
 
 def layout_names() -> list[str]:
     return [layout.name for layout in layouts()]
+
+
+def load_hook(reference: str) -> object:
+    """The object a spec's `sink` / `reader` names ("package.module:Class")."""
+    from importlib import import_module
+
+    module, _, attribute = reference.partition(":")
+    return getattr(import_module(module), attribute)
+
+
+def readers() -> list[type]:
+    """The Checkpoint classes directory layouts name as their readers (`LayoutSpec.reader`)."""
+    return [load_hook(layout.spec.reader) for layout in layouts() if layout.spec.reader]
 
 
 def layouts_of_type(type_name: str) -> list[Layout]:
