@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from .sinks import PlannedTensor
 from .sinks.factory import canonical_outtype, is_gguf_output, make_sink
 from .ternary import TernaryWeight
 from .verify import VerifyReport
+
+if TYPE_CHECKING:
+    from .diff import WeightDiff
 
 __all__ = ["ConvertReport", "Model", "convert", "inspect", "open", "roundtrip", "verify"]
 
@@ -296,6 +300,26 @@ def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None =
         check_context(len(prompt_tokens), tokens, min(contexts, default=None))
         with started(progress, 2 * (tokens + 1), "verify") as advance:
             return compare(side_a.model, side_b.model, prompt_tokens, tokens, atol=atol, progress=advance)
+
+
+def diff(a: Src, b: Src, *, revision_a: str | None = None, revision_b: str | None = None,
+         progress: ProgressFactory | None = None, **read_options: object) -> WeightDiff:
+    """A and B compared tensor by tensor in ternary space (codes and beta; other tensors as
+    float32 values) and by their model config; read options as for `verify`.
+
+    Returns:
+        A `diff.WeightDiff`: `.identical`, `.tensors`, `.only_in_a`, `.only_in_b`, `.config`.
+    """
+    from .diff import diff_checkpoints
+
+    read = _read_only(read_options)
+    path_a = hub.resolve_source(a, revision_a).path
+    path_b = hub.resolve_source(b, revision_b).path
+    _check_used_by_either(read, [path_a, path_b])
+    kwargs = read.checkpoint_kwargs()
+    total = source_bytes(path_a) + source_bytes(path_b)
+    with started(progress, total, "diff") as advance:
+        return diff_checkpoints(path_a, path_b, options_a=kwargs, options_b=kwargs, progress=advance)
 
 
 @contextmanager

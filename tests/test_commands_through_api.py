@@ -1,4 +1,4 @@
-"""verify and generate go through the library API like convert: a read option the checkpoints
+"""verify, generate and diff go through the library API like convert: a read option the checkpoints
 have no use for is refused (before: `verify A B --kernel-config bogus.ini` was silently ignored)."""
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 import bitnet_pack
+from bitnet_pack import api
 from bitnet_pack.cli import main
 from bitnet_pack.errors import EXIT_OK, EXIT_USAGE, UsageError
 
@@ -31,6 +32,7 @@ def test_verify_without_the_option_still_passes() -> None:
 
 
 @pytest.mark.parametrize("args", [("generate", FIXTURE, "--prompt", "Hi", "--tokens", 1),
+                                  ("diff", FIXTURE, FIXTURE),
                                   ("verify", FIXTURE, "--record", "TRACE", "--tokens", 1, "--ids", "1,2")])
 def test_generate_and_record_refuse_it_too(tmp_path: Path, args: tuple) -> None:
     args = tuple(tmp_path / "t.npz" if a == "TRACE" else a for a in args)
@@ -42,3 +44,13 @@ def test_generate_and_record_refuse_it_too(tmp_path: Path, args: tuple) -> None:
 def test_the_api_refuses_it(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="TL1/TL2"):
         bitnet_pack.verify(FIXTURE, FIXTURE, tokens=1, kernel_config=tmp_path / "bogus.ini")
+    with pytest.raises(UsageError, match="TL1/TL2"):
+        api.diff(FIXTURE, FIXTURE, kernel_config=tmp_path / "bogus.ini")
+    with pytest.raises(UsageError, match="TL1/TL2"), api.load(FIXTURE, kernel_config=tmp_path / "bogus.ini"):
+        pass
+
+
+def test_diff_through_the_api_still_compares() -> None:
+    code, out = run("diff", FIXTURE, FIXTURE)
+    assert code == EXIT_OK, out
+    assert api.diff(FIXTURE, FIXTURE).identical
