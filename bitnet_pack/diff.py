@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import fastpath
 from .checkpoints import Entry, Tensor, open_checkpoint
 from .convert import load_entry
 from .dtypes import round_to_bf16
@@ -91,6 +92,7 @@ class WeightDiff:
     only_in_a: tuple[str, ...] = ()
     only_in_b: tuple[str, ...] = ()
     config: tuple[ConfigDiff, ...] = ()
+    complete: bool = True  # False: compare_weights(stop_early=True) stopped at the first difference
 
     @property
     def code_diffs(self) -> list[TensorDiff]:
@@ -169,14 +171,21 @@ Weight = "TernaryWeight | PackedMatrix | np.ndarray"
 
 
 def compare_weights(weights_a: Mapping[str, Weight], weights_b: Mapping[str, Weight], *,
-                    config: tuple[ConfigDiff, ...] = ()) -> WeightDiff:
-    """Compare two {name: TernaryWeight | PackedMatrix | float array} maps tensor by tensor."""
+                    config: tuple[ConfigDiff, ...] = (), stop_early: bool = False) -> WeightDiff:
+    """Compare two {name: TernaryWeight | PackedMatrix | float array | HalfTensor} maps tensor
+    by tensor, a block of rows at a time (stored bytes first where both sides hold one layout).
+    `stop_early`: stop after the first tensor that differs (`WeightDiff.complete` is then False)."""
     common = [name for name in weights_a if name in weights_b]
+    tensors = []
+    for name in common:
+        tensors.append(_compare_tensor(name, weights_a[name], weights_b[name]))
+        if stop_early and not tensors[-1].identical:
+            break
     return WeightDiff(
-        tensors=tuple(_compare_tensor(name, weights_a[name], weights_b[name]) for name in common),
+        tensors=tuple(tensors),
         only_in_a=tuple(name for name in weights_a if name not in weights_b),
         only_in_b=tuple(name for name in weights_b if name not in weights_a),
-        config=config,
+        config=config, complete=len(tensors) == len(common),
     )
 
 
@@ -199,10 +208,59 @@ def _compare_tensor(name: str, a: Weight, b: Weight) -> TensorDiff:
         if not differing and beta_a != beta_b and not np.any(a.codes if isinstance(a, TernaryWeight) else a.codes()):
             beta_b = beta_a  # an all-zero projection: its beta means nothing (ternary.ZERO_BETA)
         return TensorDiff(name, "ternary", shape_a, differing, size, beta_a, beta_b)
-    va, vb = np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.float32)
-    unequal = va.view(np.uint32) != vb.view(np.uint32)
-    diff = float(np.abs(va - vb).max()) if unequal.any() else 0.0
-    return TensorDiff(name, "float", shape_a, int(np.count_nonzero(unequal)), size, max_abs_diff=diff)
+    differing, worst = _float_differences(a, b)
+    return TensorDiff(name, "float", shape_a, differing, size, max_abs_diff=worst)
+
+
+def _float_differences(a: object, b: object) -> tuple[int, float]:
+    """(elements whose float32 bits differ, max |diff|), a block of rows at a time: a 16-bit
+    embedding is compared as its bits when both sides hold the same type, else widened a
+    block at a time, never whole."""
+    rows_a, rows_b = _float_rows(a), _float_rows(b)
+    same_bits = _half_kind(a) == _half_kind(b)
+    step = max(1, fastpath.CHUNK_BYTES // max(1, 4 * rows_a.shape[1]))
+    differing, worst = 0, 0.0
+    for start in range(0, rows_a.shape[0], step):
+        block_a, block_b = rows_a[start:start + step], rows_b[start:start + step]
+        if not (same_bits and np.array_equal(block_a, block_b)) and not _equal_halves(block_a, a, block_b, b):
+            va, vb = _block_values(block_a, a), _block_values(block_b, b)
+            unequal = va.view(np.uint32) != vb.view(np.uint32)
+            if unequal.any():
+                differing += int(np.count_nonzero(unequal))
+                worst = max(worst, float(np.abs(va - vb).max()))
+        fastpath.drop_mapped_pages(block_a)
+        fastpath.drop_mapped_pages(block_b)
+    return differing, worst
+
+
+def _equal_halves(block_a: np.ndarray, a: object, block_b: np.ndarray, b: object) -> bool:
+    """A bf16 block equal to an f16 block, shown without widening either: the bf16 values
+    converted exactly to f16 bits (the compiled table) are the f16 side's bits."""
+    kinds = (_half_kind(a), _half_kind(b))
+    if sorted(map(str, kinds)) != ["bf16", "f16"]:
+        return False
+    bf16, f16 = (block_a, block_b) if kinds[0] == "bf16" else (block_b, block_a)
+    converted = fastpath.convert_float(np.ascontiguousarray(bf16), "BF16", "F16")
+    return converted is not None and converted[1] == 0 and np.array_equal(converted[0].view(np.uint16), f16)
+
+
+def _half_kind(value: object) -> str | None:
+    return getattr(value, "kind", None) if hasattr(value, "bits") else None
+
+
+def _float_rows(value: object) -> np.ndarray:
+    """The stored array as rows: a HalfTensor's bits, else the float array itself (2-D)."""
+    data = value.bits if _half_kind(value) else np.asarray(value, np.float32)
+    return data.reshape(data.shape[0], -1) if data.ndim > 1 else data.reshape(1, -1)
+
+
+def _block_values(block: np.ndarray, value: object) -> np.ndarray:
+    kind = _half_kind(value)
+    if kind is None:
+        return np.ascontiguousarray(block, np.float32)
+    from .kernel_half import half_to_float32
+
+    return half_to_float32(block, kind)
 
 
 def _beta(weight: TernaryWeight | PackedMatrix) -> float:
@@ -211,12 +269,26 @@ def _beta(weight: TernaryWeight | PackedMatrix) -> float:
 
 def _differing_codes(a: TernaryWeight | PackedMatrix, b: TernaryWeight | PackedMatrix) -> int:
     """How many codes differ; packed bytes of one layout are compared before decoding."""
-    if _is_packed(a) and _is_packed(b) and a.layout == b.layout:
-        if np.array_equal(a.codes_bytes, b.codes_bytes):
+    if _is_packed(a) and _is_packed(b) and a.layout == b.layout and a.tiling == b.tiling:
+        if _same_bytes(a.codes_bytes, b.codes_bytes):
             return 0
     codes_a = a.codes if isinstance(a, TernaryWeight) else a.codes()
     codes_b = b.codes if isinstance(b, TernaryWeight) else b.codes()
     return int(np.count_nonzero(codes_a != codes_b))
+
+
+def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two flat byte arrays compared a block at a time (mapped pages dropped as it goes)."""
+    if a.size != b.size:
+        return False
+    step = fastpath.CHUNK_BYTES
+    for start in range(0, a.size, step):
+        same = np.array_equal(a[start:start + step], b[start:start + step])
+        fastpath.drop_mapped_pages(a[start:start + step])
+        fastpath.drop_mapped_pages(b[start:start + step])
+        if not same:
+            return False
+    return True
 
 
 # -- the config ------------------------------------------------------------------------------

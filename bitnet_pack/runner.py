@@ -5,10 +5,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .checkpoints import open_checkpoint, read_weights
+from . import fastpath
+from .checkpoints import Checkpoint, open_checkpoint
 from .errors import BitnetPackError, MissingFile, UsageError, VerificationMismatch
 from .outputs import scratch_directory
+from .rounding import Plan, apply_plan
+from .ternary import TernaryWeight
+
+if TYPE_CHECKING:
+    from .model import BitNetModel
 
 
 @dataclass(frozen=True)
@@ -36,14 +43,39 @@ class Loaded:
 def loaded(path: Path, numerics: str, **read_options: object) -> Iterator[Loaded]:
     """(model, tokenizer.json path) for the checkpoint at `path`: the tokenizer files as the
     checkpoint has them, or as rebuilt from GGUF metadata into a temporary directory."""
-    from .model import BitNetModel  # imported on use: the CLI starts without loading the kernel
-
     with about(path), open_checkpoint(path, **read_options) as source:
-        model = BitNetModel(source.config, read_weights(source, stored=True), numerics=numerics)
+        model = model_of(source, numerics)
         with scratch_directory("bitnet-pack-tok-") as scratch:
             for name, data in source.aux_files.items():
                 (scratch / name).write_bytes(data)
             yield Loaded(model, scratch / "tokenizer.json", source.config, path)
+
+
+def model_of(source: Checkpoint, numerics: str = "reference", rounding: Plan | None = None) -> BitNetModel:
+    """The checkpoint as a BitNetModel, read one tensor at a time: stored projections stay the
+    file's mapped bytes (their pages dropped once checked), computed ones (a master's) are packed
+    for the kernel as they are read and the source pages under them dropped. Memory ends up
+    holding the packed projections that have no file bytes, never a whole int8 or float32 model.
+    `rounding`: the other side's declared roundings, applied to this model (rounding.py)."""
+    from .kernel import PackedMatrix
+    from .model import BitNetModel, kernel_layout
+
+    weights: dict[str, object] = {}
+    for entry in source.entries():
+        value = source.stored(entry) if entry.kind == "linear" else None
+        if value is None:
+            value = entry.load()
+            if isinstance(value, TernaryWeight):
+                value = PackedMatrix.from_ternary(value, kernel_layout(value.shape))
+                source.release(entry)
+        weights[entry.name] = value
+    model = BitNetModel(source.config, weights, numerics=numerics)
+    for value in model.tensors.values():  # the load checked the stored bytes: forget their pages
+        if hasattr(value, "codes_bytes"):
+            fastpath.drop_mapped_pages(value.data)
+    if rounding is not None:
+        apply_plan(model, rounding)
+    return model
 
 
 @contextmanager

@@ -92,6 +92,25 @@ class Layout:
     def decode(self, data: np.ndarray, shape: tuple[int, int], beta: float | None = None) -> TernaryWeight:
         raise NotImplementedError(f"{self.name}: decode is not implemented")
 
+    @property
+    def beta_rounding(self) -> str:
+        """What storing beta in this layout does to a float32 beta: "" (kept exactly), "fp16"
+        or "bf16". Declared once, by the table entry's scale type (`LayoutSpec.scale`)."""
+        kind = self.spec.scale.rpartition(":")[2]
+        return {"f16": "fp16", "bf16": "bf16"}.get(kind, "")
+
+    def round_beta(self, beta: float, *, scale_dtype: str | None = None, inverse: bool = False) -> np.float32:
+        """beta as this layout stores it (float32 bits): rounded to `beta_rounding`, or to
+        `scale_dtype` when the container chooses it (hf's weight_scale dtype); `inverse`: the
+        stored value is 1/beta (BitLinear), so beta comes back as 1 / round(1 / beta)."""
+        from ..rounding import round_scalar
+
+        kind = self.beta_rounding if scale_dtype is None else scale_dtype
+        beta = np.float32(beta)
+        if inverse:
+            return np.float32(1) / round_scalar(np.float32(1) / beta, kind)
+        return round_scalar(beta, kind)
+
     def check_given_beta(self, stored: np.float32, given: float | None) -> None:
         """A beta passed to decode must be the one the bytes carry (same float32 bits)."""
         if given is not None and np.float32(given).tobytes() != np.float32(stored).tobytes():
