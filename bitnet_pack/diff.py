@@ -93,6 +93,7 @@ class WeightDiff:
     only_in_b: tuple[str, ...] = ()
     config: tuple[ConfigDiff, ...] = ()
     complete: bool = True  # False: compare_weights(stop_early=True) stopped at the first difference
+    rounded: str = ""  # the declared roundings applied before comparing (rounding.py)
 
     @property
     def code_diffs(self) -> list[TensorDiff]:
@@ -127,23 +128,31 @@ class WeightDiff:
         return not structural and bool(self.beta_diffs)
 
     def cause(self) -> str:
+        """One sentence per kind of difference: its count and the first three tensors (the
+        full list is in `to_dict`, which `--json` prints)."""
         if self.identical:
-            return f"weights identical: {len(self.tensors)} tensors equal bit for bit (codes, betas, floats)"
+            after = f" after rounding {self.rounded}" if self.rounded else ""
+            return (f"weights identical{after}: {len(self.tensors)} tensors equal bit for bit "
+                    "(codes, betas, floats)")
         parts = []
         if self.config:
             parts.append("model config differs: " + ", ".join(map(str, self.config)))
         if self.only_in_a or self.only_in_b:
-            parts.append(f"tensor names differ: only in A {list(self.only_in_a)}, only in B {list(self.only_in_b)}")
+            parts.append(f"tensor names differ: {len(self.only_in_a)} only in A {first_three(self.only_in_a)}, "
+                         f"{len(self.only_in_b)} only in B {first_three(self.only_in_b)}")
         if self.mismatched:
-            parts.append("shape or kind differs: " + ", ".join(f"{t.name}" for t in self.mismatched))
+            parts.append(f"shape or kind differs in {len(self.mismatched)}: "
+                         + first_three([t.name for t in self.mismatched]))
         if self.code_diffs:
-            parts.append(f"ternary codes differ in {len(self.code_diffs)} tensor(s): " + ", ".join(
-                f"{t.name} ({t.differing} of {t.size} codes)" for t in self.code_diffs))
+            parts.append(f"ternary codes differ in {len(self.code_diffs)} tensor(s): " + first_three(
+                [f"{t.name} ({t.differing} of {t.size} codes)" for t in self.code_diffs]))
         if self.float_diffs:
-            parts.append(f"float tensors differ in {len(self.float_diffs)}: " + ", ".join(
-                f"{t.name} ({t.differing} of {t.size}, max |diff| {t.max_abs_diff:.3g})" for t in self.float_diffs))
+            parts.append(f"float tensors differ in {len(self.float_diffs)}: " + first_three(
+                [f"{t.name} ({t.differing} of {t.size}, max |diff| {t.max_abs_diff:.3g})" for t in self.float_diffs]))
         if self.beta_diffs:
             parts.append(self._beta_sentence())
+        if not self.complete:
+            parts.append("stopped at the first difference")
         return "; ".join(parts)
 
     def _beta_sentence(self) -> str:
@@ -154,7 +163,7 @@ class WeightDiff:
                 if self.betas_only else "beta differs in ")
         why = (" (each the bf16 rounding of the other: an fp32 beta vs a bf16 weight_scale)"
                if all(t.beta_is_bf16_rounding for t in diffs) else "")
-        names = ", ".join(f"{t.name} ({t.beta_rel_diff:.2e})" for t in diffs)
+        names = first_three([f"{t.name} ({t.beta_rel_diff:.2e})" for t in diffs])
         return f"{head}{len(diffs)} tensor(s), max relative difference {worst:.2e}{why}: {names}"
 
     def to_dict(self) -> dict:
@@ -163,8 +172,15 @@ class WeightDiff:
             "only_in_a": list(self.only_in_a), "only_in_b": list(self.only_in_b),
             "config": [{"key": c.key, "a": c.a, "b": c.b} for c in self.config],
             "differing": [t.to_dict() for t in self.tensors if not t.identical],
-            "compared": len(self.tensors),
+            "compared": len(self.tensors), "complete": self.complete, "rounded": self.rounded,
         }
+
+
+def first_three(items: object) -> str:
+    """'a, b, c' or 'a, b, c and 7 more (--json lists all)'."""
+    items = list(items)
+    more = f" and {len(items) - 3} more (--json lists all)" if len(items) > 3 else ""
+    return ", ".join(map(str, items[:3])) + more
 
 
 Weight = "TernaryWeight | PackedMatrix | np.ndarray"

@@ -127,7 +127,7 @@ def _projection_rounding(source: object, entry: object, get_layout) -> Rounding 
 
     layout = LAYOUT_OF_TYPE.get(entry.dtype)
     kind = get_layout(layout).beta_rounding if layout is not None else ""
-    return Rounding(kind, True, layout, layout=layout) if kind else None
+    return Rounding(kind, True, layout.upper(), layout=layout) if kind else None
 
 
 def apply_plan(model: object, plan: Plan) -> None:

@@ -11,7 +11,7 @@ from . import fastpath
 from .checkpoints import Checkpoint, open_checkpoint
 from .errors import BitnetPackError, MissingFile, UsageError, VerificationMismatch
 from .outputs import scratch_directory
-from .rounding import Plan, apply_plan
+from .rounding import Plan, apply_plan, plan_of
 from .ternary import TernaryWeight
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ class Loaded:
     tokenizer_json: Path
     config: dict
     path: Path
+    rounded: str = ""  # what the other side's declared roundings changed here (rounding.Plan.description)
 
     def __iter__(self) -> Iterator[object]:
         """`model, tokenizer_json = loaded`, as the (model, tokenizer) pair it used to be."""
@@ -40,15 +41,22 @@ class Loaded:
 
 
 @contextmanager
-def loaded(path: Path, numerics: str, **read_options: object) -> Iterator[Loaded]:
+def loaded(path: Path, numerics: str, *, round_like: Path | None = None, **read_options: object) -> Iterator[Loaded]:
     """(model, tokenizer.json path) for the checkpoint at `path`: the tokenizer files as the
-    checkpoint has them, or as rebuilt from GGUF metadata into a temporary directory."""
+    checkpoint has them, or as rebuilt from GGUF metadata into a temporary directory.
+    `round_like`: another checkpoint whose storage's declared roundings (`rounding.plan_of`)
+    are applied to this model's values, so that the two compare bit for bit."""
     with about(path), open_checkpoint(path, **read_options) as source:
-        model = model_of(source, numerics)
+        plan = None
+        if round_like is not None:
+            with about(round_like), open_checkpoint(round_like, **read_options) as other:
+                plan = plan_of(other)
+        model = model_of(source, numerics, plan)
         with scratch_directory("bitnet-pack-tok-") as scratch:
             for name, data in source.aux_files.items():
                 (scratch / name).write_bytes(data)
-            yield Loaded(model, scratch / "tokenizer.json", source.config, path)
+            yield Loaded(model, scratch / "tokenizer.json", source.config, path,
+                         "" if plan is None else plan.description())
 
 
 def model_of(source: Checkpoint, numerics: str = "reference", rounding: Plan | None = None) -> BitNetModel:
