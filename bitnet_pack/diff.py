@@ -205,6 +205,10 @@ def compare_weights(weights_a: Mapping[str, Weight], weights_b: Mapping[str, Wei
     )
 
 
+def _shape(value: object) -> tuple[int, ...]:
+    return tuple((value.data if isinstance(value, Tensor) else value).shape)
+
+
 def _is_packed(value: object) -> bool:
     """A kernel.PackedMatrix (recognised by its bytes, so that the kernel need not load)."""
     return hasattr(value, "codes_bytes") and callable(getattr(value, "codes", None))
@@ -215,7 +219,7 @@ def _is_ternary(value: Weight) -> bool:
 
 
 def _compare_tensor(name: str, a: Weight, b: Weight) -> TensorDiff:
-    shape_a, shape_b = tuple(a.shape), tuple(b.shape)
+    shape_a, shape_b = _shape(a), _shape(b)
     if _is_ternary(a) != _is_ternary(b) or shape_a != shape_b:
         return TensorDiff(name, "mismatch", shape_a)
     size = int(np.prod(shape_a))
@@ -260,13 +264,21 @@ def _equal_halves(block_a: np.ndarray, a: object, block_b: np.ndarray, b: object
     return converted is not None and converted[1] == 0 and np.array_equal(converted[0].view(np.uint16), f16)
 
 
+HALF_DTYPES = {"BF16": "bf16", "F16": "f16"}
+
+
 def _half_kind(value: object) -> str | None:
+    if isinstance(value, Tensor):
+        return HALF_DTYPES.get(value.dtype)
     return getattr(value, "kind", None) if hasattr(value, "bits") else None
 
 
 def _float_rows(value: object) -> np.ndarray:
-    """The stored array as rows: a HalfTensor's bits, else the float array itself (2-D)."""
-    data = value.bits if _half_kind(value) else np.asarray(value, np.float32)
+    """The stored array as rows: a HalfTensor's or 16-bit Tensor's bits, else the float32 array."""
+    if isinstance(value, Tensor):
+        data = value.data.view(np.uint16) if _half_kind(value) else np.asarray(value.data, np.float32)
+    else:
+        data = value.bits if _half_kind(value) else np.asarray(value, np.float32)
     return data.reshape(data.shape[0], -1) if data.ndim > 1 else data.reshape(1, -1)
 
 
@@ -274,9 +286,9 @@ def _block_values(block: np.ndarray, value: object) -> np.ndarray:
     kind = _half_kind(value)
     if kind is None:
         return np.ascontiguousarray(block, np.float32)
-    from .kernel_half import half_to_float32
-
-    return half_to_float32(block, kind)
+    if kind == "f16":  # (not kernel_half: a diff does not load the kernel)
+        return block.view(np.float16).astype(np.float32)
+    return (block.astype(np.uint32) << 16).view(np.float32)
 
 
 def _beta(weight: TernaryWeight | PackedMatrix) -> float:
@@ -411,5 +423,6 @@ def _load(entry: Entry, path: Path | None) -> TernaryWeight | Tensor:
         raise type(exc)(str(exc), path=path) from exc
 
 
-def _comparable(value: TernaryWeight | Tensor | np.ndarray) -> TernaryWeight | np.ndarray:
-    return value.f32() if isinstance(value, Tensor) else value
+def _comparable(value: TernaryWeight | Tensor | np.ndarray) -> TernaryWeight | Tensor | np.ndarray:
+    """A `Tensor` is compared as stored, a block of rows at a time; a dequantized one as F32."""
+    return value.f32() if type(value) is not Tensor and isinstance(value, Tensor) else value
