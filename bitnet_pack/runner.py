@@ -71,16 +71,16 @@ def model_of(source: Checkpoint, numerics: str = "reference", rounding: Plan | N
     weights: dict[str, object] = {}
     for entry in source.entries():
         value = source.stored(entry) if entry.kind == "linear" else None
-        if value is None:
+        if value is not None:  # checked here, then its pages forgotten until a decode reads them
+            value = PackedMatrix.from_bytes(value.layout, value.data, value.shape, value.beta, tiling=value.tiling)
+            fastpath.drop_mapped_pages(value.data)
+        else:
             value = entry.load()
             if isinstance(value, TernaryWeight):
                 value = PackedMatrix.from_ternary(value, kernel_layout(value.shape))
                 source.release(entry)
         weights[entry.name] = value
     model = BitNetModel(source.config, weights, numerics=numerics)
-    for value in model.tensors.values():  # the load checked the stored bytes: forget their pages
-        if hasattr(value, "codes_bytes"):
-            fastpath.drop_mapped_pages(value.data)
     if rounding is not None:
         apply_plan(model, rounding)
     return model
