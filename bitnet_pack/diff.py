@@ -237,12 +237,11 @@ def _float_differences(a: object, b: object) -> tuple[int, float]:
     embedding is compared as its bits when both sides hold the same type, else widened a
     block at a time, never whole."""
     rows_a, rows_b = _float_rows(a), _float_rows(b)
-    same_bits = _half_kind(a) == _half_kind(b)
     step = max(1, fastpath.CHUNK_BYTES // max(1, 4 * rows_a.shape[1]))
     differing, worst = 0, 0.0
     for start in range(0, rows_a.shape[0], step):
         block_a, block_b = rows_a[start:start + step], rows_b[start:start + step]
-        if not (same_bits and np.array_equal(block_a, block_b)) and not _equal_halves(block_a, a, block_b, b):
+        if not equal_blocks(block_a, a, block_b, b):
             va, vb = _block_values(block_a, a), _block_values(block_b, b)
             unequal = va.view(np.uint32) != vb.view(np.uint32)
             if unequal.any():
@@ -251,6 +250,14 @@ def _float_differences(a: object, b: object) -> tuple[int, float]:
         fastpath.drop_mapped_pages(block_a)
         fastpath.drop_mapped_pages(block_b)
     return differing, worst
+
+
+def equal_blocks(block_a: np.ndarray, a: object, block_b: np.ndarray, b: object) -> bool:
+    """Two blocks of stored rows (of float tensors `a`, `b`) shown equal cheaply: the same
+    stored type and bytes, or bf16 and f16 bits of the same values. False: compare the values."""
+    if _half_kind(a) == _half_kind(b) and block_a.dtype == block_b.dtype and np.array_equal(block_a, block_b):
+        return True
+    return _equal_halves(block_a, a, block_b, b)
 
 
 def _equal_halves(block_a: np.ndarray, a: object, block_b: np.ndarray, b: object) -> bool:

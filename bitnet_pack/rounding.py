@@ -1,10 +1,11 @@
-"""The roundings a storage declares, applied to the other side before a bit-for-bit comparison.
+"""The roundings a storage declares, and two models made equal by them before a bit-for-bit comparison.
 
 When B's layout must round what A holds (TQ's fp16 block scale, a bf16 weight_scale, an F16 or
-BF16 embedding), `verify A B` and `diff A B` apply exactly B's rounding to A's values (and A's
-to B's; a rounding applied to a value already rounded changes nothing) and then compare bit for
-bit. What changed is counted by its description ("β to fp16 (tq2_0)"), so the report can say
-"identical after rounding β to fp16 (tq2_0)". `--strict` applies nothing.
+BF16 embedding), `verify A B` and `roundtrip` check, tensor by tensor, that A's value after
+exactly B's declared rounding is B's (or B's after A's: B may be the source), give the other
+side that value, and compare bit for bit; what was rounded is counted by its description
+("β to fp16 (TQ2_0)"), so the report can say "identical after rounding β to fp16 (TQ2_0)".
+Anything a declared rounding does not explain stays a difference. `--strict` rounds nothing.
 
     beta    the layout's `round_beta` (layouts/__init__.py: one declaration per layout, from its
             table entry), with the container's choices: hf's weight_scale dtype and 1/beta
@@ -22,7 +23,7 @@ import numpy as np
 
 from .dtypes import round_to_bf16
 
-__all__ = ["Plan", "Rounding", "plan_of", "round_scalar", "round_values"]
+__all__ = ["Plan", "Rounding", "plan_of", "reconcile", "round_scalar", "round_values", "rounds_to"]
 
 FLOAT_ROUNDING = {"F16": "fp16", "BF16": "bf16"}
 
@@ -74,13 +75,13 @@ class Plan:
     roundings: dict[str, Rounding] = field(default_factory=dict)
     applied: Counter = field(default_factory=Counter)
 
-    def beta(self, name: str, beta: float) -> np.float32:
+    def beta(self, name: str, beta: float, *, count: bool = True) -> np.float32:
         """beta with the side's rounding of tensor `name` applied (counted when it changes)."""
         rounding = self.roundings.get(name)
         if rounding is None or not rounding.of_beta:
             return np.float32(beta)
         rounded = rounding.beta(beta)
-        if rounded.tobytes() != np.float32(beta).tobytes():
+        if count and rounded.tobytes() != np.float32(beta).tobytes():
             self.applied[rounding.text] += 1
         return rounded
 
@@ -130,64 +131,76 @@ def _projection_rounding(source: object, entry: object, get_layout) -> Rounding 
     return Rounding(kind, True, layout.upper(), layout=layout) if kind else None
 
 
-def apply_plan(model: object, plan: Plan) -> None:
-    """Round a BitNetModel's tensors as `plan` (the other side's storage) declares, in place:
-    projection betas (the kernel multiplies by `PackedMatrix.beta`), float tensors a block of
-    rows at a time (a new 16-bit copy only if some value changes)."""
-    for name, value in list(model.tensors.items()):
-        if hasattr(value, "codes_bytes"):
-            rounded = plan.beta(name, value.beta)
-            object.__setattr__(value, "beta", rounded)  # the bytes' own beta was checked on load
-        elif plan.float_kind(name):
-            changed = rounded_floats(value, plan.float_kind(name))
-            if changed is not None:
-                model.tensors[name] = changed
-                plan.count(name)
-    model.embedding = model.tensors["model.embed_tokens.weight"]
-    model.lm_head = model.tensors.get("lm_head.weight", model.embedding)
+def reconcile(model_a: object, model_b: object, plan_a: Plan, plan_b: Plan) -> str:
+    """Where one side holds exactly the other's value after its storage's declared rounding
+    (B's rounding of A's value, else A's of B's), give the unrounded side the rounded value, in
+    place: a projection's beta (the kernel multiplies by `PackedMatrix.beta`), a float tensor
+    (the rounded side's own tensor is shared, so nothing is copied). Checked a block of rows at
+    a time. Returns what was rounded ("β to fp16 (TQ2_0) in 14 tensors on A"), or ""."""
+    for name, a in list(model_a.tensors.items()):
+        b = model_b.tensors.get(name)
+        if b is None:
+            continue
+        if hasattr(a, "codes_bytes") and hasattr(b, "codes_bytes"):
+            _reconcile_beta(name, a, b, plan_a, plan_b)
+        elif not hasattr(a, "codes_bytes") and not hasattr(b, "codes_bytes"):
+            _reconcile_floats(name, model_a, model_b, plan_a, plan_b)
+    for model in (model_a, model_b):
+        model.embedding = model.tensors["model.embed_tokens.weight"]
+        model.lm_head = model.tensors.get("lm_head.weight", model.embedding)
+    return "; ".join(f"{plan.description()} on {side}" for side, plan in (("A", plan_b), ("B", plan_a))
+                     if plan.applied)
 
 
-def rounded_floats(value: object, kind: str) -> object | None:
-    """A float tensor (float32 array or model.HalfTensor) rounded to `kind` ("fp16"/"bf16"), or
-    None when rounding changes no value. Read a block of rows at a time."""
+def _reconcile_beta(name: str, a: object, b: object, plan_a: Plan, plan_b: Plan) -> None:
+    if a.beta.tobytes() == b.beta.tobytes():
+        return
+    for plan, rounded, other in ((plan_b, a, b), (plan_a, b, a)):
+        if plan.beta(name, rounded.beta, count=False).tobytes() == other.beta.tobytes():
+            object.__setattr__(rounded, "beta", other.beta)  # the bytes' own beta was checked on load
+            plan.count(name)
+            return
+
+
+def _reconcile_floats(name: str, model_a: object, model_b: object, plan_a: Plan, plan_b: Plan) -> None:
+    a, b = model_a.tensors[name], model_b.tensors[name]
+    for plan, value, other, model in ((plan_b, a, b, model_a), (plan_a, b, a, model_b)):
+        kind = plan.float_kind(name)
+        if kind and rounds_to(value, other, kind):
+            model.tensors[name] = other
+            plan.count(name)
+            return
+
+
+def rounds_to(value: object, other: object, kind: str) -> bool:
+    """Whether `value` (float32 array or model.HalfTensor) rounded to `kind` is `other`, bit for
+    bit and not already equal, read a block of rows at a time."""
     from . import fastpath
-    from .kernel import half_to_float32
-    from .model import HalfTensor
+    from .diff import equal_blocks
 
-    half = isinstance(value, HalfTensor)
-    target = {"fp16": "f16", "bf16": "bf16"}[kind]
-    if half and value.kind == target:
-        return None
-    rows = value.bits if half else np.asarray(value)
-    rows2d = rows.reshape(rows.shape[0], -1) if rows.ndim > 1 else rows.reshape(1, -1)
-    out = None
-    step = max(1, fastpath.CHUNK_BYTES // max(1, rows2d[:1].nbytes))
-    for start in range(0, rows2d.shape[0], step):
-        block = rows2d[start:start + step]
-        values = half_to_float32(block, value.kind) if half else np.asarray(block, np.float32)
-        rounded = round_values(values, kind)
-        if out is None and not np.array_equal(rounded.view(np.uint32), values.view(np.uint32)):
-            out = np.empty(rows2d.shape, np.uint16 if half else np.float32)
-            if start:  # the rows before were unchanged: round them (again) into the copy
-                out[:start] = _bits(round_values(_values(rows2d[:start], value, half), kind), target, half)
-        if out is not None:
-            out[start:start + step] = _bits(rounded, target, half)
-        fastpath.drop_mapped_pages(block)
-    if out is None:
-        return None
-    return HalfTensor(target, out.reshape(rows.shape)) if half else out.reshape(rows.shape)
+    rows, others = _rows(value), _rows(other)
+    if rows.shape != others.shape:
+        return False
+    changed = False
+    step = max(1, fastpath.CHUNK_BYTES // max(1, 4 * rows.shape[1]))
+    for start in range(0, rows.shape[0], step):
+        block, wanted = rows[start:start + step], others[start:start + step]
+        if not equal_blocks(block, value, wanted, other):
+            values, wanted = _values(block, value), _values(wanted, other)
+            if not np.array_equal(round_values(values, kind).view(np.uint32), wanted.view(np.uint32)):
+                return False
+            changed = True
+        fastpath.drop_mapped_pages(rows[start:start + step])
+        fastpath.drop_mapped_pages(others[start:start + step])
+    return changed
 
 
-def _values(block: np.ndarray, value: object, half: bool) -> np.ndarray:
+def _rows(value: object) -> np.ndarray:
+    data = value.bits if hasattr(value, "bits") else np.asarray(value)
+    return data.reshape(data.shape[0], -1) if data.ndim > 1 else data.reshape(1, -1)
+
+
+def _values(block: np.ndarray, value: object) -> np.ndarray:
     from .kernel import half_to_float32
 
-    return half_to_float32(block, value.kind) if half else np.asarray(block, np.float32)
-
-
-def _bits(rounded: np.ndarray, target: str, half: bool) -> np.ndarray:
-    """Rounded float32 values as the 16-bit bits of `target`, or as they are for a float32 array."""
-    if not half:
-        return rounded
-    if target == "f16":
-        return rounded.astype(np.float16).view(np.uint16)
-    return (rounded.view(np.uint32) >> 16).astype(np.uint16)
+    return half_to_float32(block, value.kind) if hasattr(value, "bits") else np.asarray(block, np.float32)

@@ -33,7 +33,7 @@ from .diff import compare_pair
 from .errors import BitnetPackError, ScaleNotRepresentable, ShapeError, UsageError
 from .layouts import get_layout, layout_names
 from .outputs import scratch_directory
-from .rounding import Plan, plan_of, round_values
+from .rounding import Plan, plan_of, reconcile, round_values
 from .sinks.factory import make_sink
 from .ternary import TernaryWeight
 
@@ -273,13 +273,11 @@ class _Reference:
         from .runner import model_of
         from .verify import verify
 
-        with open_checkpoint(converted) as other:
-            plan = plan_of(other)
-            model_b = model_of(other)
-            with open_checkpoint(self.path, **self.read_options) as source:  # open while its maps are read
-                model_a = model_of(source, rounding=plan)
-                self.prompt_ids = self.prompt_ids or default_prompt(source.config)
-                report = verify(model_a, model_b, self.prompt_ids, self.n_tokens, rounded=plan.description())
+        with open_checkpoint(converted) as other, open_checkpoint(self.path, **self.read_options) as source:
+            model_a, model_b = model_of(source), model_of(other)
+            rounded = reconcile(model_a, model_b, plan_of(source), plan_of(other))
+            self.prompt_ids = self.prompt_ids or default_prompt(source.config)
+            report = verify(model_a, model_b, self.prompt_ids, self.n_tokens, rounded=rounded)
         if not report.identical:
             raise _Broken(f"decoded weights equal after the declared rounding but the file's own bytes give "
                           f"other logits: {report.cause}")

@@ -11,7 +11,7 @@ from . import fastpath
 from .checkpoints import Checkpoint, open_checkpoint
 from .errors import BitnetPackError, MissingFile, UsageError, VerificationMismatch
 from .outputs import scratch_directory
-from .rounding import Plan, apply_plan, plan_of
+from .rounding import Plan, plan_of
 from .ternary import TernaryWeight
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ class Loaded:
     tokenizer_json: Path
     config: dict
     path: Path
-    rounded: str = ""  # what the other side's declared roundings changed here (rounding.Plan.description)
+    plan: Plan | None = None  # what the checkpoint's storage rounds (rounding.plan_of)
 
     def __iter__(self) -> Iterator[object]:
         """`model, tokenizer_json = loaded`, as the (model, tokenizer) pair it used to be."""
@@ -41,30 +41,23 @@ class Loaded:
 
 
 @contextmanager
-def loaded(path: Path, numerics: str, *, round_like: Path | None = None, **read_options: object) -> Iterator[Loaded]:
+def loaded(path: Path, numerics: str, **read_options: object) -> Iterator[Loaded]:
     """(model, tokenizer.json path) for the checkpoint at `path`: the tokenizer files as the
-    checkpoint has them, or as rebuilt from GGUF metadata into a temporary directory.
-    `round_like`: another checkpoint whose storage's declared roundings (`rounding.plan_of`)
-    are applied to this model's values, so that the two compare bit for bit."""
+    checkpoint has them, or as rebuilt from GGUF metadata into a temporary directory. `plan`
+    is what the checkpoint's storage declares it rounds (`rounding.plan_of`)."""
     with about(path), open_checkpoint(path, **read_options) as source:
-        plan = None
-        if round_like is not None:
-            with about(round_like), open_checkpoint(round_like, **read_options) as other:
-                plan = plan_of(other)
-        model = model_of(source, numerics, plan)
+        model = model_of(source, numerics)
         with scratch_directory("bitnet-pack-tok-") as scratch:
             for name, data in source.aux_files.items():
                 (scratch / name).write_bytes(data)
-            yield Loaded(model, scratch / "tokenizer.json", source.config, path,
-                         "" if plan is None else plan.description())
+            yield Loaded(model, scratch / "tokenizer.json", source.config, path, plan_of(source))
 
 
-def model_of(source: Checkpoint, numerics: str = "reference", rounding: Plan | None = None) -> BitNetModel:
+def model_of(source: Checkpoint, numerics: str = "reference") -> BitNetModel:
     """The checkpoint as a BitNetModel, read one tensor at a time: stored projections stay the
     file's mapped bytes (their pages dropped once checked), computed ones (a master's) are packed
     for the kernel as they are read and the source pages under them dropped. Memory ends up
-    holding the packed projections that have no file bytes, never a whole int8 or float32 model.
-    `rounding`: the other side's declared roundings, applied to this model (rounding.py)."""
+    holding the packed projections that have no file bytes, never a whole int8 or float32 model."""
     from .kernel import PackedMatrix
     from .model import BitNetModel, kernel_layout
 
@@ -81,8 +74,6 @@ def model_of(source: Checkpoint, numerics: str = "reference", rounding: Plan | N
                 source.release(entry)
         weights[entry.name] = value
     model = BitNetModel(source.config, weights, numerics=numerics)
-    if rounding is not None:
-        apply_plan(model, rounding)
     return model
 
 

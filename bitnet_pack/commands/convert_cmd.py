@@ -41,8 +41,9 @@ INI = click.Path(path_type=Path, dir_okay=False)
 @click.option("--type-ids", type=click.Choice(["2025", "2026"]), default=None,
               help="[GGUF OUT] bitnet.cpp type-id generation: TL2 is 39 up to mid-2025 (default), 42 after.")
 @click.option("--embedding-type", type=click.Choice(["f16", "bf16", "f32"]), default=None,
-              help="[GGUF OUT] Type of token_embd (default f16, as llama.cpp; bf16 or f32 keep a bf16 master's "
-                   "embedding exactly).")
+              help="[GGUF OUT] Type of token_embd and output (default: the outtype's for f32/f16/bf16, as "
+                   "convert_hf_to_gguf.py; else f16, as llama-quantize; bf16 or f32 keep a bf16 master's embedding "
+                   "exactly).")
 @click.option("--name", default=None, help="[GGUF OUT] general.name.")
 @click.option("--out-kernel-config", type=INI, default=None,
               help="[tl1/tl2 OUT] kernel_config.ini giving the tilings to write (default: chosen automatically); "

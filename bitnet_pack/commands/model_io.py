@@ -15,11 +15,9 @@ NUMERICS = ["reference", "bitnet.cpp", "bitnet.cpp-avx2"]  # model.NUMERICS, nam
 
 
 @contextmanager
-def loaded(src: str, numerics: str, kernel_config: Path | None = None, revision: str | None = None,
-           round_like: tuple[str, str | None] | None = None) -> Iterator[Loaded]:
-    """SRC (a path or a hub repo id) loaded; see `runner.loaded`. `round_like`: (the other
-    side, its revision), whose declared roundings are applied to SRC's values."""
+def loaded(src: str, numerics: str, kernel_config: Path | None = None, revision: str | None = None
+           ) -> Iterator[Loaded]:
+    """SRC (a path or a hub repo id) loaded; see `runner.loaded`."""
     path = resolve(str(src), revision, progress=False).path
-    other = None if round_like is None else resolve(str(round_like[0]), round_like[1], progress=False).path
-    with loaded_path(path, numerics, round_like=other, kernel_config=kernel_config) as pair:
+    with loaded_path(path, numerics, kernel_config=kernel_config) as pair:
         yield pair

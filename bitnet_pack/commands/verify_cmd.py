@@ -81,14 +81,14 @@ def command(a: str, b: str | None, record_to: Path | None, against: Path | None,
 
 def _two_models(a: str, b: str, prompt: tuple, steps: int, numerics: str, atol: float, revisions: tuple,
                 options: dict, as_json: bool, bars: bool, strict: bool = False) -> None:
+    from ..rounding import reconcile
     from ..verify import check_vocab, verify
 
-    like_b, like_a = (None, None) if strict else ((b, revisions[1]), (a, revisions[0]))
-    with loaded(a, numerics, revision=revisions[0], round_like=like_b, **options) as side_a, \
-            loaded(b, numerics, revision=revisions[1], round_like=like_a, **options) as side_b:
+    with loaded(a, numerics, revision=revisions[0], **options) as side_a, \
+            loaded(b, numerics, revision=revisions[1], **options) as side_b:
         check_vocab(side_a.model.config.vocab_size, side_b.model.config.vocab_size, f"{a} and {b}")
         prompt_tokens = _prompt(prompt, side_a, steps, side_b)
-        rounded = "; ".join(f"{text} on {side}" for side, text in (("A", side_a.rounded), ("B", side_b.rounded)) if text)
+        rounded = "" if strict else reconcile(side_a.model, side_b.model, side_a.plan, side_b.plan)
         with count_progress(2 * (steps + 1), "verify", "pass", bars) as tick:
             report = verify(side_a.model, side_b.model, prompt_tokens, steps, atol=atol, progress=tick,
                             rounded=rounded, strict=strict)

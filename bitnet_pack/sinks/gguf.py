@@ -1,7 +1,9 @@
 """GGUF files out, for bitnet.cpp (I2_S, TL1, TL2) or mainline llama.cpp (TQ1_0, TQ2_0).
 
 Tensor types: projections in the chosen layout (or t*beta in F16/BF16/F32 for float
-outtypes); `token_embd` F16 by default (what llama-quantize and llama.cpp's converter pick);
+outtypes); `token_embd` (and an untied `output`) F16 by default for the ternary layouts (what
+llama-quantize and llama.cpp's converter pick), the outtype's own type for f32/f16/bf16 (as
+convert_hf_to_gguf.py --outtype writes them, so `general.file_type` is true to the contents);
 every norm F32. Tensors are written in the order the source yields them, so nothing is held
 back; the large embedding is converted in row chunks.
 """
@@ -51,7 +53,7 @@ def default_target(outtype: str) -> str:
 
 class GGUFSink(Sink):
     def __init__(self, path: Path, outtype: str, *, target: str | None = None, arch: str | None = None,
-                 type_ids: str = "2025", embedding_type: str = "f16", kernel_config: Path | None = None,
+                 type_ids: str = "2025", embedding_type: str | None = None, kernel_config: Path | None = None,
                  force: bool = False, inputs: list[Path] | None = None, name: str | None = None,
                  extra_metadata: dict[str, str] | None = None):
         self.path, self.outtype = Path(path), outtype
@@ -61,6 +63,8 @@ class GGUFSink(Sink):
         if outtype in BITNET_CPP_ONLY and not self.target.is_bitnet_cpp:
             raise UsageError(f"--outtype {outtype} runs only in bitnet.cpp; mainline llama.cpp takes "
                              "tq1_0, tq2_0, f16, bf16 or f32")
+        if embedding_type is None:  # a float outtype keeps floats; the ternary ones default to F16
+            embedding_type = outtype if outtype in FLOAT_OUTTYPES else "f16"
         if embedding_type not in FLOAT_OUTTYPES:
             raise UsageError(f"--embedding-type must be one of {', '.join(FLOAT_OUTTYPES)}, got {embedding_type!r}")
         self.types = TypeTable.for_target(self.target.flavour)
