@@ -13,7 +13,7 @@ what it computes, so a difference there is a difference of the models (`WeightDi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -382,21 +382,29 @@ def _same_value(a: object, b: object) -> bool:
 
 # -- two checkpoints, streamed ------------------------------------------------------------------
 def diff_checkpoints(path_a: str | Path, path_b: str | Path, *, options_a: dict | None = None,
-                     options_b: dict | None = None,
-                     progress: Callable[[int], None] | None = None) -> WeightDiff:
-    """Compare every tensor of A with the tensor of the same name in B, and the two configs."""
+                     options_b: dict | None = None, progress: Callable[[int], None] | None = None,
+                     strict: bool = False) -> WeightDiff:
+    """Compare every tensor of A with the tensor of the same name in B, and the two configs.
+    A difference that one side's declared rounding of the other's value explains (rounding.py:
+    TQ's fp16 beta, a bf16 weight_scale, an F16 embedding) counts as equal and is named in
+    `WeightDiff.rounded`; `strict`: nothing is rounded."""
+    from .rounding import Plan, plan_of
+
     with open_checkpoint(path_a, **(options_a or {})) as a, open_checkpoint(path_b, **(options_b or {})) as b:
+        plans = (Plan(), Plan()) if strict else (plan_of(a), plan_of(b))
         tensors = diff_entries(a.entries(), b.entries(), progress=progress, paths=(a.path, b.path),
-                               releases=(a.release, b.release))
+                               releases=(a.release, b.release), plans=plans)
         config = compare_configs(model_config(a.config), model_config(b.config))
-    return WeightDiff(tensors.tensors, tensors.only_in_a, tensors.only_in_b, config)
+    return replace(tensors, config=config)
 
 
 def diff_entries(entries_a: list[Entry], entries_b: list[Entry], *,
                  progress: Callable[[int], None] | None = None,
                  paths: tuple[Path | None, Path | None] = (None, None),
-                 releases: tuple[Callable[[Entry], None], Callable[[Entry], None]] | None = None) -> WeightDiff:
-    """The comparison of two entry lists (names matched, each pair loaded, compared, dropped)."""
+                 releases: tuple[Callable[[Entry], None], Callable[[Entry], None]] | None = None,
+                 plans: tuple | None = None) -> WeightDiff:
+    """The comparison of two entry lists (names matched, each pair loaded, compared, dropped);
+    `plans`: each side's declared roundings (rounding.Plan), or None to round nothing."""
     by_name = {entry.name: entry for entry in entries_b}
     names_a = {entry.name for entry in entries_a}
     tensors = []
@@ -404,15 +412,50 @@ def diff_entries(entries_a: list[Entry], entries_b: list[Entry], *,
         other = by_name.get(entry.name)
         if other is None:
             continue
-        tensors.append(compare_pair(entry.name, _load(entry, paths[0]), _load(other, paths[1])))
+        value_a, value_b = _load(entry, paths[0]), _load(other, paths[1])
+        tensors.append(compare_pair(entry.name, value_a, value_b))
+        if plans is not None and not tensors[-1].identical:
+            tensors[-1] = _after_rounding(tensors[-1], value_a, value_b, plans)
         if releases is not None:  # memory holds one pair, not the models
             releases[0](entry)
             releases[1](other)
         if progress is not None:
             progress(entry.nbytes + other.nbytes)
+    rounded = "" if plans is None else "; ".join(
+        f"{plan.description()} on {side}" for side, plan in (("A", plans[1]), ("B", plans[0])) if plan.applied)
     return WeightDiff(tensors=tuple(tensors),
                       only_in_a=tuple(e.name for e in entries_a if e.name not in by_name),
-                      only_in_b=tuple(e.name for e in entries_b if e.name not in names_a))
+                      only_in_b=tuple(e.name for e in entries_b if e.name not in names_a), rounded=rounded)
+
+
+def _after_rounding(diff: TensorDiff, a: object, b: object, plans: tuple) -> TensorDiff:
+    """`diff` made equal when one side's declared rounding of the other's value is that value
+    (B's plan rounds A's, else A's rounds B's); counted in that plan."""
+    from .rounding import rounds_to
+
+    if diff.kind == "ternary" and not diff.differing:
+        for plan, mine, theirs in ((plans[1], diff.beta_a, diff.beta_b), (plans[0], diff.beta_b, diff.beta_a)):
+            if plan.beta(diff.name, mine, count=False).tobytes() == np.float32(theirs).tobytes():
+                plan.count(diff.name)
+                return replace(diff, beta_b=diff.beta_a)
+    if diff.kind == "float" and type(a) is Tensor and type(b) is Tensor:
+        for plan, mine, theirs in ((plans[1], a, b), (plans[0], b, a)):
+            kind = plan.float_kind(diff.name)
+            if kind and rounds_to(_rows_of(mine), _rows_of(theirs), kind):
+                plan.count(diff.name)
+                return replace(diff, differing=0, max_abs_diff=0.0)
+    return diff
+
+
+class _HalfRows:
+    """A stored 16-bit Tensor as `rounding.rounds_to` reads one: `bits` and `kind`."""
+
+    def __init__(self, tensor: Tensor):
+        self.bits, self.kind = tensor.data.view(np.uint16), HALF_DTYPES[tensor.dtype]
+
+
+def _rows_of(tensor: Tensor) -> object:
+    return _HalfRows(tensor) if tensor.dtype in HALF_DTYPES else np.asarray(tensor.data, np.float32)
 
 
 def compare_pair(name: str, a: TernaryWeight | Tensor | np.ndarray, b: TernaryWeight | Tensor | np.ndarray) -> TensorDiff:
