@@ -258,7 +258,7 @@ def inspect(src: Src, *, revision: str | None = None, progress: ProgressFactory 
 
 def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None = None, tokens: int = 16,
            atol: float = 0.0, numerics: str = "reference", revision_a: str | None = None,
-           revision_b: str | None = None, **read_options: object) -> VerifyReport:
+           revision_b: str | None = None, strict: bool = False, **read_options: object) -> VerifyReport:
     """Greedy-decode A and B with the bundled kernel and compare the logits at every step.
 
     Args:
@@ -266,6 +266,8 @@ def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None =
         prompt: text encoded with A's tokenizer (default: a fixed sentence); or `ids`.
         tokens: greedy steps. atol: allowed |diff| of logits.
         numerics: "reference" (fp32) or "bitnet.cpp" (its f16 KV cache).
+        strict: compare without the roundings B's (or A's) storage declares (TQ's fp16 beta,
+            a bf16 weight_scale, an F16 embedding), which are otherwise applied and named.
         **read_options: as for `open`, applied to whichever of A and B uses them.
 
     Returns:
@@ -275,15 +277,18 @@ def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None =
         >>> bitnet_pack.verify("fixtures/tiny-bitnet", "tiny.gguf", tokens=4).ok  # doctest: +SKIP
         True
     """
+    from .rounding import reconcile
     from .runner import loaded, prompt_ids
     from .verify import verify as compare
 
     read = _read_only(read_options).checkpoint_kwargs()
     path_a = hub.resolve_source(a, revision_a).path
     path_b = hub.resolve_source(b, revision_b).path
-    with loaded(path_a, numerics, **read) as (model_a, tokenizer), loaded(path_b, numerics, **read) as (model_b, _):
+    with loaded(path_a, numerics, **read) as side_a, loaded(path_b, numerics, **read) as side_b:
         default = "BitNet b1.58 stores every weight as" if prompt is None and ids is None else prompt
-        return compare(model_a, model_b, prompt_ids(ids, default, tokenizer), tokens, atol=atol)
+        rounded = "" if strict else reconcile(side_a.model, side_b.model, side_a.plan, side_b.plan)
+        return compare(side_a.model, side_b.model, prompt_ids(ids, default, side_a.tokenizer_json), tokens,
+                       atol=atol, rounded=rounded, strict=strict)
 
 
 def roundtrip(model: Src, layouts: list[str] | None = None, *, revision: str | None = None, tokens: int = 4,
