@@ -238,6 +238,8 @@ def _check_back(converted: Path, back: Path, result: LayoutResult) -> None:
             if other is None:
                 raise _Broken(f"converting {result.layout} back lost tensor {entry.name!r}")
             diff = compare_pair(entry.name, _load(entry, result.layout), _load(other, f"{result.layout} back"))
+            a.release(entry)  # memory holds one pair, not the two files' pages
+            b.release(other)
             if not diff.identical:
                 what = f"{diff.differing} of {diff.size} codes" if diff.kind == "ternary" and diff.differing else (
                     "beta" if diff.kind == "ternary" else f"{diff.differing} of {diff.size} values")
