@@ -383,17 +383,18 @@ def _same_value(a: object, b: object) -> bool:
 # -- two checkpoints, streamed ------------------------------------------------------------------
 def diff_checkpoints(path_a: str | Path, path_b: str | Path, *, options_a: dict | None = None,
                      options_b: dict | None = None, progress: Callable[[int], None] | None = None,
-                     strict: bool = False) -> WeightDiff:
+                     strict: bool = False, stop_early: bool = False) -> WeightDiff:
     """Compare every tensor of A with the tensor of the same name in B, and the two configs.
     A difference that one side's declared rounding of the other's value explains (rounding.py:
     TQ's fp16 beta, a bf16 weight_scale, an F16 embedding) counts as equal and is named in
-    `WeightDiff.rounded`; `strict`: nothing is rounded."""
+    `WeightDiff.rounded`; `strict`: nothing is rounded. `stop_early`: stop at the first tensor
+    that differs (`WeightDiff.complete` is then False)."""
     from .rounding import Plan, plan_of
 
     with open_checkpoint(path_a, **(options_a or {})) as a, open_checkpoint(path_b, **(options_b or {})) as b:
         plans = (Plan(), Plan()) if strict else (plan_of(a), plan_of(b))
         tensors = diff_entries(a.entries(), b.entries(), progress=progress, paths=(a.path, b.path),
-                               releases=(a.release, b.release), plans=plans)
+                               releases=(a.release, b.release), plans=plans, stop_early=stop_early)
         config = compare_configs(model_config(a.config), model_config(b.config))
     return replace(tensors, config=config)
 
@@ -402,7 +403,7 @@ def diff_entries(entries_a: list[Entry], entries_b: list[Entry], *,
                  progress: Callable[[int], None] | None = None,
                  paths: tuple[Path | None, Path | None] = (None, None),
                  releases: tuple[Callable[[Entry], None], Callable[[Entry], None]] | None = None,
-                 plans: tuple | None = None) -> WeightDiff:
+                 plans: tuple | None = None, stop_early: bool = False) -> WeightDiff:
     """The comparison of two entry lists (names matched, each pair loaded, compared, dropped);
     `plans`: each side's declared roundings (rounding.Plan), or None to round nothing."""
     by_name = {entry.name: entry for entry in entries_b}
@@ -421,11 +422,15 @@ def diff_entries(entries_a: list[Entry], entries_b: list[Entry], *,
             releases[1](other)
         if progress is not None:
             progress(entry.nbytes + other.nbytes)
+        if stop_early and not tensors[-1].identical:
+            break
+    complete = len(tensors) == sum(entry.name in by_name for entry in entries_a)
     rounded = "" if plans is None else "; ".join(
         f"{plan.description()} on {side}" for side, plan in (("A", plans[1]), ("B", plans[0])) if plan.applied)
     return WeightDiff(tensors=tuple(tensors),
                       only_in_a=tuple(e.name for e in entries_a if e.name not in by_name),
-                      only_in_b=tuple(e.name for e in entries_b if e.name not in names_a), rounded=rounded)
+                      only_in_b=tuple(e.name for e in entries_b if e.name not in names_a), rounded=rounded,
+                      complete=complete)
 
 
 def _after_rounding(diff: TensorDiff, a: object, b: object, plans: tuple) -> TensorDiff:

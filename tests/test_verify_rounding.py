@@ -85,3 +85,14 @@ def test_plan_counts_only_changes() -> None:
     assert plan.beta("w", np.float32(0.5)) == np.float32(0.5) and not plan.applied
     assert plan.beta("w", np.float32(0.1)) == np.float32(np.float16(0.1))
     assert plan.description() == "β to fp16 (TQ2_0) in 1 tensor"
+
+
+def test_diff_stops_at_the_first_difference_when_asked(converted) -> None:
+    source, paths = converted
+    code, text = run("diff", source, paths["tq2_0"], "--strict", "--stop-early", "--json")
+    report = json.JSONDecoder().raw_decode(text[text.index("{"):])[0]  # the JSON, then the error line
+    assert code == 3 and report["complete"] is False and len(report["differing"]) == 1
+    assert report["compared"] < 24  # the tensors after the first difference were not read
+    code, text = run("diff", source, paths["tq2_0"], "--json")  # the declared rounding: equal, all compared
+    report = json.loads(text[text.index("{"):])
+    assert code == 0 and report["complete"] is True and report["compared"] == 24, text

@@ -25,9 +25,11 @@ from .common import emit_json, examples, resolve, revisions, source_bytes
 @click.option("--strict", is_flag=True, help="Demand identity without rounding: by default a difference that "
               "one side's declared rounding of the other's value explains (an fp16 or bf16 beta, an F16 "
               "embedding) counts as equal, and is named.")
+@click.option("--stop-early", is_flag=True, help="Stop at the first tensor that differs (exit 3 sooner; the "
+              "report then covers the tensors compared so far).")
 @click.option("--json", "as_json", is_flag=True, help="The comparison as JSON on stdout.")
 def command(a: str, b: str, revision: str | None, revision_a: str | None, revision_b: str | None,
-            kernel_config: Path | None, strict: bool, as_json: bool) -> None:
+            kernel_config: Path | None, strict: bool, stop_early: bool, as_json: bool) -> None:
     """Compare checkpoints A and B tensor by tensor, in ternary space.
 
     Any two of: a bf16 master, a packed directory, a GGUF in any layout, a hub repo id.
@@ -42,7 +44,7 @@ def command(a: str, b: str, revision: str | None, revision_a: str | None, revisi
     total = sum(source_bytes(s.path) for s in (source_a, source_b))
     with byte_progress(total, "diff", bars) as advance:
         report = diff_checkpoints(source_a.path, source_b.path, options_a=options_a, options_b=options_b,
-                                  progress=advance, strict=strict)
+                                  progress=advance, strict=strict, stop_early=stop_early)
     if as_json:
         emit_json({"a": source_a.label, "b": source_b.label} | report.to_dict())
     else:
