@@ -309,6 +309,9 @@ def _differing_codes(a: TernaryWeight | PackedMatrix, b: TernaryWeight | PackedM
             return 0
     codes_a = a.codes if isinstance(a, TernaryWeight) else a.codes()
     codes_b = b.codes if isinstance(b, TernaryWeight) else b.codes()
+    for packed in (a, b):  # decoded: the mapped bytes under it leave this process
+        if _is_packed(packed):
+            fastpath.drop_mapped_pages(packed.data)
     return int(np.count_nonzero(codes_a != codes_b))
 
 
