@@ -304,11 +304,24 @@ class BitNetModel:
             h = self._layer(layer, h, rope)
             self._release_layer(layer)
         self.cache.length += ids.size
-        h = floatops.rms_norm(h if all_logits else h[-1:], self.tensors["model.norm.weight"], self.config.rms_norm_eps)
+        self._last_hidden = h[-1:]
+        logits = self._head(h if all_logits else h[-1:])
+        return logits if all_logits else logits[0]
+
+    def _head(self, h: np.ndarray) -> np.ndarray:
+        """The final norm and the lm_head over hidden states h [T, hidden] (one row: rounded
+        as ggml rounds a one-row lm_head input, in bitnet.cpp numerics)."""
+        h = floatops.rms_norm(h, self.tensors["model.norm.weight"], self.config.rms_norm_eps)
         if self.numerics.single_row_f16 and h.shape[0] == 1:
             h = round_f16(h)
-        logits = self._logits(h)
-        return logits if all_logits else logits[0]
+        return self._logits(h)
+
+    def prompt_and_prefill(self, ids: list[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`prompt_logits(ids)` and `prefill(ids)` from one pass over the layers: the prefill's
+        row is the last position's hidden state through the one-row head, as `prefill` computes
+        it (the layers run the same batch either way); the cache is left as `prefill` leaves it."""
+        rows = self.prompt_logits(ids)
+        return rows, self._head(self._last_hidden)[0]
 
     def _logits(self, h: np.ndarray) -> np.ndarray:
         head, ggml = self.lm_head, self.numerics.ggml_dot

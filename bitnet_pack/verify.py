@@ -171,11 +171,12 @@ def decode_rows(model: BitNetModel, prompt: Sequence[int], n_tokens: int, *, fee
         raise UsageError(f"n_tokens must be >= 1, got {n_tokens}")
     tick = progress or (lambda _n: None)
     prompt = [int(t) for t in prompt]
-    rows = list(model.prompt_logits(prompt)[:-1]) if len(prompt) > 1 else []
+    all_rows, prefilled = model.prompt_and_prefill(prompt)  # one pass over the layers for both
+    rows = list(all_rows[:-1])
     tick(1)
     ids: list[int] = []
     for step in range(n_tokens):
-        row = model.prefill(prompt) if step == 0 else model.step(ids[-1])
+        row = prefilled if step == 0 else model.step(ids[-1])
         rows.append(np.asarray(row, np.float32))
         ids.append(int(feed[step]) if feed is not None else int(np.argmax(row)))
         tick(1)
