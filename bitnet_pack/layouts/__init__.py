@@ -95,7 +95,11 @@ class Layout:
     @property
     def beta_rounding(self) -> str:
         """What storing beta in this layout does to a float32 beta: "" (kept exactly), "fp16"
-        or "bf16". Declared once, by the table entry's scale type (`LayoutSpec.scale`)."""
+        or "bf16". Declared once, in the table entry: its `beta_rounding` where the entry has
+        that field, else read from its scale type (`LayoutSpec.scale`: "block:f16" -> "fp16")."""
+        declared = getattr(self.spec, "beta_rounding", None)
+        if declared is not None:
+            return declared
         kind = self.spec.scale.rpartition(":")[2]
         return {"f16": "fp16", "bf16": "bf16"}.get(kind, "")
 
