@@ -21,7 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bitnet_pack.arch import BITNET_2B4T  # noqa: E402
+from bitnet_pack.arch import BITNET_2B4T, family_of_config  # noqa: E402
 from bitnet_pack.containers.safetensors import SafetensorsWriter, TensorPlan  # noqa: E402
 
 SHAPE_2B4T = {"hidden_size": 2560, "intermediate_size": 6912, "num_hidden_layers": 30,
@@ -40,7 +40,8 @@ def config_for(layers: int, **overrides: int) -> dict:
 
 
 def tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    return BITNET_2B4T.tensor_shapes(config)  # the 2B4T architecture description
+    """The architecture description's shapes (2B4T, or the family the config names)."""
+    return family_of_config(config, default=BITNET_2B4T).tensor_shapes(config)
 
 
 def draw_bf16(index: int, shape: tuple[int, ...], norm: bool) -> np.ndarray:

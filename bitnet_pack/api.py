@@ -271,7 +271,7 @@ def inspect(src: Src, *, revision: str | None = None, progress: ProgressFactory 
 def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None = None, tokens: int = 16,
            atol: float = 0.0, numerics: str = "reference", revision_a: str | None = None,
            revision_b: str | None = None, progress: ProgressFactory | None = None,
-           **read_options: object) -> VerifyReport:
+           strict: bool = False, **read_options: object) -> VerifyReport:
     """Greedy-decode A and B with the bundled kernel and compare the logits at every step.
 
     Args:
@@ -282,6 +282,8 @@ def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None =
         progress: a `progress.ProgressFactory`, advanced once per decode pass, or None.
         **read_options: as for `open`, applied to whichever of A and B uses them (a
             UsageError when neither does).
+        strict: compare without the roundings B's (or A's) storage declares (TQ's fp16 beta,
+            a bf16 weight_scale, an F16 embedding), which are otherwise applied and named.
 
     Returns:
         A `VerifyReport`: `.ok`, `.first_divergence`, `.cause`, `.summary()`, `.to_dict()`.
@@ -291,6 +293,7 @@ def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None =
         True
     """
     from .generate import check_context
+    from .rounding import reconcile
     from .runner import loaded, prompt_ids
     from .verify import check_vocab
     from .verify import verify as compare
@@ -307,13 +310,18 @@ def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None =
         contexts = [side.context for side in (side_a, side_b) if side.context is not None]
         check_context(len(prompt_tokens), tokens, min(contexts, default=None))
         with started(progress, 2 * (tokens + 1), "verify") as advance:
-            return compare(side_a.model, side_b.model, prompt_tokens, tokens, atol=atol, progress=advance)
+            rounded = "" if strict else reconcile(side_a.model, side_b.model, side_a.plan, side_b.plan)
+            return compare(side_a.model, side_b.model, prompt_tokens, tokens, atol=atol, progress=advance,
+                           rounded=rounded, strict=strict)
 
 
 def diff(a: Src, b: Src, *, revision_a: str | None = None, revision_b: str | None = None,
-         progress: ProgressFactory | None = None, **read_options: object) -> WeightDiff:
+         progress: ProgressFactory | None = None, strict: bool = False, stop_early: bool = False,
+         **read_options: object) -> WeightDiff:
     """A and B compared tensor by tensor in ternary space (codes and beta; other tensors as
-    float32 values) and by their model config; read options as for `verify`.
+    float32 values) and by their model config; read options as for `verify`. A difference
+    that one side's declared rounding of the other's value explains counts as equal and is
+    named in `.rounded` (`strict`: none); `stop_early`: stop at the first tensor that differs.
 
     Returns:
         A `diff.WeightDiff`: `.identical`, `.tensors`, `.only_in_a`, `.only_in_b`, `.config`.
@@ -327,7 +335,8 @@ def diff(a: Src, b: Src, *, revision_a: str | None = None, revision_b: str | Non
     kwargs = read.checkpoint_kwargs()
     total = source_bytes(path_a) + source_bytes(path_b)
     with started(progress, total, "diff") as advance:
-        return diff_checkpoints(path_a, path_b, options_a=kwargs, options_b=kwargs, progress=advance)
+        return diff_checkpoints(path_a, path_b, options_a=kwargs, options_b=kwargs, progress=advance,
+                                strict=strict, stop_early=stop_early)
 
 
 @contextmanager

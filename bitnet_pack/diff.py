@@ -13,12 +13,13 @@ what it computes, so a difference there is a difference of the models (`WeightDi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import fastpath
 from .checkpoints import Entry, Tensor, open_checkpoint
 from .convert import load_entry
 from .dtypes import round_to_bf16
@@ -91,6 +92,8 @@ class WeightDiff:
     only_in_a: tuple[str, ...] = ()
     only_in_b: tuple[str, ...] = ()
     config: tuple[ConfigDiff, ...] = ()
+    complete: bool = True  # False: compare_weights(stop_early=True) stopped at the first difference
+    rounded: str = ""  # the declared roundings applied before comparing (rounding.py)
 
     @property
     def code_diffs(self) -> list[TensorDiff]:
@@ -125,23 +128,31 @@ class WeightDiff:
         return not structural and bool(self.beta_diffs)
 
     def cause(self) -> str:
+        """One sentence per kind of difference: its count and the first three tensors (the
+        full list is in `to_dict`, which `--json` prints)."""
         if self.identical:
-            return f"weights identical: {len(self.tensors)} tensors equal bit for bit (codes, betas, floats)"
+            after = f" after rounding {self.rounded}" if self.rounded else ""
+            return (f"weights identical{after}: {len(self.tensors)} tensors equal bit for bit "
+                    "(codes, betas, floats)")
         parts = []
         if self.config:
             parts.append("model config differs: " + ", ".join(map(str, self.config)))
         if self.only_in_a or self.only_in_b:
-            parts.append(f"tensor names differ: only in A {list(self.only_in_a)}, only in B {list(self.only_in_b)}")
+            parts.append(f"tensor names differ: {len(self.only_in_a)} only in A {first_three(self.only_in_a)}, "
+                         f"{len(self.only_in_b)} only in B {first_three(self.only_in_b)}")
         if self.mismatched:
-            parts.append("shape or kind differs: " + ", ".join(f"{t.name}" for t in self.mismatched))
+            parts.append(f"shape or kind differs in {len(self.mismatched)}: "
+                         + first_three([t.name for t in self.mismatched]))
         if self.code_diffs:
-            parts.append(f"ternary codes differ in {len(self.code_diffs)} tensor(s): " + ", ".join(
-                f"{t.name} ({t.differing} of {t.size} codes)" for t in self.code_diffs))
+            parts.append(f"ternary codes differ in {len(self.code_diffs)} tensor(s): " + first_three(
+                [f"{t.name} ({t.differing} of {t.size} codes)" for t in self.code_diffs]))
         if self.float_diffs:
-            parts.append(f"float tensors differ in {len(self.float_diffs)}: " + ", ".join(
-                f"{t.name} ({t.differing} of {t.size}, max |diff| {t.max_abs_diff:.3g})" for t in self.float_diffs))
+            parts.append(f"float tensors differ in {len(self.float_diffs)}: " + first_three(
+                [f"{t.name} ({t.differing} of {t.size}, max |diff| {t.max_abs_diff:.3g})" for t in self.float_diffs]))
         if self.beta_diffs:
             parts.append(self._beta_sentence())
+        if not self.complete:
+            parts.append("stopped at the first difference")
         return "; ".join(parts)
 
     def _beta_sentence(self) -> str:
@@ -152,7 +163,7 @@ class WeightDiff:
                 if self.betas_only else "beta differs in ")
         why = (" (each the bf16 rounding of the other: an fp32 beta vs a bf16 weight_scale)"
                if all(t.beta_is_bf16_rounding for t in diffs) else "")
-        names = ", ".join(f"{t.name} ({t.beta_rel_diff:.2e})" for t in diffs)
+        names = first_three([f"{t.name} ({t.beta_rel_diff:.2e})" for t in diffs])
         return f"{head}{len(diffs)} tensor(s), max relative difference {worst:.2e}{why}: {names}"
 
     def to_dict(self) -> dict:
@@ -161,23 +172,41 @@ class WeightDiff:
             "only_in_a": list(self.only_in_a), "only_in_b": list(self.only_in_b),
             "config": [{"key": c.key, "a": c.a, "b": c.b} for c in self.config],
             "differing": [t.to_dict() for t in self.tensors if not t.identical],
-            "compared": len(self.tensors),
+            "compared": len(self.tensors), "complete": self.complete, "rounded": self.rounded,
         }
+
+
+def first_three(items: object) -> str:
+    """'a, b, c' or 'a, b, c and 7 more (--json lists all)'."""
+    items = list(items)
+    more = f" and {len(items) - 3} more (--json lists all)" if len(items) > 3 else ""
+    return ", ".join(map(str, items[:3])) + more
 
 
 Weight = "TernaryWeight | PackedMatrix | np.ndarray"
 
 
 def compare_weights(weights_a: Mapping[str, Weight], weights_b: Mapping[str, Weight], *,
-                    config: tuple[ConfigDiff, ...] = ()) -> WeightDiff:
-    """Compare two {name: TernaryWeight | PackedMatrix | float array} maps tensor by tensor."""
+                    config: tuple[ConfigDiff, ...] = (), stop_early: bool = False) -> WeightDiff:
+    """Compare two {name: TernaryWeight | PackedMatrix | float array | HalfTensor} maps tensor
+    by tensor, a block of rows at a time (stored bytes first where both sides hold one layout).
+    `stop_early`: stop after the first tensor that differs (`WeightDiff.complete` is then False)."""
     common = [name for name in weights_a if name in weights_b]
+    tensors = []
+    for name in common:
+        tensors.append(_compare_tensor(name, weights_a[name], weights_b[name]))
+        if stop_early and not tensors[-1].identical:
+            break
     return WeightDiff(
-        tensors=tuple(_compare_tensor(name, weights_a[name], weights_b[name]) for name in common),
+        tensors=tuple(tensors),
         only_in_a=tuple(name for name in weights_a if name not in weights_b),
         only_in_b=tuple(name for name in weights_b if name not in weights_a),
-        config=config,
+        config=config, complete=len(tensors) == len(common),
     )
+
+
+def _shape(value: object) -> tuple[int, ...]:
+    return tuple((value.data if isinstance(value, Tensor) else value).shape)
 
 
 def _is_packed(value: object) -> bool:
@@ -190,7 +219,7 @@ def _is_ternary(value: Weight) -> bool:
 
 
 def _compare_tensor(name: str, a: Weight, b: Weight) -> TensorDiff:
-    shape_a, shape_b = tuple(a.shape), tuple(b.shape)
+    shape_a, shape_b = _shape(a), _shape(b)
     if _is_ternary(a) != _is_ternary(b) or shape_a != shape_b:
         return TensorDiff(name, "mismatch", shape_a)
     size = int(np.prod(shape_a))
@@ -199,10 +228,74 @@ def _compare_tensor(name: str, a: Weight, b: Weight) -> TensorDiff:
         if not differing and beta_a != beta_b and not np.any(a.codes if isinstance(a, TernaryWeight) else a.codes()):
             beta_b = beta_a  # an all-zero projection: its beta means nothing (ternary.ZERO_BETA)
         return TensorDiff(name, "ternary", shape_a, differing, size, beta_a, beta_b)
-    va, vb = np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.float32)
-    unequal = va.view(np.uint32) != vb.view(np.uint32)
-    diff = float(np.abs(va - vb).max()) if unequal.any() else 0.0
-    return TensorDiff(name, "float", shape_a, int(np.count_nonzero(unequal)), size, max_abs_diff=diff)
+    differing, worst = _float_differences(a, b)
+    return TensorDiff(name, "float", shape_a, differing, size, max_abs_diff=worst)
+
+
+def _float_differences(a: object, b: object) -> tuple[int, float]:
+    """(elements whose float32 bits differ, max |diff|), a block of rows at a time: a 16-bit
+    embedding is compared as its bits when both sides hold the same type, else widened a
+    block at a time, never whole."""
+    rows_a, rows_b = _float_rows(a), _float_rows(b)
+    step = max(1, fastpath.CHUNK_BYTES // max(1, 4 * rows_a.shape[1]))
+    differing, worst = 0, 0.0
+    for start in range(0, rows_a.shape[0], step):
+        block_a, block_b = rows_a[start:start + step], rows_b[start:start + step]
+        if not equal_blocks(block_a, a, block_b, b):
+            va, vb = _block_values(block_a, a), _block_values(block_b, b)
+            unequal = va.view(np.uint32) != vb.view(np.uint32)
+            if unequal.any():
+                differing += int(np.count_nonzero(unequal))
+                worst = max(worst, float(np.abs(va - vb).max()))
+        fastpath.drop_mapped_pages(block_a)
+        fastpath.drop_mapped_pages(block_b)
+    return differing, worst
+
+
+def equal_blocks(block_a: np.ndarray, a: object, block_b: np.ndarray, b: object) -> bool:
+    """Two blocks of stored rows (of float tensors `a`, `b`) shown equal cheaply: the same
+    stored type and bytes, or bf16 and f16 bits of the same values. False: compare the values."""
+    if _half_kind(a) == _half_kind(b) and block_a.dtype == block_b.dtype and np.array_equal(block_a, block_b):
+        return True
+    return _equal_halves(block_a, a, block_b, b)
+
+
+def _equal_halves(block_a: np.ndarray, a: object, block_b: np.ndarray, b: object) -> bool:
+    """A bf16 block equal to an f16 block, shown without widening either: the bf16 values
+    converted exactly to f16 bits (the compiled table) are the f16 side's bits."""
+    kinds = (_half_kind(a), _half_kind(b))
+    if sorted(map(str, kinds)) != ["bf16", "f16"]:
+        return False
+    bf16, f16 = (block_a, block_b) if kinds[0] == "bf16" else (block_b, block_a)
+    converted = fastpath.convert_float(np.ascontiguousarray(bf16), "BF16", "F16")
+    return converted is not None and converted[1] == 0 and np.array_equal(converted[0].view(np.uint16), f16)
+
+
+HALF_DTYPES = {"BF16": "bf16", "F16": "f16"}
+
+
+def _half_kind(value: object) -> str | None:
+    if isinstance(value, Tensor):
+        return HALF_DTYPES.get(value.dtype)
+    return getattr(value, "kind", None) if hasattr(value, "bits") else None
+
+
+def _float_rows(value: object) -> np.ndarray:
+    """The stored array as rows: a HalfTensor's or 16-bit Tensor's bits, else the float32 array."""
+    if isinstance(value, Tensor):
+        data = value.data.view(np.uint16) if _half_kind(value) else np.asarray(value.data, np.float32)
+    else:
+        data = value.bits if _half_kind(value) else np.asarray(value, np.float32)
+    return data.reshape(data.shape[0], -1) if data.ndim > 1 else data.reshape(1, -1)
+
+
+def _block_values(block: np.ndarray, value: object) -> np.ndarray:
+    kind = _half_kind(value)
+    if kind is None:
+        return np.ascontiguousarray(block, np.float32)
+    if kind == "f16":  # (not kernel_half: a diff does not load the kernel)
+        return block.view(np.float16).astype(np.float32)
+    return (block.astype(np.uint32) << 16).view(np.float32)
 
 
 def _beta(weight: TernaryWeight | PackedMatrix) -> float:
@@ -211,12 +304,29 @@ def _beta(weight: TernaryWeight | PackedMatrix) -> float:
 
 def _differing_codes(a: TernaryWeight | PackedMatrix, b: TernaryWeight | PackedMatrix) -> int:
     """How many codes differ; packed bytes of one layout are compared before decoding."""
-    if _is_packed(a) and _is_packed(b) and a.layout == b.layout:
-        if np.array_equal(a.codes_bytes, b.codes_bytes):
+    if _is_packed(a) and _is_packed(b) and a.layout == b.layout and a.tiling == b.tiling:
+        if _same_bytes(a.codes_bytes, b.codes_bytes):
             return 0
     codes_a = a.codes if isinstance(a, TernaryWeight) else a.codes()
     codes_b = b.codes if isinstance(b, TernaryWeight) else b.codes()
+    for packed in (a, b):  # decoded: the mapped bytes under it leave this process
+        if _is_packed(packed):
+            fastpath.drop_mapped_pages(packed.data)
     return int(np.count_nonzero(codes_a != codes_b))
+
+
+def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two flat byte arrays compared a block at a time (mapped pages dropped as it goes)."""
+    if a.size != b.size:
+        return False
+    step = fastpath.CHUNK_BYTES
+    for start in range(0, a.size, step):
+        same = np.array_equal(a[start:start + step], b[start:start + step])
+        fastpath.drop_mapped_pages(a[start:start + step])
+        fastpath.drop_mapped_pages(b[start:start + step])
+        if not same:
+            return False
+    return True
 
 
 # -- the config ------------------------------------------------------------------------------
@@ -275,27 +385,35 @@ def _same_value(a: object, b: object) -> bool:
 
 # -- two checkpoints, streamed ------------------------------------------------------------------
 def diff_checkpoints(path_a: str | Path, path_b: str | Path, *, options_a: dict | None = None,
-                     options_b: dict | None = None,
-                     progress: Callable[[int], None] | None = None) -> WeightDiff:
-    """Compare every tensor of A with the tensor of the same name in B, and the two configs."""
+                     options_b: dict | None = None, progress: Callable[[int], None] | None = None,
+                     strict: bool = False, stop_early: bool = False) -> WeightDiff:
+    """Compare every tensor of A with the tensor of the same name in B, and the two configs.
+    A difference that one side's declared rounding of the other's value explains (rounding.py:
+    TQ's fp16 beta, a bf16 weight_scale, an F16 embedding) counts as equal and is named in
+    `WeightDiff.rounded`; `strict`: nothing is rounded. `stop_early`: stop at the first tensor
+    that differs (`WeightDiff.complete` is then False)."""
     from .emb.source import is_embedding_model
+    from .rounding import Plan, plan_of
 
     if is_embedding_model(Path(path_a)) and is_embedding_model(Path(path_b)):  # BitNet embedding models: emb/
         from .emb.diff import diff_embeddings
 
-        return diff_embeddings(Path(path_a), Path(path_b), progress)
+        return diff_embeddings(Path(path_a), Path(path_b), progress, strict=strict)
     with open_checkpoint(path_a, **(options_a or {})) as a, open_checkpoint(path_b, **(options_b or {})) as b:
+        plans = (Plan(), Plan()) if strict else (plan_of(a), plan_of(b))
         tensors = diff_entries(a.entries(), b.entries(), progress=progress, paths=(a.path, b.path),
-                               releases=(a.release, b.release))
+                               releases=(a.release, b.release), plans=plans, stop_early=stop_early)
         config = compare_configs(model_config(a.config), model_config(b.config))
-    return WeightDiff(tensors.tensors, tensors.only_in_a, tensors.only_in_b, config)
+    return replace(tensors, config=config)
 
 
 def diff_entries(entries_a: list[Entry], entries_b: list[Entry], *,
                  progress: Callable[[int], None] | None = None,
                  paths: tuple[Path | None, Path | None] = (None, None),
-                 releases: tuple[Callable[[Entry], None], Callable[[Entry], None]] | None = None) -> WeightDiff:
-    """The comparison of two entry lists (names matched, each pair loaded, compared, dropped)."""
+                 releases: tuple[Callable[[Entry], None], Callable[[Entry], None]] | None = None,
+                 plans: tuple | None = None, stop_early: bool = False) -> WeightDiff:
+    """The comparison of two entry lists (names matched, each pair loaded, compared, dropped);
+    `plans`: each side's declared roundings (rounding.Plan), or None to round nothing."""
     by_name = {entry.name: entry for entry in entries_b}
     names_a = {entry.name for entry in entries_a}
     tensors = []
@@ -303,15 +421,54 @@ def diff_entries(entries_a: list[Entry], entries_b: list[Entry], *,
         other = by_name.get(entry.name)
         if other is None:
             continue
-        tensors.append(compare_pair(entry.name, _load(entry, paths[0]), _load(other, paths[1])))
+        value_a, value_b = _load(entry, paths[0]), _load(other, paths[1])
+        tensors.append(compare_pair(entry.name, value_a, value_b))
+        if plans is not None and not tensors[-1].identical:
+            tensors[-1] = _after_rounding(tensors[-1], value_a, value_b, plans)
         if releases is not None:  # memory holds one pair, not the models
             releases[0](entry)
             releases[1](other)
         if progress is not None:
             progress(entry.nbytes + other.nbytes)
+        if stop_early and not tensors[-1].identical:
+            break
+    complete = len(tensors) == sum(entry.name in by_name for entry in entries_a)
+    rounded = "" if plans is None else "; ".join(
+        f"{plan.description()} on {side}" for side, plan in (("A", plans[1]), ("B", plans[0])) if plan.applied)
     return WeightDiff(tensors=tuple(tensors),
                       only_in_a=tuple(e.name for e in entries_a if e.name not in by_name),
-                      only_in_b=tuple(e.name for e in entries_b if e.name not in names_a))
+                      only_in_b=tuple(e.name for e in entries_b if e.name not in names_a), rounded=rounded,
+                      complete=complete)
+
+
+def _after_rounding(diff: TensorDiff, a: object, b: object, plans: tuple) -> TensorDiff:
+    """`diff` made equal when one side's declared rounding of the other's value is that value
+    (B's plan rounds A's, else A's rounds B's); counted in that plan."""
+    from .rounding import rounds_to
+
+    if diff.kind == "ternary" and not diff.differing:
+        for plan, mine, theirs in ((plans[1], diff.beta_a, diff.beta_b), (plans[0], diff.beta_b, diff.beta_a)):
+            if plan.beta(diff.name, mine, count=False).tobytes() == np.float32(theirs).tobytes():
+                plan.count(diff.name)
+                return replace(diff, beta_b=diff.beta_a)
+    if diff.kind == "float" and type(a) is Tensor and type(b) is Tensor:
+        for plan, mine, theirs in ((plans[1], a, b), (plans[0], b, a)):
+            kind = plan.float_kind(diff.name)
+            if kind and rounds_to(_rows_of(mine), _rows_of(theirs), kind):
+                plan.count(diff.name)
+                return replace(diff, differing=0, max_abs_diff=0.0)
+    return diff
+
+
+class _HalfRows:
+    """A stored 16-bit Tensor as `rounding.rounds_to` reads one: `bits` and `kind`."""
+
+    def __init__(self, tensor: Tensor):
+        self.bits, self.kind = tensor.data.view(np.uint16), HALF_DTYPES[tensor.dtype]
+
+
+def _rows_of(tensor: Tensor) -> object:
+    return _HalfRows(tensor) if tensor.dtype in HALF_DTYPES else np.asarray(tensor.data, np.float32)
 
 
 def compare_pair(name: str, a: TernaryWeight | Tensor | np.ndarray, b: TernaryWeight | Tensor | np.ndarray) -> TensorDiff:
@@ -329,5 +486,6 @@ def _load(entry: Entry, path: Path | None) -> TernaryWeight | Tensor:
         raise type(exc)(str(exc), path=path) from exc
 
 
-def _comparable(value: TernaryWeight | Tensor | np.ndarray) -> TernaryWeight | np.ndarray:
-    return value.f32() if isinstance(value, Tensor) else value
+def _comparable(value: TernaryWeight | Tensor | np.ndarray) -> TernaryWeight | Tensor | np.ndarray:
+    """A `Tensor` is compared as stored, a block of rows at a time; a dequantized one as F32."""
+    return value.f32() if type(value) is not Tensor and isinstance(value, Tensor) else value

@@ -63,7 +63,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import floatops, ggml_rope
+from . import fastpath, floatops, ggml_rope
 from .arch import BITNET_2B4T, PROJECTIONS, family_of_config
 from .checkpoints import StoredProjection, Tensor
 from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UsageError
@@ -223,19 +223,43 @@ class HalfTensor:
         """The values as f16 bits (a GGUF F16 tensor whose values all happen to be bf16 is
         held as bf16), or None if f16 cannot hold them all."""
         if not hasattr(self, "_f16"):
-            values = np.asarray(self)
-            with np.errstate(over="ignore"):
-                f16 = values.astype(np.float16)
-            same = np.array_equal(f16.astype(np.float32).view(np.uint32), values.view(np.uint32))
-            self._f16 = self.bits if self.kind == "f16" else f16.view(np.uint16) if same else None
+            self._f16 = self.bits if self.kind == "f16" else _exact_f16_bits(self.bits, self.kind)
         return self._f16
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         return half_to_float32(self.bits[ids], self.kind)
 
     def matmul(self, x: np.ndarray) -> np.ndarray:
-        """x [T, K] -> [T, V]; a row's result does not depend on T (fixed order per row)."""
-        return half_matmul(self.bits, self.kind, x)
+        """x [T, K] -> [T, V]; a row's result does not depend on T (fixed order per row), nor
+        on which other rows of the matrix are multiplied with it: a block of rows at a time."""
+        return by_row_blocks(self.bits, lambda block: half_matmul(block, self.kind, x), x.shape[0])
+
+
+def by_row_blocks(weights: np.ndarray, multiply, n: int, max_bytes: int = fastpath.CHUNK_BYTES) -> np.ndarray:
+    """[n, V] results of `multiply(rows of weights)` a block of rows at a time: a mapped matrix
+    is never resident whole (each block's pages leave this process once it is done)."""
+    out = np.empty((n, weights.shape[0]), np.float32)
+    step = max(1, max_bytes // max(1, weights[:1].nbytes))
+    for start in range(0, weights.shape[0], step):
+        block = weights[start:start + step]
+        out[:, start:start + block.shape[0]] = multiply(block).reshape(n, -1)
+        fastpath.drop_mapped_pages(block)
+    return out
+
+
+def _exact_f16_bits(bits: np.ndarray, kind: str) -> np.ndarray | None:
+    """The f16 bits of 16-bit values, a block of rows at a time, or None if f16 cannot hold them."""
+    out = np.empty(bits.shape, np.uint16)
+    step = max(1, fastpath.CHUNK_BYTES // max(1, bits[:1].nbytes))
+    for start in range(0, bits.shape[0], step):
+        values = half_to_float32(bits[start:start + step], kind)
+        with np.errstate(over="ignore"):
+            f16 = values.astype(np.float16)
+        if not np.array_equal(f16.astype(np.float32).view(np.uint32), values.view(np.uint32)):
+            return None
+        out[start:start + step] = f16.view(np.uint16)
+        fastpath.drop_mapped_pages(bits[start:start + step])
+    return out
 
 
 class KVCache:
@@ -293,22 +317,38 @@ class BitNetModel:
         h = self.embedding.rows(ids) if isinstance(self.embedding, (HalfTensor, QuantTensor)) else self.embedding[ids]
         for layer in range(self.config.num_layers):
             h = self._layer(layer, h, rope)
+            self._release_layer(layer)
         self.cache.length += ids.size
-        h = floatops.rms_norm(h if all_logits else h[-1:], self.tensors["model.norm.weight"], self.config.rms_norm_eps)
+        self._last_hidden = h[-1:]
+        logits = self._head(h if all_logits else h[-1:])
+        return logits if all_logits else logits[0]
+
+    def _head(self, h: np.ndarray) -> np.ndarray:
+        """The final norm and the lm_head over hidden states h [T, hidden] (one row: rounded
+        as ggml rounds a one-row lm_head input, in bitnet.cpp numerics)."""
+        h = floatops.rms_norm(h, self.tensors["model.norm.weight"], self.config.rms_norm_eps)
         if self.numerics.single_row_f16 and h.shape[0] == 1 and not isinstance(self.lm_head, QuantTensor):
             h = round_f16(h)  # vec_dot_f16's f16 activations (a quantized head quantizes them itself)
-        logits = self._logits(h)
-        return logits if all_logits else logits[0]
+        return self._logits(h)
+
+    def prompt_and_prefill(self, ids: list[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`prompt_logits(ids)` and `prefill(ids)` from one pass over the layers: the prefill's
+        row is the last position's hidden state through the one-row head, as `prefill` computes
+        it (the layers run the same batch either way); the cache is left as `prefill` leaves it."""
+        rows = self.prompt_logits(ids)
+        return rows, self._head(self._last_hidden)[0]
 
     def _logits(self, h: np.ndarray) -> np.ndarray:
         head, ggml = self.lm_head, self.numerics.ggml_dot
         if isinstance(head, QuantTensor):  # ggml: activations to Q8_K / Q8_0, integer dot products
             return head.ggml_matmul(h) if ggml else floatops.f32_matmul(head.values(), h)
         if ggml and h.shape[0] == 1 and isinstance(head, HalfTensor) and head.f16_bits() is not None:
-            return floatops.ggml_f16_matmul(head.f16_bits(), h, ggml)  # one row: vec_dot_f16, as ggml
+            # one row: vec_dot_f16, as ggml
+            return by_row_blocks(head.f16_bits(), lambda block: floatops.ggml_f16_matmul(block, h, ggml), 1)
         if isinstance(self.lm_head, HalfTensor):
             return self.lm_head.matmul(h)
-        return floatops.f32_matmul(self.lm_head, h)  # a row's logits never depend on the other rows
+        # a row's logits never depend on the other rows
+        return by_row_blocks(self.lm_head, lambda block: floatops.f32_matmul(block, h), h.shape[0])
 
     def _layer(self, layer: int, h: np.ndarray, rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         c, w = self.config, self._layer_tensors(layer)
@@ -348,6 +388,12 @@ class BitNetModel:
         out = floatops.attention(q, self.cache.keys[layer], self.cache.values[layer], start,
                                  floatops.attention_scale(d), flags)
         return out.reshape(t, c.num_heads * d)
+
+    def _release_layer(self, layer: int) -> None:
+        """Drop the mapped file pages of a layer's projections once it has run: the model holds
+        one layer's stored bytes at a time, not the file (they stay in the page cache)."""
+        for part in PROJECTIONS:
+            fastpath.drop_mapped_pages(self.tensors[f"model.layers.{layer}.{part}.weight"].data)
 
     def _layer_tensors(self, layer: int) -> dict:
         prefix = f"model.layers.{layer}."

@@ -4,17 +4,19 @@ For each layout that fits MODEL's shapes:
 
     MODEL --convert--> L (hf: packed directory; the others: GGUF) --convert--> BACK (MODEL's own kind)
 
-    forward  L against MODEL: every ternary code equal; beta bit-equal, or equal to MODEL's beta
-             rounded to the layout's scale type (bf16 weight_scale for hf, fp16 d for TQ);
-             float tensors bit-equal, or equal to MODEL's rounded to the dtype L stores
+    forward  L against MODEL: every ternary code equal; beta and float tensors bit-equal after
+             exactly the rounding L's storage declares (`rounding.plan_of`: the layout's
+             `round_beta`, an F16 embedding's fp16), which the row names
     back     BACK against L: everything bit-equal (no second rounding, nothing lost)
-    logits   `verify` of MODEL against L: bit-identical logits when the forward leg was exact;
-             with rounded scales the difference is reported, not failed
+    logits   `verify` of MODEL, with L's declared rounding applied, against L's own bytes:
+             bit-identical logits, or the layout's row is a mismatch
 
-A layout whose rules the shapes break is skipped with the rule. The first broken check makes
-the layout's row a mismatch naming the tensor; `RoundtripReport.ok` is False and the CLI exits 3.
-GGUF legs keep the embedding in MODEL's float type (so floats survive) and let TL tilings be
-chosen automatically. Intermediate files live in a temporary directory unless `workdir` is given.
+L is exactly what `convert` writes with its defaults (the F16 embedding of GGUF layouts, the
+bf16 weight_scale of hf-packed); TL tilings are chosen automatically. A layout whose rules the
+shapes break is skipped with the rule. The first broken check makes the layout's row a mismatch
+naming the tensor; `RoundtripReport.ok` is False and the CLI exits 3. Every tensor is compared a
+block of rows at a time and both models are read as `runner.model_of` reads them (one layer's
+mapped bytes at a time). Intermediate files live in a temporary directory unless `workdir` is given.
 """
 from __future__ import annotations
 
@@ -24,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoints import Entry, Tensor, load_weights, open_checkpoint
+from . import fastpath
+from .checkpoints import Entry, Tensor, open_checkpoint
 from .convert import convert
 from .diff import compare_pair
-from .dtypes import round_to_bf16
 from .errors import BitnetPackError, ScaleNotRepresentable, ShapeError, UsageError
 from .layouts import find_layout, get_layout, layout_names, outtype_of
 from .outputs import scratch_directory
+from .rounding import Plan, plan_of, reconcile, round_values
 from .sinks.factory import directory_outtypes, make_sink
 from .ternary import TernaryWeight
 
@@ -47,6 +50,7 @@ class LayoutResult:
     tensors: int = 0
     betas_rounded: int = 0
     floats_rounded: int = 0
+    rounding: str = ""  # the declared roundings L applied ("β to fp16 (TQ2_0) in 14 tensors"); "" for none
     back_exact: bool | None = None
     logits: str = ""  # "identical", "max |diff| ...", "not run"
     bytes_written: int = 0
@@ -92,8 +96,7 @@ def roundtrip(model: str | Path, layouts: list[str] | None = None, *, workdir: P
     with open_checkpoint(model, **(read_options or {})) as source:
         kind, entries = source.kind, source.entries()
         back = _back_outtype(source)
-        embedding = EMBEDDING_TYPES.get(next((e.dtype for e in entries if e.name.endswith("embed_tokens.weight")),
-                                             "F16"), "f16")
+        embedding = None  # the forward leg writes convert's defaults
     report = RoundtripReport(str(model), kind, back)
     reference = _Reference(model, read_options or {}, prompt_ids, n_tokens)
     with scratch_directory("bitnet-pack-roundtrip-") as scratch:
@@ -133,9 +136,9 @@ def _one_layout(model: Path, layout: str, base: Path, back: str, embedding: str,
         return result
     try:
         _check_forward(model, forward_path, layout, read_options, result)
-        _convert_back(forward_path, back_path, back, embedding, layout)
+        _convert_back(forward_path, back_path, back, _embedding_of(forward_path), layout)
         _check_back(forward_path, back_path, result)
-        result.logits = reference.compare(forward_path, exact=result.betas_rounded + result.floats_rounded == 0)
+        result.logits = reference.compare(forward_path)
     except _Broken as exc:
         result.status, result.reason = "mismatch", f"{layout}: {exc}"
     except UsageError:
@@ -143,6 +146,13 @@ def _one_layout(model: Path, layout: str, base: Path, back: str, embedding: str,
     except BitnetPackError as exc:
         result.status, result.reason = "mismatch", f"{layout}: the converted output does not read back: {exc}"
     return result
+
+
+def _embedding_of(path: Path) -> str | None:
+    """The float type L stores its embedding in, kept by the back leg (no second rounding)."""
+    with open_checkpoint(path) as checkpoint:
+        dtype = next((e.dtype for e in checkpoint.entries() if e.name.endswith("embed_tokens.weight")), None)
+    return EMBEDDING_TYPES.get(dtype)
 
 
 def _convert_back(converted: Path, back_path: Path, back: str, embedding: str, layout: str) -> None:
@@ -159,7 +169,7 @@ def _convert(source: Path, output: Path, outtype: str, embedding: str, read_opti
     """One conversion into `output`; returns the bytes of tensor data written. (Tests wrap this.)
     `exact_scales`: an hf-packed output keeps fp32 betas (the back leg must not round again)."""
     options: dict = {"force": True, "inputs": [source]}
-    if output.suffix == ".gguf":
+    if output.suffix == ".gguf" and embedding is not None:
         options["embedding_type"] = embedding
     elif exact_scales and outtype == "hf-packed":
         options["scale_dtype"] = "f32"
@@ -168,8 +178,9 @@ def _convert(source: Path, output: Path, outtype: str, embedding: str, read_opti
 
 
 def _check_forward(model: Path, converted: Path, layout: str, read_options: dict, result: LayoutResult) -> None:
-    rounding, written = scale_rounding(layout), get_layout(layout)
+    written = get_layout(layout)
     with open_checkpoint(model, **read_options) as a, open_checkpoint(converted) as b:
+        plan = plan_of(b)
         theirs = {e.name: e for e in b.entries()}
         for entry in a.entries():
             other = theirs.pop(entry.name, None)
@@ -181,14 +192,18 @@ def _check_forward(model: Path, converted: Path, layout: str, read_options: dict
             if again is not None:
                 result.betas_rounded += _bits(again[0].beta) != _bits(ours.beta)
                 ours = again[0]
-            _check_pair(entry, ours, other, _load(other, layout), rounding, result)
+            _check_pair(entry, ours, other, _load(other, layout), plan, result)
+            a.release(entry)
+            b.release(other)
             result.tensors += 1
         if theirs:
             raise _Broken(f"MODEL -> {layout} added tensor {sorted(theirs)[0]!r}")
+    result.rounding = plan.description()
 
 
 def _check_pair(entry: Entry, ours: TernaryWeight | Tensor, other: Entry, theirs: TernaryWeight | Tensor,
-                rounding: str, result: LayoutResult) -> None:
+                plan: Plan, result: LayoutResult) -> None:
+    """Codes equal; beta and floats bit-equal after L's declared rounding of MODEL's."""
     name, layout = entry.name, result.layout
     diff = compare_pair(name, ours, theirs)
     if diff.identical:
@@ -198,16 +213,29 @@ def _check_pair(entry: Entry, ours: TernaryWeight | Tensor, other: Entry, theirs
     if diff.kind == "ternary":
         if diff.differing:
             raise _Broken(f"tensor {name!r}: {diff.differing} of {diff.size} codes differ after MODEL -> {layout}")
-        if _bits(_rounded(ours.beta, rounding)) != _bits(theirs.beta):
+        if _bits(plan.beta(name, ours.beta)) != _bits(theirs.beta):
             raise _Broken(f"tensor {name!r}: beta {float(ours.beta)!r} became {float(theirs.beta)!r}, "
-                          f"not its {rounding} rounding")
+                          f"not its declared rounding ({plan.roundings.get(name, 'none')})")
         result.betas_rounded += 1
         return
-    expected = _rounded(ours.f32(), other.dtype.lower())
-    if not np.array_equal(np.asarray(expected, np.float32).view(np.uint32), theirs.f32().view(np.uint32)):
+    kind = plan.float_kind(name)
+    if not kind or not _equal_after_rounding(ours, theirs, kind):
         raise _Broken(f"tensor {name!r}: {diff.differing} of {diff.size} values differ beyond the "
                       f"{other.dtype} rounding (max |diff| {diff.max_abs_diff:.3g})")
+    plan.count(name)
     result.floats_rounded += 1
+
+
+def _equal_after_rounding(ours: Tensor, theirs: Tensor, kind: str) -> bool:
+    """MODEL's values rounded to `kind` are L's, bit for bit (a block of rows at a time)."""
+    rows_a, rows_b = ours.data.reshape(ours.data.shape[0], -1), theirs.data.reshape(theirs.data.shape[0], -1)
+    step = max(1, fastpath.CHUNK_BYTES // max(1, 4 * rows_a.shape[1]))
+    for start in range(0, rows_a.shape[0], step):
+        block_a = Tensor(ours.dtype, rows_a[start:start + step]).f32()
+        block_b = Tensor(theirs.dtype, rows_b[start:start + step]).f32()
+        if not np.array_equal(round_values(block_a, kind).view(np.uint32), block_b.view(np.uint32)):
+            return False
+    return True
 
 
 def _check_back(converted: Path, back: Path, result: LayoutResult) -> None:
@@ -218,6 +246,8 @@ def _check_back(converted: Path, back: Path, result: LayoutResult) -> None:
             if other is None:
                 raise _Broken(f"converting {result.layout} back lost tensor {entry.name!r}")
             diff = compare_pair(entry.name, _load(entry, result.layout), _load(other, f"{result.layout} back"))
+            a.release(entry)  # memory holds one pair, not the two files' pages
+            b.release(other)
             if not diff.identical:
                 what = f"{diff.differing} of {diff.size} codes" if diff.kind == "ternary" and diff.differing else (
                     "beta" if diff.kind == "ternary" else f"{diff.differing} of {diff.size} values")
@@ -235,42 +265,33 @@ def _load(entry: Entry, what: str) -> TernaryWeight | Tensor:
         raise _Broken(f"tensor {entry.name!r}: reading it from the {what} output failed: {exc}") from exc
 
 
-def _rounded(values, rounding: str):
-    if rounding == "bf16":
-        return round_to_bf16(values)
-    if rounding == "f16":
-        return np.asarray(values, np.float32).astype(np.float16).astype(np.float32)
-    return np.asarray(values, np.float32)
-
-
 def _bits(value) -> bytes:
     return np.float32(value).tobytes()
 
 
 class _Reference:
-    """MODEL loaded once as a BitNetModel, verified against each converted file."""
+    """MODEL read as a BitNetModel (with each layout's declared rounding applied), verified
+    against each converted file run from its own bytes."""
 
     def __init__(self, model: Path, read_options: dict, prompt_ids: list[int] | None, n_tokens: int):
         self.path, self.read_options, self.n_tokens = model, read_options, n_tokens
-        self.prompt_ids, self._model = prompt_ids, None
+        self.prompt_ids = prompt_ids
 
-    def compare(self, converted: Path, *, exact: bool) -> str:
+    def compare(self, converted: Path) -> str:
         if self.n_tokens < 1:
             return "not run"
-        from .model import BitNetModel
+        from .runner import model_of
         from .verify import verify
 
-        if self._model is None:
-            config, weights = load_weights(self.path, stored=True, **self.read_options)
-            self._model = BitNetModel(config, weights)
-            self.prompt_ids = self.prompt_ids or default_prompt(config)
-        config, weights = load_weights(converted, stored=True)  # run from the converted file's own bytes
-        report = verify(self._model, BitNetModel(config, weights), self.prompt_ids, self.n_tokens)
-        if report.identical:
-            return "identical"
-        if exact:
-            raise _Broken(f"decoded weights identical but the file's own bytes give other logits: {report.cause}")
-        return f"max |diff| {report.max_abs_diff:.3g} (rounded scales)"
+        with open_checkpoint(converted) as other, open_checkpoint(self.path, **self.read_options) as source:
+            model_a, model_b = model_of(source), model_of(other)
+            rounded = reconcile(model_a, model_b, plan_of(source), plan_of(other))
+            self.prompt_ids = self.prompt_ids or default_prompt(source.config)
+            report = verify(model_a, model_b, self.prompt_ids, self.n_tokens, rounded=rounded)
+        if not report.identical:
+            raise _Broken(f"decoded weights equal after the declared rounding but the file's own bytes give "
+                          f"other logits: {report.cause}")
+        return "identical"
 
 
 def default_prompt(config: dict) -> list[int]:

@@ -5,10 +5,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .checkpoints import open_checkpoint, read_weights
+from . import fastpath
+from .checkpoints import Checkpoint, open_checkpoint
 from .errors import BitnetPackError, MissingFile, UsageError, VerificationMismatch
 from .outputs import scratch_directory
+from .rounding import Plan, plan_of
+from .ternary import TernaryWeight
+
+if TYPE_CHECKING:
+    from .model import BitNetModel
 
 
 @dataclass(frozen=True)
@@ -19,6 +26,7 @@ class Loaded:
     tokenizer_json: Path
     config: dict
     path: Path
+    plan: Plan | None = None  # what the checkpoint's storage rounds (rounding.plan_of)
 
     def __iter__(self) -> Iterator[object]:
         """`model, tokenizer_json = loaded`, as the (model, tokenizer) pair it used to be."""
@@ -35,20 +43,44 @@ class Loaded:
 @contextmanager
 def loaded(path: Path, numerics: str, **read_options: object) -> Iterator[Loaded]:
     """(model, tokenizer.json path) for the checkpoint at `path`: the tokenizer files as the
-    checkpoint has them, or as rebuilt from GGUF metadata into a temporary directory."""
+    checkpoint has them, or as rebuilt from GGUF metadata into a temporary directory. `plan`
+    is what the checkpoint's storage declares it rounds (`rounding.plan_of`)."""
     from .emb.source import is_embedding_model
-    from .model import BitNetModel  # imported on use: the CLI starts without loading the kernel
 
     if is_embedding_model(path):
         raise UsageError(f"{path} is a BitNet embedding model: it has no LM head to decode (verify compares its "
                          "pooled embeddings)")
 
     with about(path), open_checkpoint(path, **read_options) as source:
-        model = BitNetModel(source.config, read_weights(source, stored=True), numerics=numerics)
+        model = model_of(source, numerics)
         with scratch_directory("bitnet-pack-tok-") as scratch:
             for name, data in source.aux_files.items():
                 (scratch / name).write_bytes(data)
-            yield Loaded(model, scratch / "tokenizer.json", source.config, path)
+            yield Loaded(model, scratch / "tokenizer.json", source.config, path, plan_of(source))
+
+
+def model_of(source: Checkpoint, numerics: str = "reference") -> BitNetModel:
+    """The checkpoint as a BitNetModel, read one tensor at a time: stored projections stay the
+    file's mapped bytes (their pages dropped once checked), computed ones (a master's) are packed
+    for the kernel as they are read and the source pages under them dropped. Memory ends up
+    holding the packed projections that have no file bytes, never a whole int8 or float32 model."""
+    from .kernel import PackedMatrix
+    from .model import BitNetModel, kernel_layout
+
+    weights: dict[str, object] = {}
+    for entry in source.entries():
+        value = source.stored(entry) if entry.kind == "linear" else None
+        if value is not None:  # checked here, then its pages forgotten until a decode reads them
+            value = PackedMatrix.from_bytes(value.layout, value.data, value.shape, value.beta, tiling=value.tiling)
+            fastpath.drop_mapped_pages(value.data)
+        else:
+            value = entry.load()
+            if isinstance(value, TernaryWeight):
+                value = PackedMatrix.from_ternary(value, kernel_layout(value.shape))
+                source.release(entry)
+        weights[entry.name] = value
+    model = BitNetModel(source.config, weights, numerics=numerics)
+    return model
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -60,6 +60,8 @@ class VerifyReport:
     weights: WeightDiff | None  # None: side A is a trace, which holds no weights
     kernels: tuple[str, str] = ("", "")  # the kernel layouts each side's projections ran on
     versions: tuple[str, str] | None = None  # (recorded by, running) when A is a trace
+    rounded: str = ""  # the declared roundings applied before comparing (rounding.py); "" for none
+    strict: bool = False  # nothing rounded, and the weights too must be identical
 
     @property
     def identical(self) -> bool:
@@ -86,12 +88,14 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return self.first_divergence is None and self.first_token_mismatch is None
+        weights = not self.strict or self.weights is None or self.weights.identical
+        return self.first_divergence is None and self.first_token_mismatch is None and weights
 
     @property
     def cause(self) -> str:
-        if self.identical:
-            return "logits bit-identical at every compared position"
+        if self.identical and (self.weights is None or self.weights.identical or not self.strict):
+            after = f" after rounding {self.rounded}" if self.rounded else ""
+            return f"logits bit-identical at every compared position{after}"
         parts = [] if self.weights is None else [self.weights.cause()]
         explained = self.weights is not None and not self.weights.identical
         if self.numerics[0] != self.numerics[1]:
@@ -115,8 +119,9 @@ class VerifyReport:
         return "not explained by the weights, the model config or the numerics, which all agree" + kernels
 
     def summary(self) -> str:
+        after = f" after rounding {self.rounded}" if self.rounded else ""
         lines = [f"{len(self.rows)} logits rows compared ({len(self.step_max_abs_diff)} steps): "
-                 f"{'identical' if self.identical else f'max |diff| {self.max_abs_diff:.4g}'}"]
+                 f"{'identical' + after if self.identical else f'max |diff| {self.max_abs_diff:.4g}'}"]
         first = self.first_divergence
         if first is not None:
             lines.append(f"first divergence: {where(first)}, max |diff| {first.max_abs_diff:.4g}, "
@@ -138,6 +143,7 @@ class VerifyReport:
             "prompt_max_abs_diff": [r.max_abs_diff for r in self.rows if r.step is None],
             "cause": self.cause, "weights": None if self.weights is None else self.weights.to_dict(),
             "kernels": list(self.kernels), "versions": None if self.versions is None else list(self.versions),
+            "rounded": self.rounded, "strict": self.strict,
         }
 
 
@@ -165,11 +171,12 @@ def decode_rows(model: BitNetModel, prompt: Sequence[int], n_tokens: int, *, fee
         raise UsageError(f"n_tokens must be >= 1, got {n_tokens}")
     tick = progress or (lambda _n: None)
     prompt = [int(t) for t in prompt]
-    rows = list(model.prompt_logits(prompt)[:-1]) if len(prompt) > 1 else []
+    all_rows, prefilled = model.prompt_and_prefill(prompt)  # one pass over the layers for both
+    rows = list(all_rows[:-1])
     tick(1)
     ids: list[int] = []
     for step in range(n_tokens):
-        row = model.prefill(prompt) if step == 0 else model.step(ids[-1])
+        row = prefilled if step == 0 else model.step(ids[-1])
         rows.append(np.asarray(row, np.float32))
         ids.append(int(feed[step]) if feed is not None else int(np.argmax(row)))
         tick(1)
@@ -197,9 +204,12 @@ def check_vocab(vocab_a: int, vocab_b: int, what: str = "A and B") -> None:
 
 
 def verify(model_a: BitNetModel, model_b: BitNetModel, prompt_ids: list[int], n_tokens: int, *,
-           atol: float = 0.0, progress: Progress | None = None) -> VerifyReport:
+           atol: float = 0.0, progress: Progress | None = None, rounded: str = "",
+           strict: bool = False) -> VerifyReport:
     """Greedy-decode `n_tokens` on both models, feeding A's argmax, and compare every row.
-    `progress(1)` is called once per decode pass of either model (2 * (n_tokens + 1) in all)."""
+    `progress(1)` is called once per decode pass of either model (2 * (n_tokens + 1) in all).
+    `rounded`: what the declared roundings changed when the models were loaded (for the
+    report); `strict`: the weights must be identical too (nothing was rounded)."""
     atol = check_atol(atol)
     if n_tokens < 1:
         raise UsageError(f"n_tokens must be >= 1, got {n_tokens}")
@@ -211,8 +221,8 @@ def verify(model_a: BitNetModel, model_b: BitNetModel, prompt_ids: list[int], n_
     return VerifyReport(
         prompt_ids=tuple(prompt), ids=tuple(ids), rows=tuple(compare_rows(len(prompt), rows_a, rows_b)),
         atol=atol, numerics=(model_a.numerics.name, model_b.numerics.name),
-        weights=compare_weights(model_a.tensors, model_b.tensors, config=config),
-        kernels=(kernels_of(model_a), kernels_of(model_b)),
+        weights=replace(compare_weights(model_a.tensors, model_b.tensors, config=config), rounded=rounded),
+        kernels=(kernels_of(model_a), kernels_of(model_b)), rounded=rounded, strict=strict,
     )
 
 

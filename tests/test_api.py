@@ -173,7 +173,9 @@ def test_fp32_weight_scale_makes_i2s_to_packed_lossless(tiny_a: Path, tmp_path: 
     official = tiny_a / "tiny-a-i2_s.gguf"
     rounded = bitnet_pack.convert(official, tmp_path / "bf16-scale", outtype="hf-packed")
     assert any("weight_scale is bf16: rounded 14" in note for note in rounded.notes)
-    assert not bitnet_pack.verify(rounded.output, official, ids=[1, 2, 3], tokens=2).ok
+    assert not bitnet_pack.verify(rounded.output, official, ids=[1, 2, 3], tokens=2, strict=True).ok
+    report = bitnet_pack.verify(rounded.output, official, ids=[1, 2, 3], tokens=2)  # the declared bf16 rounding
+    assert report.ok and report.rounded == "β to bf16 (hf weight_scale BF16) in 14 tensors on B"
     exact = bitnet_pack.convert(official, tmp_path / "f32-scale", outtype="hf-packed", scale_dtype="f32")
     assert not any("weight_scale" in note for note in exact.notes)
     assert bitnet_pack.verify(exact.output, official, ids=[1, 2, 3], tokens=2).ok
@@ -184,10 +186,12 @@ def test_f16_embedding_rounding_is_said_and_bf16_keeps_it(tiny_a: Path, tmp_path
     master = tiny_a / "tiny-a-bf16"
     default = bitnet_pack.convert(master, tmp_path / "f16.gguf", outtype="i2_s")
     assert any("not exact in F16" in n and "--embedding-type bf16" in n for n in default.notes)
-    assert not bitnet_pack.verify(master, default.output, tokens=1).ok
+    assert not bitnet_pack.verify(master, default.output, tokens=1, strict=True).ok
+    report = bitnet_pack.verify(master, default.output, tokens=1)
+    assert report.ok and report.rounded == "floats to fp16 (F16) in 1 tensor on A"
     lossless = bitnet_pack.convert(master, tmp_path / "bf16.gguf", outtype="i2_s", embedding_type="bf16")
     assert not any("F16" in n for n in lossless.notes)
-    assert bitnet_pack.verify(master, lossless.output, tokens=1).ok
+    assert bitnet_pack.verify(master, lossless.output, tokens=1, strict=True).ok
 
 
 @pytest.mark.interop

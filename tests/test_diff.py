@@ -70,14 +70,16 @@ def test_same_model_in_another_layout_is_identical(converted: dict[str, Path]) -
 
 
 def test_scale_rounding_is_reported_per_tensor(converted: dict[str, Path]) -> None:
-    code, out, err = run("diff", FIXTURE, converted["packed"], "--json")
+    code, out, err = run("diff", FIXTURE, converted["packed"])  # the packed side's declared bf16 weight_scale
+    assert code == 0 and "identical after rounding β to bf16 (hf weight_scale BF16) in 14 tensors on A" in out, out
+    code, out, err = run("diff", FIXTURE, converted["packed"], "--json", "--strict")
     assert code == 3
     report = json.loads(out)
     assert report["betas_only"] is True and report["compared"] == 24
     rows = {row["name"]: row for row in report["differing"]}
     assert len(rows) == 14 and all(row["differing"] == 0 and row["beta_rel_diff"] < 2**-8 for row in rows.values())
     assert "differ: beta differs in 14" in err
-    code, text, _ = run("diff", FIXTURE, converted["packed"])
+    code, text, _ = run("diff", FIXTURE, converted["packed"], "--strict")
     assert code == 3 and f"0 of {768 * 256} codes" in text and "(rel " in text
 
 
@@ -108,10 +110,12 @@ def test_float_and_missing_tensors(converted: dict[str, Path], tmp_path: Path) -
 
 
 def test_streaming_diff_agrees_with_compare_weights(converted: dict[str, Path]) -> None:
-    streamed = diff_checkpoints(FIXTURE, converted["packed"])
+    streamed = diff_checkpoints(FIXTURE, converted["packed"], strict=True)
     whole = compare_weights(load_weights(FIXTURE)[1], load_weights(converted["packed"])[1])
     assert streamed.to_dict() == whole.to_dict()
     assert not streamed.identical and streamed.betas_only
+    rounded = diff_checkpoints(FIXTURE, converted["packed"])  # each beta the bf16 rounding of the master's
+    assert rounded.identical and rounded.rounded == "β to bf16 (hf weight_scale BF16) in 14 tensors on A"
     assert np.isclose(max(t.beta_rel_diff for t in streamed.beta_diffs), max(t.beta_rel_diff for t in whole.beta_diffs))
 
 

@@ -142,6 +142,20 @@ def test_prompt_logits_last_row_is_prefill_in_reference_numerics(packed_model):
     np.testing.assert_array_equal(packed_model.prompt_logits(prompt)[-1], packed_model.prefill(prompt))
 
 
+@pytest.mark.parametrize("numerics", ["reference", "bitnet.cpp"])
+def test_prompt_and_prefill_is_both_passes_in_one(tiny_a, numerics: str):
+    """verify's one pass over the layers gives prompt_logits' rows and prefill's row bit for
+    bit (bitnet.cpp numerics round the one-row head input, so the last rows may differ), and
+    leaves the cache as prefill does."""
+    model = BitNetModel(*load_weights(tiny_a / "tiny-a-packed"), numerics=numerics)
+    prompt = [1, 15, 27, 300, 42]
+    rows, prefilled = model.prompt_and_prefill(prompt)
+    after = model.step(7)
+    assert rows.tobytes() == model.prompt_logits(prompt).tobytes()
+    assert prefilled.tobytes() == model.prefill(prompt).tobytes()
+    assert after.tobytes() == model.step(7).tobytes()
+
+
 # --- an odd-shaped model against a plain per-token float64 transcription of the graph ---
 
 def tiny_config(**over):

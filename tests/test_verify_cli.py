@@ -38,9 +38,13 @@ def test_layouts_made_from_packed_give_bit_identical_logits(outtype: str, packed
 
 def test_master_vs_packed_is_explained_as_scale_rounding(packed: Path) -> None:
     code, out, err = run("verify", FIXTURE, packed, "--tokens", "4")
+    assert code == 0, out + err  # the packed checkpoint's bf16 weight_scale, applied to the master's beta
+    assert "identical after rounding β to bf16 (hf weight_scale BF16) in 14 tensors on A" in out
+    code, out, err = run("verify", FIXTURE, packed, "--tokens", "4", "--strict")
     assert code == 3
     assert "scale rounding only: ternary codes identical in all 14 projections" in out
-    assert err.startswith("Error: ") and "differ at" in err and "position" in err
+    assert out.count("model.layers.0.self_attn.q_proj.weight") == 1 and "and 11 more" in out
+    assert err.startswith("Error: ") and "differ at" in err and "position" in err and "q_proj" not in err
 
 
 def test_one_flipped_code_byte_is_found(packed: Path, tmp_path: Path) -> None:

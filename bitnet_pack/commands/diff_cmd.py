@@ -23,9 +23,14 @@ from .common import emit_json, examples, resolve, revisions
 @click.option("--revision-b", default=None, help="Branch, tag or commit of B (overrides --revision).")
 @click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="kernel_config.ini for TL1/TL2 GGUFs that do not carry their tiling.")
+@click.option("--strict", is_flag=True, help="Demand identity without rounding: by default a difference that "
+              "one side's declared rounding of the other's value explains (an fp16 or bf16 beta, an F16 "
+              "embedding) counts as equal, and is named.")
+@click.option("--stop-early", is_flag=True, help="Stop at the first tensor that differs (exit 3 sooner; the "
+              "report then covers the tensors compared so far).")
 @click.option("--json", "as_json", is_flag=True, help="The comparison as JSON on stdout.")
 def command(a: str, b: str, revision: str | None, revision_a: str | None, revision_b: str | None,
-            kernel_config: Path | None, as_json: bool) -> None:
+            kernel_config: Path | None, strict: bool, stop_early: bool, as_json: bool) -> None:
     """Compare checkpoints A and B tensor by tensor, in ternary space.
 
     Any two of: a bf16 master, a packed directory, a GGUF in any layout, a hub repo id.
@@ -36,8 +41,8 @@ def command(a: str, b: str, revision: str | None, revision_a: str | None, revisi
     bars = bars_wanted(as_json)
     rev_a, rev_b = revisions([a, b], revision, [revision_a, revision_b])
     source_a, source_b = resolve(a, rev_a, progress=bars), resolve(b, rev_b, progress=bars)
-    report = api.diff(source_a.path, source_b.path, kernel_config=kernel_config,
-                      progress=lambda total, what: byte_progress(total, what, bars))
+    report = api.diff(source_a.path, source_b.path, kernel_config=kernel_config, strict=strict,
+                      stop_early=stop_early, progress=lambda total, what: byte_progress(total, what, bars))
     if as_json:
         emit_json({"a": source_a.label, "b": source_b.label} | report.to_dict())
     else:
@@ -49,7 +54,8 @@ def command(a: str, b: str, revision: str | None, revision_a: str | None, revisi
 def _print_table(report: WeightDiff) -> None:
     rows = [t for t in report.tensors if not t.identical]
     if report.identical:
-        click.echo(f"identical: {len(report.tensors)} tensors equal (codes, beta bits, float bits), same config")
+        after = f" after rounding {report.rounded}" if report.rounded else ""
+        click.echo(f"identical{after}: {len(report.tensors)} tensors equal (codes, beta bits, float bits), same config")
         return
     for change in report.config:
         click.echo(f"config {change.key}: A {change.a!r} -> B {change.b!r}")

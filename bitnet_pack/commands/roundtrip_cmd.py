@@ -67,6 +67,8 @@ def _print_table(report: RoundtripReport) -> None:
         floats = f"{r.floats_rounded} rounded" if r.floats_rounded else "exact"
         back = {True: "exact", None: "-"}.get(r.back_exact, "broken")
         click.echo(f"{r.layout:<9} {r.status:<9} {r.tensors:>7}  {betas:<16} {floats:<14} {back:<6} {r.logits}")
+        if r.rounding:
+            click.echo(f"          declared rounding: {r.rounding}")
         if r.status == "mismatch":
             click.echo(f"          {r.reason}")
     passed = sum(r.status == "ok" for r in report.results)

@@ -46,11 +46,14 @@ def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float
 @click.option("--revision-b", default=None, help="Branch, tag or commit of B (overrides --revision).")
 @click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="kernel_config.ini for TL1/TL2 GGUFs that do not carry their tiling.")
+@click.option("--strict", is_flag=True, help="Demand identity without rounding: by default, where B's layout "
+              "must round what A holds (an fp16 or bf16 beta, an F16 embedding), A is compared after exactly that "
+              "rounding (and B after A's), and the report names it.")
 @click.option("--force", is_flag=True, help="Replace an existing --record TRACE.")
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON on stdout.")
 def command(a: str, b: str | None, record_to: Path | None, against: Path | None, prompt: str | None,
             ids: str | None, tokens: int | None, atol: float, numerics: str | None, revision: str | None,
-            revision_a: str | None, revision_b: str | None, kernel_config: Path | None, force: bool,
+            revision_a: str | None, revision_b: str | None, kernel_config: Path | None, strict: bool, force: bool,
             as_json: bool) -> None:
     """Run A and B (paths or hub repo ids) greedily and show bit-identical logits, or where and
     by how much they differ. With --record, write A's decode to a trace file; with --against,
@@ -81,16 +84,17 @@ def command(a: str, b: str | None, record_to: Path | None, against: Path | None,
         _record(a, record_to, (ids, text), steps, numerics, revision_a or revision, options, force, as_json, bars)
     else:
         _two_models(a, b, (ids, text), steps, numerics or "reference", atol,
-                    revisions([a, b], revision, [revision_a, revision_b]), options, as_json, bars)
+                    revisions([a, b], revision, [revision_a, revision_b]), options, as_json, bars, strict)
 
 
 def _two_models(a: str, b: str, prompt: tuple, steps: int, numerics: str, atol: float, revisions: tuple,
-                options: dict, as_json: bool, bars: bool) -> None:
+                options: dict, as_json: bool, bars: bool, strict: bool = False) -> None:
     from ..api import verify
 
     ids, text = prompt
     path_a, path_b = (resolve(str(src), rev, progress=False).path for src, rev in zip((a, b), revisions, strict=True))
     report = verify(path_a, path_b, prompt=text, ids=ids, tokens=steps, atol=atol, numerics=numerics,
+                    strict=strict,
                     progress=lambda total, what: count_progress(total, what, "pass", bars), **options)
     _show(report, as_json, f"{a} and {b} differ")
 
@@ -144,8 +148,10 @@ def _show(report, as_json: bool, headline: str) -> None:
         emit_json(report.to_dict())
     else:
         click.echo(report.summary())
-    if not report.ok:
+    if not report.ok:  # the cause was printed above (or is in the JSON): the error says where, once
         first = report.first_divergence or report.first_token_mismatch
+        if first is None:
+            raise VerificationMismatch(f"{headline}: logits identical, but --strict and the weights differ")
         step = "prompt" if first.step is None else f"step {first.step}"
         raise VerificationMismatch(f"{headline} at {step}, position {first.position}: max |diff| "
-                                   f"{first.max_abs_diff:.4g}; {report.cause}")
+                                   f"{first.max_abs_diff:.4g}" + ("" if as_json else " (cause above)"))

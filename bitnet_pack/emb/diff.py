@@ -34,7 +34,8 @@ def _config(source: EmbSource) -> dict[str, object]:
     return values | {"pooling_type": source.pooling}
 
 
-def diff_embeddings(path_a: Path, path_b: Path, progress: Callable[[int], None] | None = None) -> WeightDiff:
+def diff_embeddings(path_a: Path, path_b: Path, progress: Callable[[int], None] | None = None, *,
+                    strict: bool = False) -> WeightDiff:
     with open_embedding(path_a) as a, open_embedding(path_b) as b:
         by_name = {t.gguf: t for t in b.tensors}
         tensors = [compare_pair(t.gguf, _value(t), _value(by_name[t.gguf])) for t in a.tensors if t.gguf in by_name]

@@ -53,7 +53,9 @@ class LayoutSpec:
     runtimes: tuple[str, ...] = ()  # --target values that load it; the first is the default target
     variant: str = ""  # among layouts sharing a type: the read option value that picks it (--i2s-variant)
     type_default: bool = True  # among layouts sharing a type: read when neither option nor metadata says
-    beta_rounding: str = ""  # what encoding may round beta to ("fp16"; "" = kept exactly); encode takes lossy=
+    # what storing beta rounds it to ("fp16", "bf16"; "" = kept exactly): the one declaration verify,
+    # diff and roundtrip apply (rounding.py); a GGUF layout's encode takes lossy= for it
+    beta_rounding: str = ""
     tiled: bool = False  # bytes depend on a kernel_config tiling (resolve_tiling kind = name)
     kernel: str = "generic"  # the kernel walk: a kernel_formats walk name, or "generic" (decode, then hf's walk)
     kernel_id: int | None = None  # the C walk number (BP_LAYOUT_* in kernels/bitnet_kernels.h) of `kernel`
@@ -157,7 +159,7 @@ class Layout:
 
     def rounded_beta(self, beta: float) -> np.float32:
         """beta as the bytes keep it (`spec.beta_rounding`; unchanged when it is "")."""
-        return BETA_ROUNDINGS[self.spec.beta_rounding](np.float32(beta))
+        return self.round_beta(beta)
 
     def file_nbytes(self, rows: int, cols: int) -> int | None:
         """Bytes of a stored [rows, cols] tensor as a reader sizes it; None if no such tensor."""
@@ -183,6 +185,22 @@ class Layout:
         when it ternarizes otherwise than absmean in float32 (codes, and a mask the layout's
         sink may need); None (the default) when it does not, or `source` is no master."""
         return None
+
+    @property
+    def beta_rounding(self) -> str:
+        """What storing beta in this layout does to a float32 beta: "" (kept exactly), "fp16"
+        or "bf16". Declared once, in the table entry (`LayoutSpec.beta_rounding`)."""
+        return self.spec.beta_rounding
+
+    def round_beta(self, beta: float, *, scale_dtype: str | None = None, inverse: bool = False) -> np.float32:
+        """beta as this layout stores it (float32 bits): rounded to `beta_rounding`, or to
+        `scale_dtype` when the container chooses it (hf's weight_scale dtype); `inverse`: the
+        stored value is 1/beta (BitLinear), so beta comes back as 1 / round(1 / beta)."""
+        rounding = BETA_ROUNDINGS[self.beta_rounding if scale_dtype is None else scale_dtype]
+        beta = np.float32(beta)
+        if inverse:
+            return np.float32(1) / rounding(np.float32(1) / beta)
+        return rounding(beta)
 
     def check_given_beta(self, stored: np.float32, given: float | None) -> None:
         """A beta passed to decode must be the one the bytes carry (same float32 bits)."""

@@ -56,6 +56,7 @@ class BitnetGPU(Layout):
         block_size=TILE[1],
         type_size=TILE[1] // 4,
         scale="tensor:bf16",  # weight_scale bf16[4] per fused tensor: 1/s rounded to bf16 (a note says so)
+        beta_rounding="bf16",  # a slot holds beta rounded to bf16 (from a master: `gpu_beta`, quantize_master)
         source="bitnet.cpp gpu/pack_weight.py convert_weight_int8_to_int2 (16da220)",
         # a directory: model_state_int2.pt + model_state_fp16.pt (torch pickles, tensors only)
         container="torch",

@@ -2,7 +2,9 @@
 which type ids and file type) or in floats.
 
 Tensor types: projections in the chosen layout (or t*beta in F16/BF16/F32 for float
-outtypes); `token_embd` F16 by default (what llama-quantize and llama.cpp's converter pick);
+outtypes); `token_embd` (and an untied `output`) F16 by default for the ternary layouts (what
+llama-quantize and llama.cpp's converter pick), the outtype's own type for f32/f16/bf16 (as
+convert_hf_to_gguf.py --outtype writes them, so `general.file_type` is true to the contents);
 every norm F32. Tensors are written in the order the source yields them, so nothing is held
 back; the large embedding is converted in row chunks.
 """
@@ -56,7 +58,7 @@ def default_target(outtype: str) -> str:
 
 class GGUFSink(Sink):
     def __init__(self, path: Path, outtype: str, *, target: str | None = None, arch: str | None = None,
-                 type_ids: str = "2025", embedding_type: str = "f16", output_type: str | None = None,
+                 type_ids: str = "2025", embedding_type: str | None = None, output_type: str | None = None,
                  kernel_config: Path | None = None,
                  force: bool = False, inputs: list[Path] | None = None, name: str | None = None,
                  extra_metadata: dict[str, str] | None = None):
@@ -68,6 +70,8 @@ class GGUFSink(Sink):
         refusal = None if self.layout is None else self.layout.target_refusal(self.target.name, tuple(FLOAT_OUTTYPES))
         if refusal is not None:
             raise UsageError(refusal)
+        if embedding_type is None:  # a float outtype keeps floats; the ternary ones default to F16
+            embedding_type = outtype if outtype in FLOAT_OUTTYPES else "f16"
         for flag, value in (("--embedding-type", embedding_type), ("--output-type", output_type)):
             if value is not None and value not in FLOAT_OUTTYPES and value not in EMBEDDING_TYPES:
                 raise UsageError(f"{flag} must be one of {', '.join([*FLOAT_OUTTYPES, *EMBEDDING_TYPES])}, "

@@ -40,12 +40,14 @@ def assert_layout_round_trips(layout: str, weight: TernaryWeight, **options: obj
     return blob
 
 
-def assert_same_checkpoint(a: str | Path, b: str | Path) -> None:
+def assert_same_checkpoint(a: str | Path, b: str | Path, *, strict: bool = False) -> None:
     """Every tensor of checkpoints A and B equal in ternary space (codes, beta bits, float
-    bits; any containers and layouts), or an AssertionError with the cause per tensor."""
+    bits; any containers and layouts) after the roundings their storage declares (TQ's fp16
+    beta, a bf16 weight_scale, an F16 embedding; `strict`: none), or an AssertionError with
+    the cause per tensor."""
     from ..diff import diff_checkpoints
 
-    report = diff_checkpoints(a, b)
+    report = diff_checkpoints(a, b, strict=strict)
     if not report.identical:
         raise AssertionError(f"{a} and {b} differ: {report.cause()}")
 
