@@ -434,7 +434,8 @@ def diff_entries(entries_a: list[Entry], entries_b: list[Entry], *,
             break
     complete = len(tensors) == sum(entry.name in by_name for entry in entries_a)
     rounded = "" if plans is None else "; ".join(
-        f"{plan.description()} on {side}" for side, plan in (("A", plans[1]), ("B", plans[0])) if plan.applied)
+        [f"{plan.description()} on {side}" for side, plan in (("A", plans[1]), ("B", plans[0])) if plan.applied]
+        + [note for note in (plans[1].codes_note("B"), plans[0].codes_note("A")) if note])
     return WeightDiff(tensors=tuple(tensors),
                       only_in_a=tuple(e.name for e in entries_a if e.name not in by_name),
                       only_in_b=tuple(e.name for e in entries_b if e.name not in names_a), rounded=rounded,
@@ -444,14 +445,22 @@ def diff_entries(entries_a: list[Entry], entries_b: list[Entry], *,
 def _after_rounding(diff: TensorDiff, a: object, b: object, plans: tuple) -> TensorDiff:
     """`diff` made equal when one side's declared rounding of the other's value is that value
     (B's plan rounds A's, else A's rounds B's); counted in that plan."""
-    from .rounding import rounds_to
+    from .rounding import count_own_beta, master_quantized, own_codes, rounds_to
 
+    for plan, master, mine, theirs in ((plans[1], plans[0], a, b), (plans[0], plans[1], b, a)):
+        again = master_quantized(diff.name, plan, master) if diff.kind == "ternary" else None
+        if again is not None:  # held to the layout's own master quantizer: its beta, its codes counted
+            own_codes(diff.name, plan, again, mine.codes)
+            if diff.betas_equal or again.beta.tobytes() != np.float32(theirs.beta).tobytes():
+                return diff
+            count_own_beta(diff.name, plan)
+            return replace(diff, beta_b=diff.beta_a)
     if diff.kind == "ternary" and not diff.differing:
         for plan, mine, theirs in ((plans[1], diff.beta_a, diff.beta_b), (plans[0], diff.beta_b, diff.beta_a)):
             if plan.beta(diff.name, mine, count=False).tobytes() == np.float32(theirs).tobytes():
                 plan.count(diff.name)
                 return replace(diff, beta_b=diff.beta_a)
-    if diff.kind == "float" and type(a) is Tensor and type(b) is Tensor:
+    if diff.kind == "float" and isinstance(a, Tensor) and isinstance(b, Tensor):
         for plan, mine, theirs in ((plans[1], a, b), (plans[0], b, a)):
             kind = plan.float_kind(diff.name)
             if kind and rounds_to(_rows_of(mine), _rows_of(theirs), kind):
@@ -468,6 +477,13 @@ class _HalfRows:
 
 
 def _rows_of(tensor: Tensor) -> object:
+    """A stored tensor as `rounding.rounds_to` reads one: 16-bit rows, ggml blocks (a quantized
+    embedding: quant_dot.QuantTensor), else float32 values."""
+    from .quant_dot import quant_tensor
+
+    quantized = quant_tensor(tensor)
+    if quantized is not None:
+        return quantized
     return _HalfRows(tensor) if tensor.dtype in HALF_DTYPES else np.asarray(tensor.data, np.float32)
 
 

@@ -29,9 +29,10 @@ import numpy as np
 
 from .dtypes import round_to_bf16
 
-__all__ = ["Plan", "Rounding", "plan_of", "reconcile", "round_scalar", "round_values", "rounds_to"]
+__all__ = ["Plan", "Rounding", "plan_of", "reconcile", "requantize", "round_scalar", "round_values", "rounds_to"]
 
 FLOAT_ROUNDING = {"F16": "fp16", "BF16": "bf16"}
+FLOAT_TYPE_NAMES = {"fp16": "F16", "bf16": "BF16"}
 QUANT_ROUNDING = {"Q8_0": "q8_0", "Q6_K": "q6_k", "Q5_K": "q5_k", "Q4_K": "q4_k"}  # quant_floats.EMBEDDING_TYPES
 
 
@@ -71,7 +72,7 @@ class Rounding:
     @property
     def text(self) -> str:
         what = self.what or ("β" if self.of_beta else "floats")
-        kind = self.kind.upper() if self.kind in QUANT_ROUNDING.values() else self.kind
+        kind = self.kind if self.of_beta else FLOAT_TYPE_NAMES.get(self.kind, self.kind.upper())  # floats: the GGUF type
         return f"{what} to {kind} ({self.where}{', as 1/β' if self.inverse else ''})"
 
     def beta(self, beta: float) -> np.float32:
@@ -117,10 +118,10 @@ class Plan:
         """What this side's own master quantizer changed in the other side's codes, or ''."""
         if not self.codes_differ:
             return ""
-        layout = next(iter({r.where for n, r in self.roundings.items() if n in self.codes_differ}))
-        return (f"{side}'s codes are not a rounding: {layout}'s own converter (quantize_master) ternarizes the "
-                f"master otherwise than absmean in {len(self.codes_differ)} tensor(s), "
-                f"{sum(self.codes_differ.values())} codes in all")
+        layout = next(r.layout for n, r in self.roundings.items() if n in self.codes_differ)
+        return (f"{side}'s {layout} codes come from its runtime's own master quantizer (quantize_master), not a "
+                f"rounding: {sum(self.codes_differ.values())} codes in {len(self.codes_differ)} tensor(s) differ "
+                "from absmean's")
 
 
 def plan_of(source: object) -> Plan:
@@ -129,13 +130,17 @@ def plan_of(source: object) -> Plan:
     from .layouts import get_layout
 
     plan = Plan(master=source if getattr(source, "kind", "") == "bf16-master" else None)
+    label = getattr(source, "layout", "") if getattr(source, "kind", "") == "gguf" else ""
     for entry in source.entries():
         rounding = None
         if entry.kind == "linear":
             rounding = _projection_rounding(source, entry, get_layout)
         elif entry.dtype in FLOAT_ROUNDING or entry.dtype in QUANT_ROUNDING:
             kind = FLOAT_ROUNDING.get(entry.dtype) or QUANT_ROUNDING[entry.dtype]
-            rounding = Rounding(kind, False, entry.dtype, what=_float_what(entry.name))
+            where = ", ".join(part for part in ("ggml's quantizer" if entry.dtype in QUANT_ROUNDING else "",
+                                                 f"{label.upper()} GGUF" if label and label != "none" else "")
+                              if part) or "as stored"
+            rounding = Rounding(kind, False, where, what=_float_what(entry.name))
         if rounding is not None:
             plan.roundings[entry.name] = rounding
     return plan
@@ -193,6 +198,29 @@ def reconcile(model_a: object, model_b: object, plan_a: Plan, plan_b: Plan) -> s
     return "; ".join(said)
 
 
+def requantize(model: object, master: Plan, plan: Plan) -> str:
+    """The master's projections (in `model`, from `master.master`) replaced, in place, by what
+    `plan`'s layout's own converter makes of them (codes and beta: `Layout.quantize_master`),
+    for `roundtrip`, which holds such a layout to its runtime's converter. Returns what that
+    changed ("β and codes by bitnet-gpu's own converter ... : 1497 codes in 8 tensors differ
+    from absmean's"), or "" when no projection has such a converter."""
+    from .kernel import PackedMatrix
+    from .model import kernel_layout
+
+    changed, tensors, layout = 0, 0, ""
+    for name, value in list(model.tensors.items()):
+        again = master_quantized(name, plan, master) if hasattr(value, "codes_bytes") else None
+        if again is None:
+            continue
+        changed += int(np.count_nonzero(again.codes != value.codes()))
+        model.tensors[name] = PackedMatrix.from_ternary(again, kernel_layout(again.shape))
+        tensors, layout = tensors + 1, plan.roundings[name].layout
+    if not tensors:
+        return ""
+    return (f"β and codes by {layout}'s own converter (quantize_master) in {tensors} tensors: {changed} codes "
+            "differ from absmean's")
+
+
 def _reconcile_beta(name: str, a: object, b: object, plan_a: Plan, plan_b: Plan) -> None:
     for plan, master, rounded, other in ((plan_b, plan_a, a, b), (plan_a, plan_b, b, a)):
         if _by_own_quantizer(name, plan, master, rounded, other):
@@ -210,24 +238,41 @@ def _by_own_quantizer(name: str, plan: Plan, master: Plan, rounded: object, othe
     """`rounded` is the master's projection and `plan`'s layout has a master quantizer of its
     own: its beta is held to that quantizer's (given to the master's side when it is the stored
     one), and the codes it changes are counted in `plan.codes_differ` (they stay a difference)."""
-    rounding = plan.roundings.get(name)
-    if master.master is None or rounding is None or rounding.layout is None:
-        return False
-    from .layouts import get_layout
-
-    layout = get_layout(rounding.layout)
-    entry = next((e for e in master.master.entries() if e.name == name), None)
-    again = None if entry is None else layout.quantize_master(master.master, entry)
+    again = master_quantized(name, plan, master)
     if again is None:
         return False
-    weight = again[0]
-    changed = int(np.count_nonzero(weight.codes != rounded.codes()))
+    own_codes(name, plan, again, rounded.codes())
+    if again.beta.tobytes() == other.beta.tobytes() and rounded.beta.tobytes() != other.beta.tobytes():
+        object.__setattr__(rounded, "beta", other.beta)
+        count_own_beta(name, plan)
+    return True
+
+
+def master_quantized(name: str, plan: Plan, master: Plan) -> object | None:
+    """What `plan`'s layout's own converter makes of the master projection `name` (a
+    TernaryWeight; `Layout.quantize_master`), or None: no master, or no converter of its own."""
+    rounding = plan.roundings.get(name)
+    if master.master is None or rounding is None or rounding.layout is None:
+        return None
+    from .layouts import get_layout
+
+    entry = next((e for e in master.master.entries() if e.name == name), None)
+    again = None if entry is None else get_layout(rounding.layout).quantize_master(master.master, entry)
+    return None if again is None else again[0]
+
+
+def own_codes(name: str, plan: Plan, again: object, codes: np.ndarray) -> int:
+    """Counts the codes the layout's own converter changed from absmean's (`plan.codes_differ`)."""
+    changed = int(np.count_nonzero(again.codes != codes))
     if changed:
         plan.codes_differ[name] = changed
-    if weight.beta.tobytes() == other.beta.tobytes() and rounded.beta.tobytes() != other.beta.tobytes():
-        object.__setattr__(rounded, "beta", other.beta)
-        plan.applied[f"β to {rounding.kind} by {layout.name}'s own converter ({rounding.where})"] += 1
-    return True
+    return changed
+
+
+def count_own_beta(name: str, plan: Plan) -> None:
+    """The converter's beta, applied: a declared rounding, named by its layout."""
+    rounding = plan.roundings[name]
+    plan.applied[f"β to {rounding.kind} by {rounding.layout}'s own converter ({rounding.where})"] += 1
 
 
 def _reconcile_floats(name: str, model_a: object, model_b: object, plan_a: Plan, plan_b: Plan) -> None:

@@ -33,7 +33,7 @@ from .diff import compare_pair
 from .errors import BitnetPackError, ScaleNotRepresentable, ShapeError, UsageError
 from .layouts import find_layout, get_layout, layout_names, outtype_of
 from .outputs import scratch_directory
-from .rounding import Plan, plan_of, reconcile, round_values
+from .rounding import Plan, plan_of, reconcile, requantize, round_values
 from .sinks.factory import directory_outtypes, make_sink
 from .ternary import TernaryWeight
 
@@ -285,13 +285,15 @@ class _Reference:
 
         with open_checkpoint(converted) as other, open_checkpoint(self.path, **self.read_options) as source:
             model_a, model_b = model_of(source), model_of(other)
-            rounded = reconcile(model_a, model_b, plan_of(source), plan_of(other))
+            plan_a, plan_b = plan_of(source), plan_of(other)
+            own = requantize(model_a, plan_a, plan_b)  # a layout held to its runtime's own converter
+            rounded = reconcile(model_a, model_b, plan_a, plan_b)
             self.prompt_ids = self.prompt_ids or default_prompt(source.config)
             report = verify(model_a, model_b, self.prompt_ids, self.n_tokens, rounded=rounded)
         if not report.identical:
             raise _Broken(f"decoded weights equal after the declared rounding but the file's own bytes give "
                           f"other logits: {report.cause}")
-        return "identical"
+        return "identical" + (f" to MODEL with {own}" if own else "")
 
 
 def default_prompt(config: dict) -> list[int]:

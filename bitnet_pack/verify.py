@@ -103,6 +103,8 @@ class VerifyReport:
             explained = True
         if not explained:
             parts.append(self._unexplained())
+        if self.rounded:  # what was applied before comparing (and what its converter changed)
+            parts.append(f"declared roundings applied: {self.rounded}")
         return "; ".join(parts)
 
     def _unexplained(self) -> str:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from bitnet_pack.cli import main
 from bitnet_pack.layouts import get_layout, layout_names
 from bitnet_pack.rounding import Plan, Rounding, round_scalar
-from bitnet_pack.sinks.factory import outtype_spellings
+from bitnet_pack.sinks.factory import directory_outtypes, outtype_spellings
 
 OUTTYPES = [o for o in outtype_spellings() if o != "hf"]  # "hf" is hf-packed's other spelling
 IDS = "1,15,27,300,42"
@@ -30,7 +30,7 @@ def converted(request: pytest.FixtureRequest, tiny_a: Path, tmp_path_factory: py
     out = tmp_path_factory.mktemp(request.param)
     paths = {}
     for outtype in OUTTYPES:
-        path = out / (outtype if outtype in ("hf-packed", "bf16") else f"{outtype}.gguf")
+        path = out / (outtype if outtype in directory_outtypes() else f"{outtype}.gguf")
         code, text = run("convert", source, path, "--outtype", outtype)
         assert code == 0, text
         paths[outtype] = path

@@ -72,6 +72,8 @@ def _print_table(report: WeightDiff) -> None:
         click.echo(f"{name:<{width}}  only in B")
     click.echo(f"{len(rows)} of {len(report.tensors)} shared tensors differ; "
                f"{len(report.only_in_a)} only in A, {len(report.only_in_b)} only in B")
+    if report.rounded:
+        click.echo(f"declared roundings applied: {report.rounded}")
 
 
 def _differing(t: TensorDiff) -> str:

@@ -70,7 +70,7 @@ def command(a: str, b: str | None, record_to: Path | None, against: Path | None,
     if wants_embedding(a, b, against):  # BitNet embedding models: pooled embeddings, not a decode
         if tokens is not None or numerics is not None or kernel_config is not None:
             raise UsageError("--tokens, --numerics and --kernel-config do not apply to embedding models")
-        embedding_verify(a, b, record_to, against, prompt, ids, atol, force, as_json, emit_json)
+        embedding_verify(a, b, record_to, against, prompt, ids, atol, force, as_json, emit_json, strict)
         return
     options = {"kernel_config": kernel_config}
     steps = tokens or DEFAULT_TOKENS

@@ -5,11 +5,12 @@ hyperparameters the encoder reads, pooling included."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from ..diff import WeightDiff, compare_configs, compare_pair
+from ..diff import TensorDiff, WeightDiff, compare_configs, compare_pair
 from ..ternary import TernaryWeight
 from .absmean import ternarize
 from .source import EmbSource, EmbTensor, open_embedding
@@ -36,10 +37,32 @@ def _config(source: EmbSource) -> dict[str, object]:
 
 def diff_embeddings(path_a: Path, path_b: Path, progress: Callable[[int], None] | None = None, *,
                     strict: bool = False) -> WeightDiff:
+    """Tensor by tensor; a float difference one side's declared rounding explains (an F16 norm)
+    counts as equal and is named in `.rounded` (`strict`: none)."""
+    from ..rounding import Plan
+    from .encoder import float_plan
+
     with open_embedding(path_a) as a, open_embedding(path_b) as b:
+        plans = (Plan(), Plan()) if strict else (float_plan(a), float_plan(b))
         by_name = {t.gguf: t for t in b.tensors}
-        tensors = [compare_pair(t.gguf, _value(t), _value(by_name[t.gguf])) for t in a.tensors if t.gguf in by_name]
+        tensors = [_pair(t.gguf, _value(t), _value(by_name[t.gguf]), plans) for t in a.tensors if t.gguf in by_name]
         names_a = {t.gguf for t in a.tensors}
+        rounded = "; ".join(f"{plan.description()} on {side}" for side, plan in (("A", plans[1]), ("B", plans[0]))
+                            if plan.applied)
         return WeightDiff(tuple(tensors), tuple(t.gguf for t in a.tensors if t.gguf not in by_name),
                           tuple(t.gguf for t in b.tensors if t.gguf not in names_a),
-                          compare_configs(_config(a), _config(b)))
+                          compare_configs(_config(a), _config(b)), rounded=rounded)
+
+
+def _pair(name: str, a: object, b: object, plans: tuple) -> TensorDiff:
+    from ..rounding import round_values
+
+    diff = compare_pair(name, a, b)
+    if diff.identical or diff.kind != "float":
+        return diff
+    for plan, mine, theirs in ((plans[1], a, b), (plans[0], b, a)):
+        kind = plan.float_kind(name)
+        if kind and np.array_equal(round_values(mine, kind).view(np.uint32), np.asarray(theirs).view(np.uint32)):
+            plan.count(name)
+            return replace(diff, differing=0, max_abs_diff=0.0)
+    return diff

@@ -24,6 +24,7 @@ floatmath's exp): the same bits on every machine.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +36,9 @@ from ..model import kernel_layout
 from ..ternary import TernaryWeight
 from .absmean import ternarize
 from .source import EmbSource
+
+if TYPE_CHECKING:
+    from ..rounding import Plan
 
 GGUF_OF = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
            "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
@@ -58,6 +62,20 @@ def pack(source: EmbSource, beta_rule: str = "numpy1") -> dict[str, PackedMatrix
     return tensors
 
 
+def float_plan(source: EmbSource) -> Plan:
+    """The roundings the source's float storage declares, by GGUF name: an F16 / BF16 norm or
+    embedding (Gemma3's 1 + w in F16, as the converter stores it) rounds a float32 value."""
+    from ..rounding import FLOAT_ROUNDING, Plan, Rounding
+
+    where = f"{source.layout.upper()} GGUF" if source.kind == "gguf" else "as stored"
+    plan = Plan()
+    for tensor in source.tensors:
+        if tensor.kind != "linear" and tensor.stored in FLOAT_ROUNDING:
+            what = "token_embd" if tensor.kind == "embed" else "norms"
+            plan.roundings[tensor.gguf] = Rounding(FLOAT_ROUNDING[tensor.stored], False, where, what=what)
+    return plan
+
+
 class Encoder:
     def __init__(self, source: EmbSource, *, beta_rule: str = "numpy1"):
         c = source.config
@@ -70,6 +88,7 @@ class Encoder:
         self.eps, self.theta = float(c.get("rms_norm_eps", 1e-6)), float(c.get("rope_theta", 10000.0))
         self.vocab = int(c["vocab_size"])
         self.t = pack(source, beta_rule)
+        self.plan = float_plan(source)  # what the source's stored float types round (verify / diff)
 
     def _norm(self, x: np.ndarray, name: str) -> np.ndarray:
         return floatops.rms_norm(x, self.t[name], self.eps)

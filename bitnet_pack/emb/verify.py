@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from ..errors import FormatError, UsageError
 from ..kernel import PackedMatrix
 from ..outputs import check_output, publish, temp_name
 from .encoder import Encoder
+
+if TYPE_CHECKING:
+    from ..rounding import Plan
 
 DEFAULT_TEXTS = ("query: What is BitNet?", "passage: BitNet b1.58 stores every weight as -1, 0 or +1.", "Hello")
 TRACE_KIND = "bitnet-pack embedding trace"
@@ -41,6 +45,7 @@ class EmbVerifyReport:
     embedding_size: int
     rows: list[PromptDiff]
     differing_tensors: list[str] = field(default_factory=list)
+    rounded: str = ""  # the declared roundings applied before comparing ("" for none, or --strict)
 
     @property
     def ok(self) -> bool:
@@ -51,12 +56,15 @@ class EmbVerifyReport:
 
     def summary(self) -> str:
         lines = [f"{len(self.rows)} prompts, embedding size {self.embedding_size}: "
-                 + ("identical embeddings (bit for bit)" if self.ok else
+                 + ("identical embeddings (bit for bit)" + (f" after rounding {self.rounded}" if self.rounded else "")
+                    if self.ok else
                     f"{sum(not r.identical for r in self.rows)} differ")]
         for r in self.rows:
             state = "identical" if r.identical else f"cosine {r.cosine:.9f}, max |diff| {r.max_abs_diff:.3g}"
             lines.append(f"  {len(r.ids):>4} tokens: {state}")
         lines += [f"  differs: {t}" for t in self.differing_tensors]
+        if self.rounded and not self.ok:
+            lines.append(f"  declared roundings applied: {self.rounded}")
         return "\n".join(lines)
 
     @property
@@ -113,11 +121,36 @@ def prompt_set(ids: list[list[int]] | None, texts: list[str] | None, tokenizer_d
     return [[(7 * i + 3) % vocab for i in range(n)] for n in (1, 9, 33)]
 
 
-def verify_models(a: Encoder, b: Encoder, prompts: list[list[int]], labels: tuple[str, str]) -> EmbVerifyReport:
+def reconcile(a: dict, b: dict, plan_a: Plan, plan_b: Plan) -> str:
+    """`rounding.reconcile` for two sets of encoder tensors (GGUF name -> PackedMatrix or float32
+    array): where one side's float tensor is the other's after the storage's declared rounding
+    (an F16 norm), the unrounded side gets the rounded one, in place. Returns what was rounded."""
+    from ..rounding import round_values
+
+    for name, x in a.items():
+        y = b.get(name)
+        if isinstance(x, PackedMatrix) or y is None or isinstance(y, PackedMatrix) or np.shape(x) != np.shape(y):
+            continue
+        if np.array_equal(np.asarray(x).view(np.uint32), np.asarray(y).view(np.uint32)):
+            continue
+        for plan, value, other, tensors in ((plan_b, x, y, a), (plan_a, y, x, b)):
+            kind = plan.float_kind(name)
+            if kind and np.array_equal(round_values(value, kind).view(np.uint32), np.asarray(other).view(np.uint32)):
+                tensors[name] = other
+                plan.count(name)
+                break
+    return "; ".join(f"{plan.description()} on {side}" for side, plan in (("A", plan_b), ("B", plan_a))
+                     if plan.applied)
+
+
+def verify_models(a: Encoder, b: Encoder, prompts: list[list[int]], labels: tuple[str, str], *,
+                  strict: bool = False) -> EmbVerifyReport:
+    """Both sides' pooled embeddings, bit for bit, after the declared roundings (`strict`: none)."""
     if a.hidden != b.hidden:
         raise UsageError(f"embedding sizes differ: {a.hidden} and {b.hidden}")
+    rounded = "" if strict else reconcile(a.t, b.t, a.plan, b.plan)
     rows = [compare(a.embed(ids), b.embed(ids), ids) for ids in prompts]
-    report = EmbVerifyReport(*labels, a.hidden, rows)
+    report = EmbVerifyReport(*labels, a.hidden, rows, rounded=rounded)
     if not report.ok:
         report.differing_tensors = differing_tensors(a, b, [i for ids in prompts for i in ids])
     return report

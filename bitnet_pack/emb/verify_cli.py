@@ -37,7 +37,7 @@ def _encoder(path: Path):
 
 
 def run(a: str, b: str | None, record_to: Path | None, against: Path | None, prompt: str | None,
-        ids: str | None, atol: float, force: bool, as_json: bool, emit_json) -> None:
+        ids: str | None, atol: float, force: bool, as_json: bool, emit_json, strict: bool = False) -> None:
     from . import verify as ev
 
     enc_a, family, tok_a = _encoder(Path(a))
@@ -61,7 +61,7 @@ def run(a: str, b: str | None, record_to: Path | None, against: Path | None, pro
         raise UsageError(f"{a} is a BitNet embedding model and {b} is not: nothing to compare")
     enc_b, _, tok_b = _encoder(Path(b))
     prompts = ev.prompt_set(prompts_given, texts, [d for d in (tok_a, tok_b) if d], min(enc_a.vocab, enc_b.vocab))
-    report = ev.verify_models(enc_a, enc_b, prompts, (a, b))
+    report = ev.verify_models(enc_a, enc_b, prompts, (a, b), strict=strict)
     _show(_within(report, atol), as_json, emit_json, f"{a} and {b} differ")
 
 
