@@ -178,7 +178,7 @@ def _convert(source: Path, output: Path, outtype: str, embedding: str, read_opti
 
 
 def _check_forward(model: Path, converted: Path, layout: str, read_options: dict, result: LayoutResult) -> None:
-    written = get_layout(layout)
+    written, own = get_layout(layout), 0
     with open_checkpoint(model, **read_options) as a, open_checkpoint(converted) as b:
         plan = plan_of(b)
         theirs = {e.name: e for e in b.entries()}
@@ -191,6 +191,7 @@ def _check_forward(model: Path, converted: Path, layout: str, read_options: dict
             again = written.quantize_master(a, entry) if entry.kind == "linear" else None
             if again is not None:
                 result.betas_rounded += _bits(again[0].beta) != _bits(ours.beta)
+                own += 1
                 ours = again[0]
             _check_pair(entry, ours, other, _load(other, layout), plan, result)
             a.release(entry)
@@ -198,7 +199,8 @@ def _check_forward(model: Path, converted: Path, layout: str, read_options: dict
             result.tensors += 1
         if theirs:
             raise _Broken(f"MODEL -> {layout} added tensor {sorted(theirs)[0]!r}")
-    result.rounding = plan.description()
+    own_text = f"β and codes by {written.name}'s own converter (quantize_master) in {own} tensors" if own else ""
+    result.rounding = ", ".join(text for text in (plan.description(), own_text) if text)
 
 
 def _check_pair(entry: Entry, ours: TernaryWeight | Tensor, other: Entry, theirs: TernaryWeight | Tensor,
