@@ -100,7 +100,9 @@ def test_verify_checkpoint_against_its_i2s_file_is_bit_identical(models: dict[st
 
 
 def test_gemma3_f16_norms_differ_and_f32_ones_do_not(tmp_path: Path) -> None:
-    result = run("verify", GEMMA / "hf", GEMMA / "emb-gemma3-i2_s.gguf")
+    result = run("verify", GEMMA / "hf", GEMMA / "emb-gemma3-i2_s.gguf")  # F16 norms: a declared rounding
+    assert result.exit_code == 0 and "after rounding" in result.output and "norms to F16" in result.output
+    result = run("verify", GEMMA / "hf", GEMMA / "emb-gemma3-i2_s.gguf", "--strict")
     assert result.exit_code == 3
     assert "blk.0.attn_norm.weight" in result.output and "cosine" in result.output  # the F16-rounded 1 + w
     kept = tmp_path / "f32-floats.gguf"
@@ -148,7 +150,9 @@ def test_diff_compares_runtime_values(tmp_path: Path) -> None:
     assert run("convert", GEMMA / "hf", kept, "--outtype", "i2_s", "--float-type", "f32").exit_code == 0
     same = run("diff", GEMMA / "hf", kept)
     assert same.exit_code == 0, same.output  # codes, beta bits, 1 + w and the embedding all equal
-    differ = run("diff", GEMMA / "hf", GEMMA / "emb-gemma3-i2_s.gguf", "--json")
+    rounded = run("diff", GEMMA / "hf", GEMMA / "emb-gemma3-i2_s.gguf")
+    assert rounded.exit_code == 0 and "norms to F16 (I2_S GGUF)" in rounded.output  # declared: F16 norms
+    differ = run("diff", GEMMA / "hf", GEMMA / "emb-gemma3-i2_s.gguf", "--json", "--strict")
     assert differ.exit_code == 3
     report, _ = json.JSONDecoder().raw_decode(differ.output)
     changed = {t["name"] for t in report["differing"]}
