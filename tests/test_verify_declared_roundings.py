@@ -178,3 +178,26 @@ def test_gemma3_hf_against_its_converters_i2s_after_rounding_norms_to_f16(tmp_pa
     flip_first_code(GEMMA / "emb-gemma3-i2_s.gguf", flipped, "blk.0.attn_q.weight")
     code, out, err = run("verify", GEMMA / "hf", flipped)
     assert code == 3 and "blk.0.attn_q.weight: 1 codes differ" in out + err
+
+
+def test_iq1_bn_rounds_each_rows_scale_as_its_entry_declares() -> None:
+    """IQ1_BN's declared rounding (its entry's beta_rounding, applied to beta) is the rounding of
+    every row's stored fp16 d: rows with a non-zero code hold round(beta), all-zero rows 0, and
+    the decoded beta is the declared rounding of the encoded one."""
+    from bitnet_pack.layouts import get_layout
+    from bitnet_pack.rounding import Rounding
+    from bitnet_pack.ternary import TernaryWeight
+
+    layout = get_layout("iq1_bn")
+    rng = np.random.default_rng(19)
+    codes = rng.integers(-1, 2, size=(6, 128)).astype(np.int8)
+    codes[[1, 4]] = 0  # all-zero rows: d = 0, every code 2
+    beta = np.float32(0.123456789)
+    data = layout.encode(TernaryWeight(codes, beta), lossy=True)
+    rows = np.frombuffer(data.tobytes(), np.uint8).reshape(6, -1)
+    d = rows[:, :2].copy().view("<f2").astype(np.float32).reshape(-1)
+    declared = Rounding(layout.beta_rounding, True, "IQ1_BN row scales", layout="iq1_bn").beta(beta)
+    assert declared != beta and declared == np.float32(np.float16(beta))
+    assert d[[0, 2, 3, 5]].tolist() == [declared] * 4 and d[[1, 4]].tolist() == [0.0, 0.0]
+    decoded = layout.decode(data, codes.shape)
+    assert decoded.beta.tobytes() == declared.tobytes() and np.array_equal(decoded.codes, codes)
