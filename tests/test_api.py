@@ -188,7 +188,7 @@ def test_f16_embedding_rounding_is_said_and_bf16_keeps_it(tiny_a: Path, tmp_path
     assert any("not exact in F16" in n and "--embedding-type bf16" in n for n in default.notes)
     assert not bitnet_pack.verify(master, default.output, tokens=1, strict=True).ok
     report = bitnet_pack.verify(master, default.output, tokens=1)
-    assert report.ok and report.rounded == "floats to fp16 (F16) in 1 tensor on A"
+    assert report.ok and report.rounded == "embedding to F16 (I2_S GGUF) in 1 tensor on A"
     lossless = bitnet_pack.convert(master, tmp_path / "bf16.gguf", outtype="i2_s", embedding_type="bf16")
     assert not any("F16" in n for n in lossless.notes)
     assert bitnet_pack.verify(master, lossless.output, tokens=1, strict=True).ok
