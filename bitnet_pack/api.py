@@ -392,10 +392,11 @@ def roundtrip(model: Src, layouts: list[str] | None = None, *, revision: str | N
         >>> bitnet_pack.roundtrip("fixtures/tiny-bitnet", ["hf-packed", "i2_s"], tokens=2).ok  # doctest: +SKIP
         True
     """
-    from .layouts import get_layout, layout_names
+    from .layouts import get_layout
+    from .roundtrip import default_layouts
     from .roundtrip import roundtrip as run
 
-    chosen = [get_layout(name).name for name in layouts] if layouts else layout_names()
+    chosen = [get_layout(name).name for name in layouts] if layouts else None
     read = _read_only(read_options)
     source = hub.resolve_source(model, revision, progress=progress is not None)
     if is_embedding_model(source.path):
@@ -404,8 +405,9 @@ def roundtrip(model: Src, layouts: list[str] | None = None, *, revision: str | N
     if keep is not None:
         Path(keep).mkdir(parents=True, exist_ok=True)
     with about(source.path):
-        if not is_embedding_model(source.path):  # (those are read by emb/, which takes no read options)
-            _open_checked(source.path, read).close()
+        with _open_checked(source.path, read) as checked:  # default: every layout that takes its family
+            family = checked.family
+        chosen = chosen or default_layouts(family)
         total = source_bytes(source.path) * len(chosen)
         with started(progress, total, "roundtrip") as advance:
             report = run(source.path, chosen, workdir=Path(keep) if keep is not None else None, prompt_ids=ids,

@@ -96,16 +96,22 @@ def roundtrip(model: str | Path, layouts: list[str] | None = None, *, workdir: P
     with open_checkpoint(model, **(read_options or {})) as source:
         kind, entries = source.kind, source.entries()
         back = _back_outtype(source)
+        layouts = layouts or default_layouts(source.family)
         embedding = None  # the forward leg writes convert's defaults
     report = RoundtripReport(str(model), kind, back)
     reference = _Reference(model, read_options or {}, prompt_ids, n_tokens)
     with scratch_directory("bitnet-pack-roundtrip-") as scratch:
         base = Path(workdir) if workdir is not None else scratch
-        for layout in layouts or layout_names():
+        for layout in layouts:
             report.results.append(_one_layout(model, layout, base, back, embedding, reference, read_options or {}))
             if progress is not None:
                 progress(sum(e.nbytes for e in entries))
     return report
+
+
+def default_layouts(family: object) -> list[str]:
+    """Every registered layout that takes a model of `family` (`Layout.family_refusal`)."""
+    return [name for name in layout_names() if get_layout(name).family_refusal(family) is None]
 
 
 def _back_outtype(source) -> str:

@@ -238,6 +238,12 @@ class Layout:
         """What inspect says about a file holding this layout."""
         return []
 
+    def family_refusal(self, family: object) -> str | None:
+        """Why a model of `family` (an `arch.Family`) cannot go into this layout (None: it can),
+        e.g. a runtime whose graph is one family's only. Sinks refuse with it; `roundtrip`
+        leaves such layouts out of its default list."""
+        return None
+
     def notes_about(self, other: Layout) -> list[str]:
         """What this layout's runtime says about files in `other` (e.g. that it cannot run them)."""
         return []

@@ -66,6 +66,14 @@ class BitnetGPU(Layout):
     )
     embeds_scale = False
 
+    def family_refusal(self, family: object) -> str | None:
+        from ..arch import BITNET_2B4T
+
+        if family is BITNET_2B4T:
+            return None
+        return (f"--outtype {self.name} writes bitnet.cpp's GPU model, a 2B4T graph (relu2, sub-norms); "
+                f"the source is {family.title}")
+
     def check_shape(self, shape: tuple[int, ...], tensor: str | None = None) -> None:
         super().check_shape(shape, tensor=tensor)
         if shape[0] % TILE[0]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arch import BITNET_2B4T, Dims, permute_rows
+from ..arch import Dims, permute_rows
 from ..checkpoints import Checkpoint, Entry, Tensor
 from ..checkpoints.bitnet_gpu import (
     FP16,
@@ -61,9 +61,9 @@ class GPUSink(Sink):
 
     # -- planning -------------------------------------------------------------------------
     def _check_source(self, source: Checkpoint) -> None:
-        if source.family is not BITNET_2B4T:
-            raise UsageError(f"--outtype {NAME} writes bitnet.cpp's GPU model, a 2B4T graph (relu2, sub-norms); "
-                             f"the source is {source.family.title}")
+        refusal = self.layout.family_refusal(source.family)
+        if refusal is not None:
+            raise UsageError(refusal)
 
     def _fused_shapes(self, entries: list[Entry]) -> dict[str, tuple[int, int]]:
         shapes: dict[str, list[int]] = {}
