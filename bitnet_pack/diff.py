@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import fastpath
+from .blocks import HALF_DTYPES, float_differences, same_bytes
 from .checkpoints import Entry, Tensor, open_checkpoint
 from .convert import load_entry
 from .dtypes import round_to_bf16
@@ -228,74 +229,8 @@ def _compare_tensor(name: str, a: Weight, b: Weight) -> TensorDiff:
         if not differing and beta_a != beta_b and not np.any(a.codes if isinstance(a, TernaryWeight) else a.codes()):
             beta_b = beta_a  # an all-zero projection: its beta means nothing (ternary.ZERO_BETA)
         return TensorDiff(name, "ternary", shape_a, differing, size, beta_a, beta_b)
-    differing, worst = _float_differences(a, b)
+    differing, worst = float_differences(a, b)
     return TensorDiff(name, "float", shape_a, differing, size, max_abs_diff=worst)
-
-
-def _float_differences(a: object, b: object) -> tuple[int, float]:
-    """(elements whose float32 bits differ, max |diff|), a block of rows at a time: a 16-bit
-    embedding is compared as its bits when both sides hold the same type, else widened a
-    block at a time, never whole."""
-    rows_a, rows_b = _float_rows(a), _float_rows(b)
-    step = max(1, fastpath.CHUNK_BYTES // max(1, 4 * rows_a.shape[1]))
-    differing, worst = 0, 0.0
-    for start in range(0, rows_a.shape[0], step):
-        block_a, block_b = rows_a[start:start + step], rows_b[start:start + step]
-        if not equal_blocks(block_a, a, block_b, b):
-            va, vb = _block_values(block_a, a), _block_values(block_b, b)
-            unequal = va.view(np.uint32) != vb.view(np.uint32)
-            if unequal.any():
-                differing += int(np.count_nonzero(unequal))
-                worst = max(worst, float(np.abs(va - vb).max()))
-        fastpath.drop_mapped_pages(block_a)
-        fastpath.drop_mapped_pages(block_b)
-    return differing, worst
-
-
-def equal_blocks(block_a: np.ndarray, a: object, block_b: np.ndarray, b: object) -> bool:
-    """Two blocks of stored rows (of float tensors `a`, `b`) shown equal cheaply: the same
-    stored type and bytes, or bf16 and f16 bits of the same values. False: compare the values."""
-    if _half_kind(a) == _half_kind(b) and block_a.dtype == block_b.dtype and np.array_equal(block_a, block_b):
-        return True
-    return _equal_halves(block_a, a, block_b, b)
-
-
-def _equal_halves(block_a: np.ndarray, a: object, block_b: np.ndarray, b: object) -> bool:
-    """A bf16 block equal to an f16 block, shown without widening either: the bf16 values
-    converted exactly to f16 bits (the compiled table) are the f16 side's bits."""
-    kinds = (_half_kind(a), _half_kind(b))
-    if sorted(map(str, kinds)) != ["bf16", "f16"]:
-        return False
-    bf16, f16 = (block_a, block_b) if kinds[0] == "bf16" else (block_b, block_a)
-    converted = fastpath.convert_float(np.ascontiguousarray(bf16), "BF16", "F16")
-    return converted is not None and converted[1] == 0 and np.array_equal(converted[0].view(np.uint16), f16)
-
-
-HALF_DTYPES = {"BF16": "bf16", "F16": "f16"}
-
-
-def _half_kind(value: object) -> str | None:
-    if isinstance(value, Tensor):
-        return HALF_DTYPES.get(value.dtype)
-    return getattr(value, "kind", None) if hasattr(value, "bits") else None
-
-
-def _float_rows(value: object) -> np.ndarray:
-    """The stored array as rows: a HalfTensor's or 16-bit Tensor's bits, else the float32 array."""
-    if isinstance(value, Tensor):
-        data = value.data.view(np.uint16) if _half_kind(value) else np.asarray(value.data, np.float32)
-    else:
-        data = value.bits if _half_kind(value) else np.asarray(value, np.float32)
-    return data.reshape(data.shape[0], -1) if data.ndim > 1 else data.reshape(1, -1)
-
-
-def _block_values(block: np.ndarray, value: object) -> np.ndarray:
-    kind = _half_kind(value)
-    if kind is None:
-        return np.ascontiguousarray(block, np.float32)
-    if kind == "f16":  # (not kernel_half: a diff does not load the kernel)
-        return block.view(np.float16).astype(np.float32)
-    return (block.astype(np.uint32) << 16).view(np.float32)
 
 
 def _beta(weight: TernaryWeight | PackedMatrix) -> float:
@@ -305,7 +240,7 @@ def _beta(weight: TernaryWeight | PackedMatrix) -> float:
 def _differing_codes(a: TernaryWeight | PackedMatrix, b: TernaryWeight | PackedMatrix) -> int:
     """How many codes differ; packed bytes of one layout are compared before decoding."""
     if _is_packed(a) and _is_packed(b) and a.layout == b.layout and a.tiling == b.tiling:
-        if _same_bytes(a.codes_bytes, b.codes_bytes):
+        if same_bytes(a.codes_bytes, b.codes_bytes):
             return 0
     codes_a = a.codes if isinstance(a, TernaryWeight) else a.codes()
     codes_b = b.codes if isinstance(b, TernaryWeight) else b.codes()
@@ -313,20 +248,6 @@ def _differing_codes(a: TernaryWeight | PackedMatrix, b: TernaryWeight | PackedM
         if _is_packed(packed):
             fastpath.drop_mapped_pages(packed.data)
     return int(np.count_nonzero(codes_a != codes_b))
-
-
-def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
-    """Two flat byte arrays compared a block at a time (mapped pages dropped as it goes)."""
-    if a.size != b.size:
-        return False
-    step = fastpath.CHUNK_BYTES
-    for start in range(0, a.size, step):
-        same = np.array_equal(a[start:start + step], b[start:start + step])
-        fastpath.drop_mapped_pages(a[start:start + step])
-        fastpath.drop_mapped_pages(b[start:start + step])
-        if not same:
-            return False
-    return True
 
 
 # -- the config ------------------------------------------------------------------------------

@@ -289,7 +289,7 @@ def rounds_to(value: object, other: object, kind: str) -> bool:
     """Whether `value` (float32 array, model.HalfTensor or quant_dot.QuantTensor) rounded to
     `kind` is `other`, bit for bit and not already equal, read a block of rows at a time."""
     from . import fastpath
-    from .diff import equal_blocks
+    from .blocks import equal_blocks
 
     rows, others = _rows(value), _rows(other)
     if rows.shape[0] != others.shape[0]:
