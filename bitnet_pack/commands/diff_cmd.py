@@ -25,7 +25,7 @@ from .common import emit_json, examples, resolve, revisions
               help="kernel_config.ini for TL1/TL2 GGUFs that do not carry their tiling.")
 @click.option("--strict", is_flag=True, help="Demand identity without rounding: by default a difference that "
               "one side's declared rounding of the other's value explains (an fp16 or bf16 beta, an F16 "
-              "embedding) counts as equal, and is named.")
+              "or quantized embedding, an embedding model's F16 norms) counts as equal, and is named.")
 @click.option("--stop-early", is_flag=True, help="Stop at the first tensor that differs (exit 3 sooner; the "
               "report then covers the tensors compared so far).")
 @click.option("--json", "as_json", is_flag=True, help="The comparison as JSON on stdout.")
