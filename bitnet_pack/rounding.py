@@ -254,10 +254,13 @@ def master_quantized(name: str, plan: Plan, master: Plan) -> object | None:
     rounding = plan.roundings.get(name)
     if master.master is None or rounding is None or rounding.layout is None:
         return None
-    from .layouts import get_layout
+    from .layouts import Layout, get_layout
 
+    layout = get_layout(rounding.layout)
+    if type(layout).quantize_master is Layout.quantize_master:  # no converter of its own: nothing to look up
+        return None
     entry = next((e for e in master.master.entries() if e.name == name), None)
-    again = None if entry is None else get_layout(rounding.layout).quantize_master(master.master, entry)
+    again = None if entry is None else layout.quantize_master(master.master, entry)
     return None if again is None else again[0]
 
 
