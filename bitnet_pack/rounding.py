@@ -124,11 +124,22 @@ def _projection_rounding(source: object, entry: object, get_layout) -> Rounding 
         return None  # a master's beta is computed on load, nothing stored rounds it
     if entry.dtype in FLOAT_ROUNDING:  # a float GGUF projection holds codes x beta in that type
         return Rounding(FLOAT_ROUNDING[entry.dtype], True, entry.dtype)
-    from .checkpoints.gguf import LAYOUT_OF_TYPE
-
-    layout = LAYOUT_OF_TYPE.get(entry.dtype)
+    layout = _gguf_layout(entry.dtype)
     kind = get_layout(layout).beta_rounding if layout is not None else ""
     return Rounding(kind, True, layout.upper(), layout=layout) if kind else None
+
+
+def _gguf_layout(type_name: str) -> str | None:
+    """The layout a GGUF tensor type holds: the layout registry's lookup where it has one,
+    else the GGUF reader's table."""
+    try:
+        from .layouts import layout_of_type
+    except ImportError:
+        from .checkpoints.gguf import LAYOUT_OF_TYPE
+
+        return LAYOUT_OF_TYPE.get(type_name)
+    found = layout_of_type(type_name)
+    return None if found is None else found.name
 
 
 def reconcile(model_a: object, model_b: object, plan_a: Plan, plan_b: Plan) -> str:
