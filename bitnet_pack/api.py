@@ -275,15 +275,21 @@ def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None =
         >>> bitnet_pack.verify("fixtures/tiny-bitnet", "tiny.gguf", tokens=4).ok  # doctest: +SKIP
         True
     """
+    from .generate import check_context
     from .runner import loaded, prompt_ids
     from .verify import verify as compare
 
     read = _read_only(read_options).checkpoint_kwargs()
     path_a = hub.resolve_source(a, revision_a).path
     path_b = hub.resolve_source(b, revision_b).path
-    with loaded(path_a, numerics, **read) as (model_a, tokenizer), loaded(path_b, numerics, **read) as (model_b, _):
+    if isinstance(tokens, bool) or not isinstance(tokens, int):
+        raise UsageError(f"tokens must be an integer, got {tokens!r}")
+    with loaded(path_a, numerics, **read) as side_a, loaded(path_b, numerics, **read) as side_b:
         default = "BitNet b1.58 stores every weight as" if prompt is None and ids is None else prompt
-        return compare(model_a, model_b, prompt_ids(ids, default, tokenizer), tokens, atol=atol)
+        chosen = prompt_ids(ids, default, side_a.tokenizer_json)
+        contexts = [c for c in (side_a.context, side_b.context) if c is not None]
+        check_context(len(chosen), tokens, min(contexts, default=None))  # as the CLI: bounded by the model
+        return compare(side_a.model, side_b.model, chosen, tokens, atol=atol)
 
 
 def roundtrip(model: Src, layouts: list[str] | None = None, *, revision: str | None = None, tokens: int = 4,

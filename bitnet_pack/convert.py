@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import fastpath
-from .checkpoints import Checkpoint, Entry
+from .checkpoints import Checkpoint, Entry, Tensor
 from .errors import BitnetPackError, UsageError
 from .sinks import PlannedTensor, Sink
 from .validate import validate
@@ -71,7 +71,8 @@ def _loaded(entries: list[Entry]) -> Iterator[tuple[Entry, object]]:
 def load_entry(entry: Entry) -> object:
     """`entry.load()`; an error raised without a tensor name (a layout's decode) gets this one."""
     try:
-        return entry.load()
+        value = entry.load()
+        return value.check_finite(tensor=entry.name) if isinstance(value, Tensor) else value
     except BitnetPackError as exc:
         if exc.tensor is not None or isinstance(exc, UsageError):
             raise

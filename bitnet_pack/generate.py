@@ -69,6 +69,9 @@ def _configured_bos(tokenizer, directory: Path) -> int | None:
     return _special_id(tokenizer, config, "bos_token") if config.get("add_bos_token") is True else None
 
 
+MAX_POSITIONS = 1 << 20  # the bound when a model states no max_position_embeddings
+
+
 def context_length(config: dict) -> int | None:
     """max_position_embeddings of a transformers config (None when it does not say)."""
     value = config.get("max_position_embeddings")
@@ -79,6 +82,9 @@ def check_context(prompt_tokens: int, n_tokens: int, context: int | None) -> Non
     """The prompt and `n_tokens` new tokens fit in `context` positions (None: no bound known)."""
     if n_tokens < 1:
         raise UsageError(f"the number of new tokens must be >= 1, got {n_tokens}")
+    if context is None and prompt_tokens + n_tokens > MAX_POSITIONS:  # no context known: still bounded
+        raise UsageError(f"the prompt ({prompt_tokens} tokens) and {n_tokens} new tokens exceed "
+                         f"{MAX_POSITIONS} positions")
     if context is not None and prompt_tokens + n_tokens > context:
         raise UsageError(f"the prompt ({prompt_tokens} tokens) and {n_tokens} new tokens need "
                          f"{prompt_tokens + n_tokens} positions; the model's context "

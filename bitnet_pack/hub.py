@@ -27,7 +27,9 @@ from .checkpoints import AUX_PATTERNS
 from .errors import BitnetPackError, MissingFile, UsageError
 
 SOURCE_KEY = "bitnet_pack.source"
-REPO_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]*[\w-])(?:/(?P<file>[^\s]+))?")
+REPO_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]*[\w-])(?:/(?P<file>[^\s]+))?", re.ASCII)
+# a branch, tag, commit or refs/pr/N: git's ref rules, and nothing that walks out of the cache
+REVISION = re.compile(r"(?!.*\.\.)(?!.*//)(?!/)(?!.*/$)(?!.*\.lock$)[\w.\-/]{1,255}", re.ASCII)
 COMMIT = re.compile(r"[0-9a-f]{40}")
 CHECKPOINT_FILES = ("config.json", "*.safetensors", "model.safetensors.index.json", *AUX_PATTERNS)
 
@@ -70,6 +72,8 @@ class Source:
 def resolve_source(src: str | os.PathLike, revision: str | None = None, *, progress: bool = False) -> Source:
     """A local path as itself; anything else that looks like `org/name[/file]` through the Hub."""
     local = Path(src)
+    if revision is not None and (REVISION.fullmatch(revision) is None or revision.startswith(".")):
+        raise UsageError(f"--revision {revision!r} is not a branch, tag or commit name")
     if local.exists():
         if revision is not None:
             raise UsageError(f"--revision applies to hub repo ids, but {src} is a local path")

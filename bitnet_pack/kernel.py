@@ -41,6 +41,7 @@ from .kernel_formats import byte_problems, count_run, reference_codes, stored_be
 from .layouts import get_layout, normalize_name
 from .ternary import TernaryWeight
 from .ternary import quantize_activations as _numpy_quantize
+from .ternary import stored_beta as checked_beta
 
 __all__ = ["BACKEND", "HALF_KINDS", "NonFiniteActivation", "PackedMatrix", "available_backends", "exact_half_bits",
            "half_matmul", "half_to_float32", "num_threads",
@@ -177,6 +178,9 @@ class PackedMatrix:
             flat = _flat_bytes(name, data)
             _check_size(name, flat, shape, _checked_tiling(name, shape, tiling))
             beta = stored_beta(name, flat, shape)
+        if not (np.isfinite(beta) and beta > 0):  # as convert refuses it: NaN, Inf, 0 or < 0 next to codes
+            checked_beta(beta, lambda: bool(np.any(reference_codes(
+                name, _flat_bytes(name, data), tuple(shape), tiling))), layout=name)
         return cls(name, data, shape, np.float32(beta), tiling)
 
     def codes(self) -> np.ndarray:

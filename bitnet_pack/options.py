@@ -51,6 +51,10 @@ class ReadOptions:
     i2s_variant: str | None = None  # "x86" (128/32 blocks, official files) or "arm" (64/16)
     src_kernel_config: Path | None = None  # kernel_config.ini of a TL1/TL2 source
 
+    def __post_init__(self) -> None:
+        if self.i2s_variant not in (None, "x86", "arm"):
+            raise UsageError(f"i2s_variant must be 'x86' or 'arm', got {self.i2s_variant!r}")
+
     def checkpoint_kwargs(self) -> dict[str, object]:
         return {"i2s_variant": self.i2s_variant, "kernel_config": self.src_kernel_config}
 

@@ -108,6 +108,11 @@ def check_tensors(family: Family, config: Mapping, entries: list, *, where: obje
 
     if not entries:
         raise MissingTensor("holds no tensors", path=where)
+    layers = config["num_hidden_layers"]
+    if layers > len(entries):  # bounded by what the file holds before any per-layer table is built
+        key = "block_count" if origin == "GGUF metadata" else "num_hidden_layers"
+        raise MissingTensor(f"{origin} {key} {layers}, but the file holds only {len(entries)} "
+                            "tensors (each layer needs several)", path=where)
     expected = family.tensor_shapes(dict(config))
     for entry in entries:
         shape = expected.get(entry.name)

@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from bitnet_pack.convert import convert
 from bitnet_pack.errors import OutputExists
 from bitnet_pack.sinks.factory import make_sink
 from bitnet_pack.ternary import ZERO_BETA
+
+CASE_SECONDS, CASE_BYTES = 30, 256 << 20  # the tiny fixture needs a few MB and well under a second
 
 
 def run(*args: object, cwd: Path | None = None) -> tuple[int, str, str]:
@@ -69,7 +73,15 @@ def test_hostile_case(tmp_path: Path, name: str) -> None:
     out.mkdir()
     args = case.build(inputs, out)
     before_in, before_out = snapshot(inputs), snapshot(out)
-    code, _, stderr = run(*args)
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        code, _, stderr = run(*args)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - started < CASE_SECONDS, name  # no bomb runs on
+    assert peak < CASE_BYTES, (name, peak)  # and none grows: numpy's buffers are traced too
     assert code == case.code, stderr
     line = one_error_line(stderr)
     for fragment in case.message:

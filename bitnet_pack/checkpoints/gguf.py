@@ -29,8 +29,16 @@ from gguf import GGMLQuantizationType, quants
 from .. import fastpath
 from ..arch import family_of_gguf
 from ..containers.gguf import GGUFFile
-from ..errors import BitnetPackError, FormatError, MissingFile, NonFiniteWeight, NotTernary, UnknownTensorType
-from ..gguf_meta import config_from_kvs
+from ..errors import (
+    BitnetPackError,
+    FormatError,
+    MissingFile,
+    NonFiniteWeight,
+    NotTernary,
+    UnknownTensorType,
+    UsageError,
+)
+from ..gguf_meta import check_tokenizer_kvs, config_from_kvs
 from ..kernel_config import KernelConfig, parse_kernel_config, read_kernel_config, sibling_path
 from ..layouts import get_layout
 from ..ternary import ZERO_BETA, TernaryWeight, check_ternary
@@ -55,6 +63,7 @@ class GGUFCheckpoint(Checkpoint):
         self.file = GGUFFile(self.path, flavour=flavour)
         arch = self.file.architecture or ""
         try:
+            check_tokenizer_kvs(self.file.kv)
             self.family = family_of_gguf(arch, self.file.get)
             self.config = config_from_kvs(self.file.get, arch, has_output="output.weight" in self.file.tensors)
         except BitnetPackError as exc:
@@ -83,7 +92,11 @@ class GGUFCheckpoint(Checkpoint):
     def _i2s_layout(self, variant: str | None) -> str:
         recorded = self.file.get("bitnet_pack.layout")
         if variant is not None:
-            return "i2_s_arm" if variant == "arm" else "i2_s"
+            wanted = "i2_s_arm" if variant == "arm" else "i2_s"
+            if recorded in ("i2_s", "i2_s_arm") and recorded != wanted:  # the file says what it is
+                raise UsageError(f"--i2s-variant {variant}: the file records its layout as {recorded} "
+                                 "(bitnet_pack.layout); reading it as the other variant scrambles the codes")
+            return wanted
         return "i2_s_arm" if recorded == "i2_s_arm" else "i2_s"
 
     def _kernel_config(self, path: Path | None) -> KernelConfig | None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -16,7 +17,19 @@ __all__ = ["about", "emit_json", "examples", "note", "parse_size", "resolve", "s
 
 
 def emit_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    """Strict JSON (RFC 8259): a NaN or Inf value (a crafted file's metadata) becomes the
+    string "NaN", "Infinity" or "-Infinity", never the bare tokens json parsers refuse."""
+    click.echo(json.dumps(_strict(data), indent=2, default=str, allow_nan=False))
+
+
+def _strict(value: object) -> object:
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    return value
 
 
 def note(message: str) -> None:
