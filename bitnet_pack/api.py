@@ -104,7 +104,8 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
         target = resolve_output(out, outtype, model_id(source, checkpoint), count_params([e.shape for e in entries]))
         if write.name is None and source.is_hub and is_gguf_output(target):
             write = WriteOptions(**(write.given() | {"name": source.model_id}))  # not the snapshot folder
-        sink = make_sink(target, outtype, force=force, inputs=[source.path], extra_metadata=source.metadata(),
+        given = [Path(p) for p in (read.src_kernel_config, legacy) if p is not None]  # inputs too: never replaced
+        sink = make_sink(target, outtype, force=force, inputs=[source.path, *given], extra_metadata=source.metadata(),
                          options=write)
         notes += checkpoint.notes
         report = ConvertReport(target, outtype, source.label, checkpoint.kind, len(entries),
