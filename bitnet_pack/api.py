@@ -7,7 +7,8 @@ keyword the source or the output would not use is a `UsageError`, not silently i
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from os import PathLike
@@ -19,7 +20,7 @@ from . import hub
 from .checkpoints import Checkpoint, Entry, Tensor, open_checkpoint
 from .convert import convert as run_pipeline
 from .convert import plan as plan_pipeline
-from .errors import UsageError
+from .errors import BitnetPackError, OutputExists, UsageError
 from .inspection import Inspection, describe, source_bytes
 from .naming import count_params, model_id, resolve_output
 from .options import ReadOptions, WriteOptions, place_kernel_config, split_options
@@ -35,6 +36,29 @@ from .verify import VerifyReport
 __all__ = ["ConvertReport", "Model", "convert", "inspect", "open", "roundtrip", "verify"]
 
 Src = str | PathLike
+_UNFORESEEN = (ValueError, OverflowError, KeyError, AttributeError, TypeError, IndexError, RecursionError)
+
+
+def _typed(function: Callable) -> Callable:
+    """The library raises the project's errors only: an OSError, MemoryError or an unforeseen
+    ValueError/KeyError/... (a crafted input no check caught) becomes a `BitnetPackError`
+    naming the original (kept as `__cause__`); KeyboardInterrupt passes through."""
+    @functools.wraps(function)
+    def wrapped(*args: object, **kwargs: object) -> object:
+        try:
+            return function(*args, **kwargs)
+        except BitnetPackError:
+            raise
+        except FileExistsError as exc:
+            raise OutputExists(f"{exc.strerror or exc}: pass force=True to replace it", path=exc.filename) from exc
+        except MemoryError as exc:
+            raise BitnetPackError("out of memory (MemoryError): the input asks for more than this machine has") \
+                from exc
+        except OSError as exc:
+            raise BitnetPackError(f"{type(exc).__name__}: {exc.strerror or exc}", path=exc.filename) from exc
+        except _UNFORESEEN as exc:
+            raise BitnetPackError(f"unforeseen {type(exc).__name__}: {exc} (please report it)") from exc
+    return wrapped
 
 
 @dataclass
@@ -65,8 +89,10 @@ def _resolve(src: Src, revision: str | None, progress: ProgressFactory | None, n
     return source
 
 
+@_typed
 def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | None = None, force: bool = False,
             dry_run: bool = False, push_to_hub: str | None = None, progress: ProgressFactory | None = None,
+            private: bool = False, commit_message: str | None = None, token: str | None = None,
             **options: object) -> ConvertReport:
     """Convert the checkpoint SRC into OUT in `outtype`, one tensor at a time.
 
@@ -79,7 +105,8 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
         revision: branch, tag or commit of a hub `src`.
         force: replace an existing OUT.
         dry_run: plan only (`ConvertReport.planned`); nothing is written.
-        push_to_hub: upload OUT to this repo id once complete (token and endpoint are checked first).
+        push_to_hub: upload OUT to this repo id once complete (token and endpoint are checked first);
+            `private` creates the repo private, `commit_message` and `token` as huggingface_hub's.
         progress: a `progress.ProgressFactory` (e.g. `progress.bars(True)`), or None.
         **options: read and write options of `options` (e.g. `embedding_type="bf16"`,
             `scale_dtype="f32"`, `max_shard_size="2G"`, `i2s_variant="arm"`); one the source or the
@@ -95,8 +122,11 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
     """
     outtype = canonical_outtype(outtype)
     read, write, legacy = split_options(options)
+    if push_to_hub is None and (private or commit_message is not None or token is not None):
+        raise UsageError("private, commit_message and token apply to push_to_hub only")
+    hub.remember_token(token)
     if push_to_hub is not None and not dry_run:
-        hub.check_push(push_to_hub)
+        hub.check_push(push_to_hub, token)
     notes: list[str] = []
     source = _resolve(src, revision, progress, notes)
     with about(source.path), _open_for_output(source.path, read, write, legacy, outtype) as (checkpoint, write):
@@ -124,7 +154,8 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
     notes += getattr(sink, "notes", [])
     if push_to_hub is not None:
         origin = source.label if source.is_hub else source.model_id
-        report.pushed = hub.push_to_hub(result.output, push_to_hub, message=f"bitnet-pack: {outtype} from {origin}")
+        message = commit_message or f"bitnet-pack: {outtype} from {origin}"
+        report.pushed = hub.push_to_hub(result.output, push_to_hub, message=message, private=private, token=token)
     return report
 
 
@@ -206,6 +237,7 @@ class Model:
         self.close()
 
 
+@_typed
 def open(src: Src, *, revision: str | None = None, **read_options: object) -> Model:  # noqa: A001
     """Open a checkpoint for lazy reading.
 
@@ -229,6 +261,7 @@ def open(src: Src, *, revision: str | None = None, **read_options: object) -> Mo
         return Model(_open_checked(source.path, read), source.label)
 
 
+@_typed
 def inspect(src: Src, *, revision: str | None = None, progress: ProgressFactory | None = None,
             **read_options: object) -> Inspection:
     """Every tensor of SRC: name, stored dtype, shape, layout, beta, share of -1/0/+1.
@@ -257,6 +290,7 @@ def inspect(src: Src, *, revision: str | None = None, progress: ProgressFactory 
     return report
 
 
+@_typed
 def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None = None, tokens: int = 16,
            atol: float = 0.0, numerics: str = "reference", revision_a: str | None = None,
            revision_b: str | None = None, **read_options: object) -> VerifyReport:
@@ -293,6 +327,7 @@ def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None =
         return compare(side_a.model, side_b.model, chosen, tokens, atol=atol)
 
 
+@_typed
 def roundtrip(model: Src, layouts: list[str] | None = None, *, revision: str | None = None, tokens: int = 4,
               ids: list[int] | None = None, keep: Src | None = None, progress: ProgressFactory | None = None,
               **read_options: object) -> RoundtripReport:

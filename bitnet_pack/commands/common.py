@@ -13,7 +13,10 @@ from ..options import parse_size
 from ..progress import is_quiet
 from ..runner import about
 
-__all__ = ["about", "emit_json", "examples", "note", "parse_size", "resolve", "source_bytes"]
+# SRC/OUT: a path (completed as one by the shell) or a hub repo id; the value stays the text given
+PATH_OR_REPO = click.Path(dir_okay=True, file_okay=True)
+
+__all__ = ["PATH_OR_REPO", "about", "emit_json", "examples", "note", "parse_size", "resolve", "source_bytes"]
 
 
 def emit_json(data: object) -> None:

@@ -6,11 +6,33 @@ from pathlib import Path
 import click
 
 from ..api import ConvertReport, convert
+from ..errors import UsageError
 from ..progress import bars, bars_wanted
-from ..sinks.factory import outtype_spellings
-from .common import emit_json, examples, note
+from ..sinks.factory import canonical_outtype, outtype_spellings
+from .common import PATH_OR_REPO, emit_json, examples, note
 
 INI = click.Path(path_type=Path, dir_okay=False)
+
+
+class Outtype(click.ParamType):
+    """An outtype in any spelling the layouts take (TQ2_0, tq2-0, hf), or `auto`."""
+
+    name = "outtype"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from ..errors import UsageError
+
+        if str(value).lower() == "auto":
+            return "auto"
+        try:
+            return canonical_outtype(str(value))
+        except UsageError:
+            self.fail(f"{value!r} is not one of {', '.join(map(repr, outtype_spellings()))} or 'auto'", param, ctx)
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(n) for n in (*outtype_spellings(), "auto") if n.startswith(incomplete.lower())]
 
 
 @click.command("convert", epilog=examples(
@@ -18,16 +40,21 @@ INI = click.Path(path_type=Path, dir_okay=False)
     "bitnet-pack convert ggml-model-i2_s.gguf ./packed --outtype hf-packed --scale-dtype f32",
     "bitnet-pack convert ./packed 'model-{ftype}.gguf' --outtype tq2_0 --dry-run",
     "bitnet-pack convert org/name . --outtype tl2     # default name, in the current directory"))
-@click.argument("src")
-@click.argument("out", required=False)
-@click.option("--outtype", required=True, type=click.Choice(outtype_spellings(), case_sensitive=False),
-              help="Layout of the projections in OUT (hf is hf-packed).")
+@click.argument("src", type=PATH_OR_REPO)
+@click.argument("out", required=False, type=PATH_OR_REPO)
+@click.option("--outfile", default=None, type=PATH_OR_REPO, help="OUT as an option (llama.cpp's spelling).")
+@click.option("--outtype", required=True, type=Outtype(),
+              help="Layout of the projections in OUT (hf is hf-packed; tq2-0 is tq2_0; auto: i2_s for a GGUF "
+                   "OUT, hf-packed for a directory).")
 @click.option("--revision", default=None, help="Branch, tag or commit of a hub SRC (default: main).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (tensors, layouts, sizes); write nothing.")
 @click.option("--push-to-hub", "push_repo", default=None, metavar="REPO",
               help="Upload OUT to this hub repo (created if needed) once complete; HF_TOKEN and the endpoint "
                    "are checked before converting.")
+@click.option("--private", is_flag=True, help="[--push-to-hub] Create the repo private (default: public).")
+@click.option("--commit-message", default=None, help="[--push-to-hub] The upload's commit message.")
+@click.option("--token", default=None, help="[--push-to-hub] Hub token (default: HF_TOKEN, or `hf auth login`'s).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @click.option("--i2s-variant", type=click.Choice(["x86", "arm"]), default=None,
               help="[I2_S GGUF SRC] Read its blocks as x86 (128/32, official files) or ARM (64/16).")
@@ -54,8 +81,9 @@ INI = click.Path(path_type=Path, dir_okay=False)
                    "f32 keeps them exactly and transformers loads it.")
 @click.option("--kernel-config", type=INI, default=None,
               help="Old spelling: --src-kernel-config when SRC is TL1/TL2, --out-kernel-config when OUT is.")
-def command(src: str, out: str | None, outtype: str, revision: str | None, force: bool, dry_run: bool,
-            push_repo: str | None, as_json: bool, **options: object) -> None:
+def command(src: str, out: str | None, outfile: str | None, outtype: str, revision: str | None, force: bool,
+            dry_run: bool, push_repo: str | None, private: bool, commit_message: str | None, token: str | None,
+            as_json: bool, **options: object) -> None:
     """Convert SRC into OUT with --outtype.
 
     SRC is a checkpoint directory, a .gguf or .safetensors file, or a hub repo id
@@ -68,8 +96,14 @@ def command(src: str, out: str | None, outtype: str, revision: str | None, force
     directory). Options marked [...] apply to that kind of SRC or OUT only; given
     elsewhere they are a usage error (exit 2).
     """
+    if outfile is not None and out is not None:
+        raise UsageError(f"OUT is given twice: {out} and --outfile {outfile}")
+    out = outfile if out is None else out
+    if outtype == "auto":  # bitnet.cpp's default quantization for a GGUF, transformers' packed form otherwise
+        outtype = "hf-packed" if out is not None and _names_directory(out) else "i2_s"
     report = convert(src, out, outtype=outtype, revision=revision, force=force, dry_run=dry_run,
-                     push_to_hub=push_repo, progress=bars(bars_wanted(as_json)), **options)
+                     push_to_hub=push_repo, progress=bars(bars_wanted(as_json)), private=private,
+                     commit_message=commit_message, token=token, **options)
     for message in report.notes:
         note(message)
     if dry_run:
@@ -87,6 +121,12 @@ def command(src: str, out: str | None, outtype: str, revision: str | None, force
                f"{report.bytes_read / 1e6:.2f} MB read, {report.bytes_written / 1e6:.2f} MB written")
     if report.pushed is not None:
         click.echo(f"pushed to {report.pushed}")
+
+
+def _names_directory(out: str) -> bool:
+    from ..naming import names_folder
+
+    return not out.endswith(".gguf") and not names_folder(out) and not Path(out).is_dir()
 
 
 def _print_plan(report: ConvertReport, push_repo: str | None, as_json: bool) -> None:

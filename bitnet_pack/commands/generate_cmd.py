@@ -5,14 +5,14 @@ from pathlib import Path
 
 import click
 
-from .common import emit_json, examples
+from .common import PATH_OR_REPO, emit_json, examples
 from .model_io import NUMERICS, loaded
 
 
 @click.command("generate", epilog=examples(
     "bitnet-pack generate out.gguf --prompt 'Hello' --tokens 8",
     "bitnet-pack generate ./packed --prompt 'Hello' --numerics bitnet.cpp"))
-@click.argument("model", type=str)
+@click.argument("model", type=PATH_OR_REPO)
 @click.option("--prompt", required=True, help="Prompt text.")
 @click.option("--tokens", default=32, show_default=True, type=click.IntRange(1),
               help="New tokens at most; with the prompt, at most the model's context (max_position_embeddings).")

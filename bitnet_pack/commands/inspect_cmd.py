@@ -8,8 +8,8 @@ import click
 
 from ..api import inspect
 from ..inspection import Inspection, describe_raw
-from ..progress import bars, bars_wanted
-from .common import about, emit_json, examples, note, resolve
+from ..progress import bars, bars_wanted, is_quiet
+from .common import PATH_OR_REPO, about, emit_json, examples, note, resolve
 
 TEXT_SHOWN = 120
 
@@ -18,7 +18,7 @@ TEXT_SHOWN = 120
     "bitnet-pack inspect out.gguf",
     "bitnet-pack inspect ggml-model-tl2.gguf --json     # finds ggml-model-tl2.kernel_config.ini",
     "bitnet-pack inspect ./packed --raw"))
-@click.argument("src")
+@click.argument("src", type=PATH_OR_REPO)
 @click.option("--revision", default=None, help="Branch, tag or commit of a hub SRC (default: main).")
 @click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="kernel_config.ini of a TL1/TL2 SRC (default: its metadata, else <stem>.kernel_config.ini "
@@ -52,7 +52,7 @@ def _print_checkpoint(report: Inspection) -> None:
     if report.source is not None:
         note(f"resolved the hub source to {report.source}")
     click.echo(f"{report.path}: {report.kind} ({report.layout}), family {report.family}")
-    for message in report.notes:
+    for message in [] if is_quiet() else report.notes:  # -q: results only
         click.echo(f"  note: {message}")
     width = max(len(r.name) for r in report.tensors)
     for row in report.tensors:
