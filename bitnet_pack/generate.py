@@ -105,11 +105,16 @@ class Generation:
         return asdict(self)
 
 
-def generate(model: BitNetModel, tokenizer_json_path: str | Path, prompt: str, n_tokens: int, *,
-             context: int | None = None) -> Generation:
-    """Greedy-decode up to `n_tokens` after `prompt` (stops at EOS), within `context` positions."""
+def generate(model: BitNetModel, tokenizer_json_path: str | Path, prompt: str | None, n_tokens: int, *,
+             context: int | None = None, ids: list[int] | None = None) -> Generation:
+    """Greedy-decode up to `n_tokens` after `prompt`, or after the token `ids` given instead
+    (stops at EOS), within `context` positions."""
     tokenizer = load_tokenizer(tokenizer_json_path)
-    prompt_ids = encode_prompt(tokenizer, prompt, tokenizer_json_path)
+    if ids is not None:
+        prompt_ids = list(ids)
+        prompt = tokenizer.decode(prompt_ids, skip_special_tokens=False)
+    else:
+        prompt_ids = encode_prompt(tokenizer, prompt or "", tokenizer_json_path)
     check_context(len(prompt_ids), n_tokens, context)
     ids, _ = model.generate_ids(prompt_ids, n_tokens)
     stops = eos_ids(tokenizer, Path(tokenizer_json_path).parent)

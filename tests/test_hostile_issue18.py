@@ -217,3 +217,81 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "bitnet_pack", "convert", str(pipe), str(tmp_path / "o.gguf"),
                              "--outtype", "tq2_0"], capture_output=True, text=True, env=ENV, timeout=60)
     assert result.returncode == 1 and one_error_line(result.stderr)
+
+
+# -- habits of the field ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("spelling,outtype", [("tq2-0", "tq2_0"), ("TQ2_0", "tq2_0"), ("I2-S", "i2_s"),
+                                              ("auto", "i2_s"), ("hf", "hf-packed")])
+def test_outtype_takes_the_fields_spellings_and_auto(tmp_path: Path, spelling: str, outtype: str) -> None:
+    out = tmp_path / ("o" if outtype == "hf-packed" else "o.gguf")
+    code, stdout, stderr = run("convert", FIXTURE, "--outfile", out, "--outtype", spelling, "--dry-run", "--json")
+    assert code == 0, stderr
+    planned = json.loads(stdout)
+    assert planned["output"] == str(out)
+    direct = run("convert", FIXTURE, out, "--outtype", outtype, "--dry-run", "--json")[1]
+    assert json.loads(direct) == planned
+
+
+def test_outtype_auto_for_a_directory_is_hf_packed(tmp_path: Path) -> None:
+    code, _, stderr = run("convert", FIXTURE, tmp_path / "packed", "--outtype", "auto")
+    assert code == 0, stderr
+    config = json.loads((tmp_path / "packed" / "config.json").read_text())
+    assert config["quantization_config"]["quantization_mode"] == "offline"
+
+
+def test_out_given_twice_is_a_usage_error(tmp_path: Path) -> None:
+    code, _, stderr = run("convert", FIXTURE, tmp_path / "a.gguf", "--outfile", tmp_path / "b.gguf", "--outtype",
+                          "i2_s")
+    assert code == 2 and "OUT is given twice" in one_error_line(stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("size,expected", [("500MiB", 500 << 20), ("0.5GB", 500_000_000), ("2G", 2 * 10**9),
+                                           ("1.5k", 1500), ("64KiB", 65536)])
+def test_sizes_take_binary_units_and_fractions(size: str, expected: int) -> None:
+    from bitnet_pack.options import parse_size
+
+    assert parse_size(size) == expected
+
+
+def test_sharding_with_a_binary_size(tmp_path: Path) -> None:
+    code, _, stderr = run("convert", FIXTURE, tmp_path / "out", "--outtype", "hf-packed", "--max-shard-size",
+                          "200KiB")
+    assert code == 0, stderr
+    assert len(list((tmp_path / "out").glob("model-*.safetensors"))) > 1
+
+
+def test_quiet_after_the_command_and_inspect_quiet_prints_no_notes(tmp_path: Path) -> None:
+    noisy = run("inspect", FIXTURE)[1]
+    assert "note:" in noisy
+    for args in (("inspect", FIXTURE, "-q"), ("-q", "inspect", FIXTURE), ("inspect", "--quiet", FIXTURE)):
+        code, stdout, stderr = run(*args)
+        assert code == 0 and "note:" not in stdout + stderr and stdout.splitlines()[1:] == \
+            [line for line in noisy.splitlines()[1:] if "note:" not in line]
+    code, _, stderr = run("convert", FIXTURE, tmp_path / "o.gguf", "--outtype", "i2_s", "-q")
+    assert code == 0 and stderr == ""
+
+
+def test_shell_completion_offers_files_for_src_and_out(tmp_path: Path) -> None:
+    env = {**ENV, "_BITNET_PACK_COMPLETE": "bash_complete", "COMP_CWORD": "3"}
+    for words in ("bitnet-pack convert src ou", "bitnet-pack inspect x y", "bitnet-pack generate m x"):
+        env["COMP_WORDS"] = words
+        env["COMP_CWORD"] = "3" if words.startswith("bitnet-pack convert") else "2"
+        result = subprocess.run([sys.executable, "-m", "bitnet_pack"], capture_output=True, text=True, env=env,
+                                timeout=60)
+        assert result.stdout.startswith("file,"), (words, result.stdout, result.stderr)
+    env |= {"COMP_WORDS": "bitnet-pack convert a b --outtype tq", "COMP_CWORD": "5"}
+    result = subprocess.run([sys.executable, "-m", "bitnet_pack"], capture_output=True, text=True, env=env, timeout=60)
+    assert "plain,tq1_0" in result.stdout and "plain,tq2_0" in result.stdout
+
+
+def test_generate_takes_ids(tmp_path: Path) -> None:
+    code, stdout, stderr = run("generate", FIXTURE, "--ids", "1,15,27", "--tokens", "3", "--json")
+    assert code == 0, stderr
+    data = json.loads(stdout)
+    assert data["prompt_ids"] == [1, 15, 27] and len(data["ids"]) <= 3
+    code, _, stderr = run("generate", FIXTURE, "--tokens", "3")
+    assert code == 2 and "--prompt" in one_error_line(stderr)
+    code, _, stderr = run("generate", FIXTURE, "--ids", "1,2.5", "--tokens", "3")
+    assert code == 2 and "--ids" in one_error_line(stderr)
