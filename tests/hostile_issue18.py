@@ -135,6 +135,12 @@ def ini_with_percent(inputs: Path) -> Path:
     return path
 
 
+def ini_too_large(inputs: Path) -> Path:
+    path = inputs / "large.ini"
+    path.write_bytes(b";" * ((1 << 20) + 1))
+    return path
+
+
 # -- the rows ---------------------------------------------------------------------------------
 
 def cases(Hostile, convert_of, command_on, fixture_master, gguf_with, kv_set, only, set_bits, i2s_beta,
@@ -185,6 +191,8 @@ def cases(Hostile, convert_of, command_on, fixture_master, gguf_with, kv_set, on
         "fifo_as_gguf": Hostile(lambda i, o: ["inspect", str(fifo(i, "pipe.gguf"))], 1,
                                 ("pipe.gguf", "not a checkpoint")),
         "fifo_as_kernel_config": Hostile(tl2_with("--kernel-config", fifo), 1, ("pipe.ini", "is a FIFO")),
+        "kernel_config_too_large": Hostile(tl2_with("--kernel-config", ini_too_large), 1,
+                                           ("large.ini", "1048577 bytes is too large")),
         "fifo_as_trace": Hostile(verify_against(lambda i: fifo(i, "pipe.npz")), 1, ("pipe.npz", "is a FIFO")),
         # accepted with exit 0 where the README says refused
         "gguf_rope_scaling_yarn": Hostile(convert_of(gguf_with("i2_s", kv=kv_set(
