@@ -8,6 +8,7 @@ keyword the source or the output would not use is a `UsageError`, not silently i
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -77,6 +78,11 @@ class ConvertReport:
     planned: list[PlannedTensor] = field(default_factory=list)
     pushed: str | None = None  # the hub commit URL with `push_to_hub`
     hub_source: str | None = None  # "org/name@<commit>" when SRC was a hub repo id
+    files: list[tuple[str, str]] = field(default_factory=list)  # (path, role) written, or to be written
+    source_path: str = ""  # SRC as resolved (a hub SRC: its snapshot)
+    source_layout: str = ""  # the projection layout of SRC
+    family: str = ""
+    existed: bool | None = None  # dry run: whether OUT exists already
 
     def to_dict(self) -> dict:
         return asdict(self) | {"output": str(self.output)}
@@ -140,23 +146,33 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
         notes += checkpoint.notes
         report = ConvertReport(target, outtype, source.label, checkpoint.kind, len(entries),
                                sum(e.nbytes for e in entries), 0, notes, dry_run,
-                               hub_source=source.label if source.is_hub else None)
+                               hub_source=source.label if source.is_hub else None, source_path=str(source.path),
+                               source_layout=checkpoint.layout, family=checkpoint.family.name)
         if dry_run:
             report.planned = plan_pipeline(checkpoint, sink)  # validated as a real run is
             report.bytes_written = sum(p.nbytes for p in report.planned)
+            report.files, report.existed = _planned_files(target, outtype, sink), os.path.lexists(target)
             notes += getattr(sink, "notes", [])  # the GGUF arch it would write, warnings
             # writes nothing, but clears what killed runs left, as a real run would
             notes += [f"removed {stale.name}, left by a run that was killed" for stale in remove_stale_temps(target)]
             return report
         with started(progress, report.bytes_read, f"{source.path.name} -> {target.name}") as advance:
             result = run_pipeline(checkpoint, sink, progress=advance)
-    report.output, report.bytes_written = result.output, result.bytes_written
+    report.output, report.bytes_written, report.planned = result.output, result.bytes_written, result.planned
+    report.files = list(getattr(sink, "files", [(str(result.output), "output")]))
     notes += getattr(sink, "notes", [])
     if push_to_hub is not None:
         origin = source.label if source.is_hub else source.model_id
         message = commit_message or f"bitnet-pack: {outtype} from {origin}"
         report.pushed = hub.push_to_hub(result.output, push_to_hub, message=message, private=private, token=token)
     return report
+
+
+def _planned_files(target: Path, outtype: str, sink: object) -> list[tuple[str, str]]:
+    """What a real run would write: OUT, and a TL GGUF's kernel_config.ini beside it."""
+    files = [(str(target), "gguf" if is_gguf_output(target) else "checkpoint")]
+    ini = getattr(sink, "planned_ini", lambda: None)()
+    return files + ([(str(ini), "kernel_config")] if ini is not None else [])
 
 
 @contextmanager

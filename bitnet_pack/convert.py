@@ -21,6 +21,7 @@ class ConvertResult:
     bytes_read: int
     bytes_written: int
     notes: list[str] = field(default_factory=list)
+    planned: list[PlannedTensor] = field(default_factory=list)
 
 
 def plan(source: Checkpoint, sink: Sink) -> list[PlannedTensor]:
@@ -49,7 +50,7 @@ def convert(source: Checkpoint, sink: Sink, *, progress: Callable[[int], None] |
         sink.abort()
         raise
     return ConvertResult(output, source.kind, len(entries), sum(e.nbytes for e in entries),
-                         sum(p.nbytes for p in planned), list(source.notes))
+                         sum(p.nbytes for p in planned), list(source.notes), planned)
 
 
 def _loaded(entries: list[Entry]) -> Iterator[tuple[Entry, object]]:

@@ -25,6 +25,7 @@ class TensorInfo:
     layout: str | None = None
     beta: float | None = None
     share: dict[str, float] | None = None
+    nbytes: int | None = None  # bytes stored in the file
 
 
 @dataclass
@@ -50,7 +51,7 @@ def describe(path: Path, progress: Callable[[int], None] | None = None, **read_o
         report = Inspection(str(path), source.kind, source.layout, family=source.family.name)
         for entry in source.entries():
             row = TensorInfo(entry.name, entry.dtype, list(entry.shape),
-                             source.layout if entry.kind == "linear" else None)
+                             source.layout if entry.kind == "linear" else None, nbytes=entry.nbytes)
             value = entry.load()
             if isinstance(value, TernaryWeight):
                 minus, zero, plus = value.counts()

@@ -217,9 +217,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, out_name: st
     plan = json.loads(result.stdout)
     assert plan["output"] == str(tmp_path / out_name) and plan["exists"] is False
     assert len(plan["tensors"]) == (24 if outtype != "hf-packed" else 38)
-    assert plan["total_bytes"] == sum(t["nbytes"] for t in plan["tensors"]) > 0
+    assert plan["bytes_written"] == sum(t["nbytes"] for t in plan["tensors"]) > 0
     if outtype != "hf-packed":
-        assert {t["kind"] for t in plan["tensors"]} >= {outtype.upper(), "F32"}
+        assert {t["dtype"] for t in plan["tensors"]} >= {outtype.upper(), "F32"}
     assert list(tmp_path.iterdir()) == []
     text = cli("convert", FIXTURE, "--outtype", outtype, "--dry-run", cwd=tmp_path)
     assert "dry run: nothing written" in text.stdout and "Tiny-Bitnet-1.7M-" in text.stdout

@@ -295,3 +295,30 @@ def test_generate_takes_ids(tmp_path: Path) -> None:
     assert code == 2 and "--prompt" in one_error_line(stderr)
     code, _, stderr = run("generate", FIXTURE, "--ids", "1,2.5", "--tokens", "3")
     assert code == 2 and "--ids" in one_error_line(stderr)
+
+
+# -- one JSON schema for convert, convert --dry-run and inspect --------------------------------
+
+def test_convert_dry_run_and_inspect_share_one_json_schema(tmp_path: Path) -> None:
+    from bitnet_pack.commands.schema import SCHEMA
+
+    out = tmp_path / "m.gguf"
+    planned = json.loads(run("convert", FIXTURE, out, "--outtype", "tl2", "--dry-run", "--json")[1])
+    code, stdout, stderr = run("convert", FIXTURE, out, "--outtype", "tl2", "--json")
+    assert code == 0, stderr
+    done = json.loads(stdout)
+    seen = json.loads(run("inspect", out, "--json")[1])
+    assert set(planned) == set(done) == set(seen) and {r["schema"] for r in (planned, done, seen)} == {SCHEMA}
+    assert [r["command"] for r in (planned, done, seen)] == ["convert", "convert", "inspect"]
+    ini = str(tmp_path / "m.kernel_config.ini")
+    assert planned["files"] == done["files"] == [{"path": str(out), "role": "gguf"},
+                                                 {"path": ini, "role": "kernel_config"}]
+    assert planned["exists"] is False and done["exists"] is None and seen["files"] == []
+    assert planned["tensors"] == done["tensors"] and done["tensor_count"] == seen["tensor_count"] == 24
+    row_keys = {"name", "dtype", "shape", "nbytes", "layout", "beta", "share"}
+    assert all(set(row) == row_keys for r in (done, seen) for row in r["tensors"])
+    assert any(row["beta"] for row in seen["tensors"]) and seen["bytes_read"] == done["bytes_written"]
+    assert any("wrote m.kernel_config.ini" in n for n in done["notes"]) and seen["notes"]
+    packed = json.loads(run("convert", FIXTURE, tmp_path / "p", "--outtype", "hf-packed", "--json")[1])
+    roles = {Path(f["path"]).name: f["role"] for f in packed["files"]}
+    assert roles["p"] == "checkpoint" and roles["model.safetensors"] == roles["config.json"] == "file"

@@ -10,6 +10,7 @@ from ..errors import UsageError
 from ..progress import bars, bars_wanted
 from ..sinks.factory import canonical_outtype, outtype_spellings
 from .common import PATH_OR_REPO, emit_json, examples, note
+from .schema import convert_json
 
 INI = click.Path(path_type=Path, dir_okay=False)
 
@@ -109,13 +110,8 @@ def command(src: str, out: str | None, outfile: str | None, outtype: str, revisi
     if dry_run:
         _print_plan(report, push_repo, as_json)
         return
-    summary = {"output": str(report.output), "outtype": report.outtype, "source": report.source_kind,
-               "source_ref": report.hub_source, "tensors": report.tensors,
-               "bytes_read": report.bytes_read, "bytes_written": report.bytes_written}
-    if report.pushed is not None:
-        summary["pushed"] = report.pushed
     if as_json:
-        emit_json(summary)
+        emit_json(convert_json(report, push_repo))
         return
     click.echo(f"wrote {report.output} ({report.outtype}): {report.tensors} tensors, "
                f"{report.bytes_read / 1e6:.2f} MB read, {report.bytes_written / 1e6:.2f} MB written")
@@ -132,9 +128,7 @@ def _names_directory(out: str) -> bool:
 def _print_plan(report: ConvertReport, push_repo: str | None, as_json: bool) -> None:
     planned, output = report.planned, report.output
     if as_json:
-        emit_json({"output": str(output), "exists": output.exists(), "push_to_hub": push_repo,
-                   "tensors": [vars(p) | {"shape": list(p.shape)} for p in planned],
-                   "total_bytes": report.bytes_written})
+        emit_json(convert_json(report, push_repo))
         return
     width = max(len(p.name) for p in planned)
     for p in planned:

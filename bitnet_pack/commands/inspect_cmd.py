@@ -10,6 +10,7 @@ from ..api import inspect
 from ..inspection import Inspection, describe_raw
 from ..progress import bars, bars_wanted, is_quiet
 from .common import PATH_OR_REPO, about, emit_json, examples, note, resolve
+from .schema import inspect_json
 
 TEXT_SHOWN = 120
 
@@ -43,7 +44,7 @@ def command(src: str, revision: str | None, kernel_config: Path | None, i2s_vari
     inspection = inspect(src, revision=revision, progress=bars(bars_wanted(as_json)), kernel_config=kernel_config,
                          i2s_variant=i2s_variant)
     if as_json:
-        emit_json(inspection.to_dict())
+        emit_json(inspect_json(inspection))
     else:
         _print_checkpoint(inspection)
 

@@ -211,11 +211,17 @@ class GGUFSink(Sink):
         if getattr(self, "_rounded", 0):
             self.notes.append(f"{self.outtype.upper()} stores beta as fp16: rounded {self._rounded} fp32 betas "
                               f"(largest relative change {self._worst:.1e}); bf16 betas are kept exactly")
+        self.files = [(str(path), "gguf")]
         if ini is not None:
             self._publish_ini(ini)
+            self.files.append((str(self._ini_path()), "kernel_config"))
         elif self.kernel_config is not None:
             self.notes.append(f"kept {self._ini_path().name}: it is the --kernel-config this file was tiled with")
         return path
+
+    def planned_ini(self) -> Path | None:
+        """The kernel_config.ini a real run writes beside OUT (None: none, or the one given)."""
+        return self._ini_path() if self.outtype in ("tl1", "tl2") and not self._ini_is_input() else None
 
     def _ini_path(self) -> Path:
         return sibling_path(self.path)
