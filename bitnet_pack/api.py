@@ -279,17 +279,18 @@ def open(src: Src, *, revision: str | None = None, **read_options: object) -> Mo
 
 @_typed
 def inspect(src: Src, *, revision: str | None = None, progress: ProgressFactory | None = None,
-            **read_options: object) -> Inspection:
+            hf_names: bool = False, **read_options: object) -> Inspection:
     """Every tensor of SRC: name, stored dtype, shape, layout, beta, share of -1/0/+1.
 
     Args:
         src: a checkpoint directory, a .gguf or .safetensors file, or a hub repo id.
         revision: branch, tag or commit of a hub `src`.
         progress: a `progress.ProgressFactory`, or None.
+        hf_names: name a GGUF's tensors as transformers does (default: as the file does).
         **read_options: as for `open`.
 
     Returns:
-        An `Inspection` (`.kind`, `.layout`, `.notes`, `.tensors`; `.to_dict()` for JSON).
+        An `Inspection` (`.kind`, `.layout`, `.notes`, `.tensors`, `.model` summary; `.to_dict()`).
 
     Example:
         >>> bitnet_pack.inspect("tiny.gguf").layout  # doctest: +SKIP
@@ -301,7 +302,7 @@ def inspect(src: Src, *, revision: str | None = None, progress: ProgressFactory 
         _open_checked(source.path, read).close()
         total = source_bytes(source.path)
         with started(progress, total, f"inspect {source.path.name}") as advance:
-            report = describe(source.path, advance, **read.checkpoint_kwargs())
+            report = describe(source.path, advance, hf_names=hf_names, **read.checkpoint_kwargs())
     report.source = source.label if source.is_hub else None
     return report
 

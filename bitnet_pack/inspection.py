@@ -40,17 +40,22 @@ class Inspection:
     tensors: list[TensorInfo] = field(default_factory=list)
     source: str | None = None  # "org/name@<commit>" for hub sources
     family: str = ""  # the architecture family (arch.py): 2b4t, 1bitllm, llama
+    model: dict = field(default_factory=dict)  # layers, vocab, context, hidden, parameters, tensor/file bytes
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def describe(path: Path, progress: Callable[[int], None] | None = None, **read_options: object) -> Inspection:
-    """Read every tensor of the checkpoint at `path` (one at a time) into an `Inspection`."""
+def describe(path: Path, progress: Callable[[int], None] | None = None, *, hf_names: bool = False,
+             **read_options: object) -> Inspection:
+    """Read every tensor of the checkpoint at `path` (one at a time) into an `Inspection`;
+    a GGUF's tensors under the file's own names unless `hf_names`."""
     with open_checkpoint(path, **read_options) as source:
         report = Inspection(str(path), source.kind, source.layout, family=source.family.name)
+        stored = source.kind == "gguf" and not hf_names
         for entry in source.entries():
-            row = TensorInfo(entry.name, entry.dtype, list(entry.shape),
+            name = source.family.to_gguf(entry.name) if stored else entry.name
+            row = TensorInfo(name, entry.dtype, list(entry.shape),
                              source.layout if entry.kind == "linear" else None, nbytes=entry.nbytes)
             value = entry.load()
             if isinstance(value, TernaryWeight):
@@ -65,7 +70,17 @@ def describe(path: Path, progress: Callable[[int], None] | None = None, **read_o
         if not report.tensors:
             raise FormatError("holds no tensors: not a model checkpoint", path=path)
         report.notes = list(source.notes)
+        report.model = _summary(source.config, report.tensors, path)
         return report
+
+
+def _summary(config: dict, rows: list[TensorInfo], path: Path) -> dict:
+    """The model at a glance: sizes from its config, parameters and bytes from its tensors."""
+    parameters = sum(int(np.prod(row.shape, dtype=np.int64)) for row in rows)
+    return {"layers": config.get("num_hidden_layers"), "vocab": config.get("vocab_size"),
+            "context": config.get("max_position_embeddings"), "hidden": config.get("hidden_size"),
+            "parameters": parameters, "tensor_bytes": sum(row.nbytes or 0 for row in rows),
+            "file_bytes": source_bytes(path)}
 
 
 def source_bytes(path: Path) -> int:

@@ -277,7 +277,7 @@ def test_inspect_raw_lists_the_files_own_view(tmp_path: Path) -> None:
     assert raw_st["files"][0]["metadata"] == {"format": "pt"}
     assert {t["name"]: (t["dtype"], t["offset"], t["nbytes"]) for t in raw_st["files"][0]["tensors"]} == {
         n: (i.dtype, i.begin, i.nbytes) for n, i in st_file.tensors.items()}
-    checkpoint_view = json.loads(cli("inspect", gguf_path, "--json").stdout)
+    checkpoint_view = json.loads(cli("inspect", gguf_path, "--json", "--hf-names").stdout)
     assert checkpoint_view["layout"] == "tl2" and checkpoint_view["tensors"][1]["name"].startswith("model.")
 
 

@@ -322,3 +322,19 @@ def test_convert_dry_run_and_inspect_share_one_json_schema(tmp_path: Path) -> No
     packed = json.loads(run("convert", FIXTURE, tmp_path / "p", "--outtype", "hf-packed", "--json")[1])
     roles = {Path(f["path"]).name: f["role"] for f in packed["files"]}
     assert roles["p"] == "checkpoint" and roles["model.safetensors"] == roles["config.json"] == "file"
+
+
+def test_inspect_of_a_gguf_shows_its_own_names_and_a_model_summary(tmp_path: Path) -> None:
+    gguf = converted(tmp_path, "i2_s")
+    code, stdout, stderr = run("inspect", gguf)
+    assert code == 0, stderr
+    names = [line.split()[0] for line in stdout.splitlines()[2:] if not line.startswith(" ")]
+    assert "blk.0.attn_q.weight" in names and not any(n.startswith("model.") for n in names)
+    assert "2 layers, vocab 448, context" in stdout.splitlines()[1]
+    hf = run("inspect", gguf, "--hf-names", "--json")[1]
+    report = json.loads(hf)
+    assert report["tensors"][0]["name"].startswith("model.")
+    model = report["model"]
+    assert model["layers"] == 2 and model["vocab"] == 448 and model["file_bytes"] == gguf.stat().st_size
+    assert model["parameters"] == sum(int(np.prod(t["shape"])) for t in report["tensors"])
+    assert model["tensor_bytes"] == sum(t["nbytes"] for t in report["tensors"]) < model["file_bytes"]

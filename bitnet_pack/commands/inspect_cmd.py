@@ -28,9 +28,11 @@ TEXT_SHOWN = 120
               help="Read an I2_S SRC's blocks as x86 (128/32) or ARM (64/16).")
 @click.option("--raw", is_flag=True, help="The file's own view: stored tensor names, types (bitnet.cpp ids "
               "included), offsets and sizes; GGUF key-values too.")
+@click.option("--hf-names", is_flag=True, help="Name a GGUF's tensors as transformers does (default: the "
+              "file's own GGUF names).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def command(src: str, revision: str | None, kernel_config: Path | None, i2s_variant: str | None, raw: bool,
-            as_json: bool) -> None:
+            hf_names: bool, as_json: bool) -> None:
     """Show every tensor of SRC: name, dtype, shape, layout, beta and the share of -1/0/+1.
 
     SRC is a checkpoint directory, a .gguf or .safetensors file, or a hub repo id.
@@ -42,7 +44,7 @@ def command(src: str, revision: str | None, kernel_config: Path | None, i2s_vari
         emit_json(report) if as_json else _print_raw(report)
         return
     inspection = inspect(src, revision=revision, progress=bars(bars_wanted(as_json)), kernel_config=kernel_config,
-                         i2s_variant=i2s_variant)
+                         i2s_variant=i2s_variant, hf_names=hf_names)
     if as_json:
         emit_json(inspect_json(inspection))
     else:
@@ -53,6 +55,10 @@ def _print_checkpoint(report: Inspection) -> None:
     if report.source is not None:
         note(f"resolved the hub source to {report.source}")
     click.echo(f"{report.path}: {report.kind} ({report.layout}), family {report.family}")
+    model = report.model
+    click.echo(f"  {model['layers']} layers, vocab {model['vocab']}, context {model['context']}, hidden "
+               f"{model['hidden']}; {model['parameters'] / 1e6:.2f}M parameters, {model['tensor_bytes'] / 1e6:.2f} MB "
+               f"of tensors ({model['file_bytes'] / 1e6:.2f} MB on disk)")
     for message in [] if is_quiet() else report.notes:  # -q: results only
         click.echo(f"  note: {message}")
     width = max(len(r.name) for r in report.tensors)

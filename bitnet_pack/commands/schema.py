@@ -20,6 +20,8 @@ apply), so a consumer reads the three alike:
     bytes_read      bytes of SRC's tensors; bytes_written: of OUT's tensors (planned in a dry run)
     push_to_hub     the repo asked for; pushed: the commit URL once uploaded
     notes           what the readers and writers decided or rounded (the `note:` lines)
+    model           inspect: {"layers", "vocab", "context", "hidden", "parameters", "tensor_bytes",
+                    "file_bytes"}; convert: null
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ def convert_json(report, push_repo: str | None) -> dict:
         "files": [{"path": path, "role": role} for path, role in report.files],
         "tensors": tensors, "tensor_count": len(tensors), "bytes_read": report.bytes_read,
         "bytes_written": report.bytes_written, "push_to_hub": push_repo, "pushed": report.pushed,
-        "notes": list(report.notes),
+        "notes": list(report.notes), "model": None,
     }
 
 
@@ -55,5 +57,5 @@ def inspect_json(inspection) -> dict:
         "family": inspection.family, "output": None, "outtype": None, "exists": None, "files": [],
         "tensors": tensors, "tensor_count": len(tensors),
         "bytes_read": sum(t.nbytes or 0 for t in inspection.tensors), "bytes_written": None,
-        "push_to_hub": None, "pushed": None, "notes": list(inspection.notes),
+        "push_to_hub": None, "pushed": None, "notes": list(inspection.notes), "model": inspection.model,
     }
