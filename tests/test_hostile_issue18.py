@@ -338,3 +338,16 @@ def test_inspect_of_a_gguf_shows_its_own_names_and_a_model_summary(tmp_path: Pat
     assert model["layers"] == 2 and model["vocab"] == 448 and model["file_bytes"] == gguf.stat().st_size
     assert model["parameters"] == sum(int(np.prod(t["shape"])) for t in report["tensors"])
     assert model["tensor_bytes"] == sum(t["nbytes"] for t in report["tensors"]) < model["file_bytes"]
+
+
+def test_an_editable_install_rebuilds_with_a_ninja_binary_not_a_shell_shim() -> None:
+    try:
+        import _bitnet_pack_editable_loader as loader
+    except ImportError:
+        pytest.skip("not an editable install: no rebuild check at start-up")
+    import inspect as source_of
+
+    text = source_of.getsource(loader.init)
+    command = text.split("[", 1)[1].split("]", 1)[0].strip().strip("'\"")
+    with open(command, "rb") as binary:
+        assert binary.read(4) == b"\x7fELF", f"{command} is a script (make install sets NINJA to the venv's ninja)"
