@@ -351,3 +351,23 @@ def test_an_editable_install_rebuilds_with_a_ninja_binary_not_a_shell_shim() -> 
     command = text.split("[", 1)[1].split("]", 1)[0].strip().strip("'\"")
     with open(command, "rb") as binary:
         assert binary.read(4) == b"\x7fELF", f"{command} is a script (make install sets NINJA to the venv's ninja)"
+
+
+def test_library_maps_os_and_unforeseen_errors_to_project_errors(tmp_path: Path, monkeypatch) -> None:
+    from bitnet_pack.errors import OutputExists
+
+    keep = tmp_path / "keep"
+    keep.write_text("a file where a directory is wanted")
+    with pytest.raises(OutputExists) as caught:
+        bitnet_pack.roundtrip(FIXTURE, ["i2_s"], tokens=0, keep=keep)
+    assert isinstance(caught.value.__cause__, FileExistsError)
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise KeyError("a crafted input no check caught")
+    monkeypatch.setattr(bitnet_pack.api, "describe", broken)
+    with pytest.raises(BitnetPackError, match="unforeseen KeyError") as caught:
+        bitnet_pack.inspect(FIXTURE)
+    assert isinstance(caught.value.__cause__, KeyError)
+    monkeypatch.setattr(bitnet_pack.api, "describe", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
+    with pytest.raises(BitnetPackError, match="out of memory"):
+        bitnet_pack.inspect(FIXTURE)
