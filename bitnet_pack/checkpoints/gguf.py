@@ -96,6 +96,9 @@ class GGUFCheckpoint(Checkpoint):
             if recorded in ("i2_s", "i2_s_arm") and recorded != wanted:  # the file says what it is
                 raise UsageError(f"--i2s-variant {variant}: the file records its layout as {recorded} "
                                  "(bitnet_pack.layout); reading it as the other variant scrambles the codes")
+            if recorded is None and any(i.type_name == "I2_S" for i in self.file.tensors.values()):
+                self.notes.append(f"read the I2_S blocks as {variant} ({'64/16' if variant == 'arm' else '128/32'}) "
+                                  "because --i2s-variant says so: the file does not record its variant")
             return wanted
         return "i2_s_arm" if recorded == "i2_s_arm" else "i2_s"
 
