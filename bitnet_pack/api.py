@@ -17,19 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import hub
+from . import hub, interrupts
 from .checkpoints import Checkpoint, Entry, Tensor, open_checkpoint
 from .convert import convert as run_pipeline
 from .convert import plan as plan_pipeline
 from .errors import BitnetPackError, OutputExists, UsageError
 from .inspection import Inspection, describe, source_bytes
 from .naming import count_params, model_id, resolve_output
-from .options import ReadOptions, WriteOptions, place_kernel_config, split_options
+from .options import ReadOptions, WriteOptions, parse_size, place_kernel_config, split_options
 from .outputs import remove_stale_temps
 from .progress import ProgressFactory, started
 from .roundtrip import RoundtripReport
 from .runner import about
-from .sinks import PlannedTensor
+from .sinks import PlannedTensor, gguf_split
 from .sinks.factory import canonical_outtype, is_gguf_output, make_sink
 from .ternary import TernaryWeight
 from .verify import VerifyReport
@@ -99,7 +99,7 @@ def _resolve(src: Src, revision: str | None, progress: ProgressFactory | None, n
 def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | None = None, force: bool = False,
             dry_run: bool = False, push_to_hub: str | None = None, progress: ProgressFactory | None = None,
             private: bool = False, commit_message: str | None = None, token: str | None = None,
-            **options: object) -> ConvertReport:
+            split_max_size: int | str | None = None, **options: object) -> ConvertReport:
     """Convert the checkpoint SRC into OUT in `outtype`, one tensor at a time.
 
     Args:
@@ -113,6 +113,8 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
         dry_run: plan only (`ConvertReport.planned`); nothing is written.
         push_to_hub: upload OUT to this repo id once complete (token and endpoint are checked first);
             `private` creates the repo private, `commit_message` and `token` as huggingface_hub's.
+        split_max_size: a GGUF OUT in parts of at most this many bytes of tensors ("2G", "500MiB"),
+            named and keyed as llama.cpp's gguf-split writes them (`sinks.gguf_split`).
         progress: a `progress.ProgressFactory` (e.g. `progress.bars(True)`), or None.
         **options: read and write options of `options` (e.g. `embedding_type="bf16"`,
             `scale_dtype="f32"`, `max_shard_size="2G"`, `i2s_variant="arm"`); one the source or the
@@ -141,31 +143,74 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
         if write.name is None and source.is_hub and is_gguf_output(target):
             write = WriteOptions(**(write.given() | {"name": source.model_id}))  # not the snapshot folder
         given = [Path(p) for p in (read.src_kernel_config, legacy) if p is not None]  # inputs too: never replaced
-        sink = make_sink(target, outtype, force=force, inputs=[source.path, *given], extra_metadata=source.metadata(),
+        split = _split_limit(split_max_size, target, outtype, push_to_hub)
+        sink = make_sink(gguf_split.whole_path(target) if split else target, outtype, force=force, inputs=[source.path, *given], extra_metadata=source.metadata(),
                          options=write)
         notes += checkpoint.notes
         report = ConvertReport(target, outtype, source.label, checkpoint.kind, len(entries),
                                sum(e.nbytes for e in entries), 0, notes, dry_run,
                                hub_source=source.label if source.is_hub else None, source_path=str(source.path),
                                source_layout=checkpoint.layout, family=checkpoint.family.name)
-        if dry_run:
+        if dry_run or split:
             report.planned = plan_pipeline(checkpoint, sink)  # validated as a real run is
+            parts = _planned_parts(report.planned, target, split, force, [source.path, *given])
+        if dry_run:
             report.bytes_written = sum(p.nbytes for p in report.planned)
             report.files, report.existed = _planned_files(target, outtype, sink), os.path.lexists(target)
+            if split:
+                report.output, report.files = parts[0], [(str(p), "gguf") for p in parts]
+                report.existed = any(os.path.lexists(p) for p in parts)
             notes += getattr(sink, "notes", [])  # the GGUF arch it would write, warnings
             # writes nothing, but clears what killed runs left, as a real run would
             notes += [f"removed {stale.name}, left by a run that was killed" for stale in remove_stale_temps(target)]
             return report
         with started(progress, report.bytes_read, f"{source.path.name} -> {target.name}") as advance:
-            result = run_pipeline(checkpoint, sink, progress=advance)
+            if split:
+                result, parts = _converted_in_parts(checkpoint, sink, advance, target, split, force,
+                                                    [source.path, *given])
+            else:
+                result = run_pipeline(checkpoint, sink, progress=advance)
     report.output, report.bytes_written, report.planned = result.output, result.bytes_written, result.planned
     report.files = list(getattr(sink, "files", [(str(result.output), "output")]))
+    if split:
+        report.output, report.files = parts[0], [(str(p), "gguf") for p in parts]
+        notes.append(f"split into {len(parts)} parts of at most {split} bytes of tensors (llama.cpp's gguf-split "
+                     f"layout; load {parts[0].name})")
     notes += getattr(sink, "notes", [])
     if push_to_hub is not None:
         origin = source.label if source.is_hub else source.model_id
         message = commit_message or f"bitnet-pack: {outtype} from {origin}"
         report.pushed = hub.push_to_hub(result.output, push_to_hub, message=message, private=private, token=token)
     return report
+
+
+def _split_limit(size: int | str | None, target: Path, outtype: str, push: str | None) -> int | None:
+    if size is None:
+        return None
+    if not is_gguf_output(target) or outtype in ("tl1", "tl2") or push is not None:
+        raise UsageError("--split-max-size applies to GGUF outputs (not tl1/tl2, whose kernel_config.ini names "
+                         f"one file; not with --push-to-hub); here OUT is {target.name}, --outtype {outtype}")
+    return parse_size(size)
+
+
+def _planned_parts(planned: list[PlannedTensor], target: Path, split: int | None, force: bool,
+                   inputs: list[Path]) -> list[Path]:
+    """The parts a split run writes (checked: none exists without force), before any work."""
+    if not split:
+        return []
+    count = len(gguf_split.groups([(p.name, p.nbytes) for p in planned], split))
+    return gguf_split.check_parts(target, count, force, inputs)
+
+
+def _converted_in_parts(checkpoint: Checkpoint, sink: object, advance, target: Path, split: int, force: bool,
+                        inputs: list[Path]):
+    whole = gguf_split.whole_path(target)
+    interrupts.track(whole)  # the whole file is a temporary too
+    try:
+        result = run_pipeline(checkpoint, sink, progress=advance)
+        return result, gguf_split.split_file(whole, target, split, force=force, inputs=inputs)
+    finally:
+        gguf_split.discard(whole)
 
 
 def _planned_files(target: Path, outtype: str, sink: object) -> list[tuple[str, str]]:

@@ -371,3 +371,51 @@ def test_library_maps_os_and_unforeseen_errors_to_project_errors(tmp_path: Path,
     monkeypatch.setattr(bitnet_pack.api, "describe", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
     with pytest.raises(BitnetPackError, match="out of memory"):
         bitnet_pack.inspect(FIXTURE)
+
+
+# -- llama.cpp's GGUF split ------------------------------------------------------------------
+
+@pytest.mark.parametrize("outtype", ["tq2_0", "i2_s"])
+def test_split_max_size_writes_gguf_split_parts(tmp_path: Path, outtype: str) -> None:
+    from gguf import GGUFReader
+
+    from bitnet_pack.containers.gguf import GGUFFile
+
+    whole = tmp_path / "whole.gguf"
+    assert run("convert", FIXTURE, whole, "--outtype", outtype)[0] == 0
+    out = tmp_path / "parts"
+    out.mkdir()
+    planned = json.loads(run("convert", FIXTURE, out / "m.gguf", "--outtype", outtype, "--split-max-size", "200KiB",
+                             "--dry-run", "--json")[1])
+    code, stdout, stderr = run("convert", FIXTURE, out / "m.gguf", "--outtype", outtype, "--split-max-size", "200KiB",
+                               "--json")
+    assert code == 0, stderr
+    done = json.loads(stdout)
+    parts = sorted(out.iterdir())
+    count = len(parts)
+    assert count > 1 and [p.name for p in parts] == [f"m-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+    assert planned["files"] == done["files"] == [{"path": str(p), "role": "gguf"} for p in parts]
+    with GGUFFile(whole) as original:
+        tensors, kv = dict(original.tensors), {k: _plain(f.value) for k, f in original.kv.items()}
+        data = {name: bytes(original.tensor_bytes(name)) for name in tensors}
+        seen: dict[str, bytes] = {}
+        for number, path in enumerate(parts):
+            with GGUFFile(path, flavour=original.types.flavour) as part:  # parts 2.. carry only split keys
+                assert (part.get("split.no"), part.get("split.count"), part.get("split.tensors.count")) == \
+                    (number, count, len(tensors))
+                own = {k: _plain(f.value) for k, f in part.kv.items() if not k.startswith("split.")}
+                assert own == (kv if number == 0 else {k: v for k, v in kv.items() if k == "general.alignment"})
+                size = sum(info.nbytes for info in part.tensors.values())
+                assert size <= 200 * 1024 or len(part.tensors) == 1
+                seen |= {name: bytes(part.tensor_bytes(name)) for name in part.tensors}
+        assert list(seen) == list(tensors) and seen == data  # same tensors, same order, same bytes
+    if outtype == "tq2_0":  # gguf-py's own reader (mainline types) reads every part
+        assert sum(len(GGUFReader(p).tensors) for p in parts) == len(tensors)
+    code, _, stderr = run("convert", FIXTURE, out / "m.gguf", "--outtype", outtype, "--split-max-size", "200KiB")
+    assert code == 2 and f"m-00001-of-{count:05d}.gguf exists" in one_error_line(stderr)
+    code, _, stderr = run("convert", FIXTURE, tmp_path / "d", "--outtype", "hf-packed", "--split-max-size", "1M")
+    assert code == 2 and "--split-max-size applies to GGUF outputs" in one_error_line(stderr)
+
+
+def _plain(value: object) -> object:
+    return value.tolist() if isinstance(value, np.ndarray) else value

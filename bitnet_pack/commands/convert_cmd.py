@@ -77,6 +77,9 @@ class Outtype(click.ParamType):
                    "the tilings used are written beside OUT as <stem>.kernel_config.ini.")
 @click.option("--max-shard-size", default=None, metavar="SIZE",
               help="[directory OUT] Shard the safetensors (e.g. 2G, 500M; decimal units).")
+@click.option("--split-max-size", default=None, metavar="SIZE",
+              help="[GGUF OUT] Write OUT in parts of at most SIZE bytes of tensors, as llama.cpp's gguf-split "
+                   "(OUT-00001-of-0000N.gguf; e.g. 2G, 500MiB).")
 @click.option("--scale-dtype", type=click.Choice(["bf16", "f32"]), default=None,
               help="[hf-packed OUT] dtype of weight_scale: bf16 (default, as transformers) rounds fp32 betas; "
                    "f32 keeps them exactly and transformers loads it.")
@@ -84,7 +87,7 @@ class Outtype(click.ParamType):
               help="Old spelling: --src-kernel-config when SRC is TL1/TL2, --out-kernel-config when OUT is.")
 def command(src: str, out: str | None, outfile: str | None, outtype: str, revision: str | None, force: bool,
             dry_run: bool, push_repo: str | None, private: bool, commit_message: str | None, token: str | None,
-            as_json: bool, **options: object) -> None:
+            as_json: bool, split_max_size: str | None, **options: object) -> None:
     """Convert SRC into OUT with --outtype.
 
     SRC is a checkpoint directory, a .gguf or .safetensors file, or a hub repo id
@@ -104,7 +107,7 @@ def command(src: str, out: str | None, outfile: str | None, outtype: str, revisi
         outtype = "hf-packed" if out is not None and _names_directory(out) else "i2_s"
     report = convert(src, out, outtype=outtype, revision=revision, force=force, dry_run=dry_run,
                      push_to_hub=push_repo, progress=bars(bars_wanted(as_json)), private=private,
-                     commit_message=commit_message, token=token, **options)
+                     commit_message=commit_message, token=token, split_max_size=split_max_size, **options)
     for message in report.notes:
         note(message)
     if dry_run:
