@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import hub, interrupts
+from . import hub
 from .checkpoints import Checkpoint, Entry, Tensor, open_checkpoint
 from .convert import convert as run_pipeline
 from .convert import plan as plan_pipeline
 from .errors import BitnetPackError, OutputExists, UsageError
 from .inspection import Inspection, describe, source_bytes
 from .naming import count_params, model_id, resolve_output
-from .options import ReadOptions, WriteOptions, parse_size, place_kernel_config, split_options
+from .options import ReadOptions, WriteOptions, place_kernel_config, split_options
 from .outputs import remove_stale_temps
 from .progress import ProgressFactory, started
 from .roundtrip import RoundtripReport
@@ -143,7 +143,7 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
         if write.name is None and source.is_hub and is_gguf_output(target):
             write = WriteOptions(**(write.given() | {"name": source.model_id}))  # not the snapshot folder
         given = [Path(p) for p in (read.src_kernel_config, legacy) if p is not None]  # inputs too: never replaced
-        split = _split_limit(split_max_size, target, outtype, push_to_hub)
+        split = gguf_split.limit(split_max_size, target, outtype, push_to_hub)
         sink = make_sink(gguf_split.whole_path(target) if split else target, outtype, force=force, inputs=[source.path, *given], extra_metadata=source.metadata(),
                          options=write)
         notes += checkpoint.notes
@@ -153,7 +153,7 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
                                source_layout=checkpoint.layout, family=checkpoint.family.name)
         if dry_run or split:
             report.planned = plan_pipeline(checkpoint, sink)  # validated as a real run is
-            parts = _planned_parts(report.planned, target, split, force, [source.path, *given])
+            parts = gguf_split.planned_parts(report.planned, target, split, force, [source.path, *given])
         if dry_run:
             report.bytes_written = sum(p.nbytes for p in report.planned)
             report.files, report.existed = _planned_files(target, outtype, sink), os.path.lexists(target)
@@ -166,8 +166,8 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
             return report
         with started(progress, report.bytes_read, f"{source.path.name} -> {target.name}") as advance:
             if split:
-                result, parts = _converted_in_parts(checkpoint, sink, advance, target, split, force,
-                                                    [source.path, *given])
+                result, parts = gguf_split.converted_in_parts(lambda: run_pipeline(checkpoint, sink, progress=advance),
+                                                              target, split, force, [source.path, *given])
             else:
                 result = run_pipeline(checkpoint, sink, progress=advance)
     report.output, report.bytes_written, report.planned = result.output, result.bytes_written, result.planned
@@ -182,35 +182,6 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
         message = commit_message or f"bitnet-pack: {outtype} from {origin}"
         report.pushed = hub.push_to_hub(result.output, push_to_hub, message=message, private=private, token=token)
     return report
-
-
-def _split_limit(size: int | str | None, target: Path, outtype: str, push: str | None) -> int | None:
-    if size is None:
-        return None
-    if not is_gguf_output(target) or outtype in ("tl1", "tl2") or push is not None:
-        raise UsageError("--split-max-size applies to GGUF outputs (not tl1/tl2, whose kernel_config.ini names "
-                         f"one file; not with --push-to-hub); here OUT is {target.name}, --outtype {outtype}")
-    return parse_size(size)
-
-
-def _planned_parts(planned: list[PlannedTensor], target: Path, split: int | None, force: bool,
-                   inputs: list[Path]) -> list[Path]:
-    """The parts a split run writes (checked: none exists without force), before any work."""
-    if not split:
-        return []
-    count = len(gguf_split.groups([(p.name, p.nbytes) for p in planned], split))
-    return gguf_split.check_parts(target, count, force, inputs)
-
-
-def _converted_in_parts(checkpoint: Checkpoint, sink: object, advance, target: Path, split: int, force: bool,
-                        inputs: list[Path]):
-    whole = gguf_split.whole_path(target)
-    interrupts.track(whole)  # the whole file is a temporary too
-    try:
-        result = run_pipeline(checkpoint, sink, progress=advance)
-        return result, gguf_split.split_file(whole, target, split, force=force, inputs=inputs)
-    finally:
-        gguf_split.discard(whole)
 
 
 def _planned_files(target: Path, outtype: str, sink: object) -> list[tuple[str, str]]:

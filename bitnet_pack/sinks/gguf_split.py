@@ -13,6 +13,7 @@ the same no-replace rename as any output, and a failure removes the parts alread
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from gguf import GGUFValueType as VT
@@ -20,10 +21,41 @@ from gguf import GGUFValueType as VT
 from .. import interrupts
 from ..containers.gguf import GGUFFile, GGUFWriter
 from ..errors import UsageError
+from ..options import parse_size
 from ..outputs import check_output
 
 SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
 MAX_PARTS = 65535  # split.count is a u16
+
+
+def limit(size: int | str | None, target: Path, outtype: str, push: str | None) -> int | None:
+    if size is None:
+        return None
+    if target.suffix != ".gguf" or outtype in ("tl1", "tl2") or push is not None:
+        raise UsageError("--split-max-size applies to GGUF outputs (not tl1/tl2, whose kernel_config.ini names "
+                         f"one file; not with --push-to-hub); here OUT is {target.name}, --outtype {outtype}")
+    return parse_size(size)
+
+
+def planned_parts(planned: list, target: Path, split: int | None, force: bool,
+                   inputs: list[Path]) -> list[Path]:
+    """The parts a split run writes (checked: none exists without force), before any work."""
+    if not split:
+        return []
+    count = len(groups([(p.name, p.nbytes) for p in planned], split))
+    return check_parts(target, count, force, inputs)
+
+
+def converted_in_parts(run: Callable[[], object], target: Path, split: int, force: bool,
+                       inputs: list[Path]) -> tuple[object, list[Path]]:
+    """`run()` (the conversion into `whole_path(target)`), then the cut; the whole file goes."""
+    whole = whole_path(target)
+    interrupts.track(whole)  # the whole file is a temporary too
+    try:
+        result = run()
+        return result, split_file(whole, target, split, force=force, inputs=inputs)
+    finally:
+        discard(whole)
 
 
 def part_paths(out: Path, count: int) -> list[Path]:
