@@ -250,3 +250,29 @@ def test_library_maps_os_and_unforeseen_errors_to_project_errors(tmp_path: Path,
     monkeypatch.setattr(bitnet_pack.api, "describe", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
     with pytest.raises(BitnetPackError, match="out of memory"):
         bitnet_pack.inspect(FIXTURE)
+
+
+SHRINKING_INPUT = """
+import os, sys
+from pathlib import Path
+import numpy as np
+from bitnet_pack import interrupts
+interrupts.install()
+work = Path(sys.argv[1])
+temp = work / ".out.gguf.incomplete-1"
+temp.write_bytes(b"partial")
+interrupts.track(temp)
+source = work / "in.gguf"
+source.write_bytes(b"x" * (1 << 20))
+mapped = np.memmap(source, dtype=np.uint8, mode="r")
+os.truncate(source, 4096)  # another process shortens the input
+print(int(mapped[1 << 19:].sum()))
+"""
+
+
+def test_an_input_truncated_while_mapped_is_one_error_line_and_leaves_nothing(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", SHRINKING_INPUT, str(tmp_path)], capture_output=True, text=True,
+                            env=ENV, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "SIGBUS" in one_error_line(result.stderr) and result.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.gguf"]
