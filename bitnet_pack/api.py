@@ -21,6 +21,8 @@ from . import hub
 from .checkpoints import Checkpoint, Entry, Tensor, open_checkpoint
 from .convert import convert as run_pipeline
 from .convert import plan as plan_pipeline
+from .emb.convert import convert_embedding
+from .emb.source import is_embedding_model
 from .errors import BitnetPackError, OutputExists, UsageError
 from .inspection import Inspection, describe, source_bytes
 from .naming import count_params, model_id, resolve_output
@@ -106,8 +108,8 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
         src: a checkpoint directory, a .gguf or .safetensors file, or a hub repo id.
         out: a directory (transformers checkpoint) or a `*.gguf` path; may hold `{outtype}` or
             `{ftype}`. None, `.` or a path ending in `/` gets the GGUF-convention default name.
-        outtype: "hf-packed" (alias "hf"), "bf16", "i2_s", "i2_s_arm", "tl1", "tl2", "tq1_0",
-            "tq2_0", "f16", "f32" (see the README's layout table).
+        outtype: a registered layout's outtype, name or alias ("hf-packed" alias "hf", "i2_s", ...;
+            `sinks.factory.outtypes()`), or "bf16", "f16", "f32" (see the README's layout table).
         revision: branch, tag or commit of a hub `src`.
         force: replace an existing OUT.
         dry_run: plan only (`ConvertReport.planned`); nothing is written.
@@ -137,6 +139,11 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
         hub.check_push(push_to_hub, token)
     notes: list[str] = []
     source = _resolve(src, revision, progress, notes)
+    if is_embedding_model(source.path):  # the BitNet embedding families have their own path (emb/)
+        if read != ReadOptions() or legacy is not None or push_to_hub is not None:
+            raise UsageError("BitNet embedding models take only --outtype, --name, --beta-rule and --force")
+        with about(source.path):
+            return convert_embedding(source.path, out, outtype, write.given(), force=force, dry_run=dry_run)
     with about(source.path), _open_for_output(source.path, read, write, legacy, outtype) as (checkpoint, write):
         entries = checkpoint.entries()
         target = resolve_output(out, outtype, model_id(source, checkpoint), count_params([e.shape for e in entries]))
@@ -315,7 +322,8 @@ def inspect(src: Src, *, revision: str | None = None, progress: ProgressFactory 
     source = hub.resolve_source(src, revision, progress=progress is not None)
     read = _read_only(read_options)
     with about(source.path):
-        _open_checked(source.path, read).close()
+        if not is_embedding_model(source.path):  # (those are read by emb/, which takes no read options)
+            _open_checked(source.path, read).close()
         total = source_bytes(source.path)
         with started(progress, total, f"inspect {source.path.name}") as advance:
             report = describe(source.path, advance, hf_names=hf_names, **read.checkpoint_kwargs())
@@ -386,10 +394,14 @@ def roundtrip(model: Src, layouts: list[str] | None = None, *, revision: str | N
     chosen = [get_layout(name).name for name in layouts] if layouts else layout_names()
     read = _read_only(read_options)
     source = hub.resolve_source(model, revision, progress=progress is not None)
+    if is_embedding_model(source.path):
+        raise UsageError(f"{source.label} is a BitNet embedding model: roundtrip decodes LMs; convert it to each "
+                         "outtype and run `verify` on the pair (pooled embeddings) instead")
     if keep is not None:
         Path(keep).mkdir(parents=True, exist_ok=True)
     with about(source.path):
-        _open_checked(source.path, read).close()
+        if not is_embedding_model(source.path):  # (those are read by emb/, which takes no read options)
+            _open_checked(source.path, read).close()
         total = source_bytes(source.path) * len(chosen)
         with started(progress, total, "roundtrip") as advance:
             report = run(source.path, chosen, workdir=Path(keep) if keep is not None else None, prompt_ids=ids,

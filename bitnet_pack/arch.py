@@ -6,11 +6,15 @@ its tensors are named on each side, and which GGUF arch each runtime loads.
     1bitllm   A  latent float         BitnetForCausalLM, llama          silu   inner_attn_ln/       tied
                                                                                ffn_layernorm
     llama     B  packed, 1/beta scale LlamaForCausalLM + bitnet qc      silu   none       lm_head (untied)
+    emb-qwen3   latent bf16           Qwen3Model, qwen3                 silu   per-projection none (pooled)
+    emb-gemma3  latent bf16           Gemma3ForCausalLM, gemma3_text    gelu   per-projection none (pooled)
 
     GGUF arch     bitnet.cpp              mainline llama.cpp
     2b4t          bitnet-b1.58 (-25)      bitnet + hidden_activation relu2
     1bitllm       bitnet                  bitnet
     llama         llama                   llama
+    emb-qwen3     qwen3 (fork with *_norm_in)   refused: no per-projection norms
+    emb-gemma3    gemma3 (fork with *_norm_in)  refused
 
 RoPE: every family rotates halves (transformers' rotate_half, ggml NEOX) on the weights as
 transformers stores them. The `llama` GGUF arch runs NORM RoPE (adjacent pairs) instead, so
@@ -82,7 +86,7 @@ class Dims:
 
     def size(self, name: str) -> int:
         return {"hidden": self.hidden, "ffn": self.ffn, "vocab": self.vocab, "q": self.heads * self.head_dim,
-                "kv": self.kv_heads * self.head_dim}[name]
+                "kv": self.kv_heads * self.head_dim, "head_dim": self.head_dim}[name]
 
 
 @dataclass(frozen=True)
@@ -99,10 +103,13 @@ class Family:
     gguf_archs: dict                 # target -> GGUF arch names it loads; the first is written
     float_dtype: str | None = "BF16"  # dtype of norms/embeddings in its checkpoints; None: as read
     gguf_output: bool = False        # its GGUF archs have an `output` tensor (bitnet ones use token_embd)
+    parts: tuple[Part, ...] | None = None  # a layer's tensors when they are not the LM layout (embedding models)
+    encoder: str | None = None       # an embedding model's forward pass ("qwen3" / "gemma3", see `emb`)
+    hf_prefix: str = "model."        # prefix of its transformers names as its checkpoints spell them
 
     # -- tensors ---------------------------------------------------------------------------
     def layer_parts(self) -> tuple[Part, ...]:
-        return BLOCK_NORMS + LINEARS + self.sub_norms
+        return self.parts if self.parts is not None else BLOCK_NORMS + LINEARS + self.sub_norms
 
     def is_tied(self, config: dict) -> bool:
         return bool(config.get("tie_word_embeddings", self.tied))
@@ -185,7 +192,28 @@ LLAMA_BITNET = Family(
     {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "is_bitnet_config": True,
      "quantization_config": {"quant_method": "bitnet", "modules_to_not_convert": ["lm_head"]}},
     {"bitnet.cpp": ("llama",), "llama.cpp": ("llama",)}, gguf_output=True)
-FAMILIES = (BITNET_2B4T, ONEBITLLM, LLAMA_BITNET)
+
+# BitNet embedding models (bitnet.cpp's convert-bitnet-embedding-to-gguf.py): every projection
+# has its own input RMSNorm (`<proj>.norm`, GGUF `*_norm_in`), q/k have per-head norms, and
+# Gemma3 adds post-attention / pre- and post-feedforward norms. No lm_head; pooling LAST.
+NORMS_IN = tuple(Part(p.hf.removesuffix(".weight") + ".norm.weight", p.gguf.removesuffix(".weight") + "_norm_in.weight",
+                      (p.shape[1],)) for p in LINEARS)
+HEAD_NORMS = (Part("self_attn.q_norm.weight", "attn_q_norm.weight", ("head_dim",)),
+              Part("self_attn.k_norm.weight", "attn_k_norm.weight", ("head_dim",)))
+GEMMA3_NORMS = (Part("input_layernorm.weight", "attn_norm.weight", ("hidden",)),
+                Part("post_attention_layernorm.weight", "post_attention_norm.weight", ("hidden",)),
+                Part("pre_feedforward_layernorm.weight", "ffn_norm.weight", ("hidden",)),
+                Part("post_feedforward_layernorm.weight", "post_ffw_norm.weight", ("hidden",)))
+EMB_QWEN3 = Family(
+    "emb-qwen3", "BitNet embedding, Qwen3 backbone (bitnet-embedding-0.6B)", "silu", (), True, "neox", "beta",
+    {"architectures": ["Qwen3Model"], "model_type": "qwen3"}, {"bitnet.cpp": ("qwen3",)}, None,
+    parts=BLOCK_NORMS + HEAD_NORMS + LINEARS + NORMS_IN, encoder="qwen3", hf_prefix="")
+EMB_GEMMA3 = Family(
+    "emb-gemma3", "BitNet embedding, Gemma3 backbone (bitnet-embedding-270M)", "gelu_tanh", (), True, "neox",
+    "beta", {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text"}, {"bitnet.cpp": ("gemma3",)},
+    None, parts=GEMMA3_NORMS + HEAD_NORMS + LINEARS + NORMS_IN, encoder="gemma3")
+EMBEDDING_FAMILIES = (EMB_QWEN3, EMB_GEMMA3)
+FAMILIES = (BITNET_2B4T, ONEBITLLM, LLAMA_BITNET, *EMBEDDING_FAMILIES)
 
 
 def is_projection(name: str) -> bool:
@@ -211,12 +239,16 @@ def family_of_config(config: dict, default: Family | None = None) -> Family:
         return BITNET_2B4T
     if "BitnetForCausalLM" in archs and model_type in ("llama", None):
         return ONEBITLLM
+    for family in EMBEDDING_FAMILIES:  # the converter goes by model_type alone
+        if model_type == family.identity["model_type"]:
+            return family
     if "LlamaForCausalLM" in archs and model_type in ("llama", None) and isinstance(qc, dict) \
             and qc.get("quant_method") == "bitnet":
         return LLAMA_BITNET
     said = f"model_type {model_type!r}, architectures {sorted(archs) or 'none'}"
     raise UnknownArchitecture(f"{said} is not a BitNet b1.58 family (BitNetForCausalLM 2B4T, BitnetForCausalLM "
-                              "1bitLLM, or LlamaForCausalLM with quantization_config quant_method 'bitnet')")
+                              "1bitLLM, LlamaForCausalLM with quantization_config quant_method 'bitnet', or the "
+                              "BitNet embedding models' qwen3 / gemma3_text)")
 
 
 def family_of_gguf(arch: str, get) -> Family:
@@ -227,6 +259,9 @@ def family_of_gguf(arch: str, get) -> Family:
         return BITNET_2B4T if get("bitnet.hidden_activation") == "relu2" else ONEBITLLM
     if arch == "llama":
         return LLAMA_BITNET
+    for family in EMBEDDING_FAMILIES:
+        if arch in family.gguf_archs["bitnet.cpp"]:
+            return family
     known = sorted({a for f in FAMILIES for names in f.gguf_archs.values() for a in names})
     raise UnknownArchitecture(f"GGUF architecture {arch!r} is not BitNet b1.58 ({', '.join(known)})")
 

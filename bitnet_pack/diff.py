@@ -278,6 +278,12 @@ def diff_checkpoints(path_a: str | Path, path_b: str | Path, *, options_a: dict 
                      options_b: dict | None = None,
                      progress: Callable[[int], None] | None = None) -> WeightDiff:
     """Compare every tensor of A with the tensor of the same name in B, and the two configs."""
+    from .emb.source import is_embedding_model
+
+    if is_embedding_model(Path(path_a)) and is_embedding_model(Path(path_b)):  # BitNet embedding models: emb/
+        from .emb.diff import diff_embeddings
+
+        return diff_embeddings(Path(path_a), Path(path_b), progress)
     with open_checkpoint(path_a, **(options_a or {})) as a, open_checkpoint(path_b, **(options_b or {})) as b:
         tensors = diff_entries(a.entries(), b.entries(), progress=progress, paths=(a.path, b.path),
                                releases=(a.release, b.release))

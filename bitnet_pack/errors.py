@@ -100,6 +100,14 @@ class UsageError(BitnetPackError):
     exit_code = EXIT_USAGE
 
 
+class UnknownLayout(UsageError):
+    """A layout name no registry entry (built in or from an entry point) answers to."""
+
+
+class DuplicateLayout(UsageError):
+    """Two layouts registered under one name (or one alias): a packaging error."""
+
+
 class OutputExists(UsageError):
     """The output exists (or is the input) and --force was not given."""
 

@@ -3,7 +3,6 @@ None when the compiled path does not apply, and the caller's numpy reference run
 from __future__ import annotations
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from . import fastpath as _fp
 from .ggml_types import scale_slot
@@ -111,20 +110,17 @@ def hf_decode(packed: np.ndarray, shape: tuple[int, int], beta: np.float32) -> T
     return _fp.StoredTernary(shape, beta, rows, ("hf", source))
 
 
-TQ_BLOCK_BYTES = {name: GGML_QUANT_SIZES[GGMLQuantizationType[name.upper()]][1] for name in ("tq2_0", "tq1_0")}
-
-
-def tq_encode(name: str, weight: TernaryWeight, d: np.float16) -> np.ndarray | None:
-    """The TQ1_0/TQ2_0 tensor bytes with fp16 `d` in every non-zero block, or None."""
+def tq_encode(kind: str, size: int, weight: TernaryWeight, d: np.float16) -> np.ndarray | None:
+    """The TQ tensor bytes (`kind` "tq1" / "tq2": the compiled block coder, `size` bytes a
+    256-element block) with fp16 `d` in every non-zero block, or None."""
     if not _fp.compiled():
         return None
-    size = TQ_BLOCK_BYTES[name]
     blocks_per_row = weight.shape[1] // 256
     blob = np.empty(weight.shape[0] * blocks_per_row * size, np.uint8)
-    encode = _fp._ext.tq2_encode if name == "tq2_0" else _fp._ext.tq1_encode
+    encode = getattr(_fp._ext, f"{kind}_encode")
     d_bits = int(np.float16(d).view(np.uint16))
     origin = getattr(weight, "origin", ())
-    if name == "tq2_0" and origin and origin[0] == "i2s" and origin[2] == 128:
+    if kind == "tq2" and origin and origin[0] == "i2s" and origin[2] == 128:
         body = origin[1]
         _fp._over(blob.size // size, 256, lambda a, b: _fp._ext.i2s_to_tq2(body[a * 64:b * 64], d_bits, blob[a * size:b * size]))
         return blob
@@ -133,15 +129,14 @@ def tq_encode(name: str, weight: TernaryWeight, d: np.float16) -> np.ndarray | N
     return None if bad else blob
 
 
-def tq_decode(name: str, blob: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int | None] | None:
+def tq_decode(kind: str, size: int, blob: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int | None] | None:
     """(int8 codes, the fp16 bits of the non-zero blocks' common d or None if all are zero), or
     None (also when blocks disagree on d: the reference raises for that)."""
     if not _fp.compiled():
         return None
     codes = np.empty(shape, np.int8)
     flat = codes.reshape(-1)
-    size = TQ_BLOCK_BYTES[name]
-    decode = _fp._ext.tq2_decode if name == "tq2_0" else _fp._ext.tq1_decode
+    decode = getattr(_fp._ext, f"{kind}_decode")
     parts = _fp._parallel([lambda a=a, b=b: decode(blob[a * size:b * size], flat[a * 256:b * 256])
                        for a, b in _fp._ranges(flat.size // 256, 256)])
     firsts = {first for _, nonzero, first, _ in parts if nonzero}

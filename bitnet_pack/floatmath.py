@@ -212,3 +212,15 @@ def ggml_expf_avx512(x: np.ndarray) -> np.ndarray:
         scale = ((n.astype(np.int64) + 1023) << 52).astype(np.uint64).view(np.float64)
         res = (j.astype(np.float64) * scale).astype(np.float32)
     return np.where(inside, res, np.where(x > 0, np.float32(np.inf), np.float32(0)))
+
+
+SQRT_2_OVER_PI = np.float64(0.7978845608028654)
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """float32 GELU, tanh form (gelu_pytorch_tanh, ggml_gelu): 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))
+    in float64 with tanh(u) = 1 - 2 / (exp(2u) + 1) from exp_d, rounded to float32 once."""
+    wide = np.asarray(x, np.float32).astype(np.float64)
+    inner = SQRT_2_OVER_PI * (wide + 0.044715 * wide * wide * wide)
+    tanh = 1.0 - 2.0 / (exp_d(2.0 * inner) + 1.0)
+    return (0.5 * wide * (1.0 + tanh)).astype(np.float32)

@@ -101,6 +101,19 @@ def activation(gate: np.ndarray, up: np.ndarray, kind: str) -> np.ndarray:
     return out
 
 
+ACT_GELU_TANH = 2  # kernels/floatops.h: the embedding models' Gemma3 MLP (emb/), not in ACTIVATIONS (LMs)
+
+
+def gelu_tanh_mul(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """GELU-tanh(gate) * up (float32), as floatmath.gelu_tanh defines it."""
+    gate, up = _f32(gate), _f32(up)
+    if not _compiled() or gate.size == 0:
+        return fm.gelu_tanh(gate) * up
+    out = np.empty_like(gate)
+    _kernel._ext.activation(gate.reshape(-1), up.reshape(-1), ACT_GELU_TANH, out.reshape(-1))
+    return out
+
+
 def f32_matmul(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
     """x [N, K] times float32 weights [V, K] -> [N, V] (the lm_head when not 16-bit)."""
     weights, x = _f32(weights), _f32(x)

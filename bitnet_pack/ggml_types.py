@@ -60,32 +60,60 @@ class BitnetType:
     nbytes: object  # Callable[[rows, cols], int]
 
 
-# Type ids in bitnet.cpp's llama.cpp fork. "2025": the fork that bitnet.cpp releases up to
-# mid-2025 use (Eddie-Wang1120 merge-dev / 40ed0f2, the conformance vectors). "2026": newer
-# forks, where upstream's MXFP4 took 39 and TL2 moved to 42 (reported, microsoft/BitNet#631).
-BITNET_CPP_FLAVOURS: dict[str, dict[str, int]] = {
-    "2025": {"I2_S": 36, "TL1": 38, "TL2": 39},
-    "2026": {"I2_S": 36, "TL1": 38, "TL2": 42},
-}
-_BITNET_SIZES = {"I2_S": i2s_nbytes, "TL1": tl1_nbytes, "TL2": tl2_nbytes}
-# llama ftype (general.file_type) that bitnet.cpp writes for these.
-BITNET_CPP_FILE_TYPES = {"TL1": 38, "TL2": 39, "I2_S": 40}
+# Type-id tables. "mainline": upstream llama.cpp (gguf-py's ids). "2025": the fork that
+# bitnet.cpp releases up to mid-2025 use (Eddie-Wang1120 merge-dev / 40ed0f2, the conformance
+# vectors). "2026": newer forks, where upstream's MXFP4 took 39 and TL2 moved to 42 (reported,
+# microsoft/BitNet#631). Each layout's entry (layouts.LayoutSpec.type_ids) says its id per table.
+MAINLINE = "mainline"
+BITNET_CPP_TABLES = ("2025", "2026")
+
+
+def table_ids(flavour: str | None) -> dict[str, int]:
+    """Type name -> id of the registered layouts listed in one type-id table (None = mainline)."""
+    from .layouts import layouts
+
+    key = flavour or MAINLINE
+    return {layout.spec.type_name: layout.spec.type_ids[key] for layout in layouts()
+            if key in layout.spec.type_ids}
+
+
+def bitnet_cpp_flavours() -> dict[str, dict[str, int]]:
+    """bitnet.cpp fork generation -> {type name: id} of its own types."""
+    return {flavour: table_ids(flavour) for flavour in BITNET_CPP_TABLES}
+
+
+def bitnet_cpp_file_types() -> set[int]:
+    """general.file_type values only bitnet.cpp's forks write (its own types)."""
+    from .layouts import layouts
+
+    return {layout.spec.file_type for layout in layouts()
+            if layout.spec.file_type is not None and set(layout.spec.type_ids) & set(BITNET_CPP_TABLES)}
+
+
+def _upstream(name: str, type_id: int) -> bool:
+    """gguf-py knows this type under this id (its sizes then come from GGML_QUANT_SIZES)."""
+    try:
+        return GGMLQuantizationType(type_id).name == name
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
 class TypeTable:
-    """Maps type ids <-> names and sizes for one runtime. `bitnet` is None for mainline."""
+    """Maps type ids <-> names and sizes for one runtime: gguf-py's types, plus `bitnet`, the
+    registered layouts' types gguf-py lacks (bitnet.cpp's in its fork tables; plugins')."""
 
     flavour: str | None = None
     bitnet: dict[int, BitnetType] = field(default_factory=dict)
 
     @classmethod
     def for_target(cls, flavour: str | None) -> TypeTable:
-        """`None` = mainline llama.cpp; "2025" / "2026" = a bitnet.cpp fork generation."""
-        if flavour is None:
-            return cls()
-        ids = BITNET_CPP_FLAVOURS[flavour]
-        return cls(flavour, {i: BitnetType(n, i, _BITNET_SIZES[n]) for n, i in ids.items()})
+        """`None` = mainline llama.cpp; "2025" / "2026" = a bitnet.cpp fork generation; any other
+        table a layout entry lists its id under."""
+        from .layouts import layouts_of_type
+
+        ids = {name: i for name, i in table_ids(flavour).items() if not _upstream(name, i)}
+        return cls(flavour, {i: BitnetType(n, i, layouts_of_type(n)[0].file_nbytes) for n, i in ids.items()})
 
     def name(self, type_id: int) -> str | None:
         """The type's name, or None when the id is unknown to this table."""

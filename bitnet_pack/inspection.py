@@ -39,8 +39,10 @@ class Inspection:
     notes: list[str] = field(default_factory=list)
     tensors: list[TensorInfo] = field(default_factory=list)
     source: str | None = None  # "org/name@<commit>" for hub sources
-    family: str = ""  # the architecture family (arch.py): 2b4t, 1bitllm, llama
+    family: str = ""  # the architecture family (arch.py): 2b4t, 1bitllm, llama, emb-qwen3, emb-gemma3
     model: dict = field(default_factory=dict)  # layers, vocab, context, hidden, parameters, tensor/file bytes
+    pooling: str | None = None  # embedding models: "last", "mean", "cls"
+    embedding_size: int | None = None  # embedding models: the pooled vector's length
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,6 +52,12 @@ def describe(path: Path, progress: Callable[[int], None] | None = None, *, hf_na
              **read_options: object) -> Inspection:
     """Read every tensor of the checkpoint at `path` (one at a time) into an `Inspection`;
     a GGUF's tensors under the file's own names unless `hf_names`."""
+    from .emb.source import is_embedding_model
+
+    if is_embedding_model(path):
+        from .emb.inspect import describe_embedding
+
+        return describe_embedding(path, progress, hf_names=hf_names)
     with open_checkpoint(path, **read_options) as source:
         report = Inspection(str(path), source.kind, source.layout, family=source.family.name)
         stored = source.kind == "gguf" and not hf_names
@@ -70,11 +78,11 @@ def describe(path: Path, progress: Callable[[int], None] | None = None, *, hf_na
         if not report.tensors:
             raise FormatError("holds no tensors: not a model checkpoint", path=path)
         report.notes = list(source.notes)
-        report.model = _summary(source.config, report.tensors, path)
+        report.model = summary(source.config, report.tensors, path)
         return report
 
 
-def _summary(config: dict, rows: list[TensorInfo], path: Path) -> dict:
+def summary(config: dict, rows: list[TensorInfo], path: Path) -> dict:
     """The model at a glance: sizes from its config, parameters and bytes from its tensors."""
     parameters = sum(int(np.prod(row.shape, dtype=np.int64)) for row in rows)
     return {"layers": config.get("num_hidden_layers"), "vocab": config.get("vocab_size"),

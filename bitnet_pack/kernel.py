@@ -6,11 +6,13 @@
     acc  = sum_k t[m, k] * q[k]                 (exact int32)
     y[m] = float32(acc) / s * beta              (float32, in this order)
 
-Every layout is read as stored (i2_s, i2_s_arm, hf, tq2_0, tq1_0, tl1, tl2): `PackedMatrix`
-holds a tensor's own bytes, often a read-only view of a mapped file, and the kernel walks
-them; nothing is decoded or re-encoded. `kernel_formats.py` describes each layout's bytes,
-where beta is (TQ: the blocks' one non-zero d) and which byte values are refused, and keeps
-the numpy reading of the bytes the reference products use.
+A layout with a C walk of its own (its entry's `kernel` and `kernel_id`) is read as
+stored: `PackedMatrix` holds a tensor's own bytes, often a read-only view of a mapped file,
+and the kernel walks them; nothing is decoded or re-encoded. `kernel_formats.py` describes
+each walk's bytes, where beta is (TQ: the blocks' one non-zero d) and which byte values are
+refused, and keeps the numpy reading of the bytes the reference products use. A layout whose
+entry says `kernel="generic"` is decoded once by its own `decode` (which refuses bad bytes)
+and multiplied through the hf walk: the same products, from codes the kernel did not read.
 
 The compiled kernel (`bitnet_pack._kernels`, built from kernels/) sums code * q and
 subtracts sum(q) (TL: adds table entries of t * q); it is tested bit for bit against the
@@ -37,8 +39,8 @@ import numpy as np
 
 from .errors import FormatError, NonFiniteActivation, NotTernary, ShapeError, UsageError
 from .kernel_config import Tiling, resolve_tiling
-from .kernel_formats import byte_problems, count_run, reference_codes, stored_beta
-from .layouts import get_layout, normalize_name
+from .kernel_formats import byte_problems, count_run, reference_codes, stored_beta, walk_of
+from .layouts import Layout, get_layout
 from .ternary import TernaryWeight
 from .ternary import quantize_activations as _numpy_quantize
 from .ternary import stored_beta as checked_beta
@@ -49,9 +51,7 @@ __all__ = ["BACKEND", "HALF_KINDS", "NonFiniteActivation", "PackedMatrix", "avai
            "reference_quantize_activations", "set_backend",
            "set_num_threads", "ternary_linear", "ternary_matmul_int", "use_backend"]
 
-# normalised name -> the name the kernel uses
-LAYOUTS = {"i2-s": "i2_s", "i2-s-arm": "i2_s_arm", "hf": "hf", "hf-packed": "hf", "tq2-0": "tq2_0",
-           "tq1-0": "tq1_0", "tl1": "tl1", "tl2": "tl2"}
+GENERIC_WALK = "hf"  # the walk of layouts whose entry says kernel="generic": any [M, K], beta given
 MAX_IN_FEATURES = 1 << 16  # the kernel's int32 lanes hold code << 6 sums (see isa_avx512vnni.c)
 
 
@@ -132,78 +132,109 @@ def num_threads() -> int:
 class PackedMatrix:
     """A weight as a layout stores it, which the kernel multiplies from directly: `data` is the
     tensor's bytes (flat uint8; hf: uint8 [ceil(M/4), K]), possibly a read-only view of a
-    mapped file; `tiling` is the (BM, BK, bm) of TL1/TL2 bytes. See kernel_formats.py."""
+    mapped file; `tiling` is the (BM, BK, bm) of a tiled layout's bytes. See kernel_formats.py.
+    `walk` / `kernel_id` are the kernel walk the layout's entry names (a generic layout's:
+    hf's, over `codes_bytes` encoded from its decoded codes)."""
 
-    layout: str  # one of LAYOUTS' values
+    layout: str  # a registered layout's name
     data: np.ndarray
     shape: tuple[int, int]
     beta: np.float32
     tiling: Tiling | None = None
     codes_bytes: np.ndarray = field(init=False, repr=False)  # what the kernel walks, flat
+    walk: str = field(init=False, repr=False)
+    kernel_id: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        layout = _kernel_name(self.layout)
+        layout = _kernel_layout(self.layout)
         shape = tuple(int(d) for d in self.shape)
         tiling = _checked_tiling(layout, shape, self.tiling)
         if shape[1] > MAX_IN_FEATURES:
             raise ShapeError(f"the kernel takes in_features <= {MAX_IN_FEATURES}, got {shape[1]}")
-        object.__setattr__(self, "layout", layout)
+        object.__setattr__(self, "layout", layout.name)
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "tiling", tiling)
         object.__setattr__(self, "beta", np.float32(self.beta))
+        if layout.spec.kernel == "generic":
+            self._set_generic(layout)
+            return
+        object.__setattr__(self, "walk", layout.spec.kernel)
+        object.__setattr__(self, "kernel_id", layout.spec.kernel_id)
         object.__setattr__(self, "data", _checked_bytes(layout, self.data, shape, tiling, self.beta))
         object.__setattr__(self, "codes_bytes", self.data.reshape(-1))
+
+    def _set_generic(self, layout: Layout) -> None:
+        """Decode once (the layout's decode refuses bad bytes and a beta other than the stored
+        one), then hold the codes as the generic walk's bytes."""
+        given = None if np.isnan(self.beta) else self.beta  # from_bytes without beta: the bytes say
+        decoded = layout.decode(_flat_bytes(layout.name, self.data), self.shape, beta=given)
+        walk = get_layout(GENERIC_WALK)
+        object.__setattr__(self, "walk", walk.spec.kernel)
+        object.__setattr__(self, "kernel_id", walk.spec.kernel_id)
+        object.__setattr__(self, "beta", np.float32(decoded.beta))
+        object.__setattr__(self, "codes_bytes", np.ascontiguousarray(walk.encode(decoded)).reshape(-1))
 
     @classmethod
     def from_ternary(cls, weight: TernaryWeight, layout: str = "i2_s", tiling: Tiling | None = None) -> PackedMatrix:
         """`weight` encoded by the layout module (TL: `tiling`, default `choose_tiling`)."""
-        name = LAYOUTS.get(normalize_name(layout), layout)
+        entry = _kernel_layout(layout)
         options = {}
-        if name in ("tl1", "tl2"):
-            tiling = resolve_tiling(name, weight.shape, tiling)
+        if entry.spec.tiled:
+            tiling = resolve_tiling(entry.name, weight.shape, tiling)
             options["tiling"] = tiling
-        return cls.from_bytes(name, get_layout(name).encode(weight, **options), weight.shape,
-                              np.float32(weight.beta) if name == "hf" else None, tiling=tiling)
+        return cls.from_bytes(entry.name, entry.encode(weight, **options), weight.shape,
+                              None if entry.embeds_scale else np.float32(weight.beta), tiling=tiling)
 
     @classmethod
     def from_bytes(cls, layout: str, data: np.ndarray, shape: tuple[int, int], beta: float | None = None,
                    *, tiling: Tiling | None = None) -> PackedMatrix:
-        """Stored bytes as read from a file; every layout but hf carries beta (TQ: its blocks'
-        d), hf needs `beta=`. No copy, no decode: the bytes are checked and kept."""
-        name = _kernel_name(layout)
-        if beta is None and name == "hf":
+        """Stored bytes as read from a file; most layouts carry beta (TQ: its blocks' d), those
+        whose entry keeps it outside (hf) need `beta=`. No copy, no decode for a layout with a
+        C walk: the bytes are checked and kept."""
+        entry = _kernel_layout(layout)
+        if beta is None and not entry.embeds_scale:
             raise UsageError(f"the {layout} layout keeps beta outside the bytes; pass beta=")
+        if beta is None and entry.spec.kernel == "generic":
+            return cls(entry.name, data, shape, np.float32(np.nan), tiling)  # decode finds beta
         if beta is None:
             shape = tuple(int(d) for d in shape)
-            flat = _flat_bytes(name, data)
-            _check_size(name, flat, shape, _checked_tiling(name, shape, tiling))
-            beta = stored_beta(name, flat, shape)
+            flat = _flat_bytes(entry.name, data)
+            _check_size(entry, flat, shape, _checked_tiling(entry, shape, tiling))
+            beta = stored_beta(entry.spec.kernel, flat, shape)
         if not (np.isfinite(beta) and beta > 0):  # as convert refuses it: NaN, Inf, 0 or < 0 next to codes
-            checked_beta(beta, lambda: bool(np.any(reference_codes(
-                name, _flat_bytes(name, data), tuple(shape), tiling))), layout=name)
-        return cls(name, data, shape, np.float32(beta), tiling)
+            checked_beta(beta, lambda: bool(np.any(_codes_of(entry, data, shape, tiling))), layout=entry.name)
+        return cls(entry.name, data, shape, np.float32(beta), tiling)
 
     def codes(self) -> np.ndarray:
         """int8 ternary codes [M, K], read from the bytes as the kernel reads them."""
-        return reference_codes(self.layout, self.codes_bytes, self.shape, self.tiling)
+        return reference_codes(self.walk, self.codes_bytes, self.shape, self.tiling)
 
 
-def _kernel_name(layout: str) -> str:
-    name = LAYOUTS.get(normalize_name(layout))
-    if name is None:
-        raise UsageError(f"the kernel reads layouts {', '.join(sorted(set(LAYOUTS.values())))}, not {layout!r}")
-    return name
+def _kernel_layout(layout: str) -> Layout:
+    """The registered layout (UnknownLayout by name otherwise), with a walk the kernel knows."""
+    entry = get_layout(layout)
+    if entry.spec.kernel != "generic":
+        walk_of(entry.spec.kernel)
+    return entry
 
 
-def _checked_tiling(layout: str, shape: tuple[int, int], tiling: Tiling | None) -> Tiling | None:
-    """The layout's shape rule; TL layouts need their tiling (checked), the others none."""
-    if layout in ("tl1", "tl2"):
+def _checked_tiling(layout: Layout, shape: tuple[int, int], tiling: Tiling | None) -> Tiling | None:
+    """The layout's shape rule; tiled layouts (TL) need their tiling (checked), the others none."""
+    if layout.spec.tiled:
         if tiling is None:
-            raise UsageError(f"{layout} bytes depend on the kernel tiling: pass tiling= (BM, BK, bm)")
-        get_layout(layout).check_shape(shape, tiling=tiling)
+            raise UsageError(f"{layout.name} bytes depend on the kernel tiling: pass tiling= (BM, BK, bm)")
+        layout.check_shape(shape, tiling=tiling)
         return tiling
-    get_layout(layout).check_shape(shape)
+    layout.check_shape(shape)
     return None
+
+
+def _codes_of(entry: Layout, data: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> np.ndarray:
+    """The codes of stored bytes (only to tell an all-zero tensor from one with codes)."""
+    flat, shape = _flat_bytes(entry.name, data), tuple(int(d) for d in shape)
+    if entry.spec.kernel == "generic":
+        return entry.decode(flat, shape).codes
+    return reference_codes(entry.spec.kernel, flat, shape, _checked_tiling(entry, shape, tiling))
 
 
 def _flat_bytes(layout: str, data: np.ndarray) -> np.ndarray:
@@ -213,28 +244,29 @@ def _flat_bytes(layout: str, data: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array).reshape(-1)
 
 
-def _check_size(layout: str, flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> None:
-    size = get_layout(layout).size(*shape) if tiling is not None else get_layout(layout).nbytes(shape)
+def _check_size(layout: Layout, flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> None:
+    size = layout.file_nbytes(*shape) if tiling is not None else layout.nbytes(shape)
     if flat.size != size:
-        raise ShapeError(f"{layout} data for shape {list(shape)} is {size} bytes, got {flat.size}")
+        raise ShapeError(f"{layout.name} data for shape {list(shape)} is {size} bytes, got {flat.size}")
 
 
-def _checked_bytes(layout: str, data: np.ndarray, shape: tuple[int, int], tiling: Tiling | None,
+def _checked_bytes(entry: Layout, data: np.ndarray, shape: tuple[int, int], tiling: Tiling | None,
                    beta: np.float32) -> np.ndarray:
     """The caller's bytes (a contiguous copy only if needed), after the checks the kernel
     relies on: size, the stored beta, and no byte value that no encoder writes."""
+    layout, walk = entry.name, entry.spec.kernel
     flat = _flat_bytes(layout, data)
     array = np.ascontiguousarray(data)  # the caller's array itself when it is contiguous
-    if layout == "hf":
-        want = get_layout("hf").stored_shape(shape)
-        if array.shape != want:
-            raise ShapeError(f"hf packed weight for shape {list(shape)} must be {list(want)}, got {list(array.shape)}")
-    _check_size(layout, flat, shape, tiling)
-    stored = stored_beta(layout, flat, shape)
+    want = entry.stored_shape(shape)
+    if len(want) > 1 and array.shape != want:
+        raise ShapeError(f"{layout} packed weight for shape {list(shape)} must be {list(want)}, "
+                         f"got {list(array.shape)}")
+    _check_size(entry, flat, shape, tiling)
+    stored = stored_beta(walk, flat, shape)
     if stored is not None and stored.tobytes() != np.float32(beta).tobytes():
         raise FormatError(f"{layout} bytes carry beta {float(stored)!r} but beta={float(beta)!r} was given")
     found = []
-    for run in byte_problems(layout, flat, shape, tiling):
+    for run in byte_problems(walk, flat, shape, tiling):
         n = (_ext.count_bad(flat, run.offset, run.rows, run.length, run.stride, run.pattern, run.table) if _ext
              else count_run(run, flat))
         if n:
@@ -298,7 +330,7 @@ def ternary_matmul_int(matrix: PackedMatrix, q: np.ndarray) -> np.ndarray:
         out = reference_matmul_int(matrix, rows)
     else:
         out = np.empty((rows.shape[0], matrix.shape[0]), np.int32)
-        _ext.matmul_int(BACKEND, matrix.layout, matrix.codes_bytes, *matrix.shape, _tiling_tuple(matrix),
+        _ext.matmul_int(BACKEND, matrix.kernel_id, matrix.codes_bytes, *matrix.shape, _tiling_tuple(matrix),
                         np.ascontiguousarray(rows), out)
     return out.reshape(q.shape[:-1] + (matrix.shape[0],))
 
@@ -311,7 +343,7 @@ def ternary_linear(matrix: PackedMatrix, x: np.ndarray) -> np.ndarray:
         y = reference_linear(matrix, rows)
     else:
         y = np.empty((rows.shape[0], matrix.shape[0]), np.float32)
-        bad = _ext.linear(BACKEND, matrix.layout, matrix.codes_bytes, *matrix.shape, _tiling_tuple(matrix),
+        bad = _ext.linear(BACKEND, matrix.kernel_id, matrix.codes_bytes, *matrix.shape, _tiling_tuple(matrix),
                           matrix.beta, np.ascontiguousarray(rows), y)
         _raise_non_finite(bad, rows.shape[0])
     return y.reshape(x.shape[:-1] + (matrix.shape[0],))

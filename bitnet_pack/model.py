@@ -36,7 +36,10 @@ OPENBLAS_CORETYPE (tests/test_determinism.py). Two numerics (`Numerics`) decide 
       rounded when one row of logits is computed (the prompt's last, every step);
     - softmax: fp32 exp, sum in double, times fp32(1/sum) (`ggml_vec_soft_max_f32`);
     - RoPE angles: theta_i = pos * powf(base, -2/d)^i, multiplied up one i at a time in
-      fp32 (`ggml_rope_cache_init`);
+      fp32 (`ggml_rope_cache_init`), cos/sin from the C library's cosf/sinf and the rotation
+      with gcc's fused multiply-adds (ggml_rope.py; without them a 64-token prompt diverges);
+    - a quantized embedding / output matrix (Q8_0, Q6_K, Q5_K, Q4_K) is looked up through
+      ggml's dequantizer and multiplied with activations quantized to Q8_K / Q8_0 (quant_dot.py);
     - the embedding is whatever the file holds (F16 for I2_S files): the loader passes it.
   The embedding (and an untied lm_head) is kept as the 16-bit values the checkpoint stores
 (`HalfTensor`: bf16 from transformers files, f16 from GGUF F16; found by checking the float32
@@ -60,12 +63,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import floatops
+from . import floatops, ggml_rope
 from .arch import BITNET_2B4T, PROJECTIONS, family_of_config
 from .checkpoints import StoredProjection, Tensor
 from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UsageError
 from .floatmath import round_f16
 from .kernel import PackedMatrix, exact_half_bits, half_matmul, half_to_float32, ternary_linear
+from .quant_dot import QuantTensor, quant_tensor
 from .ternary import TernaryWeight
 from .validate import check_hyperparameters
 
@@ -82,12 +86,13 @@ class Numerics:
     single_row_f16: bool = False   # a one-token P @ V and a one-row lm_head round P / h to fp16
     ggml_softmax: bool = False     # double-precision sum, multiply by 1/sum
     ggml_rope: bool = False        # iterated powf angles instead of pos * inv_freq
+    libm_rope: bool = False        # and ggml's cosf/sinf and fused rotation (ggml_rope.py)
     ggml_dot: str = ""             # one-token Q.K, P.V and f16 lm_head in ggml_vec_dot_f16's order
                                    # of that build ("avx512" / "avx2", floatops_ggml.c); avx512 also
                                    # runs the softmax with that build's ggml_v_expf and block sums
 
 
-_BITNET_CPP = dict(kv_f16=True, q_f16=True, single_row_f16=True, ggml_softmax=True, ggml_rope=True)
+_BITNET_CPP = dict(kv_f16=True, q_f16=True, single_row_f16=True, ggml_softmax=True, ggml_rope=True, libm_rope=True)
 NUMERICS = {
     "reference": Numerics("reference"),
     "bitnet.cpp": Numerics("bitnet.cpp", **_BITNET_CPP, ggml_dot="avx512"),  # an AVX-512 build (-march=native)
@@ -185,6 +190,8 @@ def _float_tensor(name: str, value: object) -> np.ndarray | HalfTensor:
     if isinstance(value, Tensor):
         if name in ("model.embed_tokens.weight", "lm_head.weight") and value.dtype in HALF_STORED:
             return HalfTensor(HALF_STORED[value.dtype], np.asarray(value.data).view(np.uint16))
+        if name in ("model.embed_tokens.weight", "lm_head.weight") and quant_tensor(value) is not None:
+            return quant_tensor(value)  # Q8_0 / Q6_K / Q5_K / Q4_K blocks, multiplied as ggml does
         value = value.f32()
     return np.asarray(value, dtype=np.float32)
 
@@ -258,7 +265,7 @@ class BitNetModel:
         self.numerics = NUMERICS[numerics]
         self.tensors = _prepare(self.config, weights)
         for name in ("model.embed_tokens.weight", "lm_head.weight"):
-            if name in self.tensors and not isinstance(self.tensors[name], HalfTensor):
+            if name in self.tensors and not isinstance(self.tensors[name], (HalfTensor, QuantTensor)):
                 self.tensors[name] = HalfTensor.from_float32(self.tensors[name])
         self.embedding = self.tensors["model.embed_tokens.weight"]
         self.lm_head = self.tensors.get("lm_head.weight", self.embedding)
@@ -274,19 +281,24 @@ class BitNetModel:
         if ids.size == 0 or ids.min() < 0 or ids.max() >= self.config.vocab_size:
             raise UsageError(f"token ids must be a non-empty list in [0, {self.config.vocab_size}), got {ids.tolist()[:8]}")
         positions = np.arange(self.cache.length, self.cache.length + ids.size)
-        rope = floatops.rope_tables(positions, self.config.head_dim, self.config.rope_theta, self.numerics.ggml_rope)
-        h = self.embedding.rows(ids) if isinstance(self.embedding, HalfTensor) else self.embedding[ids]
+        if self.numerics.libm_rope:
+            rope = ggml_rope.rope_tables(positions, self.config.head_dim, self.config.rope_theta)
+        else:
+            rope = floatops.rope_tables(positions, self.config.head_dim, self.config.rope_theta, self.numerics.ggml_rope)
+        h = self.embedding.rows(ids) if isinstance(self.embedding, (HalfTensor, QuantTensor)) else self.embedding[ids]
         for layer in range(self.config.num_layers):
             h = self._layer(layer, h, rope)
         self.cache.length += ids.size
         h = floatops.rms_norm(h if all_logits else h[-1:], self.tensors["model.norm.weight"], self.config.rms_norm_eps)
-        if self.numerics.single_row_f16 and h.shape[0] == 1:
-            h = round_f16(h)
+        if self.numerics.single_row_f16 and h.shape[0] == 1 and not isinstance(self.lm_head, QuantTensor):
+            h = round_f16(h)  # vec_dot_f16's f16 activations (a quantized head quantizes them itself)
         logits = self._logits(h)
         return logits if all_logits else logits[0]
 
     def _logits(self, h: np.ndarray) -> np.ndarray:
         head, ggml = self.lm_head, self.numerics.ggml_dot
+        if isinstance(head, QuantTensor):  # ggml: activations to Q8_K / Q8_0, integer dot products
+            return head.ggml_matmul(h) if ggml else floatops.f32_matmul(head.values(), h)
         if ggml and h.shape[0] == 1 and isinstance(head, HalfTensor) and head.f16_bits() is not None:
             return floatops.ggml_f16_matmul(head.f16_bits(), h, ggml)  # one row: vec_dot_f16, as ggml
         if isinstance(self.lm_head, HalfTensor):
@@ -310,8 +322,9 @@ class BitNetModel:
     def _attention(self, layer: int, x: np.ndarray, rope: tuple[np.ndarray, np.ndarray], w: dict) -> np.ndarray:
         c, num = self.config, self.numerics
         t, d = x.shape[0], c.head_dim
-        q = floatops.apply_rope(ternary_linear(w["self_attn.q_proj"], x).reshape(t, c.num_heads, d), *rope)
-        k = floatops.apply_rope(ternary_linear(w["self_attn.k_proj"], x).reshape(t, c.num_kv_heads, d), *rope)
+        rotate = ggml_rope.apply_rope if num.libm_rope else floatops.apply_rope
+        q = rotate(ternary_linear(w["self_attn.q_proj"], x).reshape(t, c.num_heads, d), *rope)
+        k = rotate(ternary_linear(w["self_attn.k_proj"], x).reshape(t, c.num_kv_heads, d), *rope)
         v = ternary_linear(w["self_attn.v_proj"], x).reshape(t, c.num_kv_heads, d)
         if num.kv_f16:
             k, v = round_f16(k), round_f16(v)

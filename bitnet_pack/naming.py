@@ -19,11 +19,11 @@ import os
 import re
 from pathlib import Path
 
-from .sinks.factory import GGUF_OUTTYPES, SAFETENSORS_OUTTYPES
+from .layouts import find_layout, layouts
+from .sinks.factory import FLOAT_OUTTYPES, gguf_outtypes, safetensors_outtypes
 
 PLACEHOLDERS = ("{outtype}", "{ftype}")  # ours, and llama.cpp's --outfile placeholder
-_TYPE_SUFFIX = re.compile(r"(?i)[-_.](gguf|safetensors|bf16|f16|f32|fp16|fp32|hf[-_]packed|packed|"
-                          r"i2[-_]s(?:[-_]arm)?|tl[12]|tq[12][-_]0)$")
+_FIXED_SUFFIXES = ("gguf", "safetensors", *FLOAT_OUTTYPES, "fp16", "fp32", "packed")
 _COUNT_WORD = re.compile(r"\d+(?:\.\d+)?[a-z]")
 
 
@@ -36,7 +36,7 @@ def expand(out: str, outtype: str) -> str:
 
 def default_is_gguf(outtype: str) -> bool:
     """Which container a default name gets: `bf16` (both) means a transformers master."""
-    return outtype in GGUF_OUTTYPES and outtype not in SAFETENSORS_OUTTYPES
+    return outtype in gguf_outtypes() and outtype not in safetensors_outtypes()
 
 
 def default_name(model_id: str, total_params: int, outtype: str, *, gguf: bool | None = None) -> str:
@@ -49,15 +49,32 @@ def default_name(model_id: str, total_params: int, outtype: str, *, gguf: bool |
     if size is None and total_params > 0:
         size = size_label(total_params, 0, 0, 0)
     name = naming_convention(_capitalised(full), _capitalised(base), _capitalised(finetune),
-                             version, size, outtype.upper())
+                             version, size, _suffix(outtype))
     gguf = default_is_gguf(outtype) if gguf is None else gguf
     return f"{name}.gguf" if gguf else name
+
+
+def _suffix(outtype: str) -> str:
+    """The type part of a default name: the layout entry's `name_suffix`, else the outtype upper-cased."""
+    layout = find_layout(outtype)
+    return outtype.upper() if layout is None else layout.spec.name_suffix
+
+
+def _type_suffix() -> re.Pattern[str]:
+    """A trailing type: a float or container word, or any registered layout's outtype, alias or
+    name suffix ("-i2_s", "-TQ2-0", "-hf-packed"; not "-hf", a transformers repo's mark), with
+    `-` and `_` taken for each other."""
+    words = {w for layout in layouts() for w in (layout.spec.write_name, layout.spec.name_suffix,
+                                                 *layout.spec.aliases)}
+    spelled = sorted({re.sub(r"\\?[-_]", "[-_]", re.escape(w.lower())) for w in {*words, *_FIXED_SUFFIXES}},
+                     key=len, reverse=True)
+    return re.compile(r"(?i)[-_.](" + "|".join(spelled) + ")$")
 
 
 def strip_type_suffix(model_id: str) -> str:
     previous = None
     while previous != model_id:
-        previous, model_id = model_id, _TYPE_SUFFIX.sub("", model_id)
+        previous, model_id = model_id, _type_suffix().sub("", model_id)
     return model_id
 
 

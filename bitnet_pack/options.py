@@ -7,6 +7,8 @@
     scale_dtype          --scale-dtype           hf-packed outputs (weight_scale bf16 or f32)
     target, arch, type_ids, embedding_type, name GGUF outputs
     out_kernel_config    --out-kernel-config     tl1 / tl2 outputs
+    beta_rule            --beta-rule             i2_s outputs of BitNet embedding models (emb/absmean.py)
+    float_type           --float-type            i2_s outputs of BitNet embedding models (norms, embedding)
     kernel_config        --kernel-config         the old single option: read tilings when SRC is
                                                  TL1/TL2, write tilings when OUT is; both is refused
 
@@ -27,7 +29,30 @@ from .errors import UsageError
 __all__ = ["ReadOptions", "WriteOptions", "flag", "parse_size", "split_options"]
 
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-GGUF_OUTTYPES_WITH_TILING = ("tl1", "tl2")
+
+
+def _entries(layouts: str) -> list:
+    """The registered layouts named in a "+"-joined projection layout ("bf16+<layout>")."""
+    from .layouts import find_layout
+
+    return [layout for layout in map(find_layout, layouts.split("+")) if layout is not None]
+
+
+def _named(what: str) -> str:
+    """The registered layouts with entry field `what` set, as a phrase ("tl1/tl2")."""
+    from .layouts import layouts
+
+    return "/".join(layout.name for layout in layouts() if getattr(layout.spec, what))
+
+
+def is_tiled(layouts: str) -> bool:
+    """Whether the bytes depend on a kernel_config tiling (the entry's `tiled`)."""
+    return any(layout.spec.tiled for layout in _entries(layouts))
+
+
+def has_variants(layouts: str) -> bool:
+    """Whether one of the layouts shares its GGUF type with others (the entry's `variant`)."""
+    return any(layout.spec.variant for layout in _entries(layouts))
 
 
 def flag(key: str) -> str:
@@ -64,10 +89,10 @@ class ReadOptions:
 
     def check_used_by(self, layout: str, what: str) -> None:
         """Refuse an option the source (whose projection layout is `layout`) has no use for."""
-        if self.i2s_variant is not None and "i2_s" not in layout:
-            raise UsageError(f"--i2s-variant applies to GGUF sources with I2_S tensors, and {what} is {layout}")
-        if self.src_kernel_config is not None and "tl" not in layout:
-            raise UsageError(f"--src-kernel-config applies to TL1/TL2 GGUF sources, and {what} is {layout}")
+        if self.i2s_variant is not None and not has_variants(layout):
+            raise UsageError(f"--i2s-variant applies to GGUF sources in {_named('variant')}, and {what} is {layout}")
+        if self.src_kernel_config is not None and not is_tiled(layout):
+            raise UsageError(f"--src-kernel-config applies to GGUF sources in {_named('tiled')}, and {what} is {layout}")
 
 
 @dataclass(frozen=True)
@@ -78,10 +103,13 @@ class WriteOptions:
     arch: str | None = None
     type_ids: str | None = None
     embedding_type: str | None = None
+    output_type: str | None = None
     out_kernel_config: Path | None = None
     name: str | None = None
     max_shard_size: int | None = None
     scale_dtype: str | None = None
+    beta_rule: str | None = None  # BitNet embedding models' I2_S beta: "numpy1" | "numpy2" | "exact"
+    float_type: str | None = None  # BitNet embedding models' i2_s norms and embedding: "f16" | "f32"
 
     def given(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -89,13 +117,18 @@ class WriteOptions:
     def check_used_by(self, outtype: str, gguf: bool) -> None:
         """Refuse what a GGUF or safetensors sink of `outtype` would ignore."""
         given = self.given()
+        for key in ("beta_rule", "float_type"):  # the embedding path (emb.convert) takes them, never a sink
+            if key in given:
+                raise UsageError(f"{flag(key)} applies to BitNet embedding models (qwen3 / gemma3) with --outtype "
+                                 "i2_s only")
         if gguf:
             unused = [k for k in ("max_shard_size", "scale_dtype") if k in given]
             why = "safetensors outputs (a directory OUT)"
-            if not unused and "out_kernel_config" in given and outtype not in GGUF_OUTTYPES_WITH_TILING:
-                unused, why = ["out_kernel_config"], "--outtype tl1 or tl2"
+            if not unused and "out_kernel_config" in given and not is_tiled(outtype):
+                unused, why = ["out_kernel_config"], f"--outtype {_named('tiled')}"
         else:
-            unused = [k for k in ("target", "arch", "type_ids", "embedding_type", "out_kernel_config", "name")
+            unused = [k for k in ("target", "arch", "type_ids", "embedding_type", "output_type", "out_kernel_config",
+                                  "name")
                       if k in given]
             why = "GGUF outputs (OUT ending in .gguf)"
             if not unused and "scale_dtype" in given and outtype != "hf-packed":
@@ -139,10 +172,10 @@ def place_kernel_config(path: Path | None, read: ReadOptions, write: WriteOption
     is; refused when both are (say which with --src-/--out-kernel-config) or neither is."""
     if path is None:
         return read, write
-    reads, writes = "tl" in source_layout, outtype in GGUF_OUTTYPES_WITH_TILING
+    reads, writes = is_tiled(source_layout), is_tiled(outtype)
     if reads and writes:
         raise UsageError(f"--kernel-config is ambiguous when SRC ({source_layout}) and OUT ({outtype}) are both "
-                         "TL1/TL2: pass --src-kernel-config and/or --out-kernel-config")
+                         f"{_named('tiled')}: pass --src-kernel-config and/or --out-kernel-config")
     if (reads and read.src_kernel_config is not None) or (writes and write.out_kernel_config is not None):
         raise UsageError("--kernel-config is the old spelling of --src-kernel-config / --out-kernel-config: "
                          "give one of them, not both")
@@ -150,5 +183,5 @@ def place_kernel_config(path: Path | None, read: ReadOptions, write: WriteOption
         return ReadOptions(read.i2s_variant, path), write
     if writes:
         return read, WriteOptions(**(write.given() | {"out_kernel_config": path}))
-    raise UsageError(f"--kernel-config applies to TL1/TL2 sources or outputs, and SRC is {source_layout}, "
+    raise UsageError(f"--kernel-config applies to {_named('tiled')} sources or outputs, and SRC is {source_layout}, "
                      f"--outtype {outtype}")

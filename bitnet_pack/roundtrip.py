@@ -29,9 +29,9 @@ from .convert import convert
 from .diff import compare_pair
 from .dtypes import round_to_bf16
 from .errors import BitnetPackError, ScaleNotRepresentable, ShapeError, UsageError
-from .layouts import get_layout, layout_names
+from .layouts import find_layout, get_layout, layout_names, outtype_of
 from .outputs import scratch_directory
-from .sinks.factory import make_sink
+from .sinks.factory import make_sink, safetensors_outtypes
 from .ternary import TernaryWeight
 
 __all__ = ["LayoutResult", "RoundtripReport", "roundtrip", "scale_rounding"]
@@ -110,19 +110,20 @@ def _back_outtype(source) -> str:
     # master, which records every beta, is the exact way back
     if source.kind == "bf16-master" or (source.kind == "hf-packed" and source.family.packed_scale == "inverse"):
         return "bf16"
-    if source.kind == "gguf" and source.layout in layout_names() and source.layout != "hf":
-        return source.layout
+    layout = find_layout(source.layout) if source.kind == "gguf" else None
+    if layout is not None and layout.spec.container == "gguf":
+        return layout.spec.write_name
     return "hf-packed"
 
 
 def _output_path(base: Path, name: str, outtype: str) -> Path:
-    return base / (name if outtype in ("hf-packed", "bf16") else f"{name}.gguf")
+    return base / (name if outtype in safetensors_outtypes() else f"{name}.gguf")
 
 
 def _one_layout(model: Path, layout: str, base: Path, back: str, embedding: str, reference: _Reference,
                 read_options: dict) -> LayoutResult:
     result = LayoutResult(layout)
-    outtype = "hf-packed" if layout == "hf" else layout
+    outtype = outtype_of(layout)
     forward_path = _output_path(base, f"roundtrip-{layout}", outtype)
     back_path = _output_path(base, f"roundtrip-{layout}-back", back)
     try:

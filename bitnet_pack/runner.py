@@ -40,7 +40,12 @@ class Loaded:
 def loaded(path: Path, numerics: str, **read_options: object) -> Iterator[Loaded]:
     """(model, tokenizer.json path) for the checkpoint at `path`: the tokenizer files as the
     checkpoint has them, or as rebuilt from GGUF metadata into a temporary directory."""
+    from .emb.source import is_embedding_model
     from .model import BitNetModel  # imported on use: the CLI starts without loading the kernel
+
+    if is_embedding_model(path):
+        raise UsageError(f"{path} is a BitNet embedding model: it has no LM head to decode (verify compares its "
+                         "pooled embeddings)")
 
     with about(path), open_checkpoint(path, **read_options) as source:
         validate(source, source.entries())  # as convert: counts bounded by the file before any table

@@ -5,7 +5,6 @@ map C return codes to exceptions. Every product runs with the GIL released."""
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t
 
 cdef extern from "bitnet_kernels.h" nogil:
-    int BP_LAYOUT_I2S, BP_LAYOUT_HF, BP_LAYOUT_I2S_ARM, BP_LAYOUT_TQ2, BP_LAYOUT_TQ1, BP_LAYOUT_TL1, BP_LAYOUT_TL2
     int BP_ENOMEM, BP_EBACKEND, BP_ESHAPE
     int bp_backend_count()
     const char *bp_backend_name(int backend)
@@ -26,8 +25,6 @@ cdef extern from "bitnet_kernels.h" nogil:
     int bp_half_matmul(int backend, int kind, const uint16_t *w, int64_t v, int64_t k,
                        const float *x, int64_t n, float *y)
 
-LAYOUTS = {"i2_s": BP_LAYOUT_I2S, "hf": BP_LAYOUT_HF, "i2_s_arm": BP_LAYOUT_I2S_ARM, "tq2_0": BP_LAYOUT_TQ2,
-           "tq1_0": BP_LAYOUT_TQ1, "tl1": BP_LAYOUT_TL1, "tl2": BP_LAYOUT_TL2}
 BACKENDS = tuple(bp_backend_name(i).decode() for i in range(bp_backend_count()))
 
 
@@ -76,11 +73,11 @@ cdef void _tiling(tuple tiling, int64_t *t):
     t[0], t[1], t[2] = tiling if tiling else (0, 0, 0)
 
 
-def matmul_int(str backend, str layout, const uint8_t[::1] w, int64_t m, int64_t k, tuple tiling,
+def matmul_int(str backend, int walk, const uint8_t[::1] w, int64_t m, int64_t k, tuple tiling,
                const int8_t[:, ::1] q, int32_t[:, ::1] out):
-    """Fill out [N, M]; `tiling` is (BM, BK, bm) for TL layouts, else ()."""
+    """Fill out [N, M]; `walk` is the layout entry's kernel_id (BP_LAYOUT_*: the C refuses
+    others), `tiling` is (BM, BK, bm) for TL layouts, else ()."""
     cdef int b = BACKENDS.index(backend)
-    cdef int lay = LAYOUTS[layout]
     cdef int64_t n = q.shape[0]
     cdef int64_t t[3]
     cdef int code
@@ -88,15 +85,14 @@ def matmul_int(str backend, str layout, const uint8_t[::1] w, int64_t m, int64_t
         return
     _tiling(tiling, t)
     with nogil:
-        code = bp_matmul_int(b, lay, &w[0], m, k, t, &q[0, 0], n, &out[0, 0])
-    _check(code, f"{layout} matmul {m}x{k}")
+        code = bp_matmul_int(b, walk, &w[0], m, k, t, &q[0, 0], n, &out[0, 0])
+    _check(code, f"walk {walk} matmul {m}x{k}")
 
 
-def linear(str backend, str layout, const uint8_t[::1] w, int64_t m, int64_t k, tuple tiling, float beta,
+def linear(str backend, int walk, const uint8_t[::1] w, int64_t m, int64_t k, tuple tiling, float beta,
            const float[:, ::1] x, float[:, ::1] y):
     """Fill y [N, M]; return the number of activation rows holding NaN/Inf (y untouched then)."""
     cdef int b = BACKENDS.index(backend)
-    cdef int lay = LAYOUTS[layout]
     cdef int64_t n = x.shape[0]
     cdef int64_t t[3]
     cdef int64_t code
@@ -104,8 +100,8 @@ def linear(str backend, str layout, const uint8_t[::1] w, int64_t m, int64_t k, 
         return 0
     _tiling(tiling, t)
     with nogil:
-        code = bp_linear(b, lay, &w[0], m, k, t, beta, &x[0, 0], n, &y[0, 0])
-    _check(code, f"{layout} linear {m}x{k}")
+        code = bp_linear(b, walk, &w[0], m, k, t, beta, &x[0, 0], n, &y[0, 0])
+    _check(code, f"walk {walk} linear {m}x{k}")
     return code
 
 
@@ -146,3 +142,4 @@ def half_matmul(str backend, str kind, const uint16_t[:, ::1] w, const float[:, 
 
 
 include "floatops.pxi"
+include "quant_floats.pxi"

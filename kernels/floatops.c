@@ -147,6 +147,11 @@ void bp_activation(const float *gate, const float *up, int64_t n, int kind, floa
         const float g = gate[i];
         if (kind == BP_ACT_SILU) {
             out[i] = (g / (1.0f + bp_expf(-g))) * up[i];
+        } else if (kind == BP_ACT_GELU_TANH) {
+            const double x = (double)g;
+            const double u = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+            const double t = 1.0 - 2.0 / (bp_exp_d(2.0 * u) + 1.0);
+            out[i] = (float)(0.5 * x * (1.0 + t)) * up[i];
         } else {
             const float r = g < 0.0f ? 0.0f : g;
             out[i] = (r * r) * up[i];

@@ -28,7 +28,9 @@
  *                 Flag SOFTMAX_AVX512: e = ggml_v_expf (AVX-512 build, floatmath.h) and the
  *                 sum over the 32-padded cells in blocks of 16, each folded by halves in
  *                 float32 and added in double, then p = e * float(1 / sum).
- * activation      relu2: r = (g < 0 ? 0 : g), (r * r) * up;  silu: (g / (1 + expf(-g))) * up.
+ * activation      relu2: r = (g < 0 ? 0 : g), (r * r) * up;  silu: (g / (1 + expf(-g))) * up;
+ *                 gelu_tanh: in double, u = c * (x + 0.044715 * x * x * x) (c = sqrt(2/pi)),
+ *                 t = 1 - 2 / (exp(2u) + 1), float(0.5 * x * (1 + t)) * up (floatmath.gelu_tanh).
  * f32_matmul      y[n, v] = dot(x[n], w[v]) (the lm_head when weights are not 16-bit).
  */
 #ifndef BITNET_PACK_FLOATOPS_H
@@ -43,6 +45,7 @@
 #define BP_SOFTMAX_AVX512 16 /* with SOFTMAX_GGML: ggml_vec_soft_max_f32 of the AVX-512 build */
 #define BP_ACT_RELU2 0
 #define BP_ACT_SILU 1
+#define BP_ACT_GELU_TANH 2 /* the embedding models' Gemma3 MLP (bitnet_pack/emb), not an LM activation */
 
 void bp_float_set_parallel_min(int64_t work);
 int64_t bp_float_parallel_min(void);

@@ -18,7 +18,7 @@ from safetensors import safe_open
 
 from bitnet_pack import kernel
 from bitnet_pack.containers.gguf import GGUFFile
-from bitnet_pack.errors import FormatError, NotTernary, ShapeError, UsageError
+from bitnet_pack.errors import FormatError, NotTernary, ShapeError, UnknownLayout, UsageError
 from bitnet_pack.ternary import TernaryWeight, quantize_activations
 
 BACKENDS = kernel.available_backends()
@@ -305,7 +305,7 @@ def test_packed_matrix_refuses_bad_bytes():
         kernel.PackedMatrix("hf", hf, (3, 7), 1.0)
     with pytest.raises(ShapeError, match="in_features <= 65536, got 65537"):
         kernel.PackedMatrix("hf", np.full((1, 65537), 0x55, np.uint8), (1, 65537), 1.0)
-    with pytest.raises(UsageError, match="reads layouts .*, not 'q4_0'"):
+    with pytest.raises(UnknownLayout, match="unknown layout 'q4_0'; known: hf, i2_s"):
         kernel.PackedMatrix("q4_0", good.data, (4, 256), good.beta)
     with pytest.raises(UsageError, match="pass beta="):
         kernel.PackedMatrix.from_bytes("hf", hf, (3, 7))
@@ -455,9 +455,9 @@ def test_products_release_the_gil():
     out_i = np.empty((64, 2048), np.int32)
     calls = {}
     for backend in COMPILED:
-        calls[(backend, "linear")] = partial(kernel._ext.linear, backend, "i2_s", matrix.codes_bytes,
+        calls[(backend, "linear")] = partial(kernel._ext.linear, backend, matrix.kernel_id, matrix.codes_bytes,
                                              2048, 2048, (), matrix.beta, x, out_y)
-        calls[(backend, "matmul_int")] = partial(kernel._ext.matmul_int, backend, "i2_s", matrix.codes_bytes,
+        calls[(backend, "matmul_int")] = partial(kernel._ext.matmul_int, backend, matrix.kernel_id, matrix.codes_bytes,
                                                  2048, 2048, (), q, out_i)
     assert_releases_gil(calls)
 

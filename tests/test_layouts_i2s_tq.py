@@ -10,8 +10,6 @@ from gguf import GGMLQuantizationType, quants
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import bitnet_pack.layouts.i2s  # noqa: F401  (registers i2_s, i2_s_arm until _MODULES lists them)
-import bitnet_pack.layouts.tq  # noqa: F401  (registers tq1_0, tq2_0)
 from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.dtypes import bf16_to_f32
 from bitnet_pack.errors import FormatError, NotTernary, ScaleNotRepresentable, ShapeError
@@ -241,8 +239,10 @@ def test_sizes_and_table_entries():
             assert get_layout(name).nbytes(shape) == i2s_nbytes(*shape)
         for name, qtype in TQ_TYPES.items():
             assert get_layout(name).nbytes(shape) == tables.nbytes(int(qtype), shape)
-    assert get_layout("I2_S").spec.ggml_type == 36 and get_layout("i2-s-arm").spec.ggml_type == 36
-    assert get_layout("TQ1_0").spec.ggml_type == 34 and get_layout("TQ2_0").spec.ggml_type == 35
+    assert dict(get_layout("I2_S").spec.type_ids) == dict(get_layout("i2-s-arm").spec.type_ids) == {"2025": 36, "2026": 36}
+    assert dict(get_layout("TQ1_0").spec.type_ids) == {"mainline": 34}
+    assert dict(get_layout("TQ2_0").spec.type_ids) == {"mainline": 35}
+    assert get_layout("TQ2_0").spec.ggml_type == 35 and get_layout("TQ1_0").spec.file_type == 36
     assert get_layout("tq2_0").nbytes((2, 512)) == 2 * 2 * 66
     assert get_layout("tq1_0").nbytes((2, 512)) == 2 * 2 * 54
 

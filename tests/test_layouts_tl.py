@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from bitnet_pack.dtypes import bf16_to_f32
 from bitnet_pack.errors import FormatError, NotTernary, ShapeError
-from bitnet_pack.ggml_types import tl1_nbytes, tl2_nbytes
+from bitnet_pack.ggml_types import TypeTable, tl1_nbytes, tl2_nbytes
 from bitnet_pack.kernel_config import (
     KernelConfig,
     Tiling,
@@ -429,6 +429,9 @@ def test_beta_lives_in_the_slot_and_can_be_overridden(kind: str) -> None:
 
 
 def test_specs() -> None:
-    assert (TL1.spec.name, TL1.spec.ggml_type, TL1.spec.scale) == ("tl1", 38, "sidecar:f32")
-    assert (TL2.spec.name, TL2.spec.ggml_type, TL2.spec.scale) == ("tl2", 39, "sidecar:f32")
+    assert (TL1.spec.name, dict(TL1.spec.type_ids), TL1.spec.scale) == ("tl1", {"2025": 38, "2026": 38}, "sidecar:f32")
+    assert (TL2.spec.name, dict(TL2.spec.type_ids), TL2.spec.scale) == ("tl2", {"2025": 39, "2026": 42}, "sidecar:f32")
     assert "42" in TL2.spec.source
+    for flavour, type_id in TL2.spec.type_ids.items():  # what the writer and reader use
+        assert TypeTable.for_target(flavour).type_id("TL2") == type_id
+        assert TypeTable.for_target(flavour).name(type_id) == "TL2"

@@ -97,7 +97,7 @@ class Entry:
     name: str
     shape: tuple[int, ...]
     kind: str  # "linear" (a TernaryWeight) or "tensor" (a Tensor)
-    dtype: str  # as stored in the source: "BF16", "U8", "i2_s", ...
+    dtype: str  # as stored in the source: "BF16", "U8", or a GGML type name
     nbytes: int  # bytes read from the source
     load: Callable[[], TernaryWeight | Tensor] = field(repr=False, compare=False)
 
@@ -105,8 +105,8 @@ class Entry:
 @dataclass(frozen=True, eq=False)
 class StoredProjection:
     """A projection's bytes exactly as the source stores them (a view of the mapped file, no
-    decode), for the kernel to multiply from: `layout` names the bytes' layout ("i2_s",
-    "i2_s_arm", "tl1", "tl2", "tq1_0", "tq2_0", "hf"); `beta` is given when the bytes do not
+    decode), for the kernel to multiply from: `layout` names the bytes' layout (a registered
+    layout's name, `bitnet_pack.layouts.layout_names()`); `beta` is given when the bytes do not
     carry it (hf: from weight_scale), `tiling` for TL bytes."""
 
     layout: str
@@ -123,7 +123,7 @@ class Checkpoint:
     config: dict
     family: Family  # the architecture description the tensors follow (see `arch`)
     kind: str  # "bf16-master", "hf-packed", "gguf"
-    layout: str  # "bf16", "hf", "i2_s", "tq2_0", ...
+    layout: str  # "bf16", or a registered layout's name
     notes: list[str]  # what the reader decided (scale convention, flavour), shown to users
     aux_files: dict[str, bytes]
 

@@ -40,18 +40,22 @@ from ..errors import (
 )
 from ..gguf_meta import check_tokenizer_kvs, config_from_kvs
 from ..kernel_config import KernelConfig, parse_kernel_config, read_kernel_config, sibling_path
-from ..layouts import get_layout
+from ..layouts import Layout, layout_of_type, layouts_of_type
 from ..ternary import ZERO_BETA, TernaryWeight, check_ternary
 from ..tokenizer_reverse import tokenizer_files_from_gguf
 from . import Checkpoint, Entry, StoredProjection, Tensor, is_projection
 from .hf import LatentTernary
 
 FLOAT_TYPES = {"F32": ("F32", "<f4"), "F16": ("F16", "<f2"), "BF16": ("BF16", "<u2")}
-LAYOUT_OF_TYPE = {"I2_S": "i2_s", "TL1": "tl1", "TL2": "tl2", "TQ1_0": "tq1_0", "TQ2_0": "tq2_0"}
 # ggml block types that hold rounded floats (ternary layouts and plain floats/ints excluded);
 # whether gguf-py can dequantize one is known only when it is tried (NotImplementedError).
-NOT_LOSSY_FLOATS = {"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64", *LAYOUT_OF_TYPE}
-LOSSY_FLOAT_TYPES = frozenset(t.name for t in GGMLQuantizationType if t.name not in NOT_LOSSY_FLOATS)
+PLAIN_TYPES = {"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64"}
+GGUF_PY_TYPES = frozenset(t.name for t in GGMLQuantizationType)
+
+
+def is_lossy_float(type_name: str) -> bool:
+    """A gguf-py block type that is neither plain nor a registered layout's type."""
+    return type_name in GGUF_PY_TYPES and type_name not in PLAIN_TYPES and not layouts_of_type(type_name)
 
 
 class GGUFCheckpoint(Checkpoint):
@@ -74,7 +78,8 @@ class GGUFCheckpoint(Checkpoint):
                       f"read GGUF arch {arch!r} with "
                       f"{'mainline' if self.types_flavour is None else 'bitnet.cpp ' + self.types_flavour} type ids"]
         self.notes += self._lossy_float_notes()
-        self.i2s_layout = self._i2s_layout(i2s_variant)
+        self.variant = i2s_variant
+        self._check_variant(i2s_variant)
         self.kernel_config = self._kernel_config(kernel_config)
         self.layout = self._projection_layout()
 
@@ -84,23 +89,29 @@ class GGUFCheckpoint(Checkpoint):
 
     def _lossy_float_notes(self) -> list[str]:
         lossy = [(name, info.type_name) for name, info in self.file.tensors.items()
-                 if info.type_name in LOSSY_FLOAT_TYPES]
+                 if is_lossy_float(info.type_name)]
         return [f"{name} is {type_name} in the file: read through gguf-py's {type_name} dequantizer as F32, "
                 "the values the runtime uses; the original floats were rounded when the file was made (lossy)"
                 for name, type_name in lossy]
 
-    def _i2s_layout(self, variant: str | None) -> str:
+    def _check_variant(self, variant: str | None) -> None:
+        """A file that records its layout (`bitnet_pack.layout`) is read as it says: a read
+        variant naming another layout of the same GGUF type is refused, not a silent rescramble;
+        for a file that records none, the choice is said in a note."""
+        if variant is None:
+            return
         recorded = self.file.get("bitnet_pack.layout")
-        if variant is not None:
-            wanted = "i2_s_arm" if variant == "arm" else "i2_s"
-            if recorded in ("i2_s", "i2_s_arm") and recorded != wanted:  # the file says what it is
+        for type_name in sorted({info.type_name for info in self.file.tensors.values()}):
+            sharing = layouts_of_type(type_name)
+            if len(sharing) < 2:
+                continue
+            wanted = layout_of_type(type_name, variant=variant)
+            if recorded in {lay.name for lay in sharing} and recorded != wanted.name:
                 raise UsageError(f"--i2s-variant {variant}: the file records its layout as {recorded} "
                                  "(bitnet_pack.layout); reading it as the other variant scrambles the codes")
-            if recorded is None and any(i.type_name == "I2_S" for i in self.file.tensors.values()):
-                self.notes.append(f"read the I2_S blocks as {variant} ({'64/16' if variant == 'arm' else '128/32'}) "
-                                  "because --i2s-variant says so: the file does not record its variant")
-            return wanted
-        return "i2_s_arm" if recorded == "i2_s_arm" else "i2_s"
+            if recorded is None:
+                self.notes.append(f"read the {type_name} blocks as {wanted.name} because --i2s-variant says so: "
+                                  "the file does not record its variant")
 
     def _kernel_config(self, path: Path | None) -> KernelConfig | None:
         """The TL tilings: the given file, else our metadata, else the sibling
@@ -111,20 +122,27 @@ class GGUFCheckpoint(Checkpoint):
         if text:
             return parse_kernel_config(text, source=f"{self.path} (bitnet_pack.kernel_config)")
         sibling = sibling_path(self.path)
-        if sibling.is_file() and any(i.type_name in ("TL1", "TL2") for i in self.file.tensors.values()):
+        if sibling.is_file() and any(self._tiled(i.type_name) for i in self.file.tensors.values()):
             self.notes.append(f"read the TL tilings from {sibling.name} beside the file")
             return read_kernel_config(sibling)
         return None
 
     def _projection_layout(self) -> str:
-        kinds = {self._layout_of(info.type_name) for name, info in self.file.tensors.items()
+        kinds = {self._layout_name(info.type_name) for name, info in self.file.tensors.items()
                  if is_projection(self.family.to_hf(name))}
         return "+".join(sorted(kinds)) or "none"
 
-    def _layout_of(self, type_name: str) -> str:
-        if type_name == "I2_S":
-            return self.i2s_layout
-        return LAYOUT_OF_TYPE.get(type_name, type_name.lower())
+    def _layout_of(self, type_name: str) -> Layout | None:
+        """The registered layout this file's `type_name` tensors are in (None: not a layout type)."""
+        return layout_of_type(type_name, variant=self.variant, recorded=self.file.get("bitnet_pack.layout"))
+
+    def _layout_name(self, type_name: str) -> str:
+        layout = self._layout_of(type_name)
+        return type_name.lower() if layout is None else layout.name
+
+    def _tiled(self, type_name: str) -> bool:
+        layout = self._layout_of(type_name)
+        return layout is not None and layout.spec.tiled
 
     @functools.cached_property
     def aux_files(self) -> dict[str, bytes]:
@@ -143,7 +161,7 @@ class GGUFCheckpoint(Checkpoint):
             if is_projection(hf_name):
                 entries.append(Entry(hf_name, info.shape, "linear", info.type_name, info.nbytes,
                                      lambda n=name: self._load_linear(n)))
-            elif info.type_name in FLOAT_TYPES or info.type_name in LOSSY_FLOAT_TYPES:
+            elif info.type_name in FLOAT_TYPES or is_lossy_float(info.type_name):
                 entries.append(Entry(hf_name, info.shape, "tensor", info.type_name, info.nbytes,
                                      lambda n=name: self._load_tensor(n)))
             else:
@@ -153,7 +171,7 @@ class GGUFCheckpoint(Checkpoint):
 
     def _load_tensor(self, name: str) -> Tensor:
         info = self.file.tensors[name]
-        if info.type_name in LOSSY_FLOAT_TYPES:
+        if is_lossy_float(info.type_name):
             rows = self.file.tensor_bytes(name).reshape(math.prod(info.shape[:-1]), -1)
             return DequantizedTensor(rows, info.type_name, info.shape, where=(self.path, name))
         dtype, storage = FLOAT_TYPES[info.type_name]
@@ -165,13 +183,16 @@ class GGUFCheckpoint(Checkpoint):
 
     def _decode_linear(self, name: str) -> TernaryWeight:
         info = self.file.tensors[name]
-        if info.type_name in FLOAT_TYPES or info.type_name in LOSSY_FLOAT_TYPES:
+        if info.type_name in FLOAT_TYPES or is_lossy_float(info.type_name):
             values = self._load_tensor(name).f32()
             ternary = _ternary_from_float(values, name, self.path)
             # a latent family's float file holds -0.0 where the master was negative: keep it
             return LatentTernary.of(ternary, values, "F32") if self.family.float_dtype is None else ternary
-        layout = get_layout(self._layout_of(info.type_name))
-        options = {"tiling": self._tiling(name)} if info.type_name in ("TL1", "TL2") else {}
+        layout = self._layout_of(info.type_name)
+        if layout is None:
+            raise UnknownTensorType(f"{info.type_name} is neither a float type nor a registered layout's type",
+                                    path=self.path, tensor=name)
+        options = {"tiling": self._tiling(name)} if layout.spec.tiled else {}
         return layout.decode(self.file.tensor_bytes(name), info.shape, **options)
 
     def _tiling(self, name: str) -> KernelConfig:
@@ -185,13 +206,13 @@ class GGUFCheckpoint(Checkpoint):
     def stored(self, entry: Entry) -> StoredProjection | None:
         name = self.family.to_gguf(entry.name)
         info = self.file.tensors[name]
-        if info.type_name not in LAYOUT_OF_TYPE or self.family.permuted_heads(entry.name, self.config) is not None:
+        layout = self._layout_of(info.type_name)
+        if layout is None or self.family.permuted_heads(entry.name, self.config) is not None:
             return None  # q/k rows the llama arch stores permuted are decoded and put back in order
         tiling = None
-        if info.type_name in ("TL1", "TL2"):
+        if layout.spec.tiled:
             tiling = self._tiling(name).tiling_for(tuple(info.shape), tensor=name)
-        return StoredProjection(self._layout_of(info.type_name), self.file.tensor_bytes(name), tuple(info.shape),
-                                tiling=tiling)
+        return StoredProjection(layout.name, self.file.tensor_bytes(name), tuple(info.shape), tiling=tiling)
 
     def release(self, entry: Entry) -> None:
         if not self.file.closed:

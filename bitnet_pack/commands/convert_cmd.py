@@ -7,6 +7,7 @@ import click
 
 from ..api import ConvertReport, convert
 from ..errors import UsageError
+from ..layouts import variants
 from ..progress import bars, bars_wanted
 from ..sinks.factory import canonical_outtype, outtype_spellings
 from .common import PATH_OR_REPO, emit_json, examples, note
@@ -57,20 +58,26 @@ class Outtype(click.ParamType):
 @click.option("--commit-message", default=None, help="[--push-to-hub] The upload's commit message.")
 @click.option("--token", default=None, help="[--push-to-hub] Hub token (default: HF_TOKEN, or `hf auth login`'s).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-@click.option("--i2s-variant", type=click.Choice(["x86", "arm"]), default=None,
+@click.option("--i2s-variant", type=click.Choice(variants()), default=None,
               help="[I2_S GGUF SRC] Read its blocks as x86 (128/32, official files) or ARM (64/16).")
 @click.option("--src-kernel-config", type=INI, default=None,
               help="[TL1/TL2 GGUF SRC] kernel_config.ini with its tilings (default: its metadata, else "
                    "<stem>.kernel_config.ini beside it).")
 @click.option("--target", type=click.Choice(["bitnet.cpp", "llama.cpp"]), default=None,
-              help="[GGUF OUT] Runtime: sets the architecture name and keys. Default: bitnet.cpp for "
-                   "i2_s/tl1/tl2, llama.cpp otherwise.")
+              help="[GGUF OUT] Runtime: sets the architecture name and keys. Default: the first runtime "
+                   "the layout's entry lists (bitnet.cpp for its own types), llama.cpp for floats.")
 @click.option("--arch", default=None, help="[GGUF OUT] Architecture name (bitnet.cpp: bitnet-b1.58 or bitnet-25).")
 @click.option("--type-ids", type=click.Choice(["2025", "2026"]), default=None,
               help="[GGUF OUT] bitnet.cpp type-id generation: TL2 is 39 up to mid-2025 (default), 42 after.")
-@click.option("--embedding-type", type=click.Choice(["f16", "bf16", "f32"]), default=None,
-              help="[GGUF OUT] Type of token_embd (default f16, as llama.cpp; bf16 or f32 keep a bf16 master's "
-                   "embedding exactly).")
+@click.option("--embedding-type", type=click.Choice(["f16", "bf16", "f32", "q8_0", "q6_k", "q5_k", "q4_k"]),
+              default=None,
+              help="[GGUF OUT] Type of token_embd, and of output for untied models (default f16, as llama.cpp; bf16 "
+                   "or f32 keep a bf16 master's embedding exactly; q8_0/q6_k/q5_k/q4_k quantize it byte for byte as "
+                   "llama-quantize --token-embedding-type does, e.g. q6_k as bitnet.cpp recommends).")
+@click.option("--output-type", type=click.Choice(["f16", "bf16", "f32", "q8_0", "q6_k", "q5_k", "q4_k"]),
+              default=None,
+              help="[GGUF OUT] Type of output for untied models when it should differ from --embedding-type "
+                   "(llama-quantize's --output-tensor-type).")
 @click.option("--name", default=None, help="[GGUF OUT] general.name.")
 @click.option("--out-kernel-config", type=INI, default=None,
               help="[tl1/tl2 OUT] kernel_config.ini giving the tilings to write (default: chosen automatically); "
@@ -83,6 +90,13 @@ class Outtype(click.ParamType):
 @click.option("--scale-dtype", type=click.Choice(["bf16", "f32"]), default=None,
               help="[hf-packed OUT] dtype of weight_scale: bf16 (default, as transformers) rounds fp32 betas; "
                    "f32 keeps them exactly and transformers loads it.")
+@click.option("--beta-rule", type=click.Choice(["numpy1", "numpy2", "exact"]), default=None,
+              help="[BitNet embedding model, i2_s OUT] How beta = mean|W| is summed: numpy1 (default) as "
+                   "bitnet.cpp's converter under its pinned numpy 1.26 (byte-identical files), numpy2 as under "
+                   "numpy 2, exact the correctly rounded mean.")
+@click.option("--float-type", type=click.Choice(["f16", "f32"]), default=None,
+              help="[BitNet embedding model, i2_s OUT] Type of its norms and token_embd: f16 (default, as "
+                   "bitnet.cpp's converter, which rounds Gemma3's 1+w) or f32 (every value kept).")
 @click.option("--kernel-config", type=INI, default=None,
               help="Old spelling: --src-kernel-config when SRC is TL1/TL2, --out-kernel-config when OUT is.")
 def command(src: str, out: str | None, outfile: str | None, outtype: str, revision: str | None, force: bool,

@@ -8,6 +8,7 @@ import click
 
 from ..api import inspect
 from ..inspection import Inspection, describe_raw
+from ..layouts import variants
 from ..progress import bars, bars_wanted, is_quiet
 from .common import PATH_OR_REPO, about, emit_json, examples, note, resolve
 from .schema import inspect_json
@@ -24,7 +25,7 @@ TEXT_SHOWN = 120
 @click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="kernel_config.ini of a TL1/TL2 SRC (default: its metadata, else <stem>.kernel_config.ini "
                    "beside it).")
-@click.option("--i2s-variant", type=click.Choice(["x86", "arm"]), default=None,
+@click.option("--i2s-variant", type=click.Choice(variants()), default=None,
               help="Read an I2_S SRC's blocks as x86 (128/32) or ARM (64/16).")
 @click.option("--raw", is_flag=True, help="The file's own view: stored tensor names, types (bitnet.cpp ids "
               "included), offsets and sizes; GGUF key-values too.")
@@ -54,7 +55,8 @@ def command(src: str, revision: str | None, kernel_config: Path | None, i2s_vari
 def _print_checkpoint(report: Inspection) -> None:
     if report.source is not None:
         note(f"resolved the hub source to {report.source}")
-    click.echo(f"{report.path}: {report.kind} ({report.layout}), family {report.family}")
+    click.echo(f"{report.path}: {report.kind} ({report.layout}), family {report.family}"
+               + (f", pooling {report.pooling}, embedding size {report.embedding_size}" if report.pooling else ""))
     model = report.model
     click.echo(f"  {model['layers']} layers, vocab {model['vocab']}, context {model['context']}, hidden "
                f"{model['hidden']}; {model['parameters'] / 1e6:.2f}M parameters, {model['tensor_bytes'] / 1e6:.2f} MB "

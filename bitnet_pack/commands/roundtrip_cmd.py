@@ -7,7 +7,7 @@ import click
 
 from ..api import roundtrip
 from ..errors import VerificationMismatch
-from ..layouts import layout_names
+from ..layouts import layout_names, variants
 from ..progress import bars, bars_wanted
 from ..roundtrip import RoundtripReport
 from ..runner import prompt_ids
@@ -28,7 +28,7 @@ from .common import PATH_OR_REPO, emit_json, examples
 @click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="kernel_config.ini when MODEL is a TL1/TL2 GGUF that neither carries its tiling nor has "
                    "<stem>.kernel_config.ini beside it.")
-@click.option("--i2s-variant", type=click.Choice(["x86", "arm"]), default=None,
+@click.option("--i2s-variant", type=click.Choice(variants()), default=None,
               help="Read an I2_S MODEL's blocks as x86 (128/32) or ARM (64/16).")
 @click.option("--keep", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Keep the intermediate files in this directory (its roundtrip-* entries are replaced) "

@@ -61,6 +61,14 @@ def command(a: str, b: str | None, record_to: Path | None, against: Path | None,
     """
     if sum(x is not None for x in (b, record_to, against)) != 1:
         raise UsageError("give exactly one of B (a second model), --record TRACE or --against TRACE")
+    from ..emb.verify_cli import run as embedding_verify
+    from ..emb.verify_cli import wants_embedding
+
+    if wants_embedding(a, b, against):  # BitNet embedding models: pooled embeddings, not a decode
+        if tokens is not None or numerics is not None or kernel_config is not None:
+            raise UsageError("--tokens, --numerics and --kernel-config do not apply to embedding models")
+        embedding_verify(a, b, record_to, against, prompt, ids, atol, force, as_json, emit_json)
+        return
     options = {"kernel_config": kernel_config}
     steps = tokens or DEFAULT_TOKENS
     text = prompt if prompt is not None or ids else DEFAULT_PROMPT

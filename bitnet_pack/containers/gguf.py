@@ -12,7 +12,7 @@ and take only the constants (value types, key names, magic, version) from gguf-p
 Values read back: scalars as Python int/float/bool/str; numeric and bool arrays always as
 1-D numpy arrays (little-endian, copied out of the map); string arrays as lists of str;
 arrays of arrays as lists of `KVField`. Tensor nbytes come from `ggml_types.TypeTable`, so
-bitnet.cpp's TL1/TL2 tensors include their 32-byte `_scale` slot.
+bitnet.cpp's own types include their 32-byte scale slot (the layout entries' sizes).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from gguf import GGMLQuantizationType, GGUFValueType, Keys
 
 from ..dtypes import bf16_to_f32
 from ..errors import HeaderInvalid, UsageError
-from ..ggml_types import BITNET_CPP_FILE_TYPES, BITNET_CPP_FLAVOURS, TypeTable
+from ..ggml_types import BITNET_CPP_TABLES, TypeTable, bitnet_cpp_file_types
 from .gguf_read import KVField, TensorInfo, parse_header
 from .gguf_write import GGUFWriter, iter_chunks
 from .sniff import require_regular
@@ -57,8 +57,8 @@ class GGUFFile:
 
     def __init__(self, path: str | Path, flavour: str | None = "auto"):
         self.path = Path(path)
-        if flavour != "auto" and flavour is not None and flavour not in BITNET_CPP_FLAVOURS:
-            raise UsageError(f"flavour must be 'auto', None or one of {sorted(BITNET_CPP_FLAVOURS)}, "
+        if flavour != "auto" and flavour is not None and flavour not in BITNET_CPP_TABLES:
+            raise UsageError(f"flavour must be 'auto', None or one of {sorted(BITNET_CPP_TABLES)}, "
                              f"got {flavour!r}")
         self._map = _map_file(self.path)
         try:
@@ -80,19 +80,20 @@ class GGUFFile:
         hint = kv.get(FLAVOUR_KEY)
         if hint is not None:
             if hint.vtype != GGUFValueType.STRING or not (
-                    hint.value == MAINLINE_FLAVOUR_VALUE or hint.value in BITNET_CPP_FLAVOURS):
+                    hint.value == MAINLINE_FLAVOUR_VALUE or hint.value in BITNET_CPP_TABLES):
                 raise HeaderInvalid(f"key {FLAVOUR_KEY!r} must be the string {MAINLINE_FLAVOUR_VALUE!r} or "
-                                    f"one of {sorted(BITNET_CPP_FLAVOURS)}, got {_plain(hint)!r}", path=self.path)
+                                    f"one of {sorted(BITNET_CPP_TABLES)}, got {_plain(hint)!r}", path=self.path)
             return TypeTable.for_target(None if hint.value == MAINLINE_FLAVOUR_VALUE else hint.value)
         arch = kv.get(Keys.General.ARCHITECTURE)
         named = arch is not None and arch.vtype == GGUFValueType.STRING
         if named and arch.value in BITNET_CPP_ARCHS:
             return TypeTable.for_target("2025")
-        # bitnet.cpp writes 1bitLLM as `bitnet` and Llama-style BitNet as `llama`: its I2_S/TL
+        # bitnet.cpp writes 1bitLLM as `bitnet` and Llama-style BitNet as `llama`: its own
         # file types say which table (mainline's 38 is MXFP4_MOE, never a BitNet family)
         file_type = kv.get(Keys.General.FILE_TYPE)
-        bitnet_cpp = (named and arch.value in ("bitnet", "llama") and file_type is not None
-                      and file_type.value in BITNET_CPP_FILE_TYPES.values())
+        # (and its embedding models as qwen3 / gemma3, emb/)
+        bitnet_cpp = (named and arch.value in ("bitnet", "llama", "qwen3", "gemma3") and file_type is not None
+                      and file_type.value in bitnet_cpp_file_types())
         return TypeTable.for_target("2025" if bitnet_cpp else None)
 
     @property

@@ -41,7 +41,7 @@ from ..errors import (
     TruncatedFile,
     UnknownTensorType,
 )
-from ..ggml_types import BITNET_CPP_FLAVOURS, TypeTable, pad
+from ..ggml_types import TypeTable, bitnet_cpp_flavours, pad
 from .sniff import reject_lfs_pointer
 
 MAGIC_BYTES = struct.pack("<I", GGUF_MAGIC)  # b"GGUF"
@@ -315,13 +315,13 @@ def _table_label(types: TypeTable) -> str:
 
 
 def _flavour_hint(type_id: int, types: TypeTable) -> str:
-    homes = [f for f, ids in BITNET_CPP_FLAVOURS.items() if type_id in ids.values() and f != types.flavour]
+    homes = [f for f, ids in bitnet_cpp_flavours().items() if type_id in ids.values() and f != types.flavour]
     return f" (bitnet.cpp flavour {' / '.join(homes)} knows it: pass flavour=)" if homes else ""
 
 
 def _size_rule(type_id: int, types: TypeTable) -> str:
     if type_id in types.bitnet:
-        return "bitnet.cpp types need a 2-D [rows, cols] tensor with a positive byte size"
+        return "registered layout types (bitnet.cpp's) need a 2-D [rows, cols] tensor with a positive byte size"
     block, _ = GGML_QUANT_SIZES[GGMLQuantizationType(type_id)]
     return f"ne[0] must be a multiple of the block size {block}"
 

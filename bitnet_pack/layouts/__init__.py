@@ -12,34 +12,91 @@ data is touched, and checks shapes with messages that carry the numbers and the 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
-from ..errors import FormatError, ShapeError, UsageError
+from ..errors import DuplicateLayout, FormatError, ShapeError, UnknownLayout, UsageError
 from ..ternary import TernaryWeight, stored_beta
 
-__all__ = ["OUTTYPE_OF_LAYOUT", "Layout", "LayoutSpec", "get_layout", "layout_names", "normalize_name", "outtype_of"]
+__all__ = ["ENTRY_POINT_GROUP", "Layout", "LayoutSpec", "find_layout", "get_layout", "layout_names", "layouts",
+           "layout_of_type", "layouts_of_type", "normalize_name", "outtype_of", "register", "unregister", "variants"]
 
 
 @dataclass(frozen=True)
 class LayoutSpec:
-    """The table entry of a layout, in the manner of gguf-py's GGML_QUANT_SIZES.
+    """The one entry of a layout, from which every table that names it is derived (the sinks'
+    outtypes, GGUF type ids and file types, the reader's type -> layout map, the kernel walk,
+    the default output-name suffix). See the README's "Adding a layout".
 
     block_size / type_size: elements per block and bytes per block of codes (scale bytes
-    included when the block carries one). `scale` says where beta lives.
+    included when the block carries one), in the manner of gguf-py's GGML_QUANT_SIZES.
     """
 
-    name: str
+    name: str  # canonical name, normalised for lookups ("tq2_0" == "TQ2-0")
     block_size: int
     type_size: int
-    scale: str  # "tensor:bf16" (separate tensor), "tail:f32", "block:f16", "sidecar:f32"
-    ggml_type: int | None = None
-    source: str = ""
+    scale: str  # where beta lives: "tensor:bf16" (separate tensor), "tail:f32", "block:f16", "sidecar:f32"
+    source: str = ""  # where the byte format is defined (peer file, function)
+    row_bytes: int = 0  # bytes of per-row metadata before each row's blocks (e.g. a row scale)
+    tail_bytes: int = 0  # bytes after all rows (e.g. I2_S's 32-byte scale slot)
+    outtype: str | None = None  # the --outtype that writes it, when not `name` ("hf" -> "hf-packed")
+    aliases: tuple[str, ...] = ()  # further names get_layout accepts
+    container: str = "gguf"  # "gguf" (a tensor type in a .gguf file) or "safetensors" (a directory)
+    type_name: str | None = None  # GGML type name in GGUF ("I2_S"); several layouts may share one
+    type_ids: Mapping[str, int] = field(default_factory=dict)  # type-id table -> id: "mainline", "2025", ...
+    file_type: int | None = None  # general.file_type written with it
+    runtimes: tuple[str, ...] = ()  # --target values that load it; the first is the default target
+    variant: str = ""  # among layouts sharing a type: the read option value that picks it (--i2s-variant)
+    type_default: bool = True  # among layouts sharing a type: read when neither option nor metadata says
+    beta_rounding: str = ""  # what encoding may round beta to ("fp16"; "" = kept exactly); encode takes lossy=
+    tiled: bool = False  # bytes depend on a kernel_config tiling (resolve_tiling kind = name)
+    kernel: str = "generic"  # the kernel walk: a kernel_formats walk name, or "generic" (decode, then hf's walk)
+    kernel_id: int | None = None  # the C walk number (BP_LAYOUT_* in kernels/bitnet_kernels.h) of `kernel`
+    suffix: str | None = None  # the type part of default output names (default: outtype upper-cased)
+
+    def __post_init__(self) -> None:
+        if self.container not in CONTAINERS:
+            raise UsageError(f"layout {self.name!r}: container must be one of {CONTAINERS}, got {self.container!r}")
+        if self.container == "gguf" and (self.type_name is None or not self.type_ids):
+            raise UsageError(f"layout {self.name!r} goes in GGUF files: give type_name and type_ids")
+        if self.beta_rounding not in BETA_ROUNDINGS:
+            raise UsageError(f"layout {self.name!r}: beta_rounding must be one of {sorted(BETA_ROUNDINGS)}, "
+                             f"got {self.beta_rounding!r}")
+        if self.kernel != "generic" and self.kernel_id is None:
+            raise UsageError(f"layout {self.name!r} names kernel walk {self.kernel!r} but no kernel_id")
+
+    @property
+    def ggml_type(self) -> int | None:
+        """The type id in the layout's first type-id table (see `type_ids` for all of them)."""
+        return next(iter(self.type_ids.values()), None)
+
+    @property
+    def write_name(self) -> str:
+        """The --outtype that writes this layout."""
+        return self.outtype or self.name
+
+    @property
+    def name_suffix(self) -> str:
+        return self.suffix or self.write_name.upper()
 
 
-_REGISTRY: dict[str, Layout] = {}
+def _bf16(beta: np.float32) -> np.float32:
+    from ..dtypes import round_to_bf16
+
+    return np.float32(round_to_bf16(np.asarray([beta], np.float32))[0])
+
+
+# How an entry's `beta_rounding` rounds a float32 beta (round to nearest even).
+BETA_ROUNDINGS = {"": np.float32, "fp16": lambda beta: np.float32(np.float16(beta)), "bf16": _bf16}
+CONTAINERS = ("gguf", "safetensors")
+ENTRY_POINT_GROUP = "bitnet_pack.layouts"
+
+_REGISTRY: dict[str, Layout] = {}  # normalised canonical name -> the layout
+_SPELLINGS: dict[str, str] = {}  # every normalised name, outtype and alias -> canonical key
 
 
 def normalize_name(name: str) -> str:
@@ -49,18 +106,18 @@ def normalize_name(name: str) -> str:
 
 class Layout:
     """Base class: subclasses set `spec` and implement `encode`/`decode`; they register
-    themselves on definition (a duplicate name is a programming error)."""
+    themselves on definition (a name, outtype or alias taken twice is a DuplicateLayout)."""
 
     spec: ClassVar[LayoutSpec]
     embeds_scale: ClassVar[bool] = True
+    # How the kernel reads the bytes of a layout with a C tile of its own that no built-in walk
+    # describes: a `kernel_formats.Walk` (beta, byte runs to refuse, numpy codes) for spec.kernel.
+    kernel_walk: ClassVar[object | None] = None
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        if "spec" not in cls.__dict__:
-            return
-        key = normalize_name(cls.spec.name)
-        assert key not in _REGISTRY, f"layout {cls.spec.name!r} registered twice"
-        _REGISTRY[key] = cls()
+        if "spec" in cls.__dict__:
+            register(cls)
 
     @property
     def name(self) -> str:
@@ -76,9 +133,22 @@ class Layout:
                              f"cross a row), got in_features {shape[1]} (shape {list(shape)})", tensor=tensor)
 
     def nbytes(self, shape: tuple[int, int]) -> int:
-        """Bytes `encode` produces for a weight of `shape` (scale included if embedded)."""
+        """Bytes `encode` produces for a weight of `shape` (scale included if embedded):
+        per row `row_bytes` + in/block_size blocks of `type_size`, then `tail_bytes`."""
         self.check_shape(shape)
-        return shape[0] * shape[1] // self.spec.block_size * self.spec.type_size
+        spec = self.spec
+        return shape[0] * (spec.row_bytes + shape[1] // spec.block_size * spec.type_size) + spec.tail_bytes
+
+    def rounded_beta(self, beta: float) -> np.float32:
+        """beta as the bytes keep it (`spec.beta_rounding`; unchanged when it is "")."""
+        return BETA_ROUNDINGS[self.spec.beta_rounding](np.float32(beta))
+
+    def file_nbytes(self, rows: int, cols: int) -> int | None:
+        """Bytes of a stored [rows, cols] tensor as a reader sizes it; None if no such tensor."""
+        try:
+            return self.nbytes((rows, cols))
+        except ShapeError:
+            return None
 
     def stored_shape(self, shape: tuple[int, int]) -> tuple[int, ...]:
         """Shape of the array `encode` returns (flat bytes unless the layout says otherwise)."""
@@ -115,51 +185,135 @@ class Layout:
         return flat
 
 
-# One layout, one set of names: the `--outtype` that writes a layout, where it differs from the
-# layout's own name. Either name finds the layout, and either is accepted as an outtype.
-OUTTYPE_OF_LAYOUT = {"hf": "hf-packed"}
+def register(layout: type[Layout] | Layout) -> Layout:
+    """Add a layout (class or instance) to the registry under its name, outtype and aliases.
+    Layout subclasses with a `spec` are registered on definition; call this only for layouts
+    built otherwise. DuplicateLayout when any of its spellings is taken."""
+    instance = layout() if isinstance(layout, type) else layout
+    spec = instance.spec
+    key = normalize_name(spec.name)
+    spellings = {normalize_name(n) for n in (spec.name, spec.write_name, *spec.aliases)}
+    taken = sorted(n for n in spellings if n in _SPELLINGS)
+    if taken:
+        owner = _REGISTRY[_SPELLINGS[taken[0]]]
+        raise DuplicateLayout(f"layout {spec.name!r} ({type(instance).__module__}) takes the name {taken[0]!r} "
+                              f"of layout {owner.name!r} ({type(owner).__module__}); a name is registered once")
+    _REGISTRY[key] = instance
+    _SPELLINGS.update(dict.fromkeys(spellings, key))
+    return instance
+
+
+def unregister(name: str) -> None:
+    """Remove a registered layout and its spellings (tests and plugin reloads)."""
+    key = normalize_name(get_layout(name).name)
+    del _REGISTRY[key]
+    for spelling in [s for s, k in _SPELLINGS.items() if k == key]:
+        del _SPELLINGS[spelling]
 
 
 def get_layout(name: str) -> Layout:
     """The registered layout called `name`.
 
     Args:
-        name: a layout name, normalised ("TQ2_0" == "tq2-0"); its outtype works too
-            ("hf-packed" is "hf").
+        name: a layout name, normalised ("TQ2_0" == "tq2-0"); its outtype or an alias works
+            too ("hf-packed" is "hf").
 
     Returns:
         The `Layout`: `encode(TernaryWeight) -> np.ndarray` of the runtime's bytes, and
-        `decode(bytes as numpy or torch, shape) -> TernaryWeight`. UsageError lists the known ones.
+        `decode(bytes as numpy or torch, shape) -> TernaryWeight`. UnknownLayout lists the known ones.
 
     Example:
         >>> get_layout("HF-packed").name
         'hf'
     """
     _load_all()
-    key = normalize_name(name)
-    key = next((layout for layout, outtype in OUTTYPE_OF_LAYOUT.items() if normalize_name(outtype) == key), key)
-    if key not in _REGISTRY:
-        raise UsageError(f"unknown layout {name!r}; known: {', '.join(layout_names())}")
+    key = _SPELLINGS.get(normalize_name(name))
+    if key is None:
+        raise UnknownLayout(f"unknown layout {name!r}; known: {', '.join(layout_names())}")
     return _REGISTRY[key]
 
 
+def find_layout(name: str) -> Layout | None:
+    """`get_layout(name)`, or None for a name no layout answers to."""
+    _load_all()
+    key = _SPELLINGS.get(normalize_name(name))
+    return None if key is None else _REGISTRY[key]
+
+
 def outtype_of(layout: str) -> str:
-    """The `--outtype` that writes `layout` ("hf" -> "hf-packed"; the others are their own)."""
-    name = get_layout(layout).name
-    return OUTTYPE_OF_LAYOUT.get(name, name)
+    """The `--outtype` that writes `layout` ("hf" -> "hf-packed"; most are their own)."""
+    return get_layout(layout).spec.write_name
+
+
+def layouts() -> list[Layout]:
+    """Every registered layout, by name."""
+    _load_all()
+    return sorted(_REGISTRY.values(), key=lambda layout: layout.name)
 
 
 def layout_names() -> list[str]:
-    _load_all()
-    return sorted(layout.name for layout in _REGISTRY.values())
+    return [layout.name for layout in layouts()]
+
+
+def layouts_of_type(type_name: str) -> list[Layout]:
+    """The GGUF layouts stored as GGML type `type_name` (several when bytes alone cannot tell
+    them apart, e.g. I2_S's x86 and ARM blocks), the default reading (`type_default`) first."""
+    found = [layout for layout in layouts() if layout.spec.type_name == type_name.upper()]
+    return sorted(found, key=lambda layout: (not layout.spec.type_default, layout.name))
+
+
+def variants() -> list[str]:
+    """The read-option values (`--i2s-variant`) that pick among layouts sharing a GGUF type."""
+    return list(dict.fromkeys(layout.spec.variant for layout in layouts() if layout.spec.variant))
+
+
+def layout_of_type(type_name: str, *, variant: str | None = None, recorded: str | None = None) -> Layout | None:
+    """The layout a GGUF tensor of `type_name` is read as: the one whose `variant` the read
+    option names, else the one the file's `bitnet_pack.layout` key records, else the default.
+    A variant no layout has is refused (UnknownLayout), never read as the default."""
+    if variant is not None and variant not in variants():
+        raise UnknownLayout(f"unknown variant {variant!r}; known: {', '.join(variants())}")
+    found = layouts_of_type(type_name)
+    chosen = [lay for lay in found if variant is not None and lay.spec.variant == variant]
+    chosen += [lay for lay in found if variant is None and recorded is not None and lay.name == recorded]
+    return (chosen or found or [None])[0]
+
+
+_loaded = False
+_loading = False
 
 
 def _load_all() -> None:
-    """Import every layout module so each registers itself (cheap, done once)."""
+    """Import every module of this package (each layout registers itself), then the layouts
+    other packages declare in the `bitnet_pack.layouts` entry-point group; once, lazily (a
+    failed import is raised, and tried again on the next lookup)."""
+    global _loaded, _loading
+    if _loaded or _loading:
+        return
     from importlib import import_module
+    from pkgutil import iter_modules
 
-    for module in _MODULES:
-        import_module(f"{__name__}.{module}")
+    _loading = True
+    try:
+        for module in sorted(m.name for m in iter_modules(__path__)):
+            import_module(f"{__name__}.{module}")
+        _load_entry_points()
+        _loaded = True
+    finally:
+        _loading = False
 
 
-_MODULES = ("hf", "i2s", "tq", "tl1", "tl2")
+def _load_entry_points() -> None:
+    """An entry point names a module (its Layout subclasses register on import) or a Layout
+    subclass; a broken plugin is skipped with a warning, a duplicate name is refused."""
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = point.load()
+        except Exception as exc:  # a third party's import error must not stop the built-in layouts
+            warnings.warn(f"layout plugin {point.name!r} ({point.value}) failed to load: {exc}", RuntimeWarning,
+                          stacklevel=3)
+            continue
+        if isinstance(loaded, type) and issubclass(loaded, Layout) and loaded not in map(type, _REGISTRY.values()):
+            register(loaded)

@@ -18,10 +18,23 @@ import numpy as np
 
 from .. import fastpath
 from ..errors import NotTernary, ShapeError
+from ..kernel_formats import FIELD_IS_3, ByteRun, Walk, no_beta
 from ..ternary import TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
 
 PLANES = 4
+
+
+def _kernel_problems(flat: np.ndarray, shape: tuple[int, int], tiling: object) -> list[ByteRun]:
+    return [ByteRun("codes are 3", 0, 1, flat.size, 0, FIELD_IS_3, "field3")]
+
+
+def _kernel_codes(flat: np.ndarray, shape: tuple[int, int], tiling: object) -> np.ndarray:
+    """The kernel's reading: output row p*R + j at bits 2p of packed row j."""
+    m, k = shape
+    rows = -(-m // 4)
+    planes = (flat.reshape(rows, k)[None] >> np.array([0, 2, 4, 6], np.uint8)[:, None, None]) & 3
+    return planes.reshape(4 * rows, k)[:m].astype(np.int8) - 1
 
 
 class HFPacked(Layout):
@@ -31,8 +44,14 @@ class HFPacked(Layout):
         type_size=1,
         scale="tensor:bf16",
         source="transformers integrations/bitnet.py pack_weights/unpack_weights",
+        outtype="hf-packed",
+        container="safetensors",
+        runtimes=("transformers",),
+        kernel="hf",
+        kernel_id=1,
     )
     embeds_scale = False
+    kernel_walk = Walk(no_beta, _kernel_problems, _kernel_codes)
 
     def nbytes(self, shape: tuple[int, int]) -> int:
         self.check_shape(shape)

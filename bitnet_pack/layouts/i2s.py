@@ -26,22 +26,39 @@ import numpy as np
 
 from .. import fastpath
 from ..errors import NotTernary
-from ..ggml_types import BITNET_CPP_FLAVOURS, i2s_nbytes, scale_slot, slot_beta
+from ..ggml_types import i2s_nbytes, scale_slot, slot_beta
+from ..kernel_formats import FIELD_IS_3, ByteRun, Walk, beta_after_codes
 from ..ternary import TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
 
-I2S_TYPE_ID = BITNET_CPP_FLAVOURS["2025"]["I2_S"]  # 36 in every bitnet.cpp fork generation
+I2S_TYPE_ID = 36  # in every bitnet.cpp fork generation
 GROUPS = 4  # elements per byte
 # Group g of a block (elements g*B/4 ..) sits at bit shift 6 - 2g: the first group on top.
 SHIFTS = np.array([6, 4, 2, 0], dtype=np.uint8)
 
 
+def _kernel_problems(flat: np.ndarray, shape: tuple[int, int], tiling: object) -> list[ByteRun]:
+    return [ByteRun("codes are 3", 0, 1, shape[0] * shape[1] // 4, 0, FIELD_IS_3, "field3")]
+
+
+def _kernel_walk(quarter: int) -> Walk:
+    """The kernel's reading of blocks of 4 * `quarter` elements: element g*quarter + p of a
+    block at bits 6-2g of its byte p; f32 beta after the codes."""
+    def codes(flat: np.ndarray, shape: tuple[int, int], tiling: object) -> np.ndarray:
+        m, k = shape
+        body = flat[: m * k // 4].reshape(-1, 1, quarter)  # [block, group, p]
+        fields = (body >> np.array([6, 4, 2, 0], np.uint8)[:, None]) & 3
+        return fields.reshape(m, k).astype(np.int8) - 1
+    return Walk(beta_after_codes, _kernel_problems, codes)
+
+
 class _I2S(Layout):
     """The I2_S family; subclasses only choose the block size."""
 
-    def nbytes(self, shape: tuple[int, int]) -> int:
-        self.check_shape(shape)
-        return i2s_nbytes(shape[0], shape[1])
+    def file_nbytes(self, rows: int, cols: int) -> int:
+        """bitnet.cpp's size rule (its ggml_nbytes), whatever the blocks: a reader sizes a tensor
+        before its shape is checked against the model's."""
+        return i2s_nbytes(rows, cols)
 
     def encode(self, weight: TernaryWeight) -> np.ndarray:
         """M*K/4 code bytes, f32 beta, 28 zero bytes (flat uint8, `nbytes(shape)` long)."""
@@ -93,22 +110,39 @@ class _I2S(Layout):
 
 
 class I2S(_I2S):
+    kernel_walk = _kernel_walk(32)
     spec = LayoutSpec(
         name="i2_s",
         block_size=128,
         type_size=32,
+        tail_bytes=32,
         scale="tail:f32",
-        ggml_type=I2S_TYPE_ID,
         source="bitnet.cpp src/ggml-bitnet-mad.cpp quantize_i2_s (x86, QK_I2_S = 128)",
+        type_name="I2_S",
+        type_ids={"2025": I2S_TYPE_ID, "2026": I2S_TYPE_ID},
+        file_type=40,
+        runtimes=("bitnet.cpp",),
+        variant="x86",
+        kernel="i2_s",
+        kernel_id=0,
     )
 
 
 class I2SArm(_I2S):
+    kernel_walk = _kernel_walk(16)
     spec = LayoutSpec(
         name="i2_s_arm",
         block_size=64,
         type_size=16,
+        tail_bytes=32,
         scale="tail:f32",
-        ggml_type=I2S_TYPE_ID,
         source="bitnet.cpp src/ggml-bitnet-mad.cpp quantize_i2_s (ARM NEON since 112f853, QK_I2_S = 64)",
+        type_name="I2_S",
+        type_ids={"2025": I2S_TYPE_ID, "2026": I2S_TYPE_ID},
+        file_type=40,
+        runtimes=("bitnet.cpp",),
+        variant="arm",
+        type_default=False,
+        kernel="i2_s_arm",
+        kernel_id=2,
     )

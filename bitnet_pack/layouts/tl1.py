@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import NotTernary, ShapeError
 from ..ggml_types import scale_slot, slot_beta, tl1_nbytes
 from ..kernel_config import KernelConfig, Tiling, resolve_tiling
+from ..kernel_formats import NIBBLE_ABOVE_8, ByteRun, Walk, beta_after_codes
 from ..ternary import TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
 
@@ -61,6 +62,31 @@ def pair_codes(data: np.ndarray, what: str, tensor: str | None = None) -> np.nda
     return PAIR_BYTE_CODES[data]
 
 
+def _kernel_pair_codes() -> np.ndarray:
+    """The kernel's table: byte -> the 4 codes of a pair byte, (t0, t1) of the high nibble's
+    pair, then the low's (indices above 8 are refused before any reading)."""
+    nibble = np.arange(256)[:, None] >> np.array([4, 4, 0, 0]) & 15
+    digit = np.where(np.arange(4) % 2 == 0, nibble // 3, nibble % 3)
+    return (digit - 1).astype(np.int8)
+
+
+KERNEL_PAIR_CODES = _kernel_pair_codes()
+
+
+def _kernel_codes(flat: np.ndarray, shape: tuple[int, int], t: Tiling) -> np.ndarray:
+    """The kernel's reading. Stored order tm, tk, rb, kb, rg, kh, rj: row tm*BM + rb*bm + rg*16
+    + rj, column quad (tk*BK + kb*by + kh*4) / 4."""
+    m, k = shape
+    by = 256 // t.bm
+    stored = flat[: m * k // 4].reshape(m // t.BM, k // t.BK, t.BM // t.bm, t.BK // by, t.bm // 16, by // 4, 16)
+    quads = stored.transpose(0, 2, 4, 6, 1, 3, 5).reshape(m, k // 4)
+    return KERNEL_PAIR_CODES[quads].reshape(m, k)
+
+
+def _kernel_problems(flat: np.ndarray, shape: tuple[int, int], tiling: Tiling) -> list[ByteRun]:
+    return [ByteRun("pair indices are above 8", 0, 1, shape[0] * shape[1] // 4, 0, NIBBLE_ABOVE_8, "nibble>8")]
+
+
 class TiledLayout(Layout):
     """What TL1 and TL2 share: bytes that depend on a tiling, sizes from bitnet.cpp's nbytes."""
 
@@ -79,17 +105,29 @@ class TiledLayout(Layout):
         self.check_shape(shape)
         return self.size(*shape)
 
+    def file_nbytes(self, rows: int, cols: int) -> int:
+        """bitnet.cpp's size rule, whatever the tiling (a reader sizes tensors before tilings)."""
+        return self.size(rows, cols)
+
 
 class TL1(TiledLayout):
     spec = LayoutSpec(
         name="tl1",
         block_size=4,
         type_size=1,
+        tail_bytes=32,  # (tiled: bytes depend on the tiling, the size does not)
         scale="sidecar:f32",
-        ggml_type=38,
         source="microsoft/BitNet utils/convert-hf-to-gguf-bitnet.py preprocess_weights_tl1, codegen_tl1.py",
+        type_name="TL1",
+        type_ids={"2025": 38, "2026": 38},
+        file_type=38,
+        runtimes=("bitnet.cpp",),
+        tiled=True,
+        kernel="tl1",
+        kernel_id=5,
     )
     kind = "tl1"
+    kernel_walk = Walk(beta_after_codes, _kernel_problems, _kernel_codes)
 
     def encode(self, weight: TernaryWeight, *, tiling: Tiling | KernelConfig | None = None, tensor: str | None = None) -> np.ndarray:
         """The tensor's GGUF bytes (codes + scale slot); tiling defaults to `choose_tiling`."""

@@ -1,4 +1,4 @@
-"""`tl2`: bitnet.cpp's x86 lookup-table layout (GGML type 39; 42 in 2026 forks), tiled per shape.
+"""`tl2`: bitnet.cpp's x86 lookup-table layout (GGML type 39; 42 with `--type-ids 2026`), tiled per shape.
 
 K splits into a three-column part and a two-column remainder (three_k = K // BK * BK):
 
@@ -32,9 +32,10 @@ import numpy as np
 from ..errors import NotTernary
 from ..ggml_types import SLOT_BYTES, scale_slot, slot_beta, tl2_nbytes
 from ..kernel_config import KernelConfig, Tiling, resolve_tiling, tl2_split
+from ..kernel_formats import NIBBLE_ABOVE_8, NIBBLE_ABOVE_13, ByteRun, Walk, beta_in_last_slot
 from ..ternary import TernaryWeight, check_ternary
 from . import LayoutSpec
-from .tl1 import TiledLayout, pair_bytes, pair_codes
+from .tl1 import KERNEL_PAIR_CODES, TiledLayout, pair_bytes, pair_codes
 
 ROW_SWAP = [0, 2, 1, 3]  # its own inverse
 TWO_BK = 32
@@ -106,17 +107,54 @@ def _sections(m: int, k: int, t: Tiling) -> tuple[int, int, int, int]:
     return three_k, two_k, m * three_k // 6, m * three_k // 6 + m * three_k // 24
 
 
+def _kernel_problems(flat: np.ndarray, shape: tuple[int, int], t: Tiling) -> list[ByteRun]:
+    three_k, two_k, mags, signs = _sections(*shape, t)
+    return [ByteRun("triplet magnitudes are above 13", 0, 1, mags, 0, NIBBLE_ABOVE_13, "nibble>13"),
+            ByteRun("pair indices are above 8", signs, 1, shape[0] * two_k // 4, 0, NIBBLE_ABOVE_8, "nibble>8")]
+
+
+def _kernel_codes(flat: np.ndarray, shape: tuple[int, int], t: Tiling) -> np.ndarray:
+    """The kernel's reading, byte by byte in stored order (not `decode`'s reshapes)."""
+    m, k = shape
+    three_k, two_k, mags, signs = _sections(m, k, t)
+    swap = np.array(ROW_SWAP)
+    codes = np.empty(shape, np.int8)
+    # magnitudes, stored tm, tk, rb, kb, chunk, r8: rows tm*BM + rb*32 + 8*swap(chunk) + r8, triplets 2kb, 2kb + 1
+    stored = flat[:mags].reshape(m // t.BM, three_k // t.BK, t.BM // 32, t.BK // 6, 4, 8)
+    pairs_of_triplets = stored.transpose(0, 2, 4, 5, 1, 3)[:, :, swap].reshape(m, three_k // 6)
+    magnitude = np.stack([pairs_of_triplets >> 4, pairs_of_triplets & 15], axis=-1).reshape(m, three_k // 3)
+    # signs, 16 words w[b] per (tm, tk, rb, ks): bit 15 - a is row 16*(a % 2) + b, triplet 8*ks + a // 2
+    words = flat[mags:signs].view("<u2").reshape(m // t.BM, three_k // t.BK, t.BM // 32, t.BK // 24, 16)
+    bits = (words[..., None] >> np.arange(15, -1, -1, dtype=np.uint16)) & 1  # [..., b, a]
+    bits = bits.reshape(*words.shape, 8, 2)  # a = 2u + half
+    negative = bits.transpose(0, 2, 6, 4, 1, 3, 5).reshape(m, three_k // 3)
+    u = np.where(negative == 1, -magnitude.astype(np.int16), magnitude) + 13  # 9*(t0+1) + 3*(t1+1) + (t2+1)
+    codes[:, :three_k] = (np.stack([u // 9, u // 3 % 3, u % 3], axis=-1) - 1).reshape(m, three_k)
+    if two_k:
+        stored = flat[signs: signs + m * two_k // 4].reshape(m // t.BM, two_k // 32, t.BM // 32, 8, 4, 8)
+        quads = stored.transpose(0, 2, 4, 5, 1, 3)[:, :, swap].reshape(m, two_k // 4)
+        codes[:, three_k:] = KERNEL_PAIR_CODES[quads].reshape(m, two_k)
+    return codes
+
+
 class TL2(TiledLayout):
     spec = LayoutSpec(
         name="tl2",
         block_size=24,
         type_size=5,  # three part: 24 weights -> 4 magnitude bytes + 1 sign byte
         scale="sidecar:f32",
-        ggml_type=39,
         source="microsoft/BitNet utils/convert-hf-to-gguf-bitnet.py preprocess_weights_tl2, codegen_tl2.py; "
-        "type id 39 in the 2025 fork, 42 in 2026 forks (ggml_types.BITNET_CPP_FLAVOURS)",
+        "type id 39 in the 2025 fork, 42 in 2026 forks (upstream's MXFP4 took 39, microsoft/BitNet#631)",
+        type_name="TL2",
+        type_ids={"2025": 39, "2026": 42},
+        file_type=39,
+        runtimes=("bitnet.cpp",),
+        tiled=True,
+        kernel="tl2",
+        kernel_id=6,
     )
     kind = "tl2"
+    kernel_walk = Walk(beta_in_last_slot, _kernel_problems, _kernel_codes)
     size = staticmethod(tl2_nbytes)
 
     def encode(self, weight: TernaryWeight, *, tiling: Tiling | KernelConfig | None = None, tensor: str | None = None) -> np.ndarray:

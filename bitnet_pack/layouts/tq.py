@@ -32,6 +32,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from .. import fastpath
 from ..errors import NonFiniteWeight, NotTernary, ScaleNotRepresentable
+from ..kernel_formats import FIELD_IS_3, ByteRun, Walk, byte_table, common_block_scale
 from ..ternary import ZERO_BETA, TernaryWeight, check_ternary
 from . import Layout, LayoutSpec
 
@@ -42,6 +43,8 @@ D_BYTES = 2
 
 class _TQ(Layout):
     """What TQ1_0 and TQ2_0 share: 256-element blocks of codes followed by fp16 d."""
+
+    fast_kind = ""  # the compiled block coder (fastpath.tq_encode / tq_decode): "tq1" / "tq2"
 
     def encode(self, weight: TernaryWeight, *, lossy: bool = False) -> np.ndarray:
         """The GGUF tensor bytes: per block, the packed codes then d (flat uint8)."""
@@ -67,14 +70,14 @@ class _TQ(Layout):
             d = self._fp16_scale(np.float32(weight.beta), lossy)
         except (NonFiniteWeight, ScaleNotRepresentable):
             return None
-        return fastpath.tq_encode(self.name, weight, d)
+        return fastpath.tq_encode(self.fast_kind, self.spec.type_size, weight, d)
 
     def decode(self, data: np.ndarray, shape: tuple[int, int], beta: float | None = None) -> TernaryWeight:
         """Codes, and beta = the common d of the non-zero blocks (or `beta=`, else ZERO_BETA,
         when every block is zero). Blocks that disagree on d are not one ternary tensor; a d
         that is NaN, Inf, zero or negative is refused."""
         flat = self._check_blob(data, shape)
-        fast = fastpath.tq_decode(self.name, flat, shape)
+        fast = fastpath.tq_decode(self.fast_kind, self.spec.type_size, flat, shape)
         if fast is not None:
             codes, d_bits = fast
             found = None if d_bits is None else np.float32(np.uint16(d_bits).view(np.float16))
@@ -133,14 +136,44 @@ class _TQ(Layout):
         raise NotImplementedError
 
 
+def _tq_walk(name: str, block_bytes: int, block_codes, problems) -> Walk:
+    """The kernel's reading of TQ bytes: per 256 elements the code bytes, then fp16 d (not read
+    by the C; its one non-zero value is the tensor's beta, see kernel_formats)."""
+    def beta(flat: np.ndarray, shape: tuple[int, int]) -> np.float32:
+        return common_block_scale(name, flat.reshape(-1, block_bytes), block_bytes - D_BYTES, block_codes, shape)
+
+    def codes(flat: np.ndarray, shape: tuple[int, int], tiling: object) -> np.ndarray:
+        return block_codes(flat.reshape(-1, block_bytes)).reshape(shape)
+    return Walk(beta, problems, codes)
+
+
+def _tq2_kernel_codes(blocks: np.ndarray) -> np.ndarray:
+    """int8 codes [n, 256]: element 128h + 32n + m at bits 2n of byte 32h + m."""
+    n = blocks.shape[0]
+    qs = blocks[:, :64].reshape(n, 2, 1, 32)  # [block, h, n, m]
+    return (((qs >> np.array([0, 2, 4, 6], np.uint8)[:, None]) & 3).reshape(n, 256)).astype(np.int8) - 1
+
+
+def _tq2_problems(flat: np.ndarray, shape: tuple[int, int], tiling: object) -> list[ByteRun]:
+    return [ByteRun("codes are 3", 0, shape[0] * shape[1] // QK_K, 64, 66, FIELD_IS_3, "field3")]
+
+
 class TQ2_0(_TQ):
+    fast_kind = "tq2"
+    kernel_walk = _tq_walk("tq2_0", 66, _tq2_kernel_codes, _tq2_problems)
     spec = LayoutSpec(
         name="tq2_0",
         block_size=QK_K,
         type_size=GGML_QUANT_SIZES[GGMLQuantizationType.TQ2_0][1],  # 64 + 2
         scale="block:f16",
-        ggml_type=int(GGMLQuantizationType.TQ2_0),
         source="llama.cpp ggml-common.h block_tq2_0; gguf-py quants.py TQ2_0",
+        type_name="TQ2_0",
+        type_ids={"mainline": int(GGMLQuantizationType.TQ2_0)},
+        file_type=37,
+        runtimes=("llama.cpp", "bitnet.cpp"),
+        beta_rounding="fp16",
+        kernel="tq2_0",
+        kernel_id=3,
     )
 
     def _pack(self, trits: np.ndarray) -> np.ndarray:
@@ -178,14 +211,47 @@ def _base3(groups: np.ndarray) -> np.ndarray:
     return value
 
 
+# The kernel's own tables: a byte holds v (five trits, 0..242) as ceil(v * 256 / 243); qh's
+# fifth trit is 0.
+_KERNEL_TRIT_BYTES = (np.arange(243) * 256 + 242) // 243
+TQ1_QS_BAD = byte_table(~np.isin(np.arange(256), _KERNEL_TRIT_BYTES))
+TQ1_QH_BAD = byte_table(~np.isin(np.arange(256), _KERNEL_TRIT_BYTES[::3]))
+
+
+def _tq1_kernel_codes(blocks: np.ndarray) -> np.ndarray:
+    """int8 codes [n, 256] of 48 + 4 base-3 bytes (5 / 4 trits, the first most significant)."""
+    n = blocks.shape[0]
+    pow3 = np.array([1, 3, 9, 27, 81], np.uint16)
+    trits = ((blocks[:, :52, None].astype(np.uint16) * pow3) & 255) * 3 >> 8  # [block, byte, n]
+    codes = np.empty((n, 256), np.int8)
+    codes[:, :160] = trits[:, :32].transpose(0, 2, 1).reshape(n, 160)      # m + 32n
+    codes[:, 160:240] = trits[:, 32:48].transpose(0, 2, 1).reshape(n, 80)  # 160 + m + 16n
+    codes[:, 240:] = trits[:, 48:52, :4].transpose(0, 2, 1).reshape(n, 16)  # 240 + j + 4n
+    return codes - 1
+
+
+def _tq1_problems(flat: np.ndarray, shape: tuple[int, int], tiling: object) -> list[ByteRun]:
+    nblocks = shape[0] * shape[1] // QK_K
+    return [ByteRun("bytes are no base-3 trits", 0, nblocks, 48, 54, TQ1_QS_BAD),
+            ByteRun("qh bytes are no base-3 trits", 48, nblocks, 4, 54, TQ1_QH_BAD)]
+
+
 class TQ1_0(_TQ):
+    fast_kind = "tq1"
+    kernel_walk = _tq_walk("tq1_0", 54, _tq1_kernel_codes, _tq1_problems)
     spec = LayoutSpec(
         name="tq1_0",
         block_size=QK_K,
         type_size=GGML_QUANT_SIZES[GGMLQuantizationType.TQ1_0][1],  # 48 + 4 + 2
         scale="block:f16",
-        ggml_type=int(GGMLQuantizationType.TQ1_0),
         source="llama.cpp ggml-common.h block_tq1_0; gguf-py quants.py TQ1_0",
+        type_name="TQ1_0",
+        type_ids={"mainline": int(GGMLQuantizationType.TQ1_0)},
+        file_type=36,
+        runtimes=("llama.cpp", "bitnet.cpp"),
+        beta_rounding="fp16",
+        kernel="tq1_0",
+        kernel_id=4,
     )
 
     def _pack(self, trits: np.ndarray) -> np.ndarray:

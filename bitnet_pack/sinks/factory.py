@@ -5,23 +5,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UsageError
-from ..layouts import OUTTYPE_OF_LAYOUT, get_layout, normalize_name, outtype_of
+from ..errors import UnknownLayout, UsageError
+from ..layouts import find_layout, layouts, normalize_name
 from ..options import WriteOptions
 from . import Sink
 
-SAFETENSORS_OUTTYPES = ("hf-packed", "bf16")
-GGUF_OUTTYPES = ("i2_s", "i2_s_arm", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "bf16", "f32")
-FLOAT_OUTTYPES = ("f16", "bf16", "f32")
+FLOAT_OUTTYPES = ("f16", "bf16", "f32")  # GGUF; a safetensors directory takes bf16 (a master)
+
+
+def layout_outtypes(container: str) -> tuple[str, ...]:
+    """The outtypes of the registered layouts stored in `container` ("gguf" / "safetensors")."""
+    return tuple(layout.spec.write_name for layout in layouts() if layout.spec.container == container)
+
+
+def safetensors_outtypes() -> tuple[str, ...]:
+    return layout_outtypes("safetensors") + ("bf16",)
+
+
+def gguf_outtypes() -> tuple[str, ...]:
+    return layout_outtypes("gguf") + FLOAT_OUTTYPES
 
 
 def outtypes() -> tuple[str, ...]:
-    return SAFETENSORS_OUTTYPES + GGUF_OUTTYPES
+    return tuple(dict.fromkeys(safetensors_outtypes() + gguf_outtypes()))
 
 
 def outtype_spellings() -> tuple[str, ...]:
-    """Every name --outtype accepts: the outtypes and the layout names that differ ("hf")."""
-    return tuple(dict.fromkeys(outtypes() + tuple(OUTTYPE_OF_LAYOUT)))
+    """Every name --outtype accepts: the outtypes, and the layout names and aliases that differ ("hf")."""
+    names = [n for layout in layouts() for n in (layout.name, *layout.spec.aliases)]
+    return tuple(dict.fromkeys(outtypes() + tuple(names)))
 
 
 def canonical_outtype(name: str) -> str:
@@ -30,10 +42,10 @@ def canonical_outtype(name: str) -> str:
     for outtype in outtypes():
         if normalize_name(outtype) == key:
             return outtype
-    try:
-        return outtype_of(get_layout(name).name)
-    except UsageError:
-        raise UsageError(f"unknown --outtype {name!r}; known: {', '.join(outtypes())}") from None
+    layout = find_layout(name)
+    if layout is None:
+        raise UnknownLayout(f"unknown --outtype {name!r}; known: {', '.join(outtypes())}")
+    return layout.spec.write_name
 
 
 def is_gguf_output(out: Path) -> bool:
@@ -49,8 +61,8 @@ def make_sink(out: Path, outtype: str, *, force: bool = False, inputs: list[Path
     options = options or WriteOptions(**{k: v for k, v in keywords.items() if v is not None})
     common = {"force": force, "inputs": inputs, "extra_metadata": extra_metadata}
     if is_gguf_output(out):
-        if outtype not in GGUF_OUTTYPES:
-            raise UsageError(f"--outtype {outtype} does not go in a GGUF file; use one of {', '.join(GGUF_OUTTYPES)}")
+        if outtype not in gguf_outtypes():
+            raise UsageError(f"--outtype {outtype} does not go in a GGUF file; use one of {', '.join(gguf_outtypes())}")
         options.check_used_by(outtype, gguf=True)
         from .gguf import GGUFSink
 
@@ -58,10 +70,13 @@ def make_sink(out: Path, outtype: str, *, force: bool = False, inputs: list[Path
     if out.suffix == ".safetensors":
         raise UsageError(f"a transformers checkpoint is a directory (config.json, tokenizer, weights): name OUT "
                          f"without the .safetensors suffix, e.g. {out.with_suffix('')}")
-    if outtype not in SAFETENSORS_OUTTYPES:
+    if outtype not in safetensors_outtypes():
         raise UsageError(f"--outtype {outtype} needs a .gguf output path; a directory takes "
-                         f"{' or '.join(SAFETENSORS_OUTTYPES)}")
+                         f"{' or '.join(safetensors_outtypes())}")
     options.check_used_by(outtype, gguf=False)
     from .hf import HFSink
 
+    if outtype not in HFSink.OUTTYPES:
+        raise UsageError(f"--outtype {outtype} is a directory layout no sink writes yet (the transformers "
+                         f"sink writes {' and '.join(HFSink.OUTTYPES)})")
     return HFSink(out, outtype, **common, **options.sink_kwargs(gguf=False))

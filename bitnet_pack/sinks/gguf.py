@@ -1,4 +1,5 @@
-"""GGUF files out, for bitnet.cpp (I2_S, TL1, TL2) or mainline llama.cpp (TQ1_0, TQ2_0).
+"""GGUF files out, in a registered GGUF layout (its entry says which runtimes load it, with
+which type ids and file type) or in floats.
 
 Tensor types: projections in the chosen layout (or t*beta in F16/BF16/F32 for float
 outtypes); `token_embd` F16 by default (what llama-quantize and llama.cpp's converter pick);
@@ -18,7 +19,7 @@ from ..checkpoints import Checkpoint, Entry, Tensor
 from ..containers.gguf import FLAVOUR_KEY, GGUFWriter
 from ..dtypes import f32_to_stored
 from ..errors import ShapeError, UnexpectedTensor, UsageError
-from ..ggml_types import BITNET_CPP_FILE_TYPES, TypeTable
+from ..ggml_types import TypeTable
 from ..gguf_meta import Target, hparam_kvs, make_target
 from ..kernel_config import (
     KernelConfig,
@@ -27,47 +28,56 @@ from ..kernel_config import (
     render_kernel_config,
     sibling_path,
 )
-from ..layouts import get_layout
+from ..layouts import Layout, get_layout, layouts
 from ..outputs import check_output, publish, temp_name
+from ..quant_floats import EMBEDDING_TYPES, check_shape, ggml_name, quantized_chunks, rounding_note
 from ..ternary import TernaryWeight
 from . import PlannedTensor, Sink
 from .direct_io import open_direct_file
 from .gguf_tokenizer import tokenizer_kvs
 
-LAYOUT_OUTTYPES = ("i2_s", "i2_s_arm", "tl1", "tl2", "tq1_0", "tq2_0")
 FLOAT_OUTTYPES = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
-FILE_TYPES = {"f32": 0, "f16": 1, "bf16": 32, "tq1_0": 36, "tq2_0": 37, "tl1": BITNET_CPP_FILE_TYPES["TL1"],
-              "tl2": BITNET_CPP_FILE_TYPES["TL2"], "i2_s": BITNET_CPP_FILE_TYPES["I2_S"],
-              "i2_s_arm": BITNET_CPP_FILE_TYPES["I2_S"]}
-BITNET_CPP_ONLY = ("i2_s", "i2_s_arm", "tl1", "tl2")
+FLOAT_FILE_TYPES = {"f32": 0, "f16": 1, "bf16": 32}  # a layout's file type is in its entry
 EMBEDDING_NAME = "model.embed_tokens.weight"
 MAINLINE_WARNING = ("mainline llama.cpp currently computes the BitNet FFN with SiLU instead of relu2, so "
                     "2B4T-style models give wrong output there until that is fixed upstream")
 
 
+def gguf_layout(outtype: str) -> Layout | None:
+    """The layout a GGUF outtype writes its projections in (None: a float outtype)."""
+    return None if outtype in FLOAT_OUTTYPES else get_layout(outtype)
+
+
 def default_target(outtype: str) -> str:
-    return "bitnet.cpp" if outtype in BITNET_CPP_ONLY else "llama.cpp"
+    """The first runtime the layout's entry lists (llama.cpp for float outtypes)."""
+    layout = gguf_layout(outtype)
+    return layout.spec.runtimes[0] if layout is not None and layout.spec.runtimes else "llama.cpp"
 
 
 class GGUFSink(Sink):
     def __init__(self, path: Path, outtype: str, *, target: str | None = None, arch: str | None = None,
-                 type_ids: str = "2025", embedding_type: str = "f16", kernel_config: Path | None = None,
+                 type_ids: str = "2025", embedding_type: str = "f16", output_type: str | None = None,
+                 kernel_config: Path | None = None,
                  force: bool = False, inputs: list[Path] | None = None, name: str | None = None,
                  extra_metadata: dict[str, str] | None = None):
         self.path, self.outtype = Path(path), outtype
         self.target_options = {"name": target or default_target(outtype), "arch": arch, "type_ids": type_ids}
         self.family: Family = BITNET_2B4T  # until the source is known (plan / begin)
         self.target: Target = make_target(self.target_options["name"], type_ids=type_ids)
-        if outtype in BITNET_CPP_ONLY and not self.target.is_bitnet_cpp:
-            raise UsageError(f"--outtype {outtype} runs only in bitnet.cpp; mainline llama.cpp takes "
-                             "tq1_0, tq2_0, f16, bf16 or f32")
-        if embedding_type not in FLOAT_OUTTYPES:
-            raise UsageError(f"--embedding-type must be one of {', '.join(FLOAT_OUTTYPES)}, got {embedding_type!r}")
+        self.layout = gguf_layout(outtype)
+        if self.layout is not None and self.target.name not in self.layout.spec.runtimes:
+            takes = [lay.spec.write_name for lay in layouts() if self.target.name in lay.spec.runtimes]
+            raise UsageError(f"--outtype {outtype} runs only in {' or '.join(self.layout.spec.runtimes)}; "
+                             f"{self.target.name} takes {', '.join(takes + list(FLOAT_OUTTYPES))}")
+        for flag, value in (("--embedding-type", embedding_type), ("--output-type", output_type)):
+            if value is not None and value not in FLOAT_OUTTYPES and value not in EMBEDDING_TYPES:
+                raise UsageError(f"{flag} must be one of {', '.join([*FLOAT_OUTTYPES, *EMBEDDING_TYPES])}, "
+                                 f"got {value!r}")
+        self.output_type = output_type  # output.weight of untied families (default: --embedding-type)
         self.types = TypeTable.for_target(self.target.flavour)
         self.embedding_type, self.kernel_config_path = embedding_type, kernel_config
         self.force, self.inputs, self.name = force, inputs or [], name
         self.extra_metadata = extra_metadata or {}
-        self.layout = get_layout(outtype) if outtype in LAYOUT_OUTTYPES else None
         self.notes: list[str] = []
         self.kernel_config: KernelConfig | None = None
 
@@ -79,6 +89,9 @@ class GGUFSink(Sink):
             raise UnexpectedTensor(f"an untied output, which GGUF arch {source.family.gguf_arch(options['name'])!r} "
                                    "has no place for (both runtimes multiply by token_embd)", path=source.path,
                                    tensor="lm_head.weight")
+        if self.output_type is not None and source.family.is_tied(source.config):
+            raise UsageError(f"--output-type applies to models with their own output matrix; {source.path.name} "
+                             "ties it to token_embd (--embedding-type sets both)")
         self.target = make_target(options["name"], arch=options["arch"], type_ids=options["type_ids"],
                                   family=source.family)
         arch_note = f"GGUF arch {self.target.arch!r} for {self.target.name} ({source.family.title})"
@@ -89,7 +102,7 @@ class GGUFSink(Sink):
 
     # -- planning -------------------------------------------------------------------------
     def _tiling_config(self, entries: list[Entry]) -> None:
-        if self.outtype not in ("tl1", "tl2") or self.kernel_config is not None:
+        if self.layout is None or not self.layout.spec.tiled or self.kernel_config is not None:
             return
         shapes = sorted({e.shape for e in entries if e.kind == "linear"}, key=lambda s: (s[1], s[0]))
         if self.kernel_config_path is not None:
@@ -105,12 +118,15 @@ class GGUFSink(Sink):
         if entry.kind == "linear" and self.layout is not None:
             options = {"tiling": self.kernel_config} if self.kernel_config is not None else {}
             self.layout.check_shape(entry.shape, tensor=entry.name, **options)
-            type_name = self.layout.name.upper().replace("_ARM", "")
+            type_name = self.layout.spec.type_name
             return type_name, self.types.type_id(type_name), self.layout.nbytes(entry.shape)
         if entry.kind == "linear":
             type_name = FLOAT_OUTTYPES[self.outtype]
         elif entry.name in (EMBEDDING_NAME, "lm_head.weight"):
-            type_name = FLOAT_OUTTYPES[self.embedding_type]
+            chosen = self.output_type if entry.name == "lm_head.weight" and self.output_type else self.embedding_type
+            if chosen in EMBEDDING_TYPES:  # a ggml block type (quant_floats)
+                check_shape(chosen, entry.shape, entry.name)
+            type_name = FLOAT_OUTTYPES.get(chosen) or ggml_name(chosen)
         else:
             type_name = "F32"
         type_id = self.types.type_id(type_name)
@@ -149,7 +165,7 @@ class GGUFSink(Sink):
         name = self.name or source.config.get("_name_or_path") or source.path.resolve().name.removesuffix(".gguf")
         kvs = [("general.architecture", self.target.arch, VT.STRING), ("general.name", str(name), VT.STRING)]
         kvs += hparam_kvs(source.config, self.target, self.family)
-        kvs += [("general.file_type", FILE_TYPES[self.outtype], VT.UINT32),
+        kvs += [("general.file_type", self._file_type(), VT.UINT32),
                 ("general.quantization_version", 2, VT.UINT32),
                 (FLAVOUR_KEY, self.target.flavour or "mainline", VT.STRING),
                 ("bitnet_pack.version", __version__, VT.STRING),
@@ -158,6 +174,13 @@ class GGUFSink(Sink):
             kvs.append(("bitnet_pack.kernel_config", render_kernel_config(self.kernel_config), VT.STRING))
         kvs += [(key, value, VT.STRING) for key, value in sorted(self.extra_metadata.items())]
         return kvs
+
+    def _file_type(self) -> int:
+        if self.layout is None:
+            return FLOAT_FILE_TYPES[self.outtype]
+        if self.layout.spec.file_type is None:
+            raise UsageError(f"layout {self.layout.name!r} has no general.file_type in its entry")
+        return self.layout.spec.file_type
 
     def put(self, entry: Entry, value: TernaryWeight | Tensor) -> None:
         gguf_name = self.family.to_gguf(entry.name)
@@ -171,6 +194,11 @@ class GGUFSink(Sink):
     def _float_chunks(self, name: str, tensor: Tensor, type_name: str):
         """Row chunks of a float tensor converted to `type_name`: the 2B4T embedding (656 MB
         as F16) never exists whole in another dtype. Values F16 cannot hold are counted."""
+        quantized = {ggml_name(t): t for t in EMBEDDING_TYPES}
+        if type_name in quantized:
+            self.notes.append(rounding_note(name, quantized[type_name], tensor))
+            yield from quantized_chunks(tensor, quantized[type_name])
+            return
         inexact = 0
         for part in tensor.row_chunks():
             data, lost = part.converted(type_name)
@@ -186,14 +214,15 @@ class GGUFSink(Sink):
             return f32_to_stored(weight.dequantize(), FLOAT_OUTTYPES[self.outtype])
         if self.kernel_config is not None:
             return self.layout.encode(weight, tiling=self.kernel_config)
-        if self.layout.spec.scale == "block:f16":
-            return self.layout.encode(weight, lossy=self._note_fp16_rounding(weight.beta))
+        if self.layout.spec.beta_rounding:
+            return self.layout.encode(weight, lossy=self._note_rounding(weight.beta))
         return self.layout.encode(weight)
 
-    def _note_fp16_rounding(self, beta: np.float32) -> bool:
-        """TQ keeps beta as fp16: exact for bf16 scales (packed sources), rounded for the fp32
-        scales of masters and bitnet.cpp's I2_S. Say how much, once, at the end."""
-        rounded = np.float32(np.float16(beta))
+    def _note_rounding(self, beta: np.float32) -> bool:
+        """A layout whose entry declares `beta_rounding` (TQ: fp16) keeps beta exactly for bf16
+        scales (packed sources) and rounds the fp32 scales of masters and bitnet.cpp's files.
+        Say how much, once, at the end."""
+        rounded = self.layout.rounded_beta(beta)
         if rounded == beta:
             return False
         change = abs(float(rounded) / float(beta) - 1)
@@ -209,8 +238,10 @@ class GGUFSink(Sink):
             _discard(ini)
             raise
         if getattr(self, "_rounded", 0):
-            self.notes.append(f"{self.outtype.upper()} stores beta as fp16: rounded {self._rounded} fp32 betas "
-                              f"(largest relative change {self._worst:.1e}); bf16 betas are kept exactly")
+            rounding = self.layout.spec.beta_rounding
+            self.notes.append(f"{self.outtype.upper()} stores beta as {rounding}: rounded {self._rounded} fp32 betas "
+                              f"(largest relative change {self._worst:.1e})"
+                              + ("; bf16 betas are kept exactly" if rounding == "fp16" else ""))
         self.files = [(str(path), "gguf")]
         if ini is not None:
             self._publish_ini(ini)
@@ -221,7 +252,8 @@ class GGUFSink(Sink):
 
     def planned_ini(self) -> Path | None:
         """The kernel_config.ini a real run writes beside OUT (None: none, or the one given)."""
-        return self._ini_path() if self.outtype in ("tl1", "tl2") and not self._ini_is_input() else None
+        tiled = self.layout is not None and self.layout.spec.tiled
+        return self._ini_path() if tiled and not self._ini_is_input() else None
 
     def _ini_path(self) -> Path:
         return sibling_path(self.path)

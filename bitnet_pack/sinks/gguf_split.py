@@ -21,6 +21,7 @@ from gguf import GGUFValueType as VT
 from .. import interrupts
 from ..containers.gguf import GGUFFile, GGUFWriter
 from ..errors import UsageError
+from ..layouts import find_layout
 from ..options import parse_size
 from ..outputs import check_output
 
@@ -31,9 +32,11 @@ MAX_PARTS = 65535  # split.count is a u16
 def limit(size: int | str | None, target: Path, outtype: str, push: str | None) -> int | None:
     if size is None:
         return None
-    if target.suffix != ".gguf" or outtype in ("tl1", "tl2") or push is not None:
-        raise UsageError("--split-max-size applies to GGUF outputs (not tl1/tl2, whose kernel_config.ini names "
-                         f"one file; not with --push-to-hub); here OUT is {target.name}, --outtype {outtype}")
+    layout = find_layout(outtype)
+    if target.suffix != ".gguf" or (layout is not None and layout.spec.tiled) or push is not None:
+        raise UsageError("--split-max-size applies to GGUF outputs (not tiled layouts, tl1/tl2, whose "
+                         "kernel_config.ini names one file; not with --push-to-hub); here OUT is "
+                         f"{target.name}, --outtype {outtype}")
     return parse_size(size)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from .. import fastpath
 from ..arch import BITNET_2B4T, ONEBITLLM, Family
 from ..checkpoints import Checkpoint, Entry, Tensor
-from ..checkpoints.gguf import LOSSY_FLOAT_TYPES
+from ..checkpoints.gguf import is_lossy_float
 from ..checkpoints.hf import BETAS_KEY, master_bits
 from ..containers.safetensors import TensorPlan
 from ..containers.shards import ShardedWriter
@@ -65,14 +65,17 @@ def stored_scale(family: Family, beta: np.float32) -> np.float32:
 def stored_float_type(entry: Entry) -> str:
     """BF16, except for tensors dequantized from a GGUF block type (Q8_0, Q6_K, ...): F32 keeps
     exactly the values the GGUF held, where bf16 would round them a second time."""
-    return "F32" if entry.dtype in LOSSY_FLOAT_TYPES else "BF16"
+    return "F32" if is_lossy_float(entry.dtype) else "BF16"
 
 
 class HFSink(Sink):
+    OUTTYPES = ("hf-packed", "bf16")  # the transformers checkpoints this sink writes
+
     def __init__(self, path: Path, outtype: str, *, force: bool = False, max_shard_size: int | None = None,
                  inputs: list[Path] | None = None, extra_metadata: dict[str, str] | None = None,
                  scale_dtype: str = "bf16"):
-        assert outtype in ("hf-packed", "bf16"), outtype
+        if outtype not in self.OUTTYPES:
+            raise UsageError(f"the transformers sink writes {' and '.join(self.OUTTYPES)}, not {outtype!r}")
         if scale_dtype not in SCALE_DTYPES:
             raise UsageError(f"--scale-dtype must be one of {', '.join(SCALE_DTYPES)}, got {scale_dtype!r}")
         self.path = Path(path)
