@@ -140,10 +140,14 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
     notes: list[str] = []
     source = _resolve(src, revision, progress, notes)
     if is_embedding_model(source.path):  # the BitNet embedding families have their own path (emb/)
-        if read != ReadOptions() or legacy is not None or push_to_hub is not None:
-            raise UsageError("BitNet embedding models take only --outtype, --name, --beta-rule and --force")
+        if read != ReadOptions() or legacy is not None or push_to_hub is not None or split_max_size is not None:
+            raise UsageError("BitNet embedding models take only --outtype, --name, --beta-rule, --float-type, "
+                             "--scale-dtype and --force")
         with about(source.path):
-            return convert_embedding(source.path, out, outtype, write.given(), force=force, dry_run=dry_run)
+            report = convert_embedding(source.path, out, outtype, write.given(), force=force, dry_run=dry_run)
+        report.notes[:0] = notes  # the hub resolution
+        report.source, report.hub_source = source.label, source.label if source.is_hub else None
+        return report
     with about(source.path), _open_for_output(source.path, read, write, legacy, outtype) as (checkpoint, write):
         entries = checkpoint.entries()
         target = resolve_output(out, outtype, model_id(source, checkpoint), count_params([e.shape for e in entries]))

@@ -153,7 +153,7 @@ def config_from_kvs(get, arch: str, *, has_output: bool = False) -> dict:
         "vocab_size": count("vocab_size", len(get("tokenizer.ggml.tokens", None) or [])),
     }
     scaling = {part: get(f"{arch}.rope.scaling.{part}") for part in ROPE_SCALING_PARTS}
-    if any(v is not None for v in scaling.values()) and not _unscaled(scaling):
+    if not unscaled(scaling):
         config["rope_scaling"] = {k: v for k, v in scaling.items() if v is not None}  # validation refuses it
     head_dim = get(f"{arch}.rope.dimension_count")
     if head_dim is not None and count("rope.dimension_count") != hidden // heads:
@@ -165,7 +165,7 @@ ROPE_SCALING_PARTS = ("type", "factor", "original_context_length", "attn_factor"
                       "yarn_ext_factor", "yarn_beta_fast", "yarn_beta_slow")
 
 
-def _unscaled(scaling: dict) -> bool:
+def unscaled(scaling: dict) -> bool:
     """No scaling at all, or the no-op both converters write for BitNet (linear, factor 1)."""
     factor = scaling["factor"]
     others = [k for k, v in scaling.items() if v is not None and k not in ("type", "factor")]

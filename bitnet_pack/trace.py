@@ -93,7 +93,7 @@ def load_trace(path: str | Path) -> Trace:
     with open(path, "rb") as handle:
         if handle.read(4) not in ZIP_MAGICS:  # np.load would try a pickle, or a lone .npy array
             raise FormatError("not a trace: not an .npz (zip) archive", path=path)
-    _check_members(path, size)
+    check_members(path, size)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -102,7 +102,7 @@ def load_trace(path: str | Path) -> Trace:
     return _checked(arrays, path)
 
 
-def _check_members(path: Path, size: int) -> None:
+def check_members(path: Path, size: int) -> None:
     """Every member a `.npy` array, and all of them together at most MAX_INFLATION times the
     file (logits barely compress): a small zip that inflates to gigabytes is refused unread."""
     try:

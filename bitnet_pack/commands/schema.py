@@ -8,7 +8,7 @@ apply), so a consumer reads the three alike:
     path            SRC as resolved (a hub SRC: its snapshot folder or file)
     source          "org/name@<commit>" for a hub SRC, else null
     kind, layout    SRC's kind ("bf16-master", "hf-packed", "gguf") and projection layout
-    family          "2b4t", "1bitllm" or "llama"
+    family          "2b4t", "1bitllm", "llama", "emb-qwen3" or "emb-gemma3"
     output, outtype OUT and its outtype (inspect: null)
     exists          dry run: whether OUT exists already (a real run needs --force); else null
     files           [{"path", "role"}] every file written, or that a real run writes: "gguf",
@@ -22,6 +22,8 @@ apply), so a consumer reads the three alike:
     notes           what the readers and writers decided or rounded (the `note:` lines)
     model           inspect: {"layers", "vocab", "context", "hidden", "parameters", "tensor_bytes",
                     "file_bytes"}; convert: null
+    pooling, embedding_size   inspect of a BitNet embedding model: "last"/"mean"/"cls" and the
+                    pooled vector's length; else null
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def convert_json(report, push_repo: str | None) -> dict:
         "files": [{"path": path, "role": role} for path, role in report.files],
         "tensors": tensors, "tensor_count": len(tensors), "bytes_read": report.bytes_read,
         "bytes_written": report.bytes_written, "push_to_hub": push_repo, "pushed": report.pushed,
-        "notes": list(report.notes), "model": None,
+        "notes": list(report.notes), "model": None, "pooling": None, "embedding_size": None,
     }
 
 
@@ -58,4 +60,5 @@ def inspect_json(inspection) -> dict:
         "tensors": tensors, "tensor_count": len(tensors),
         "bytes_read": sum(t.nbytes or 0 for t in inspection.tensors), "bytes_written": None,
         "push_to_hub": None, "pushed": None, "notes": list(inspection.notes), "model": inspection.model,
+        "pooling": inspection.pooling, "embedding_size": inspection.embedding_size,
     }
