@@ -77,12 +77,15 @@ def parse_size(text: str | int | None) -> int | None:
 class ReadOptions:
     """How to read a source: only GGUF sources use these."""
 
-    i2s_variant: str | None = None  # "x86" (128/32 blocks, official files) or "arm" (64/16)
+    i2s_variant: str | None = None  # a layout entry's variant: "x86" (128/32 blocks, official files) or "arm" (64/16)
     src_kernel_config: Path | None = None  # kernel_config.ini of a TL1/TL2 source
 
     def __post_init__(self) -> None:
-        if self.i2s_variant not in (None, "x86", "arm"):
-            raise UsageError(f"i2s_variant must be 'x86' or 'arm', got {self.i2s_variant!r}")
+        from .errors import UnknownLayout
+        from .layouts import variants
+
+        if self.i2s_variant is not None and self.i2s_variant not in variants():  # refused before any file opens
+            raise UnknownLayout(f"i2s_variant: unknown variant {self.i2s_variant!r}; known: {', '.join(variants())}")
 
     def checkpoint_kwargs(self) -> dict[str, object]:
         return {"i2s_variant": self.i2s_variant, "kernel_config": self.src_kernel_config}
