@@ -193,3 +193,20 @@ def test_inspect_names_embedding_tensors_as_asked() -> None:
     assert code == 0 and json.loads(stdout)["tensors"][0]["name"] == "token_embd.weight"
     code, stdout, _ = run("inspect", GEMMA / "emb-gemma3-i2_s.gguf", "--json", "--hf-names")
     assert code == 0 and json.loads(stdout)["tensors"][0]["name"] == "model.embed_tokens.weight"
+
+
+def test_embedding_type_does_not_apply_to_embedding_models(tmp_path: Path) -> None:
+    line = refused(tmp_path, 2, "convert", GEMMA / "hf", tmp_path / "outputs" / "x.gguf", "--outtype", "i2_s",
+                   "--embedding-type", "q8_0")
+    assert "--embedding-type does not apply to BitNet embedding models" in line
+
+
+@pytest.mark.parametrize("embedding_type", ["q8_0", "Q6_K"])
+def test_quantized_embedding_of_nan_is_refused(tmp_path: Path, embedding_type: str) -> None:
+    from corrupt_files import copy_fixture
+
+    model = copy_fixture(tmp_path / "inputs")
+    edit_safetensors(model, only("model.embed_tokens.weight", set_bits(0x7FC0, 2)))
+    line = refused(tmp_path, 1, "convert", model, tmp_path / "outputs" / "x.gguf", "--outtype", "i2_s",
+                   "--embedding-type", embedding_type)
+    assert "'model.embed_tokens.weight'" in line and "2 NaN/Inf values" in line

@@ -69,12 +69,14 @@ class Outtype(click.ParamType):
 @click.option("--arch", default=None, help="[GGUF OUT] Architecture name (bitnet.cpp: bitnet-b1.58 or bitnet-25).")
 @click.option("--type-ids", type=click.Choice(["2025", "2026"]), default=None,
               help="[GGUF OUT] bitnet.cpp type-id generation: TL2 is 39 up to mid-2025 (default), 42 after.")
-@click.option("--embedding-type", type=click.Choice(["f16", "bf16", "f32", "q8_0", "q6_k", "q5_k", "q4_k"]),
+@click.option("--embedding-type", type=click.Choice(["f16", "bf16", "f32", "q8_0", "q6_k", "q5_k", "q4_k"],
+                                                  case_sensitive=False),
               default=None,
               help="[GGUF OUT] Type of token_embd, and of output for untied models (default f16, as llama.cpp; bf16 "
                    "or f32 keep a bf16 master's embedding exactly; q8_0/q6_k/q5_k/q4_k quantize it byte for byte as "
                    "llama-quantize --token-embedding-type does, e.g. q6_k as bitnet.cpp recommends).")
-@click.option("--output-type", type=click.Choice(["f16", "bf16", "f32", "q8_0", "q6_k", "q5_k", "q4_k"]),
+@click.option("--output-type", type=click.Choice(["f16", "bf16", "f32", "q8_0", "q6_k", "q5_k", "q4_k"],
+                                                  case_sensitive=False),
               default=None,
               help="[GGUF OUT] Type of output for untied models when it should differ from --embedding-type "
                    "(llama-quantize's --output-tensor-type).")
