@@ -22,13 +22,14 @@ from functools import partial
 import numpy as np
 
 from bitnet_pack import kernel
+from bitnet_pack.layouts import layouts
 from bitnet_pack.ternary import TernaryWeight
 
 SHAPES = {"q/o 2560x2560": (2560, 2560), "k/v 640x2560": (640, 2560),
           "gate/up 6912x2560": (6912, 2560), "down 2560x6912": (2560, 6912)}
 LAYER = [(2560, 2560), (640, 2560), (640, 2560), (2560, 2560), (6912, 2560), (6912, 2560), (2560, 6912)]
 LAYERS = 30
-LAYOUTS = ["i2_s", "i2_s_arm", "hf", "tq2_0", "tq1_0", "tl1", "tl2"]
+LAYOUTS = [layout.name for layout in layouts() if layout.spec.kernel != "generic"]  # every C walk
 
 
 def random_matrix(rng: np.random.Generator, shape: tuple[int, int], layout: str) -> kernel.PackedMatrix:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,11 +31,14 @@ from .options import ReadOptions, WriteOptions, place_kernel_config, split_optio
 from .outputs import remove_stale_temps
 from .progress import ProgressFactory, started
 from .roundtrip import RoundtripReport
-from .runner import about
+from .runner import Loaded, about
 from .sinks import PlannedTensor, gguf_split
 from .sinks.factory import canonical_outtype, is_gguf_output, make_sink
 from .ternary import TernaryWeight
 from .verify import VerifyReport
+
+if TYPE_CHECKING:
+    from .diff import WeightDiff
 
 __all__ = ["ConvertReport", "Model", "convert", "inspect", "open", "roundtrip", "verify"]
 
@@ -338,7 +342,8 @@ def inspect(src: Src, *, revision: str | None = None, progress: ProgressFactory 
 @_typed
 def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None = None, tokens: int = 16,
            atol: float = 0.0, numerics: str = "reference", revision_a: str | None = None,
-           revision_b: str | None = None, **read_options: object) -> VerifyReport:
+           revision_b: str | None = None, progress: ProgressFactory | None = None,
+           **read_options: object) -> VerifyReport:
     """Greedy-decode A and B with the bundled kernel and compare the logits at every step.
 
     Args:
@@ -346,7 +351,9 @@ def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None =
         prompt: text encoded with A's tokenizer (default: a fixed sentence); or `ids`.
         tokens: greedy steps. atol: allowed |diff| of logits.
         numerics: "reference" (fp32) or "bitnet.cpp" (its f16 KV cache).
-        **read_options: as for `open`, applied to whichever of A and B uses them.
+        progress: a `progress.ProgressFactory`, advanced once per decode pass, or None.
+        **read_options: as for `open`, applied to whichever of A and B uses them (a
+            UsageError when neither does).
 
     Returns:
         A `VerifyReport`: `.ok`, `.first_divergence`, `.cause`, `.summary()`, `.to_dict()`.
@@ -357,19 +364,79 @@ def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None =
     """
     from .generate import check_context
     from .runner import loaded, prompt_ids
+    from .verify import check_vocab
     from .verify import verify as compare
 
-    read = _read_only(read_options).checkpoint_kwargs()
+    read = _read_only(read_options)
     path_a = hub.resolve_source(a, revision_a).path
     path_b = hub.resolve_source(b, revision_b).path
     if isinstance(tokens, bool) or not isinstance(tokens, int):
         raise UsageError(f"tokens must be an integer, got {tokens!r}")
-    with loaded(path_a, numerics, **read) as side_a, loaded(path_b, numerics, **read) as side_b:
+    _check_used_by_either(read, [path_a, path_b])
+    kwargs = read.checkpoint_kwargs()
+    with loaded(path_a, numerics, **kwargs) as side_a, loaded(path_b, numerics, **kwargs) as side_b:
+        check_vocab(side_a.model.config.vocab_size, side_b.model.config.vocab_size, f"{a} and {b}")
         default = "BitNet b1.58 stores every weight as" if prompt is None and ids is None else prompt
-        chosen = prompt_ids(ids, default, side_a.tokenizer_json)
-        contexts = [c for c in (side_a.context, side_b.context) if c is not None]
-        check_context(len(chosen), tokens, min(contexts, default=None))  # as the CLI: bounded by the model
-        return compare(side_a.model, side_b.model, chosen, tokens, atol=atol)
+        prompt_tokens = prompt_ids(ids, default, side_a.tokenizer_json)
+        contexts = [side.context for side in (side_a, side_b) if side.context is not None]
+        check_context(len(prompt_tokens), tokens, min(contexts, default=None))
+        with started(progress, 2 * (tokens + 1), "verify") as advance:
+            return compare(side_a.model, side_b.model, prompt_tokens, tokens, atol=atol, progress=advance)
+
+
+@_typed
+def diff(a: Src, b: Src, *, revision_a: str | None = None, revision_b: str | None = None,
+         progress: ProgressFactory | None = None, **read_options: object) -> WeightDiff:
+    """A and B compared tensor by tensor in ternary space (codes and beta; other tensors as
+    float32 values) and by their model config; read options as for `verify`.
+
+    Returns:
+        A `diff.WeightDiff`: `.identical`, `.tensors`, `.only_in_a`, `.only_in_b`, `.config`.
+    """
+    from .diff import diff_checkpoints
+
+    read = _read_only(read_options)
+    path_a = hub.resolve_source(a, revision_a).path
+    path_b = hub.resolve_source(b, revision_b).path
+    _check_used_by_either(read, [path_a, path_b])
+    kwargs = read.checkpoint_kwargs()
+    total = source_bytes(path_a) + source_bytes(path_b)
+    with started(progress, total, "diff") as advance:
+        return diff_checkpoints(path_a, path_b, options_a=kwargs, options_b=kwargs, progress=advance)
+
+
+@contextmanager
+def load(src: Src, *, numerics: str = "reference", revision: str | None = None,
+         **read_options: object) -> Iterator[Loaded]:
+    """SRC loaded into the bundled model with its tokenizer (what `verify` and `generate`
+    decode with); read options are checked as `open` checks them.
+
+    Example:
+        >>> with bitnet_pack.api.load("fixtures/tiny-bitnet") as side:  # doctest: +SKIP
+        ...     side.model.config.vocab_size
+    """
+    from .runner import loaded
+
+    read = _read_only(read_options)
+    source = hub.resolve_source(src, revision)
+    with about(source.path):
+        _open_checked(source.path, read).close()
+    with loaded(source.path, numerics, **read.checkpoint_kwargs()) as side:
+        yield side
+
+
+def _check_used_by_either(read: ReadOptions, paths: list[Path]) -> None:
+    """Each given read option must be used by at least one of `paths` (UsageError otherwise)."""
+    errors = []
+    for path in paths:
+        try:
+            with about(path):
+                _open_checked(path, read).close()
+            return
+        except UsageError as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 @_typed
@@ -392,10 +459,11 @@ def roundtrip(model: Src, layouts: list[str] | None = None, *, revision: str | N
         >>> bitnet_pack.roundtrip("fixtures/tiny-bitnet", ["hf-packed", "i2_s"], tokens=2).ok  # doctest: +SKIP
         True
     """
-    from .layouts import get_layout, layout_names
+    from .layouts import get_layout
+    from .roundtrip import default_layouts
     from .roundtrip import roundtrip as run
 
-    chosen = [get_layout(name).name for name in layouts] if layouts else layout_names()
+    chosen = [get_layout(name).name for name in layouts] if layouts else None
     read = _read_only(read_options)
     source = hub.resolve_source(model, revision, progress=progress is not None)
     if is_embedding_model(source.path):
@@ -404,8 +472,9 @@ def roundtrip(model: Src, layouts: list[str] | None = None, *, revision: str | N
     if keep is not None:
         Path(keep).mkdir(parents=True, exist_ok=True)
     with about(source.path):
-        if not is_embedding_model(source.path):  # (those are read by emb/, which takes no read options)
-            _open_checked(source.path, read).close()
+        with _open_checked(source.path, read) as checked:  # default: every layout that takes its family
+            family = checked.family
+        chosen = chosen or default_layouts(family)
         total = source_bytes(source.path) * len(chosen)
         with started(progress, total, "roundtrip") as advance:
             report = run(source.path, chosen, workdir=Path(keep) if keep is not None else None, prompt_ids=ids,

@@ -94,6 +94,8 @@ def activation(gate: np.ndarray, up: np.ndarray, kind: str) -> np.ndarray:
     if kind not in ACTIVATIONS:
         raise UsageError(f"hidden_act must be one of {', '.join(ACTIVATIONS)}, got {kind!r}")
     gate, up = _f32(gate), _f32(up)
+    if gate.shape != up.shape:
+        raise ShapeError(f"gate {list(gate.shape)} and up {list(up.shape)} must have one shape")
     if not _compiled() or gate.size == 0:
         return reference_activation(gate, up, kind)
     out = np.empty_like(gate)

@@ -90,6 +90,33 @@ def bitnet_cpp_file_types() -> set[int]:
             if layout.spec.file_type is not None and set(layout.spec.type_ids) & set(BITNET_CPP_TABLES)}
 
 
+def type_tables() -> list[str]:
+    """Every type-id table some registered entry lists its id under: mainline, bitnet.cpp's
+    generations, and a runtime's own (ik_llama.cpp's, whose ids no other runtime uses)."""
+    from .layouts import layouts
+
+    found = dict.fromkeys([MAINLINE, *BITNET_CPP_TABLES])
+    found.update(dict.fromkeys(t for layout in layouts() for t in layout.spec.type_ids))
+    return list(found)
+
+
+def own_table_of_file_type(file_type: object) -> str | None:
+    """The table of a runtime of its own (not mainline, not bitnet.cpp's) when the layouts written
+    with `general.file_type` = `file_type` are listed in that table only; else None."""
+    from .layouts import layouts
+
+    tables = {t for layout in layouts() if layout.spec.file_type == file_type for t in layout.spec.type_ids}
+    own = tables - {MAINLINE, *BITNET_CPP_TABLES}
+    return own.pop() if len(own) == 1 and tables == own else None
+
+
+def table_label(flavour: str | None) -> str:
+    """'mainline llama.cpp', 'bitnet.cpp 2025', or a runtime's own table by name."""
+    if flavour is None or flavour == MAINLINE:
+        return "mainline llama.cpp"
+    return f"bitnet.cpp {flavour}" if flavour in BITNET_CPP_TABLES else flavour
+
+
 def _upstream(name: str, type_id: int) -> bool:
     """gguf-py knows this type under this id (its sizes then come from GGML_QUANT_SIZES)."""
     try:

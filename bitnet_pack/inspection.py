@@ -10,6 +10,7 @@ import numpy as np
 
 from .checkpoints import open_checkpoint
 from .errors import FormatError
+from .layouts import find_layout, layout_notes
 from .ternary import TernaryWeight
 
 ARRAY_SHOWN = 8  # elements of a KV array kept in the raw view (the 2B4T vocabulary is 128k strings)
@@ -77,7 +78,7 @@ def describe(path: Path, progress: Callable[[int], None] | None = None, *, hf_na
                 progress(entry.nbytes)
         if not report.tensors:
             raise FormatError("holds no tensors: not a model checkpoint", path=path)
-        report.notes = list(source.notes)
+        report.notes = list(source.notes) + _layout_notes(source.layout)
         report.model = summary(source.config, report.tensors, path)
         return report
 
@@ -96,13 +97,29 @@ def source_bytes(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.glob("*.safetensors"))
 
 
+def _layout_notes(names: str) -> list[str]:
+    """What the projections' layouts ("i2_s", or several joined by "+") and the runtimes say about them."""
+    found = [find_layout(name) for name in names.split("+")]
+    return list(dict.fromkeys(n for layout in found if layout is not None for n in layout_notes(layout)))
+
+
 def describe_raw(path: Path) -> dict:
     """The container as stored: GGUF header, key-values and tensor table, or safetensors
     headers (every shard), with absolute byte offsets."""
     if path.is_file() and path.suffix == ".gguf":
         return _raw_gguf(path)
+    from .checkpoints import layout_reader
     from .containers.safetensors import SafetensorsFile
     from .containers.shards import SafetensorsDir
+
+    reader = layout_reader(path)
+    if reader is not None:  # a directory layout's own files (its reader says which it shows)
+        files = reader.raw_files(path)
+        try:
+            return {"path": str(path), "container": "safetensors", "files": [_raw_safetensors(f) for f in files]}
+        finally:
+            for file in files:
+                file.close()
 
     if path.is_file():
         with SafetensorsFile(path) as file:

@@ -13,6 +13,8 @@ each walk's bytes, where beta is (TQ: the blocks' one non-zero d) and which byte
 refused, and keeps the numpy reading of the bytes the reference products use. A layout whose
 entry says `kernel="generic"` is decoded once by its own `decode` (which refuses bad bytes)
 and multiplied through the hf walk: the same products, from codes the kernel did not read.
+A layout with `kernel_rows` (a `RowOrder`) is another walk's tile with its rows in
+another order: that walk reads its code bytes in place, and the outputs are put in row order.
 
 The compiled kernel (`bitnet_pack._kernels`, built from kernels/) sums code * q and
 subtracts sum(q) (TL: adds table entries of t * q); it is tested bit for bit against the
@@ -39,7 +41,7 @@ import numpy as np
 
 from .errors import FormatError, NonFiniteActivation, NotTernary, ShapeError, UsageError
 from .kernel_config import Tiling, resolve_tiling
-from .kernel_formats import byte_problems, count_run, reference_codes, stored_beta, walk_of
+from .kernel_formats import RowOrder, byte_problems, count_run, reference_codes, stored_beta, walk_of
 from .layouts import Layout, get_layout
 from .ternary import TernaryWeight
 from .ternary import quantize_activations as _numpy_quantize
@@ -144,6 +146,7 @@ class PackedMatrix:
     codes_bytes: np.ndarray = field(init=False, repr=False)  # what the kernel walks, flat
     walk: str = field(init=False, repr=False)
     kernel_id: int = field(init=False, repr=False)
+    row_order: np.ndarray | None = field(init=False, repr=False, default=None)  # walk output row of row m
 
     def __post_init__(self) -> None:
         layout = _kernel_layout(self.layout)
@@ -157,6 +160,9 @@ class PackedMatrix:
         object.__setattr__(self, "beta", np.float32(self.beta))
         if layout.spec.kernel == "generic":
             self._set_generic(layout)
+            return
+        if layout.kernel_rows is not None:
+            self._set_reordered(layout, layout.kernel_rows)
             return
         object.__setattr__(self, "walk", layout.spec.kernel)
         object.__setattr__(self, "kernel_id", layout.spec.kernel_id)
@@ -173,6 +179,23 @@ class PackedMatrix:
         object.__setattr__(self, "kernel_id", walk.spec.kernel_id)
         object.__setattr__(self, "beta", np.float32(decoded.beta))
         object.__setattr__(self, "codes_bytes", np.ascontiguousarray(walk.encode(decoded)).reshape(-1))
+
+    def _set_reordered(self, layout: Layout, order: RowOrder) -> None:
+        """Walk the code bytes in place with another walk's tile (checked as that walk checks
+        them), the products taken in the layout's row order; beta from the layout's bytes."""
+        flat = _flat_bytes(layout.name, self.data)
+        _check_size(layout, flat, self.shape, None)
+        stored = np.float32(order.beta(flat, self.shape))
+        if not np.isnan(self.beta) and stored.tobytes() != self.beta.tobytes():
+            raise FormatError(f"{layout.name} bytes carry beta {float(stored)!r} but beta={float(self.beta)!r} "
+                              "was given")
+        body = order.body(flat, self.shape)
+        _refuse_problems(layout.name, layout.spec.kernel, body, self.shape, None)
+        object.__setattr__(self, "walk", layout.spec.kernel)
+        object.__setattr__(self, "kernel_id", layout.spec.kernel_id)
+        object.__setattr__(self, "beta", stored)
+        object.__setattr__(self, "codes_bytes", body)
+        object.__setattr__(self, "row_order", np.asarray(order.rows(self.shape), np.intp))
 
     @classmethod
     def from_ternary(cls, weight: TernaryWeight, layout: str = "i2_s", tiling: Tiling | None = None) -> PackedMatrix:
@@ -194,8 +217,8 @@ class PackedMatrix:
         entry = _kernel_layout(layout)
         if beta is None and not entry.embeds_scale:
             raise UsageError(f"the {layout} layout keeps beta outside the bytes; pass beta=")
-        if beta is None and entry.spec.kernel == "generic":
-            return cls(entry.name, data, shape, np.float32(np.nan), tiling)  # decode finds beta
+        if beta is None and (entry.spec.kernel == "generic" or entry.kernel_rows is not None):
+            return cls(entry.name, data, shape, np.float32(np.nan), tiling)  # decode / the row order finds beta
         if beta is None:
             shape = tuple(int(d) for d in shape)
             flat = _flat_bytes(entry.name, data)
@@ -207,7 +230,8 @@ class PackedMatrix:
 
     def codes(self) -> np.ndarray:
         """int8 ternary codes [M, K], read from the bytes as the kernel reads them."""
-        return reference_codes(self.walk, self.codes_bytes, self.shape, self.tiling)
+        codes = reference_codes(self.walk, self.codes_bytes, self.shape, self.tiling)
+        return codes if self.row_order is None else codes[self.row_order]
 
 
 def _kernel_layout(layout: str) -> Layout:
@@ -265,6 +289,12 @@ def _checked_bytes(entry: Layout, data: np.ndarray, shape: tuple[int, int], tili
     stored = stored_beta(walk, flat, shape)
     if stored is not None and stored.tobytes() != np.float32(beta).tobytes():
         raise FormatError(f"{layout} bytes carry beta {float(stored)!r} but beta={float(beta)!r} was given")
+    _refuse_problems(layout, walk, flat, shape, tiling)
+    return array
+
+
+def _refuse_problems(layout: str, walk: str, flat: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> None:
+    """NotTernary when the walk's byte runs hold a byte value no encoder writes."""
     found = []
     for run in byte_problems(walk, flat, shape, tiling):
         n = (_ext.count_bad(flat, run.offset, run.rows, run.length, run.stride, run.pattern, run.table) if _ext
@@ -274,7 +304,6 @@ def _checked_bytes(entry: Layout, data: np.ndarray, shape: tuple[int, int], tili
     if found:
         what = ", ".join(f"{n} of {shape[0] * shape[1]} {layout} {what}" for what, n in found)
         raise NotTernary(f"{what} (no ternary value), shape {list(shape)}")
-    return array
 
 
 # ---- the products ----------------------------------------------------------------------
@@ -297,25 +326,22 @@ def _raise_non_finite(bad: int, rows: int) -> None:
         raise NonFiniteActivation(f"{bad} of {rows} activation rows hold NaN/Inf")
 
 
-def _checked_numpy_quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ternary.quantize_activations, refusing rows with NaN/Inf (there s is NaN or 0)."""
-    with np.errstate(invalid="ignore"):
-        q, scale = _numpy_quantize(x)
-    _raise_non_finite(int(np.count_nonzero(~(scale > 0))), scale.size)
-    return q, scale
-
-
 def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-token absmax int8 (q [..., K], s [...]), bit-identical to
-    `ternary.quantize_activations`; NonFiniteActivation on NaN/Inf rows."""
+    `ternary.quantize_activations` (the reference); NonFiniteActivation on NaN/Inf rows."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if BACKEND == "numpy" or x.ndim == 0 or x.size == 0:
-        return _checked_numpy_quantize(x)
+        return _numpy_quantize(x)
     rows = x.reshape(-1, x.shape[-1])
     q = np.empty(rows.shape, np.int8)
     scale = np.empty(rows.shape[0], np.float32)
     _raise_non_finite(_ext.quantize(BACKEND, rows, q, scale), rows.shape[0])
     return q.reshape(x.shape), scale.reshape(x.shape[:-1])
+
+
+def _in_row_order(matrix: PackedMatrix, out: np.ndarray) -> np.ndarray:
+    """The tile's outputs [N, M] as the matrix's rows (a layout read with another walk's tile)."""
+    return out if matrix.row_order is None else out[:, matrix.row_order]
 
 
 def ternary_matmul_int(matrix: PackedMatrix, q: np.ndarray) -> np.ndarray:
@@ -332,6 +358,7 @@ def ternary_matmul_int(matrix: PackedMatrix, q: np.ndarray) -> np.ndarray:
         out = np.empty((rows.shape[0], matrix.shape[0]), np.int32)
         _ext.matmul_int(BACKEND, matrix.kernel_id, matrix.codes_bytes, *matrix.shape, _tiling_tuple(matrix),
                         np.ascontiguousarray(rows), out)
+        out = _in_row_order(matrix, out)
     return out.reshape(q.shape[:-1] + (matrix.shape[0],))
 
 
@@ -346,15 +373,14 @@ def ternary_linear(matrix: PackedMatrix, x: np.ndarray) -> np.ndarray:
         bad = _ext.linear(BACKEND, matrix.kernel_id, matrix.codes_bytes, *matrix.shape, _tiling_tuple(matrix),
                           matrix.beta, np.ascontiguousarray(rows), y)
         _raise_non_finite(bad, rows.shape[0])
+        y = _in_row_order(matrix, y)
     return y.reshape(x.shape[:-1] + (matrix.shape[0],))
 
 
 # ---- the numpy reference ----------------------------------------------------------------
 
 
-def reference_quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ternary.quantize_activations, refusing NaN/Inf rows like the kernel."""
-    return _checked_numpy_quantize(np.asarray(x, dtype=np.float32))
+reference_quantize_activations = _numpy_quantize  # the one numpy definition (ternary's)
 
 
 def reference_matmul_int(matrix: PackedMatrix, q: np.ndarray) -> np.ndarray:
@@ -368,7 +394,7 @@ def reference_matmul_int(matrix: PackedMatrix, q: np.ndarray) -> np.ndarray:
 
 def reference_linear(matrix: PackedMatrix, x: np.ndarray) -> np.ndarray:
     """float32 [N, M] = float32(sums) / s * beta, with ternary.quantize_activations."""
-    q, scale = _checked_numpy_quantize(x)
+    q, scale = _numpy_quantize(x)
     acc = reference_matmul_int(matrix, q).astype(np.float32)
     return acc / scale[..., None] * matrix.beta
 

@@ -31,7 +31,7 @@ from .errors import FormatError, NotTernary, UnknownLayout
 from .ggml_types import SLOT_BYTES, slot_beta
 from .kernel_config import Tiling
 
-__all__ = ["FIELD_IS_3", "NIBBLE_ABOVE_13", "NIBBLE_ABOVE_8", "ByteRun", "Walk", "beta_after_codes",
+__all__ = ["FIELD_IS_3", "NIBBLE_ABOVE_13", "NIBBLE_ABOVE_8", "ByteRun", "RowOrder", "Walk", "beta_after_codes",
            "beta_in_last_slot", "byte_problems", "byte_table", "common_block_scale", "count_run", "no_beta",
            "reference_codes", "stored_beta", "walk_of"]
 
@@ -81,6 +81,18 @@ class Walk:
     beta: Callable[[np.ndarray, tuple[int, int]], np.float32 | None]
     problems: Callable[[np.ndarray, tuple[int, int], Tiling | None], list[ByteRun]]
     codes: Callable[[np.ndarray, tuple[int, int], Tiling | None], np.ndarray]
+
+
+@dataclass(frozen=True)
+class RowOrder:
+    """A layout whose code bytes another walk's C tile reads with the rows in another order (no
+    tile of its own, no decode): `walk` names that walk (the entry's `kernel`), `body` cuts its
+    bytes out of the stored ones, `beta` reads the stored beta, and `rows(shape)[m]` is the
+    tile's output row holding matrix row m (the products are taken in that order)."""
+
+    beta: Callable[[np.ndarray, tuple[int, int]], np.float32]
+    body: Callable[[np.ndarray, tuple[int, int]], np.ndarray]
+    rows: Callable[[tuple[int, int]], np.ndarray]
 
 
 # ---- where beta is: the common cases ------------------------------------------------------

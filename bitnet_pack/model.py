@@ -69,6 +69,7 @@ from .checkpoints import StoredProjection, Tensor
 from .errors import FormatError, MissingTensor, ShapeError, UnexpectedTensor, UsageError
 from .floatmath import round_f16
 from .kernel import PackedMatrix, exact_half_bits, half_matmul, half_to_float32, ternary_linear
+from .layouts import get_layout
 from .quant_dot import QuantTensor, quant_tensor
 from .ternary import TernaryWeight
 from .validate import check_hyperparameters
@@ -90,6 +91,8 @@ class Numerics:
     ggml_dot: str = ""             # one-token Q.K, P.V and f16 lm_head in ggml_vec_dot_f16's order
                                    # of that build ("avx512" / "avx2", floatops_ggml.c); avx512 also
                                    # runs the softmax with that build's ggml_v_expf and block sums
+    layout_activations: bool = False  # a layout whose runtime quantizes activations its own way
+                                      # for this mode multiplies that way (Layout.runtime_linear)
 
 
 _BITNET_CPP = dict(kv_f16=True, q_f16=True, single_row_f16=True, ggml_softmax=True, ggml_rope=True, libm_rope=True)
@@ -97,6 +100,8 @@ NUMERICS = {
     "reference": Numerics("reference"),
     "bitnet.cpp": Numerics("bitnet.cpp", **_BITNET_CPP, ggml_dot="avx512"),  # an AVX-512 build (-march=native)
     "bitnet.cpp-avx2": Numerics("bitnet.cpp-avx2", **_BITNET_CPP, ggml_dot="avx2"),
+    # ik_llama.cpp: its layouts' own activation blocks (their runtime_linear) and the f16 KV cache
+    "ik_llama.cpp": Numerics("ik_llama.cpp", kv_f16=True, ggml_rope=True, layout_activations=True),
 }
 
 
@@ -309,10 +314,15 @@ class BitNetModel:
         c, w = self.config, self._layer_tensors(layer)
         x = floatops.rms_norm(h, w["input_layernorm"], c.rms_norm_eps)
         attn = self._attention(layer, x, rope, w)
-        h = h + ternary_linear(w["self_attn.o_proj"], self._sub_norm(attn, w, 0))
+        h = h + self._linear(w["self_attn.o_proj"], self._sub_norm(attn, w, 0))
         x = floatops.rms_norm(h, w["post_attention_layernorm"], c.rms_norm_eps)
-        ffn = floatops.activation(ternary_linear(w["mlp.gate_proj"], x), ternary_linear(w["mlp.up_proj"], x), c.hidden_act)
-        return h + ternary_linear(w["mlp.down_proj"], self._sub_norm(ffn, w, 1))
+        ffn = floatops.activation(self._linear(w["mlp.gate_proj"], x), self._linear(w["mlp.up_proj"], x), c.hidden_act)
+        return h + self._linear(w["mlp.down_proj"], self._sub_norm(ffn, w, 1))
+
+    def _linear(self, matrix: PackedMatrix, x: np.ndarray) -> np.ndarray:
+        own = get_layout(matrix.layout).runtime_linear(self.numerics.name) if self.numerics.layout_activations \
+            else None
+        return ternary_linear(matrix, x) if own is None else own(matrix, x)
 
     def _sub_norm(self, x: np.ndarray, w: dict, which: int) -> np.ndarray:
         """The family's attention (0) or FFN (1) sub-norm; identity where it has none."""
@@ -323,9 +333,9 @@ class BitNetModel:
         c, num = self.config, self.numerics
         t, d = x.shape[0], c.head_dim
         rotate = ggml_rope.apply_rope if num.libm_rope else floatops.apply_rope
-        q = rotate(ternary_linear(w["self_attn.q_proj"], x).reshape(t, c.num_heads, d), *rope)
-        k = rotate(ternary_linear(w["self_attn.k_proj"], x).reshape(t, c.num_kv_heads, d), *rope)
-        v = ternary_linear(w["self_attn.v_proj"], x).reshape(t, c.num_kv_heads, d)
+        q = rotate(self._linear(w["self_attn.q_proj"], x).reshape(t, c.num_heads, d), *rope)
+        k = rotate(self._linear(w["self_attn.k_proj"], x).reshape(t, c.num_kv_heads, d), *rope)
+        v = self._linear(w["self_attn.v_proj"], x).reshape(t, c.num_kv_heads, d)
         if num.kv_f16:
             k, v = round_f16(k), round_f16(v)
         if num.q_f16:

@@ -77,7 +77,7 @@ def parse_size(text: str | int | None) -> int | None:
 class ReadOptions:
     """How to read a source: only GGUF sources use these."""
 
-    i2s_variant: str | None = None  # a layout entry's variant: "x86" (128/32 blocks, official files) or "arm" (64/16)
+    i2s_variant: str | None = None  # a layout entry's variant: "x86" (128/32 blocks, official files), "arm" (64/16) or "1x4"
     src_kernel_config: Path | None = None  # kernel_config.ini of a TL1/TL2 source
 
     def __post_init__(self) -> None:

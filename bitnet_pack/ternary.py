@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import FormatError, NonFiniteWeight, NotTernary, ShapeError
+from .errors import FormatError, NonFiniteActivation, NonFiniteWeight, NotTernary, ShapeError
 from .torchsum import torch_mean
 
 ABSMEAN_EPS = np.float32(1e-5)
@@ -176,9 +176,15 @@ def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Returns (q int8, s float32 [...]) with s = 127 / max(|x|, 1e-5) and
     q = clamp(round_half_even(x * s), -128, 127), all in float32; x ~= q / s.
+    NonFiniteActivation when a row holds NaN/Inf (its s would be NaN or 0). This is the
+    reference; `kernel.quantize_activations` is the same function in C.
     """
     x = np.asarray(x, dtype=np.float32)
-    amax = np.maximum(np.abs(x).max(axis=-1), ACT_EPS).astype(np.float32)
-    scale = (ACT_QMAX / amax).astype(np.float32)
-    q = np.clip(np.rint(x * scale[..., None]), -128, 127).astype(np.int8)
+    with np.errstate(invalid="ignore"):
+        amax = np.maximum(np.abs(x).max(axis=-1), ACT_EPS).astype(np.float32)
+        scale = (ACT_QMAX / amax).astype(np.float32)
+        bad = int(np.count_nonzero(~(scale > 0)))
+        if bad:
+            raise NonFiniteActivation(f"{bad} of {scale.size} activation rows hold NaN/Inf")
+        q = np.clip(np.rint(x * scale[..., None]), -128, 127).astype(np.int8)
     return q, scale

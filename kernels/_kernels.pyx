@@ -48,13 +48,26 @@ def get_threads():
     return bp_get_threads()
 
 
+def _shape_error(str message):
+    """The project's typed error for a length or shape the C would read past (see errors.py)."""
+    from bitnet_pack.errors import ShapeError
+
+    return ShapeError(message)
+
+
+cdef _same_rows(str what, int64_t n_in, int64_t n_out, int64_t cols, int64_t want_cols):
+    if n_out != n_in or cols != want_cols:
+        raise _shape_error(f"{what}: {n_in} input rows need an output of [{n_in}, {want_cols}], "
+                           f"got [{n_out}, {cols}]")
+
+
 cdef int _check(int64_t code, str what) except -1:
     if code == BP_ENOMEM:
         raise MemoryError(f"{what}: out of memory for activation panels")
     if code == BP_EBACKEND:
         raise RuntimeError(f"{what}: backend not built or not supported by this CPU")
     if code == BP_ESHAPE:
-        raise ValueError(f"{what}: shape rejected by the C kernel")
+        raise _shape_error(f"{what}: shape rejected by the C kernel")
     return 0
 
 
@@ -62,6 +75,9 @@ def quantize(str backend, const float[:, ::1] x, int8_t[:, ::1] q, float[::1] s)
     """Fill q [N, K] and s [N]; return the number of rows holding NaN/Inf."""
     cdef int b = BACKENDS.index(backend)
     cdef int64_t bad
+    _same_rows("quantize", x.shape[0], q.shape[0], q.shape[1], x.shape[1])
+    if s.shape[0] != x.shape[0]:
+        raise _shape_error(f"quantize: {x.shape[0]} rows need {x.shape[0]} scales, got {s.shape[0]}")
     if x.shape[0] == 0:
         return 0
     with nogil:
@@ -81,6 +97,9 @@ def matmul_int(str backend, int walk, const uint8_t[::1] w, int64_t m, int64_t k
     cdef int64_t n = q.shape[0]
     cdef int64_t t[3]
     cdef int code
+    if q.shape[1] != k:
+        raise _shape_error(f"matmul {m}x{k}: activations have {q.shape[1]} columns, not {k}")
+    _same_rows(f"matmul {m}x{k}", n, out.shape[0], out.shape[1], m)
     if n == 0:
         return
     _tiling(tiling, t)
@@ -96,6 +115,9 @@ def linear(str backend, int walk, const uint8_t[::1] w, int64_t m, int64_t k, tu
     cdef int64_t n = x.shape[0]
     cdef int64_t t[3]
     cdef int64_t code
+    if x.shape[1] != k:
+        raise _shape_error(f"linear {m}x{k}: activations have {x.shape[1]} columns, not {k}")
+    _same_rows(f"linear {m}x{k}", n, y.shape[0], y.shape[1], m)
     if n == 0:
         return 0
     _tiling(tiling, t)
@@ -117,8 +139,10 @@ def count_bad(const uint8_t[::1] w, int64_t offset, int64_t nrows, int64_t lengt
     cdef int kind = BAD_PATTERNS[pattern]
     if nrows == 0 or length == 0:
         return 0
-    if table.shape[0] != 256 or offset + (nrows - 1) * stride + length > w.shape[0]:
-        raise ValueError("count_bad: table must have 256 entries and the rows lie inside w")
+    if table.shape[0] != 256 or offset < 0 or stride < 0 or length < 0 or nrows < 0 \
+            or offset + (nrows - 1) * stride + length > w.shape[0]:
+        raise _shape_error(f"count_bad: table of {table.shape[0]} entries (256), {nrows} rows of {length} bytes "
+                           f"at {offset} + r * {stride} in {w.shape[0]} bytes")
     with nogil:
         count = bp_count_bad(&w[offset], nrows, length, stride, kind, &table[0])
     return count
@@ -134,6 +158,9 @@ def half_matmul(str backend, str kind, const uint16_t[:, ::1] w, const float[:, 
     cdef int kd = HALF_KINDS[kind]
     cdef int64_t n = x.shape[0]
     cdef int code
+    if x.shape[1] != w.shape[1]:
+        raise _shape_error(f"{kind} matmul {w.shape[0]}x{w.shape[1]}: activations have {x.shape[1]} columns")
+    _same_rows(f"{kind} matmul", n, y.shape[0], y.shape[1], w.shape[0])
     if n == 0:
         return
     with nogil:

@@ -23,6 +23,9 @@
 #define BP_LAYOUT_TQ1 4
 #define BP_LAYOUT_TL1 5
 #define BP_LAYOUT_TL2 6
+#define BP_LAYOUT_IQ1BN 7    /* ik_llama.cpp's three row-scaled BitNet types: iq_bn.h, K % 64 */
+#define BP_LAYOUT_IQ2BN 8
+#define BP_LAYOUT_IQ2BN_R4 9
 #define BP_ENOMEM (-1)
 #define BP_EBACKEND (-2)
 #define BP_ESHAPE (-3)

@@ -4,6 +4,7 @@
  * baseline flags only; SIMD lives in isa_*.c.
  */
 #include "bitnet_kernels.h"
+#include "iq_bn.h"
 #include "isa.h"
 #include "panels.h"
 #include "pool.h"
@@ -218,6 +219,9 @@ static plan plan_of(const product *p)
         break;
     case BP_TL_TILES:
         pl.rows_per_item = 1; /* one row tile */
+        break;
+    case BP_IQ_ROWS: /* portable, every backend; ROW_BLOCK % 4 == 0 keeps R4 groups whole */
+        pl.fn = bp_iq_bn_rows(p->layout);
         break;
     default:
         pl.fn = gemv ? isa->plane_gemv : isa->plane_gemm;

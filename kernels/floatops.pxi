@@ -34,6 +34,9 @@ def float_parallel_min(work=None):
 
 
 def rms_norm(const float[:, ::1] x, const float[::1] w, float eps, float[:, ::1] y):
+    if w.shape[0] != x.shape[1]:
+        raise _shape_error(f"rms_norm: {x.shape[1]} features but a weight of {w.shape[0]}")
+    _same_rows("rms_norm", x.shape[0], y.shape[0], y.shape[1], x.shape[1])
     if x.shape[0] == 0:
         return
     with nogil:
@@ -42,6 +45,8 @@ def rms_norm(const float[:, ::1] x, const float[::1] w, float eps, float[:, ::1]
 
 def rope_tables(const int64_t[::1] positions, int64_t head_dim, double theta, int mode,
                 float[:, ::1] cos_out, float[:, ::1] sin_out):
+    _same_rows("rope_tables cos", positions.shape[0], cos_out.shape[0], cos_out.shape[1], head_dim // 2)
+    _same_rows("rope_tables sin", positions.shape[0], sin_out.shape[0], sin_out.shape[1], head_dim // 2)
     if positions.shape[0] == 0 or head_dim < 2:
         return
     with nogil:
@@ -50,6 +55,8 @@ def rope_tables(const int64_t[::1] positions, int64_t head_dim, double theta, in
 
 
 def rope_apply(float[:, :, ::1] x, const float[:, ::1] cos_t, const float[:, ::1] sin_t):
+    _same_rows("rope_apply cos", x.shape[0], cos_t.shape[0], cos_t.shape[1], x.shape[2] // 2)
+    _same_rows("rope_apply sin", x.shape[0], sin_t.shape[0], sin_t.shape[1], x.shape[2] // 2)
     if x.shape[0] == 0 or x.shape[1] == 0 or x.shape[2] < 2:
         return
     with nogil:
@@ -60,6 +67,13 @@ def attention(const float[:, :, ::1] q, const float[:, :, ::1] keys, const float
               int64_t start, float scale, int flags, float[:, :, ::1] out):
     """q [T, H, d]; keys, values [KV, capacity, d] holding positions < start + T; out [T, H, d]."""
     cdef int code
+    cdef tuple qs = (q.shape[0], q.shape[1], q.shape[2]), ks = (keys.shape[0], keys.shape[1], keys.shape[2])
+    cdef tuple vs = (values.shape[0], values.shape[1], values.shape[2]), os = (out.shape[0], out.shape[1], out.shape[2])
+    if os != qs or vs != ks or ks[2] != qs[2] or start < 0 or start + qs[0] > ks[1]:
+        raise _shape_error(f"attention: q {list(qs)}, keys {list(ks)}, values {list(vs)}, out {list(os)}, "
+                           f"positions {start}..{start + qs[0]}")
+    if q.shape[0] == 0 or q.shape[1] == 0:
+        return
     with nogil:
         code = bp_attention(&q[0, 0, 0], q.shape[0], q.shape[1], q.shape[2], &keys[0, 0, 0],
                             &values[0, 0, 0], keys.shape[0], keys.shape[1], start, scale, flags,
@@ -67,10 +81,12 @@ def attention(const float[:, :, ::1] q, const float[:, :, ::1] keys, const float
     if code == -1:
         raise MemoryError("attention: out of memory for a score row")
     if code:
-        raise ValueError("attention: shape rejected by the C kernel")
+        raise _shape_error("attention: shape rejected by the C kernel")
 
 
 def activation(const float[::1] gate, const float[::1] up, int kind, float[::1] out):
+    if up.shape[0] != gate.shape[0] or out.shape[0] != gate.shape[0]:
+        raise _shape_error(f"activation: gate {gate.shape[0]}, up {up.shape[0]} and out {out.shape[0]} values differ")
     if gate.shape[0] == 0:
         return
     with nogil:
@@ -78,6 +94,9 @@ def activation(const float[::1] gate, const float[::1] up, int kind, float[::1] 
 
 
 def f32_matmul(const float[:, ::1] w, const float[:, ::1] x, float[:, ::1] y):
+    if x.shape[1] != w.shape[1]:
+        raise _shape_error(f"f32_matmul {w.shape[0]}x{w.shape[1]}: activations have {x.shape[1]} columns")
+    _same_rows("f32_matmul", x.shape[0], y.shape[0], y.shape[1], w.shape[0])
     if x.shape[0] == 0:
         return
     with nogil:
@@ -85,33 +104,46 @@ def f32_matmul(const float[:, ::1] w, const float[:, ::1] x, float[:, ::1] y):
 
 
 def ggml_f16_matmul(const uint16_t[:, ::1] w, const float[:, ::1] x, int variant, float[:, ::1] y):
+    if x.shape[1] != w.shape[1]:
+        raise _shape_error(f"ggml_f16_matmul {w.shape[0]}x{w.shape[1]}: activations have {x.shape[1]} columns")
+    _same_rows("ggml_f16_matmul", x.shape[0], y.shape[0], y.shape[1], w.shape[0])
     if x.shape[0] == 0:
         return
     with nogil:
         bp_ggml_f16_matmul(&w[0, 0], w.shape[0], w.shape[1], &x[0, 0], x.shape[0], variant, &y[0, 0])
 
 
+def _same_length(str what, *views):
+    if len({v.shape[0] for v in views}) > 1:
+        raise _shape_error(f"{what}: lengths {[v.shape[0] for v in views]} differ")
+
+
 def expf_array(const float[::1] x, float[::1] y):
+    _same_length("expf_array", x, y)
     if x.shape[0]:
         bp_expf_array(&x[0], x.shape[0], &y[0])
 
 
 def ggml_expf_avx512_array(const float[::1] x, float[::1] y):
+    _same_length("ggml_expf_avx512_array", x, y)
     if x.shape[0]:
         bp_ggml_expf_avx512_array(&x[0], x.shape[0], &y[0])
 
 
 def fmaf_array(const float[::1] a, const float[::1] b, const float[::1] c, float[::1] y):
     cdef int64_t i
+    _same_length("fmaf_array", a, b, c, y)
     for i in range(a.shape[0]):
         y[i] = bp_fmaf(a[i], b[i], c[i])
 
 
 def sincos_array(const float[::1] x, float[::1] sin_out, float[::1] cos_out):
+    _same_length("sincos_array", x, sin_out, cos_out)
     if x.shape[0]:
         bp_sincos_array(&x[0], x.shape[0], &sin_out[0], &cos_out[0])
 
 
 def round_f16_array(const float[::1] x, float[::1] y):
+    _same_length("round_f16_array", x, y)
     if x.shape[0]:
         bp_round_f16_array(&x[0], x.shape[0], &y[0])

@@ -1,6 +1,7 @@
 /* Each layout's walk, activation panel and shape rule for the driver (driver.c), and the byte
  * checks. Compiled with baseline flags. */
 #include "bitnet_kernels.h"
+#include "iq_bn.h"
 #include "panels.h"
 
 #include <string.h>
@@ -11,6 +12,7 @@ int bp_family(int layout)
     case BP_LAYOUT_HF: return BP_HF_PLANES;
     case BP_LAYOUT_TQ1: return BP_TQ1_ROWS;
     case BP_LAYOUT_TL1: case BP_LAYOUT_TL2: return BP_TL_TILES;
+    case BP_LAYOUT_IQ1BN: case BP_LAYOUT_IQ2BN: case BP_LAYOUT_IQ2BN_R4: return BP_IQ_ROWS;
     default: return BP_PLANES;
     }
 }
@@ -37,6 +39,11 @@ bp_geometry bp_geometry_of(const bp_isa *isa, int layout, int64_t m, int64_t k, 
         g.walk.block_stride = 54;
         g.walk.nchunks = k / 256;
         g.panel = k;
+        return g;
+    case BP_LAYOUT_IQ1BN: case BP_LAYOUT_IQ2BN: case BP_LAYOUT_IQ2BN_R4: /* rows of d + 64-blocks (iq_bn.h) */
+        g.walk.row_bytes = layout == BP_LAYOUT_IQ1BN ? 2 + k / 64 * 13 : 4 + k / 4;
+        g.walk.nchunks = k / 64;
+        g.panel = bp_iq_bn_panel_bytes(layout, k);
         return g;
     case BP_LAYOUT_TL1: case BP_LAYOUT_TL2: {
         const int64_t BK = tiling[1], three_k = layout == BP_LAYOUT_TL2 ? k / BK * BK : 0;
@@ -100,6 +107,9 @@ void bp_fill_panel(const bp_isa *isa, int layout, const bp_geometry *g, const in
     case BP_HF_PLANES: case BP_TQ1_ROWS:
         memcpy(panel, q, (size_t)k);
         return;
+    case BP_IQ_ROWS:
+        bp_iq_bn_panel(layout, q, k, panel);
+        return;
     case BP_TL_TILES:
         if (layout == BP_LAYOUT_TL1) {
             pair_table(q, k / 2, (uint8_t *)panel);
@@ -126,6 +136,8 @@ int bp_shape_ok(int layout, int64_t m, int64_t k, const int64_t *t)
     case BP_LAYOUT_I2S_ARM: return k % 64 == 0;
     case BP_LAYOUT_HF: return 1;
     case BP_LAYOUT_TQ1: case BP_LAYOUT_TQ2: return k % 256 == 0;
+    case BP_LAYOUT_IQ1BN: case BP_LAYOUT_IQ2BN: return k % 64 == 0;
+    case BP_LAYOUT_IQ2BN_R4: return k % 64 == 0 && m % 4 == 0;
     case BP_LAYOUT_TL1:
         return t && t[0] > 0 && t[1] > 0 && (t[2] == 32 || t[2] == 64) && m % t[0] == 0 && t[0] % t[2] == 0
             && k % t[1] == 0 && t[1] % (256 / t[2]) == 0;

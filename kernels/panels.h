@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-enum { BP_PLANES, BP_HF_PLANES, BP_TQ1_ROWS, BP_TL_TILES }; /* how a layout is walked */
+enum { BP_PLANES, BP_HF_PLANES, BP_TQ1_ROWS, BP_TL_TILES, BP_IQ_ROWS }; /* how a layout is walked */
 
 typedef struct {
     int64_t rows;       /* stored rows (hf: ceil(M/4)); TL: row tiles */

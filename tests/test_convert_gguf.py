@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from bitnet_pack.arch import BITNET_2B4T
 from bitnet_pack.checkpoints import load_weights
 from bitnet_pack.cli import main
 from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.containers.shards import SafetensorsDir
-from bitnet_pack.names import to_gguf
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "tiny-bitnet"
 
@@ -65,7 +65,7 @@ def test_gguf_py_reads_our_tq_files_and_dequantizes_to_t_times_beta(tiny_a: Path
         assert str(bytes(reader.fields["general.architecture"].parts[-1]), "utf-8") == "bitnet"
         seen = 0
         for tensor in reader.tensors:
-            hf = next(n for n in packed if to_gguf(n) == tensor.name)
+            hf = next(n for n in packed if BITNET_2B4T.to_gguf(n) == tensor.name)
             if tensor.tensor_type == type_id:
                 values = gguf.quants.dequantize(tensor.data, type_id).reshape(packed[hf].shape)
                 assert np.array_equal(values, packed[hf].dequantize()), tensor.name

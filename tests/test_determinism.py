@@ -1,6 +1,6 @@
 """The same logits bytes on every machine setting: tiny-a (packed folder and the peer I2_S
 file), both numerics, both prompts, 16 greedy steps, decoded in subprocesses over every
-OPENBLAS_CORETYPE below x every BITNET_PACK_CPU this build and CPU run (threads 1, 2 and 3,
+OPENBLAS_CORETYPE below that this CPU can execute (SkylakeX needs AVX-512) x every BITNET_PACK_CPU this build and CPU run (threads 1, 2 and 3,
 every float op split over the pool) x pure mode, each compared byte for byte with this
 process's numpy-backend decode.
 
@@ -26,7 +26,20 @@ from bitnet_pack.model import BitNetModel
 sys.path.insert(0, str(Path(__file__).parent))
 from determinism_worker import MODELS, NUMERICS, TOKENS  # noqa: E402
 
-CORETYPES = ("Haswell", "SkylakeX", "Zen", "Prescott")
+# OpenBLAS core types and the CPU flag each one's kernels execute; a core type this CPU lacks
+# dies with SIGILL inside OpenBLAS before our code runs, so it is no setting this machine has.
+CORETYPE_NEEDS = {"Haswell": "avx2", "SkylakeX": "avx512f", "Zen": "avx2", "Prescott": "pni"}  # pni: SSE3
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+CORETYPES = tuple(core for core, flag in CORETYPE_NEEDS.items() if flag in cpu_flags())
 WORKER = Path(__file__).with_name("determinism_worker.py")
 RECORDED = {("packed", "reference"): "hf_packed_offline", ("i2_s", "bitnet.cpp"): "bitnet_cpp_i2_s"}
 
@@ -70,6 +83,10 @@ def run_worker(tmp_path: Path, tiny_a: Path, coretype: str, setting: dict[str, s
 def first_difference(ours: np.ndarray, theirs: np.ndarray) -> str:
     step, position = np.argwhere(ours.view(np.uint32) != theirs.view(np.uint32))[0]
     return f"step {step}, position {position}: {ours[step, position]!r} != {theirs[step, position]!r}"
+
+
+def test_at_least_three_blas_core_types_run_here():
+    assert len(CORETYPES) >= 3, f"runnable OpenBLAS core types here: {CORETYPES}"
 
 
 @pytest.mark.parametrize("coretype", CORETYPES)

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 
 from bitnet_pack import kernel, kernel_formats
+from bitnet_pack.arch import BITNET_2B4T
 from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.errors import FormatError, NotTernary, ShapeError, UsageError
 from bitnet_pack.kernel_config import Tiling, read_kernel_config, valid_tilings
-from bitnet_pack.names import to_gguf
 from bitnet_pack.ternary import TernaryWeight
 
 BACKENDS = kernel.available_backends()
@@ -57,7 +57,7 @@ def gguf_matrices(path: Path, ini: Path | None = None, flavour: str | None = "au
     out = {}
     with GGUFFile(path, flavour=flavour) as gguf:
         for hf_name in PROJECTIONS:
-            info = gguf.tensor_info(to_gguf(hf_name))
+            info = gguf.tensor_info(BITNET_2B4T.to_gguf(hf_name))
             layout = GGUF_LAYOUTS[info.type_name]
             tiling = config.tiling_for(tuple(info.shape)) if layout in ("tl1", "tl2") else None
             out[hf_name] = kernel.PackedMatrix.from_bytes(layout, gguf.tensor_bytes(info.name), info.shape,

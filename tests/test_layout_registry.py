@@ -158,7 +158,7 @@ def test_convert_inspect_verify_a_toy_layout(toy, tiny_a: Path, tmp_path: Path):
 
 
 def test_an_unknown_layout_is_refused_by_name(tiny_a: Path, tmp_path: Path):
-    with pytest.raises(UnknownLayout, match="unknown layout 'toy9'; known: hf, i2_s"):
+    with pytest.raises(UnknownLayout, match=re.escape(f"unknown layout 'toy9'; known: {', '.join(layout_names())}")):
         get_layout("toy9")
     with pytest.raises(UnknownLayout, match="unknown --outtype 'toy9'"):
         bitnet_pack.convert(tiny_a / "tiny-a-packed", tmp_path / "x.gguf", outtype="toy9")
@@ -167,7 +167,8 @@ def test_an_unknown_layout_is_refused_by_name(tiny_a: Path, tmp_path: Path):
     with pytest.raises(UnknownLayout, match="no kernel walk 'toy9'; walks: hf, i2_s"):
         walk_of("toy9")
     assert not (tmp_path / "x.gguf").exists()
-    with pytest.raises(UnknownLayout, match="unknown variant 'riscv'; known: x86, arm"):
+    assert {"x86", "arm"} <= set(registry.variants())
+    with pytest.raises(UnknownLayout, match=re.escape(f"unknown variant 'riscv'; known: {', '.join(registry.variants())}")):
         bitnet_pack.inspect(tiny_a / "tiny-a-i2_s.gguf", i2s_variant="riscv")
 
 
@@ -277,3 +278,112 @@ def test_a_rounding_layout_announces_its_rounding(tiny_a: Path, tmp_path: Path):
     finally:
         registry.unregister("toy2b")
         registry.unregister("toy2")
+
+
+def test_a_runtime_of_its_own_speaks_through_its_layouts(tiny_a: Path, tmp_path: Path):
+    """Ids under a table no other entry uses make that table (written, recorded, detected from the
+    file type alone); the layout's hooks give the sink's and inspect's notes, the arch and the
+    refusal, and what its runtime says about other layouts; no project file names it."""
+    from bitnet_pack.inspection import describe
+
+    toy = define_toy()
+
+    class ToyRt(toy):
+        spec = LayoutSpec(name="toyrt", block_size=16, type_size=4, tail_bytes=4, scale="tail:f32",
+                          type_name="TOYRT", type_ids={"toy-runtime": TOY_TYPE_ID + 3}, file_type=TOY_TYPE_ID + 3,
+                          runtimes=("bitnet.cpp",))
+
+        def target_refusal(self, target, also=()):
+            return None if target == "bitnet.cpp" else f"toy-runtime reads bitnet.cpp's names, not {target}'s"
+
+        def write_notes(self, entries, embedding_type):
+            return [f"toyrt: {sum(e.kind == 'linear' for e in entries)} projections, embedding {embedding_type}"]
+
+        def inspect_notes(self):
+            return ["toyrt runs only in toy-runtime"]
+
+        def notes_about(self, other):
+            return [f"toy-runtime cannot run {other.name}"] if other.name == "tq2_0" else []
+
+    try:
+        with pytest.raises(UsageError, match="toy-runtime reads bitnet.cpp's names, not llama.cpp's"):
+            GGUFSink(Path("x.gguf"), "toyrt", target="llama.cpp")
+        out = tmp_path / "t.gguf"
+        report = bitnet_pack.convert(tiny_a / "tiny-a-bf16", out, outtype="toyrt")
+        assert any(n.startswith("toyrt: ") and "embedding f16" in n for n in report.notes), report.notes
+        with GGUFFile(out) as file:
+            assert file.types.flavour == "toy-runtime" and file.get("bitnet_pack.type_flavour") == "toy-runtime"
+            assert file.tensor_info("blk.0.attn_q.weight").type_id == TOY_TYPE_ID + 3
+        assert TypeTable.for_target("2025").name(TOY_TYPE_ID + 3) is None
+        assert "toyrt runs only in toy-runtime" in describe(out).notes
+        other = bitnet_pack.convert(tiny_a / "tiny-a-bf16", tmp_path / "q.gguf", outtype="tq2_0")
+        assert "toy-runtime cannot run tq2_0" in other.notes
+        assert "toy-runtime cannot run tq2_0" in describe(tmp_path / "q.gguf").notes
+    finally:
+        registry.unregister("toyrt")
+        registry.unregister("toy2")
+
+
+def test_a_directory_layout_names_its_own_sink_and_reader(tiny_a: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    """A directory layout whose entry names `sink=` and `reader=` is written by that sink
+    (--outtype) and opened by that reader (when it claims the path), with no table edited:
+    here hf-packed bytes in a directory marked BOXED."""
+    from bitnet_pack.checkpoints import open_checkpoint
+    from bitnet_pack.sinks.factory import directory_outtypes, gguf_outtypes
+
+    (tmp_path / "toy_boxed.py").write_text(textwrap.dedent("""
+        from pathlib import Path
+
+        from bitnet_pack.checkpoints.hf import HFCheckpoint
+        from bitnet_pack.layouts import LayoutSpec
+        from bitnet_pack.layouts.hf import HFPacked
+        from bitnet_pack.sinks.hf import HFSink
+
+        class Boxed(HFPacked):
+            spec = LayoutSpec(name="boxed", block_size=1, type_size=1, scale="tensor:bf16", container="torch",
+                              sink="toy_boxed:BoxedSink", reader="toy_boxed:BoxedReader")
+            kernel_walk = None
+
+        class BoxedSink(HFSink):
+            def __init__(self, path, outtype, **options):
+                super().__init__(path, "hf-packed", **options)
+
+            def _write_side_files(self):
+                super()._write_side_files()
+                (self.staged.temp / "BOXED").write_text("boxed")
+
+        class BoxedReader(HFCheckpoint):
+            @staticmethod
+            def claims(path):
+                return (Path(path) / "BOXED").is_file()
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("toy_boxed")
+    try:
+        assert "boxed" in directory_outtypes() and "boxed" not in gguf_outtypes()
+        out = tmp_path / "out"
+        bitnet_pack.convert(tiny_a / "tiny-a-packed", out, outtype="boxed")
+        assert (out / "BOXED").read_text() == "boxed"
+        with open_checkpoint(out) as boxed, open_checkpoint(tiny_a / "tiny-a-packed") as packed:
+            assert type(boxed).__name__ == "BoxedReader" and type(packed).__name__ == "HFCheckpoint"
+            ours = {e.name: e for e in packed.entries()}
+            linear = [e for e in boxed.entries() if e.kind == "linear"]
+            assert linear and all(e.load().same_as(ours[e.name].load()) for e in linear)
+        with pytest.raises(UsageError, match="--outtype boxed does not go in a GGUF file"):
+            bitnet_pack.convert(tiny_a / "tiny-a-packed", tmp_path / "x.gguf", outtype="boxed")
+    finally:
+        registry.unregister("boxed")
+        sys.modules.pop("toy_boxed", None)
+    assert "boxed" not in directory_outtypes()
+
+
+def test_sink_and_reader_belong_to_directory_layouts():
+    with pytest.raises(UsageError, match="sink= and reader= are for directory layouts"):
+        LayoutSpec(name="toy5", block_size=16, type_size=4, scale="tail:f32", type_name="TOY5",
+                   type_ids={"mainline": 251}, sink="toy:Sink")
+    with pytest.raises(UsageError, match="sink/reader is 'module:Class', got 'toy.Sink'"):
+        LayoutSpec(name="toy5", block_size=16, type_size=4, scale="tail:f32", container="torch", sink="toy.Sink")
+    gpu = get_layout("bitnet-gpu")
+    assert registry.load_hook(gpu.spec.sink).__module__ == "bitnet_pack.sinks.bitnet_gpu"
+    assert registry.load_hook(gpu.spec.reader) in registry.readers()

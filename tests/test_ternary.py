@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from bitnet_pack.containers.shards import SafetensorsDir
 from bitnet_pack.dtypes import bf16_to_f32, f32_to_bf16, round_to_bf16
-from bitnet_pack.errors import NonFiniteWeight, ShapeError
+from bitnet_pack.errors import NonFiniteActivation, NonFiniteWeight, ShapeError
 from bitnet_pack.ternary import ZERO_BETA, TernaryWeight, quantize_activations, ternarize
 from bitnet_pack.torchsum import torch_mean, torch_sum
 
@@ -130,3 +130,12 @@ def test_ternary_weight_validates_and_compares() -> None:
     assert a.same_as(TernaryWeight(a.codes.copy(), np.float32(0.5)))
     assert not a.same_as(TernaryWeight(a.codes.copy(), np.float32(0.5000001)))
     assert a.counts() == (1, 1, 1)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_activation_quant_reference_refuses_non_finite_rows(bad: float) -> None:
+    """The one numpy definition refuses NaN/Inf rows as the compiled kernel does."""
+    x = np.ones((4, 8), np.float32)
+    x[2, 3] = bad
+    with pytest.raises(NonFiniteActivation, match="1 of 4 activation rows"):
+        quantize_activations(x)

@@ -16,7 +16,7 @@ import numpy as np
 from .. import fastpath
 from ..arch import Family, family_of_config, is_projection
 from ..dtypes import bf16_to_f32, f32_to_stored
-from ..errors import BitnetPackError, MissingFile, NonFiniteWeight
+from ..errors import BitnetPackError, MissingFile, NonFiniteWeight, UsageError
 from ..kernel_config import Tiling
 from ..ternary import TernaryWeight
 from ..validate import check_sizes
@@ -130,6 +130,17 @@ class Checkpoint:
     def entries(self) -> list[Entry]:
         raise NotImplementedError
 
+    # A directory layout's reader (named by its entry, `LayoutSpec.reader`) answers these two:
+    @staticmethod
+    def claims(path: Path) -> bool:
+        """Whether `path` is this reader's checkpoint (open_checkpoint asks before anything else)."""
+        return False
+
+    @staticmethod
+    def raw_files(path: Path) -> list:
+        """The safetensors files `inspect --raw` shows for a checkpoint this reader claims."""
+        raise UsageError("--raw shows GGUF and safetensors containers; this checkpoint has none", path=path)
+
     def stored(self, entry: Entry) -> StoredProjection | None:
         """A "linear" entry's stored bytes, when they are a packed layout; None when the
         projection has to be computed (a bf16 master, a float GGUF tensor)."""
@@ -171,9 +182,20 @@ def read_aux_files(directory: Path) -> dict[str, bytes]:
     return found
 
 
+def layout_reader(path: Path) -> type[Checkpoint] | None:
+    """The reader a directory layout's entry names (`LayoutSpec.reader`) that claims `path`."""
+    from ..layouts import readers
+
+    return next((reader for reader in readers() if reader.claims(path)), None)
+
+
 def open_checkpoint(path: str | Path, **options: object) -> Checkpoint:
-    """A directory is a transformers checkpoint; a `.gguf` file is a GGUF; else an error."""
+    """A directory a layout's own reader claims is read by it (bitnet.cpp's GPU checkpoint);
+    another directory is a transformers checkpoint; a `.gguf` file is a GGUF; else an error."""
     path = Path(path)
+    reader = layout_reader(path)
+    if reader is not None:
+        return reader(path)
     if path.is_dir():
         from .hf import HFCheckpoint
 

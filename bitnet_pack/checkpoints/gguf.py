@@ -38,6 +38,7 @@ from ..errors import (
     UnknownTensorType,
     UsageError,
 )
+from ..ggml_types import table_label
 from ..gguf_meta import check_tokenizer_kvs, config_from_kvs
 from ..kernel_config import KernelConfig, parse_kernel_config, read_kernel_config, sibling_path
 from ..layouts import Layout, layout_of_type, layouts_of_type
@@ -75,8 +76,7 @@ class GGUFCheckpoint(Checkpoint):
         self.tokenizer_fields = {k: f for k, f in self.file.kv.items() if k.startswith("tokenizer.")}
         check_vocab_arrays(self.tokenizer_fields, self.config.get("vocab_size"), self.path)
         self.notes = [f"family {self.family.name}: {self.family.title}",
-                      f"read GGUF arch {arch!r} with "
-                      f"{'mainline' if self.types_flavour is None else 'bitnet.cpp ' + self.types_flavour} type ids"]
+                      f"read GGUF arch {arch!r} with {table_label(self.types_flavour).removesuffix(' llama.cpp')} type ids"]
         self.notes += self._lossy_float_notes()
         self.variant = i2s_variant
         self._check_variant(i2s_variant)

@@ -59,7 +59,8 @@ class Outtype(click.ParamType):
 @click.option("--token", default=None, help="[--push-to-hub] Hub token (default: HF_TOKEN, or `hf auth login`'s).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @click.option("--i2s-variant", type=click.Choice(variants()), default=None,
-              help="[I2_S GGUF SRC] Read its blocks as x86 (128/32, official files) or ARM (64/16).")
+              help="[I2_S GGUF SRC] Read its blocks as x86 (128/32, official files), arm (64/16) or 1x4 "
+                   "(four rows per byte).")
 @click.option("--src-kernel-config", type=INI, default=None,
               help="[TL1/TL2 GGUF SRC] kernel_config.ini with its tilings (default: its metadata, else "
                    "<stem>.kernel_config.ini beside it).")

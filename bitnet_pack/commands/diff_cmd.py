@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
-from ..diff import TensorDiff, WeightDiff, diff_checkpoints
+from .. import api
+from ..diff import TensorDiff, WeightDiff
 from ..errors import VerificationMismatch
 from ..progress import bars_wanted, byte_progress
-from .common import PATH_OR_REPO, emit_json, examples, resolve, revisions, source_bytes
+from .common import PATH_OR_REPO, emit_json, examples, resolve, revisions
 
 
 @click.command("diff", epilog=examples(
@@ -35,11 +36,8 @@ def command(a: str, b: str, revision: str | None, revision_a: str | None, revisi
     bars = bars_wanted(as_json)
     rev_a, rev_b = revisions([a, b], revision, [revision_a, revision_b])
     source_a, source_b = resolve(a, rev_a, progress=bars), resolve(b, rev_b, progress=bars)
-    options_a = options_b = {"kernel_config": kernel_config}  # used by GGUF sources
-    total = sum(source_bytes(s.path) for s in (source_a, source_b))
-    with byte_progress(total, "diff", bars) as advance:
-        report = diff_checkpoints(source_a.path, source_b.path, options_a=options_a, options_b=options_b,
-                                  progress=advance)
+    report = api.diff(source_a.path, source_b.path, kernel_config=kernel_config,
+                      progress=lambda total, what: byte_progress(total, what, bars))
     if as_json:
         emit_json({"a": source_a.label, "b": source_b.label} | report.to_dict())
     else:

@@ -26,7 +26,7 @@ TEXT_SHOWN = 120
               help="kernel_config.ini of a TL1/TL2 SRC (default: its metadata, else <stem>.kernel_config.ini "
                    "beside it).")
 @click.option("--i2s-variant", type=click.Choice(variants()), default=None,
-              help="Read an I2_S SRC's blocks as x86 (128/32) or ARM (64/16).")
+              help="Read an I2_S SRC's blocks as x86 (128/32), arm (64/16) or 1x4 (four rows per byte).")
 @click.option("--raw", is_flag=True, help="The file's own view: stored tensor names, types (bitnet.cpp ids "
               "included), offsets and sizes; GGUF key-values too.")
 @click.option("--hf-names", is_flag=True, help="Name a GGUF's tensors as transformers does (default: the "

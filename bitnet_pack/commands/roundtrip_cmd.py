@@ -29,7 +29,7 @@ from .common import PATH_OR_REPO, emit_json, examples
               help="kernel_config.ini when MODEL is a TL1/TL2 GGUF that neither carries its tiling nor has "
                    "<stem>.kernel_config.ini beside it.")
 @click.option("--i2s-variant", type=click.Choice(variants()), default=None,
-              help="Read an I2_S MODEL's blocks as x86 (128/32) or ARM (64/16).")
+              help="Read an I2_S MODEL's blocks as x86 (128/32), arm (64/16) or 1x4 (four rows per byte).")
 @click.option("--keep", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Keep the intermediate files in this directory (its roundtrip-* entries are replaced) "
                    "instead of a temporary one.")

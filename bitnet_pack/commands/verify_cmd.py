@@ -9,7 +9,7 @@ import click
 
 from ..errors import UsageError, VerificationMismatch
 from ..progress import bars_wanted, count_progress
-from .common import emit_json, examples, revisions
+from .common import emit_json, examples, resolve, revisions
 from .model_io import NUMERICS, Loaded, loaded, prompt_ids
 
 DEFAULT_PROMPT = "BitNet b1.58 stores every weight as"
@@ -86,14 +86,12 @@ def command(a: str, b: str | None, record_to: Path | None, against: Path | None,
 
 def _two_models(a: str, b: str, prompt: tuple, steps: int, numerics: str, atol: float, revisions: tuple,
                 options: dict, as_json: bool, bars: bool) -> None:
-    from ..verify import check_vocab, verify
+    from ..api import verify
 
-    with loaded(a, numerics, revision=revisions[0], **options) as side_a, \
-            loaded(b, numerics, revision=revisions[1], **options) as side_b:
-        check_vocab(side_a.model.config.vocab_size, side_b.model.config.vocab_size, f"{a} and {b}")
-        prompt_tokens = _prompt(prompt, side_a, steps, side_b)
-        with count_progress(2 * (steps + 1), "verify", "pass", bars) as tick:
-            report = verify(side_a.model, side_b.model, prompt_tokens, steps, atol=atol, progress=tick)
+    ids, text = prompt
+    path_a, path_b = (resolve(str(src), rev, progress=False).path for src, rev in zip((a, b), revisions, strict=True))
+    report = verify(path_a, path_b, prompt=text, ids=ids, tokens=steps, atol=atol, numerics=numerics,
+                    progress=lambda total, what: count_progress(total, what, "pass", bars), **options)
     _show(report, as_json, f"{a} and {b} differ")
 
 

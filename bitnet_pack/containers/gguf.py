@@ -25,7 +25,7 @@ from gguf import GGMLQuantizationType, GGUFValueType, Keys
 
 from ..dtypes import bf16_to_f32
 from ..errors import HeaderInvalid, UsageError
-from ..ggml_types import BITNET_CPP_TABLES, TypeTable, bitnet_cpp_file_types
+from ..ggml_types import MAINLINE, TypeTable, bitnet_cpp_file_types, own_table_of_file_type, type_tables
 from .gguf_read import KVField, TensorInfo, parse_header
 from .gguf_write import GGUFWriter, iter_chunks
 from .sniff import require_regular
@@ -43,6 +43,10 @@ _PLAIN_DTYPES = {int(GGMLQuantizationType[name]): dtype for name, dtype in (
     ("I8", "i1"), ("I16", "<i2"), ("I32", "<i4"), ("I64", "<i8"))}
 
 
+def _tables() -> list[str]:
+    return [t for t in type_tables() if t != MAINLINE]
+
+
 def json_type_name(vtype: GGUFValueType) -> str:
     """'uint32', 'float32', 'string', 'array', ... as in the *.gguf-kv.json vectors."""
     return GGUFValueType(vtype).name.lower()
@@ -57,9 +61,8 @@ class GGUFFile:
 
     def __init__(self, path: str | Path, flavour: str | None = "auto"):
         self.path = Path(path)
-        if flavour != "auto" and flavour is not None and flavour not in BITNET_CPP_TABLES:
-            raise UsageError(f"flavour must be 'auto', None or one of {sorted(BITNET_CPP_TABLES)}, "
-                             f"got {flavour!r}")
+        if flavour != "auto" and flavour is not None and (flavour == MAINLINE or flavour not in type_tables()):
+            raise UsageError(f"flavour must be 'auto', None or one of {_tables()}, got {flavour!r}")
         self._map = _map_file(self.path)
         try:
             header = parse_header(self._map, self.path, lambda kv: self._pick_types(kv, flavour))
@@ -80,17 +83,21 @@ class GGUFFile:
         hint = kv.get(FLAVOUR_KEY)
         if hint is not None:
             if hint.vtype != GGUFValueType.STRING or not (
-                    hint.value == MAINLINE_FLAVOUR_VALUE or hint.value in BITNET_CPP_TABLES):
+                    hint.value == MAINLINE_FLAVOUR_VALUE or hint.value in type_tables()):
                 raise HeaderInvalid(f"key {FLAVOUR_KEY!r} must be the string {MAINLINE_FLAVOUR_VALUE!r} or "
-                                    f"one of {sorted(BITNET_CPP_TABLES)}, got {_plain(hint)!r}", path=self.path)
+                                    f"one of {_tables()}, got {_plain(hint)!r}", path=self.path)
             return TypeTable.for_target(None if hint.value == MAINLINE_FLAVOUR_VALUE else hint.value)
+        # a runtime with ids of its own (ik_llama.cpp) writes its own file types: they name its table
+        file_type = kv.get(Keys.General.FILE_TYPE)
+        own = own_table_of_file_type(file_type.value) if file_type is not None else None
+        if own is not None:
+            return TypeTable.for_target(own)
         arch = kv.get(Keys.General.ARCHITECTURE)
         named = arch is not None and arch.vtype == GGUFValueType.STRING
         if named and arch.value in BITNET_CPP_ARCHS:
             return TypeTable.for_target("2025")
         # bitnet.cpp writes 1bitLLM as `bitnet` and Llama-style BitNet as `llama`: its own
         # file types say which table (mainline's 38 is MXFP4_MOE, never a BitNet family)
-        file_type = kv.get(Keys.General.FILE_TYPE)
         # (and its embedding models as qwen3 / gemma3, emb/)
         bitnet_cpp = (named and arch.value in ("bitnet", "llama", "qwen3", "gemma3") and file_type is not None
                       and file_type.value in bitnet_cpp_file_types())

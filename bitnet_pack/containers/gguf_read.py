@@ -41,7 +41,7 @@ from ..errors import (
     TruncatedFile,
     UnknownTensorType,
 )
-from ..ggml_types import TypeTable, bitnet_cpp_flavours, pad
+from ..ggml_types import MAINLINE, TypeTable, pad, table_ids, table_label, type_tables
 from .sniff import reject_lfs_pointer
 
 MAGIC_BYTES = struct.pack("<I", GGUF_MAGIC)  # b"GGUF"
@@ -311,12 +311,12 @@ def _tensor_info(raw: tuple[str, tuple[int, ...], int, int], types: TypeTable, d
 
 
 def _table_label(types: TypeTable) -> str:
-    return "mainline llama.cpp" if types.flavour is None else f"bitnet.cpp {types.flavour}"
+    return table_label(types.flavour)
 
 
 def _flavour_hint(type_id: int, types: TypeTable) -> str:
-    homes = [f for f, ids in bitnet_cpp_flavours().items() if type_id in ids.values() and f != types.flavour]
-    return f" (bitnet.cpp flavour {' / '.join(homes)} knows it: pass flavour=)" if homes else ""
+    homes = [f for f in type_tables() if f != MAINLINE and f != types.flavour and type_id in table_ids(f).values()]
+    return f" (flavour {' / '.join(homes)} knows it: pass flavour=)" if homes else ""
 
 
 def _size_rule(type_id: int, types: TypeTable) -> str:

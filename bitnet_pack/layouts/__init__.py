@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -22,8 +22,9 @@ import numpy as np
 from ..errors import DuplicateLayout, FormatError, ShapeError, UnknownLayout, UsageError
 from ..ternary import TernaryWeight, stored_beta
 
-__all__ = ["ENTRY_POINT_GROUP", "Layout", "LayoutSpec", "find_layout", "get_layout", "layout_names", "layouts",
-           "layout_of_type", "layouts_of_type", "normalize_name", "outtype_of", "register", "unregister", "variants"]
+__all__ = ["ENTRY_POINT_GROUP", "Layout", "LayoutSpec", "find_layout", "get_layout", "layout_names", "layout_notes",
+           "layouts", "layout_of_type", "layouts_of_type", "load_hook", "normalize_name", "outtype_of", "readers",
+           "register", "unregister", "variants"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class LayoutSpec:
     tail_bytes: int = 0  # bytes after all rows (e.g. I2_S's 32-byte scale slot)
     outtype: str | None = None  # the --outtype that writes it, when not `name` ("hf" -> "hf-packed")
     aliases: tuple[str, ...] = ()  # further names get_layout accepts
-    container: str = "gguf"  # "gguf" (a tensor type in a .gguf file) or "safetensors" (a directory)
+    container: str = "gguf"  # "gguf" (a tensor type in a .gguf file); "safetensors" or "torch" (a directory)
     type_name: str | None = None  # GGML type name in GGUF ("I2_S"); several layouts may share one
     type_ids: Mapping[str, int] = field(default_factory=dict)  # type-id table -> id: "mainline", "2025", ...
     file_type: int | None = None  # general.file_type written with it
@@ -57,6 +58,12 @@ class LayoutSpec:
     kernel: str = "generic"  # the kernel walk: a kernel_formats walk name, or "generic" (decode, then hf's walk)
     kernel_id: int | None = None  # the C walk number (BP_LAYOUT_* in kernels/bitnet_kernels.h) of `kernel`
     suffix: str | None = None  # the type part of default output names (default: outtype upper-cased)
+    # A directory layout's own writer and reader, as "module:Class" (imported when used): the Sink
+    # that writes the directory (hf-packed's is the transformers sink), and the Checkpoint class
+    # whose `claims(path)` picks out such a directory for open_checkpoint (optionally `raw_files(path)`
+    # for inspect --raw).
+    sink: str = ""
+    reader: str = ""
 
     def __post_init__(self) -> None:
         if self.container not in CONTAINERS:
@@ -68,6 +75,12 @@ class LayoutSpec:
                              f"got {self.beta_rounding!r}")
         if self.kernel != "generic" and self.kernel_id is None:
             raise UsageError(f"layout {self.name!r} names kernel walk {self.kernel!r} but no kernel_id")
+        if self.container == "gguf" and (self.sink or self.reader):
+            raise UsageError(f"layout {self.name!r} goes in GGUF files, which the GGUF sink and reader handle: "
+                             "sink= and reader= are for directory layouts")
+        for hook in (self.sink, self.reader):
+            if hook and not re.fullmatch(r"[\w.]+:\w+", hook):
+                raise UsageError(f"layout {self.name!r}: sink/reader is 'module:Class', got {hook!r}")
 
     @property
     def ggml_type(self) -> int | None:
@@ -92,7 +105,7 @@ def _bf16(beta: np.float32) -> np.float32:
 
 # How an entry's `beta_rounding` rounds a float32 beta (round to nearest even).
 BETA_ROUNDINGS = {"": np.float32, "fp16": lambda beta: np.float32(np.float16(beta)), "bf16": _bf16}
-CONTAINERS = ("gguf", "safetensors")
+CONTAINERS = ("gguf", "safetensors", "torch")  # the last two are directories
 ENTRY_POINT_GROUP = "bitnet_pack.layouts"
 
 _REGISTRY: dict[str, Layout] = {}  # normalised canonical name -> the layout
@@ -113,6 +126,9 @@ class Layout:
     # How the kernel reads the bytes of a layout with a C tile of its own that no built-in walk
     # describes: a `kernel_formats.Walk` (beta, byte runs to refuse, numpy codes) for spec.kernel.
     kernel_walk: ClassVar[object | None] = None
+    # A layout whose code bytes another walk's tile reads with its rows in another order (the
+    # entry names that walk): a `kernel_formats.RowOrder` (its beta, its code bytes, the order).
+    kernel_rows: ClassVar[object | None] = None
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -162,6 +178,12 @@ class Layout:
     def decode(self, data: np.ndarray, shape: tuple[int, int], beta: float | None = None) -> TernaryWeight:
         raise NotImplementedError(f"{self.name}: decode is not implemented")
 
+    def quantize_master(self, source: object, entry: object) -> tuple[TernaryWeight, np.ndarray] | None:
+        """What the runtime's own converter makes of a master's projection `entry` of `source`,
+        when it ternarizes otherwise than absmean in float32 (codes, and a mask the layout's
+        sink may need); None (the default) when it does not, or `source` is no master."""
+        return None
+
     def check_given_beta(self, stored: np.float32, given: float | None) -> None:
         """A beta passed to decode must be the one the bytes carry (same float32 bits)."""
         if given is not None and np.float32(given).tobytes() != np.float32(stored).tobytes():
@@ -175,6 +197,43 @@ class Layout:
             return bool(np.any(codes.codes if isinstance(codes, TernaryWeight) else codes))
 
         return stored_beta(stored, any_nonzero, layout=self.name, tensor=tensor)
+
+    # -- what the sinks, inspect and the model ask a layout (defaults: nothing to add) ------
+    def target_refusal(self, target: str, also: tuple[str, ...] = ()) -> str | None:
+        """Why `--target target` cannot write this layout (None: it can), naming what it takes
+        (the layouts whose entry lists it, and `also`); default from the entry's `runtimes`."""
+        if target in self.spec.runtimes:
+            return None
+        takes = [lay.spec.write_name for lay in layouts() if target in lay.spec.runtimes] + list(also)
+        return (f"--outtype {self.spec.write_name} runs only in {' or '.join(self.spec.runtimes)}; "
+                f"{target} takes {', '.join(takes)}")
+
+    def gguf_arch(self, family: object, target: str, arch: str | None) -> str | None:
+        """The GGUF arch to write for `family` under `target` (None: the target's first); `arch` is --arch."""
+        return arch
+
+    def write_notes(self, entries: list, embedding_type: str) -> list[str]:
+        """What convert tells the user when it writes this layout (beta rounding aside)."""
+        return []
+
+    def inspect_notes(self) -> list[str]:
+        """What inspect says about a file holding this layout."""
+        return []
+
+    def family_refusal(self, family: object) -> str | None:
+        """Why a model of `family` (an `arch.Family`) cannot go into this layout (None: it can),
+        e.g. a runtime whose graph is one family's only. Sinks refuse with it; `roundtrip`
+        leaves such layouts out of its default list."""
+        return None
+
+    def notes_about(self, other: Layout) -> list[str]:
+        """What this layout's runtime says about files in `other` (e.g. that it cannot run them)."""
+        return []
+
+    def runtime_linear(self, numerics: str) -> Callable | None:
+        """A product that quantizes activations the way this layout's runtime does under `--numerics
+        numerics`, `(PackedMatrix, x) -> y`; None: the common per-token product."""
+        return None
 
     def _check_blob(self, data: np.ndarray, shape: tuple[int, int], tensor: str | None = None) -> np.ndarray:
         """The encoded bytes as a flat uint8 array of exactly `nbytes(shape)`."""
@@ -201,6 +260,13 @@ def register(layout: type[Layout] | Layout) -> Layout:
     _REGISTRY[key] = instance
     _SPELLINGS.update(dict.fromkeys(spellings, key))
     return instance
+
+
+def layout_notes(layout: Layout, *, writing: tuple[list, str] | None = None) -> list[str]:
+    """What `layout` and every registered layout's runtime say about it, once each: its
+    `write_notes(*writing)` when writing, else its `inspect_notes()`, then `notes_about`."""
+    own = layout.write_notes(*writing) if writing is not None else layout.inspect_notes()
+    return list(dict.fromkeys([*own, *(n for other in layouts() for n in other.notes_about(layout))]))
 
 
 def unregister(name: str) -> None:
@@ -253,6 +319,19 @@ def layouts() -> list[Layout]:
 
 def layout_names() -> list[str]:
     return [layout.name for layout in layouts()]
+
+
+def load_hook(reference: str) -> object:
+    """The object a spec's `sink` / `reader` names ("package.module:Class")."""
+    from importlib import import_module
+
+    module, _, attribute = reference.partition(":")
+    return getattr(import_module(module), attribute)
+
+
+def readers() -> list[type]:
+    """The Checkpoint classes directory layouts name as their readers (`LayoutSpec.reader`)."""
+    return [load_hook(layout.spec.reader) for layout in layouts() if layout.spec.reader]
 
 
 def layouts_of_type(type_name: str) -> list[Layout]:

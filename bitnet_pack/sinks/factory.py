@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UnknownLayout, UsageError
-from ..layouts import find_layout, layouts, normalize_name
+from ..layouts import find_layout, layouts, load_hook, normalize_name
 from ..options import WriteOptions
 from . import Sink
 
@@ -22,12 +22,19 @@ def safetensors_outtypes() -> tuple[str, ...]:
     return layout_outtypes("safetensors") + ("bf16",)
 
 
+def directory_outtypes() -> tuple[str, ...]:
+    """What a directory OUT takes: the safetensors outtypes, then the layouts of other directory
+    containers (their entries name their sink)."""
+    others = (layout.spec.write_name for layout in layouts() if layout.spec.container not in ("gguf", "safetensors"))
+    return safetensors_outtypes() + tuple(others)
+
+
 def gguf_outtypes() -> tuple[str, ...]:
     return layout_outtypes("gguf") + FLOAT_OUTTYPES
 
 
 def outtypes() -> tuple[str, ...]:
-    return tuple(dict.fromkeys(safetensors_outtypes() + gguf_outtypes()))
+    return tuple(dict.fromkeys(directory_outtypes() + gguf_outtypes()))
 
 
 def outtype_spellings() -> tuple[str, ...]:
@@ -70,13 +77,16 @@ def make_sink(out: Path, outtype: str, *, force: bool = False, inputs: list[Path
     if out.suffix == ".safetensors":
         raise UsageError(f"a transformers checkpoint is a directory (config.json, tokenizer, weights): name OUT "
                          f"without the .safetensors suffix, e.g. {out.with_suffix('')}")
-    if outtype not in safetensors_outtypes():
+    if outtype not in directory_outtypes():
         raise UsageError(f"--outtype {outtype} needs a .gguf output path; a directory takes "
-                         f"{' or '.join(safetensors_outtypes())}")
+                         f"{' or '.join(directory_outtypes())}")
     options.check_used_by(outtype, gguf=False)
+    layout = find_layout(outtype)
+    if layout is not None and layout.spec.sink:  # a directory layout with a writer of its own
+        return load_hook(layout.spec.sink)(out, outtype, **common, **options.sink_kwargs(gguf=False))
     from .hf import HFSink
 
     if outtype not in HFSink.OUTTYPES:
         raise UsageError(f"--outtype {outtype} is a directory layout no sink writes yet (the transformers "
-                         f"sink writes {' and '.join(HFSink.OUTTYPES)})")
+                         f"sink writes {' and '.join(HFSink.OUTTYPES)}; an entry names its own with sink=)")
     return HFSink(out, outtype, **common, **options.sink_kwargs(gguf=False))

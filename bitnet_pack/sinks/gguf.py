@@ -19,7 +19,7 @@ from ..checkpoints import Checkpoint, Entry, Tensor
 from ..containers.gguf import FLAVOUR_KEY, GGUFWriter
 from ..dtypes import f32_to_stored
 from ..errors import ShapeError, UnexpectedTensor, UsageError
-from ..ggml_types import TypeTable
+from ..ggml_types import MAINLINE, TypeTable
 from ..gguf_meta import Target, hparam_kvs, make_target
 from ..kernel_config import (
     KernelConfig,
@@ -28,7 +28,7 @@ from ..kernel_config import (
     render_kernel_config,
     sibling_path,
 )
-from ..layouts import Layout, get_layout, layouts
+from ..layouts import Layout, get_layout, layout_notes
 from ..outputs import check_output, publish, temp_name
 from ..quant_floats import EMBEDDING_TYPES, check_shape, ggml_name, quantized_chunks, rounding_note
 from ..ternary import TernaryWeight
@@ -65,21 +65,28 @@ class GGUFSink(Sink):
         self.family: Family = BITNET_2B4T  # until the source is known (plan / begin)
         self.target: Target = make_target(self.target_options["name"], type_ids=type_ids)
         self.layout = gguf_layout(outtype)
-        if self.layout is not None and self.target.name not in self.layout.spec.runtimes:
-            takes = [lay.spec.write_name for lay in layouts() if self.target.name in lay.spec.runtimes]
-            raise UsageError(f"--outtype {outtype} runs only in {' or '.join(self.layout.spec.runtimes)}; "
-                             f"{self.target.name} takes {', '.join(takes + list(FLOAT_OUTTYPES))}")
+        refusal = None if self.layout is None else self.layout.target_refusal(self.target.name, tuple(FLOAT_OUTTYPES))
+        if refusal is not None:
+            raise UsageError(refusal)
         for flag, value in (("--embedding-type", embedding_type), ("--output-type", output_type)):
             if value is not None and value not in FLOAT_OUTTYPES and value not in EMBEDDING_TYPES:
                 raise UsageError(f"{flag} must be one of {', '.join([*FLOAT_OUTTYPES, *EMBEDDING_TYPES])}, "
                                  f"got {value!r}")
         self.output_type = output_type  # output.weight of untied families (default: --embedding-type)
-        self.types = TypeTable.for_target(self.target.flavour)
+        self.types = TypeTable.for_target(self._type_table())
         self.embedding_type, self.kernel_config_path = embedding_type, kernel_config
         self.force, self.inputs, self.name = force, inputs or [], name
         self.extra_metadata = extra_metadata or {}
         self.notes: list[str] = []
         self.kernel_config: KernelConfig | None = None
+
+    def _type_table(self) -> str | None:
+        """The target's type-id table, or the layout's own when it lists its id only there
+        (a runtime of its own, like ik_llama.cpp: its ids are no other table's)."""
+        flavour, ids = self.target.flavour, self.layout.spec.type_ids if self.layout is not None else {}
+        if not ids or (flavour or MAINLINE) in ids or len(ids) != 1:
+            return flavour
+        return next(iter(ids))
 
     def _for_family(self, source: Checkpoint) -> None:
         """The arch and keys follow the source's family (arch.Family.gguf_archs)."""
@@ -92,8 +99,9 @@ class GGUFSink(Sink):
         if self.output_type is not None and source.family.is_tied(source.config):
             raise UsageError(f"--output-type applies to models with their own output matrix; {source.path.name} "
                              "ties it to token_embd (--embedding-type sets both)")
-        self.target = make_target(options["name"], arch=options["arch"], type_ids=options["type_ids"],
-                                  family=source.family)
+        arch = options["arch"] if self.layout is None else \
+            self.layout.gguf_arch(source.family, options["name"], options["arch"])
+        self.target = make_target(options["name"], arch=arch, type_ids=options["type_ids"], family=source.family)
         arch_note = f"GGUF arch {self.target.arch!r} for {self.target.name} ({source.family.title})"
         for message in (arch_note, MAINLINE_WARNING if source.family is BITNET_2B4T and not self.target.is_bitnet_cpp
                         else None):
@@ -134,8 +142,15 @@ class GGUFSink(Sink):
 
     def plan(self, source: Checkpoint, entries: list[Entry]) -> list[PlannedTensor]:
         self._for_family(source)
+        self._layout_notes(entries)
         self._tiling_config(entries)
         return [self._planned(e) for e in entries]
+
+    def _layout_notes(self, entries: list[Entry]) -> None:
+        """What the layout and the runtimes say about writing it (layouts.layout_notes), once."""
+        if self.layout is not None:
+            new = layout_notes(self.layout, writing=(entries, self.embedding_type))
+            self.notes += [n for n in new if n not in self.notes]
 
     def _planned(self, entry: Entry) -> PlannedTensor:
         type_name, _, nbytes = self._tensor_type(entry)
@@ -145,6 +160,7 @@ class GGUFSink(Sink):
     def begin(self, source: Checkpoint, entries: list[Entry]) -> None:
         check_output(self.path, self.inputs, self.force)
         self._for_family(source)
+        self._layout_notes(entries)
         self.config = source.config
         self._tiling_config(entries)
         if self.kernel_config is not None and not self._ini_is_input():
@@ -167,7 +183,7 @@ class GGUFSink(Sink):
         kvs += hparam_kvs(source.config, self.target, self.family)
         kvs += [("general.file_type", self._file_type(), VT.UINT32),
                 ("general.quantization_version", 2, VT.UINT32),
-                (FLAVOUR_KEY, self.target.flavour or "mainline", VT.STRING),
+                (FLAVOUR_KEY, self.types.flavour or MAINLINE, VT.STRING),
                 ("bitnet_pack.version", __version__, VT.STRING),
                 ("bitnet_pack.layout", self.outtype, VT.STRING)]
         if self.kernel_config is not None:

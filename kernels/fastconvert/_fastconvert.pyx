@@ -88,28 +88,57 @@ def abs_sum_bf16(const uint16_t[::1] x):
     return total
 
 
+# -- boundary checks: real ones, not asserts (python -O drops those), as the project's typed errors --
+def _error(message, usage=False):
+    from bitnet_pack.errors import ShapeError, UsageError
+
+    return (UsageError if usage else ShapeError)(message)
+
+
+cdef _check_blocks(str what, int64_t n, int64_t block):
+    if block <= 0 or n % block:
+        raise _error(f"{what}: {n} codes are not whole blocks of {block}")
+
+
+cdef _check_tq(str what, int64_t codes, int64_t nbytes, int64_t block_bytes):
+    if codes % 256 or nbytes != codes // 256 * block_bytes:
+        raise _error(f"{what}: {codes} codes (whole blocks of 256) need {codes // 256 * block_bytes} bytes, "
+                     f"got {nbytes}")
+
+
+cdef _check_hf(str what, int64_t packed, int64_t out, int64_t inf, int64_t j0, int64_t j1):
+    cdef int64_t rows = (out + 3) // 4
+    if packed != rows * inf or not 0 <= j0 <= j1 <= rows:
+        raise _error(f"{what}: a {out} x {inf} matrix packs into {rows * inf} bytes (got {packed}), "
+                     f"rows [{j0}, {j1}) must lie in [0, {rows}]")
+
+
 # -- ternarize ------------------------------------------------------------------------------
 def ternary_threshold_bf16(float scale):
     """The least bf16 magnitude bits whose value times `scale` (> 0) exceeds 0.5 in float32."""
-    assert scale > 0
+    if not scale > 0:
+        raise _error(f"ternary_threshold_bf16: scale must be > 0, got {scale!r}", usage=True)
     return fc_ternary_threshold_bf16(scale)
 
 
 def ternary_threshold_f32(float scale):
     """The least float32 magnitude bits whose value times `scale` (> 0) exceeds 0.5 in float32."""
-    assert scale > 0
+    if not scale > 0:
+        raise _error(f"ternary_threshold_f32: scale must be > 0, got {scale!r}", usage=True)
     return fc_ternary_threshold_f32(scale)
 
 
 def ternarize_f32(const uint32_t[::1] bits, uint32_t threshold_bits, int8_t[::1] codes):
     """Codes from float32 weights seen as their uint32 bit patterns."""
-    assert codes.shape[0] == bits.shape[0]
+    if codes.shape[0] != bits.shape[0]:
+        raise _error(f"ternarize_f32: {bits.shape[0]} weights but {codes.shape[0]} codes")
     with nogil:
         fc_ternarize_f32(u32p(bits), bits.shape[0], threshold_bits, i8w(codes))
 
 
 def ternarize_bf16(const uint16_t[::1] x, uint16_t threshold_bits, int8_t[::1] codes):
-    assert codes.shape[0] == x.shape[0]
+    if codes.shape[0] != x.shape[0]:
+        raise _error(f"ternarize_bf16: {x.shape[0]} weights but {codes.shape[0]} codes")
     with nogil:
         fc_ternarize_bf16(u16p(x), x.shape[0], threshold_bits, i8w(codes))
 
@@ -117,7 +146,9 @@ def ternarize_bf16(const uint16_t[::1] x, uint16_t threshold_bits, int8_t[::1] c
 # -- layouts -------------------------------------------------------------------------------
 def i2s_encode(const int8_t[::1] codes, int64_t block, uint8_t[::1] out):
     cdef int64_t bad
-    assert codes.shape[0] % block == 0 and out.shape[0] >= codes.shape[0] // 4
+    _check_blocks("i2s_encode", codes.shape[0], block)
+    if out.shape[0] < codes.shape[0] // 4:
+        raise _error(f"i2s_encode: {codes.shape[0]} codes need {codes.shape[0] // 4} bytes, out holds {out.shape[0]}")
     with nogil:
         bad = fc_i2s_encode(i8p(codes), codes.shape[0], block, u8w(out))
     return bad
@@ -125,7 +156,9 @@ def i2s_encode(const int8_t[::1] codes, int64_t block, uint8_t[::1] out):
 
 def i2s_decode(const uint8_t[::1] src, int64_t block, int8_t[::1] codes):
     cdef int64_t bad
-    assert codes.shape[0] % block == 0 and src.shape[0] >= codes.shape[0] // 4
+    _check_blocks("i2s_decode", codes.shape[0], block)
+    if src.shape[0] < codes.shape[0] // 4:
+        raise _error(f"i2s_decode: {codes.shape[0]} codes need {codes.shape[0] // 4} bytes, src holds {src.shape[0]}")
     with nogil:
         bad = fc_i2s_decode(u8p(src), codes.shape[0], block, i8w(codes))
     return bad
@@ -141,7 +174,8 @@ def hf_encode(planes, uint8_t[::1] packed):
         ptr[p] = NULL
         if planes[p] is not None:
             view = planes[p]
-            assert view.shape[0] == count
+            if view.shape[0] != count:
+                raise _error(f"hf_encode: plane {p} holds {view.shape[0]} codes, packed {count} bytes")
             keep.append(view)
             ptr[p] = i8p(view)
     with nogil:
@@ -150,7 +184,8 @@ def hf_encode(planes, uint8_t[::1] packed):
 
 
 def hf_decode_plane(const uint8_t[::1] packed, int plane, int8_t[::1] codes):
-    assert codes.shape[0] == packed.shape[0] and 0 <= plane < 4
+    if codes.shape[0] != packed.shape[0] or not 0 <= plane < 4:
+        raise _error(f"hf_decode_plane: {packed.shape[0]} bytes, {codes.shape[0]} codes, plane {plane} (0-3)")
     with nogil:
         fc_hf_decode_plane(u8p(packed), packed.shape[0], plane, i8w(codes))
 
@@ -165,7 +200,7 @@ def count_threes(const uint8_t[::1] src):
 
 def tq2_encode(const int8_t[::1] codes, uint16_t d, uint8_t[::1] out):
     cdef int64_t bad, blocks = codes.shape[0] // 256
-    assert codes.shape[0] % 256 == 0 and out.shape[0] == blocks * 66
+    _check_tq("tq2_encode", codes.shape[0], out.shape[0], 66)
     with nogil:
         bad = fc_tq2_encode(i8p(codes), blocks, d, u8w(out))
     return bad
@@ -173,7 +208,7 @@ def tq2_encode(const int8_t[::1] codes, uint16_t d, uint8_t[::1] out):
 
 def tq1_encode(const int8_t[::1] codes, uint16_t d, uint8_t[::1] out):
     cdef int64_t bad, blocks = codes.shape[0] // 256
-    assert codes.shape[0] % 256 == 0 and out.shape[0] == blocks * 54
+    _check_tq("tq1_encode", codes.shape[0], out.shape[0], 54)
     with nogil:
         bad = fc_tq1_encode(i8p(codes), blocks, d, u8w(out))
     return bad
@@ -183,7 +218,7 @@ def tq2_decode(const uint8_t[::1] src, int8_t[::1] codes):
     """(bad fields, non-zero blocks, their first d, how many differ from it)."""
     cdef fc_tq_stats stats = fc_tq_stats(0, 0, 0, 0)
     cdef int64_t blocks = codes.shape[0] // 256
-    assert codes.shape[0] % 256 == 0 and src.shape[0] == blocks * 66
+    _check_tq("tq2_decode", codes.shape[0], src.shape[0], 66)
     with nogil:
         fc_tq2_decode(u8p(src), blocks, i8w(codes), &stats)
     return stats.bad, stats.nonzero, stats.first_d, stats.mismatch
@@ -193,7 +228,7 @@ def tq1_decode(const uint8_t[::1] src, int8_t[::1] codes):
     """(bad bytes, non-zero blocks, their first d, how many differ from it)."""
     cdef fc_tq_stats stats = fc_tq_stats(0, 0, 0, 0)
     cdef int64_t blocks = codes.shape[0] // 256
-    assert codes.shape[0] % 256 == 0 and src.shape[0] == blocks * 54
+    _check_tq("tq1_decode", codes.shape[0], src.shape[0], 54)
     with nogil:
         fc_tq1_decode(u8p(src), blocks, i8w(codes), &stats)
     return stats.bad, stats.nonzero, stats.first_d, stats.mismatch
@@ -201,14 +236,18 @@ def tq1_decode(const uint8_t[::1] src, int8_t[::1] codes):
 
 # -- one pass between stored forms ---------------------------------------------------------
 def bf16_to_i2s(const uint16_t[::1] w, uint16_t threshold_bits, int64_t block, uint8_t[::1] out):
-    assert w.shape[0] % block == 0 and out.shape[0] == w.shape[0] // 4
+    _check_blocks("bf16_to_i2s", w.shape[0], block)
+    if out.shape[0] != w.shape[0] // 4:
+        raise _error(f"bf16_to_i2s: {w.shape[0]} weights need {w.shape[0] // 4} bytes, out holds {out.shape[0]}")
     with nogil:
         fc_bf16_to_i2s(u16p(w), w.shape[0], threshold_bits, block, u8w(out))
 
 
 def bf16_to_hf(const uint16_t[::1] w, int64_t out, int64_t inf, uint16_t threshold_bits, int64_t j0, int64_t j1,
                uint8_t[::1] packed):
-    assert w.shape[0] == out * inf and packed.shape[0] == (out + 3) // 4 * inf and 0 <= j0 <= j1 <= (out + 3) // 4
+    if w.shape[0] != out * inf:
+        raise _error(f"bf16_to_hf: {w.shape[0]} weights for a {out} x {inf} matrix")
+    _check_hf("bf16_to_hf", packed.shape[0], out, inf, j0, j1)
     with nogil:
         fc_bf16_to_hf(u16p(w), out, inf, threshold_bits, j0, j1, u8w(packed))
 
@@ -216,8 +255,10 @@ def bf16_to_hf(const uint16_t[::1] w, int64_t out, int64_t inf, uint16_t thresho
 def hf_to_i2s(const uint8_t[::1] packed, int64_t out, int64_t inf, int64_t block, int64_t j0, int64_t j1,
               uint8_t[::1] dst):
     """The I2_S code bytes (all of `dst`, out * inf / 4) of the rows packed rows [j0, j1) hold."""
-    assert packed.shape[0] == (out + 3) // 4 * inf and inf % block == 0 and 0 <= j0 <= j1 <= (out + 3) // 4
-    assert dst.shape[0] >= out * (inf // 4)
+    _check_hf("hf_to_i2s", packed.shape[0], out, inf, j0, j1)
+    _check_blocks("hf_to_i2s", inf, block)
+    if dst.shape[0] < out * (inf // 4):
+        raise _error(f"hf_to_i2s: a {out} x {inf} matrix needs {out * (inf // 4)} bytes, dst holds {dst.shape[0]}")
     with nogil:
         fc_hf_to_i2s(u8p(packed), out, inf, block, j0, j1, u8w(dst))
 
@@ -225,8 +266,10 @@ def hf_to_i2s(const uint8_t[::1] packed, int64_t out, int64_t inf, int64_t block
 def i2s_to_hf(const uint8_t[::1] body, int64_t out, int64_t inf, int64_t block, int64_t j0, int64_t j1,
               uint8_t[::1] packed):
     """hf packed rows [j0, j1) (into the whole `packed`) from all of a weight's I2_S code bytes."""
-    assert body.shape[0] == out * (inf // 4) and inf % block == 0
-    assert packed.shape[0] == (out + 3) // 4 * inf and 0 <= j0 <= j1 <= (out + 3) // 4
+    _check_blocks("i2s_to_hf", inf, block)
+    if body.shape[0] != out * (inf // 4):
+        raise _error(f"i2s_to_hf: a {out} x {inf} matrix has {out * (inf // 4)} code bytes, body holds {body.shape[0]}")
+    _check_hf("i2s_to_hf", packed.shape[0], out, inf, j0, j1)
     with nogil:
         fc_i2s_to_hf(u8p(body), out, inf, block, j0, j1, u8w(packed))
 
@@ -234,7 +277,8 @@ def i2s_to_hf(const uint8_t[::1] body, int64_t out, int64_t inf, int64_t block, 
 def i2s_to_tq2(const uint8_t[::1] body, uint16_t d, uint8_t[::1] out):
     """TQ2_0 blocks from x86 I2_S code bytes (64 bytes per 256 codes)."""
     cdef int64_t blocks = body.shape[0] // 64
-    assert body.shape[0] % 64 == 0 and out.shape[0] == blocks * 66
+    if body.shape[0] % 64 or out.shape[0] != blocks * 66:
+        raise _error(f"i2s_to_tq2: {body.shape[0]} code bytes (a multiple of 64) need {blocks * 66} bytes, out holds {out.shape[0]}")
     with nogil:
         fc_i2s_to_tq2(u8p(body), blocks, d, u8w(out))
 
@@ -242,7 +286,8 @@ def i2s_to_tq2(const uint8_t[::1] body, uint16_t d, uint8_t[::1] out):
 # -- 16-bit maps ---------------------------------------------------------------------------
 def lut16(const uint16_t[::1] src, const uint16_t[::1] lut, const uint8_t[::1] flag, uint16_t[::1] out):
     cdef int64_t flagged
-    assert lut.shape[0] == 65536 and flag.shape[0] == 65536 and out.shape[0] == src.shape[0]
+    if lut.shape[0] != 65536 or flag.shape[0] != 65536 or out.shape[0] != src.shape[0]:
+        raise _error(f"lut16: lut {lut.shape[0]} and flag {flag.shape[0]} entries (65536 each), src {src.shape[0]}, out {out.shape[0]}")
     with nogil:
         flagged = fc_lut16(u16p(src), src.shape[0], u16p(lut), u8p(flag), u16w(out))
     return flagged
