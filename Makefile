@@ -10,6 +10,9 @@ CORE   := $(VENV)/.bitnet-pack-core
 EXTRAS := $(VENV)/.bitnet-pack-extras
 OUT    ?= out
 PYTEST_WORKERS ?= 2
+# The editable install records the ninja it rebuilds with on every import: the venv's own binary,
+# not one found on PATH (a pyenv shim costs ~0.5 s per start-up).
+VENV_TOOLS := NINJA=$(abspath $(VENV))/bin/ninja PATH="$(abspath $(VENV))/bin:$$PATH"
 
 .PHONY: install demo test test-pure bench lint fixture clean
 
@@ -18,12 +21,12 @@ $(CORE): pyproject.toml meson.build kernels/meson.build
 	@echo "== build tools (meson-python, Cython, numpy)"
 	$(PIP) install --progress-bar on "meson-python>=0.16" "meson>=1.2" ninja "Cython>=3" "numpy>=2"
 	@echo "== bitnet-pack and its kernel (compiling the C/Cython kernel takes a minute or two)"
-	$(PIP) install --progress-bar on --no-build-isolation -e .
+	$(VENV_TOOLS) $(PIP) install --progress-bar on --no-build-isolation -e .
 	touch $@
 
 $(EXTRAS): $(CORE)
 	@echo "== test, bench and lint extras (torch, transformers, pytest, hypothesis, ruff)"
-	$(PIP) install --progress-bar on --no-build-isolation -e '.[test,bench,lint]'
+	$(VENV_TOOLS) $(PIP) install --progress-bar on --no-build-isolation -e '.[test,bench,lint]'
 	touch $@
 
 install: $(EXTRAS)

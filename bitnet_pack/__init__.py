@@ -18,8 +18,24 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import ConvertReport, Model, convert, inspect, open, roundtrip, verify
-from .errors import BitnetPackError
+
+def _launched() -> bool:
+    """This process is the `bitnet-pack` command (console script or `python -m bitnet_pack`)."""
+    import os
+    import sys
+
+    argv = getattr(sys, "orig_argv", sys.argv)
+    return os.path.basename(sys.argv[0] if sys.argv else "") == "bitnet-pack" or any(
+        flag == "-m" and module == "bitnet_pack" for flag, module in zip(argv, argv[1:], strict=False))
+
+
+if _launched():  # the interruption policy before numpy and gguf load (launch installs it again)
+    from . import interrupts as _interrupts
+
+    _interrupts.install()
+
+from .api import ConvertReport, Model, convert, inspect, open, roundtrip, verify  # noqa: E402
+from .errors import BitnetPackError  # noqa: E402
 
 # The rest loads on first use (PEP 562), so the console script handles signals before numpy
 # and the kernel load (see `launch`).

@@ -7,7 +7,9 @@ keyword the source or the output would not use is a `UsageError`, not silently i
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from os import PathLike
@@ -22,7 +24,7 @@ from .convert import convert as run_pipeline
 from .convert import plan as plan_pipeline
 from .emb.convert import convert_embedding
 from .emb.source import is_embedding_model
-from .errors import UsageError
+from .errors import BitnetPackError, OutputExists, UsageError
 from .inspection import Inspection, describe, source_bytes
 from .naming import count_params, model_id, resolve_output
 from .options import ReadOptions, WriteOptions, place_kernel_config, split_options
@@ -30,7 +32,7 @@ from .outputs import remove_stale_temps
 from .progress import ProgressFactory, started
 from .roundtrip import RoundtripReport
 from .runner import Loaded, about
-from .sinks import PlannedTensor
+from .sinks import PlannedTensor, gguf_split
 from .sinks.factory import canonical_outtype, is_gguf_output, make_sink
 from .ternary import TernaryWeight
 from .verify import VerifyReport
@@ -41,6 +43,29 @@ if TYPE_CHECKING:
 __all__ = ["ConvertReport", "Model", "convert", "inspect", "open", "roundtrip", "verify"]
 
 Src = str | PathLike
+_UNFORESEEN = (ValueError, OverflowError, KeyError, AttributeError, TypeError, IndexError, RecursionError)
+
+
+def _typed(function: Callable) -> Callable:
+    """The library raises the project's errors only: an OSError, MemoryError or an unforeseen
+    ValueError/KeyError/... (a crafted input no check caught) becomes a `BitnetPackError`
+    naming the original (kept as `__cause__`); KeyboardInterrupt passes through."""
+    @functools.wraps(function)
+    def wrapped(*args: object, **kwargs: object) -> object:
+        try:
+            return function(*args, **kwargs)
+        except BitnetPackError:
+            raise
+        except FileExistsError as exc:
+            raise OutputExists(f"{exc.strerror or exc}: pass force=True to replace it", path=exc.filename) from exc
+        except MemoryError as exc:
+            raise BitnetPackError("out of memory (MemoryError): the input asks for more than this machine has") \
+                from exc
+        except OSError as exc:
+            raise BitnetPackError(f"{type(exc).__name__}: {exc.strerror or exc}", path=exc.filename) from exc
+        except _UNFORESEEN as exc:
+            raise BitnetPackError(f"unforeseen {type(exc).__name__}: {exc} (please report it)") from exc
+    return wrapped
 
 
 @dataclass
@@ -59,6 +84,11 @@ class ConvertReport:
     planned: list[PlannedTensor] = field(default_factory=list)
     pushed: str | None = None  # the hub commit URL with `push_to_hub`
     hub_source: str | None = None  # "org/name@<commit>" when SRC was a hub repo id
+    files: list[tuple[str, str]] = field(default_factory=list)  # (path, role) written, or to be written
+    source_path: str = ""  # SRC as resolved (a hub SRC: its snapshot)
+    source_layout: str = ""  # the projection layout of SRC
+    family: str = ""
+    existed: bool | None = None  # dry run: whether OUT exists already
 
     def to_dict(self) -> dict:
         return asdict(self) | {"output": str(self.output)}
@@ -71,9 +101,11 @@ def _resolve(src: Src, revision: str | None, progress: ProgressFactory | None, n
     return source
 
 
+@_typed
 def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | None = None, force: bool = False,
             dry_run: bool = False, push_to_hub: str | None = None, progress: ProgressFactory | None = None,
-            **options: object) -> ConvertReport:
+            private: bool = False, commit_message: str | None = None, token: str | None = None,
+            split_max_size: int | str | None = None, **options: object) -> ConvertReport:
     """Convert the checkpoint SRC into OUT in `outtype`, one tensor at a time.
 
     Args:
@@ -85,7 +117,10 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
         revision: branch, tag or commit of a hub `src`.
         force: replace an existing OUT.
         dry_run: plan only (`ConvertReport.planned`); nothing is written.
-        push_to_hub: upload OUT to this repo id once complete (token and endpoint are checked first).
+        push_to_hub: upload OUT to this repo id once complete (token and endpoint are checked first);
+            `private` creates the repo private, `commit_message` and `token` as huggingface_hub's.
+        split_max_size: a GGUF OUT in parts of at most this many bytes of tensors ("2G", "500MiB"),
+            named and keyed as llama.cpp's gguf-split writes them (`sinks.gguf_split`).
         progress: a `progress.ProgressFactory` (e.g. `progress.bars(True)`), or None.
         **options: read and write options of `options` (e.g. `embedding_type="bf16"`,
             `scale_dtype="f32"`, `max_shard_size="2G"`, `i2s_variant="arm"`); one the source or the
@@ -101,41 +136,74 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
     """
     outtype = canonical_outtype(outtype)
     read, write, legacy = split_options(options)
+    if push_to_hub is None and (private or commit_message is not None or token is not None):
+        raise UsageError("private, commit_message and token apply to push_to_hub only")
+    hub.remember_token(token)
     if push_to_hub is not None and not dry_run:
-        hub.check_push(push_to_hub)
+        hub.check_push(push_to_hub, token)
     notes: list[str] = []
     source = _resolve(src, revision, progress, notes)
     if is_embedding_model(source.path):  # the BitNet embedding families have their own path (emb/)
-        if read != ReadOptions() or legacy is not None or push_to_hub is not None:
-            raise UsageError("BitNet embedding models take only --outtype, --name, --beta-rule and --force")
+        if read != ReadOptions() or legacy is not None or push_to_hub is not None or split_max_size is not None:
+            raise UsageError("BitNet embedding models take only --outtype, --name, --beta-rule, --float-type, "
+                             "--scale-dtype and --force")
         with about(source.path):
-            return convert_embedding(source.path, out, outtype, write.given(), force=force, dry_run=dry_run)
+            report = convert_embedding(source.path, out, outtype, write.given(), force=force, dry_run=dry_run)
+        report.notes[:0] = notes  # the hub resolution
+        report.source, report.hub_source = source.label, source.label if source.is_hub else None
+        return report
     with about(source.path), _open_for_output(source.path, read, write, legacy, outtype) as (checkpoint, write):
         entries = checkpoint.entries()
         target = resolve_output(out, outtype, model_id(source, checkpoint), count_params([e.shape for e in entries]))
         if write.name is None and source.is_hub and is_gguf_output(target):
             write = WriteOptions(**(write.given() | {"name": source.model_id}))  # not the snapshot folder
-        sink = make_sink(target, outtype, force=force, inputs=[source.path], extra_metadata=source.metadata(),
+        given = [Path(p) for p in (read.src_kernel_config, legacy) if p is not None]  # inputs too: never replaced
+        split = gguf_split.limit(split_max_size, target, outtype, push_to_hub)
+        sink = make_sink(gguf_split.whole_path(target) if split else target, outtype, force=force, inputs=[source.path, *given], extra_metadata=source.metadata(),
                          options=write)
         notes += checkpoint.notes
         report = ConvertReport(target, outtype, source.label, checkpoint.kind, len(entries),
                                sum(e.nbytes for e in entries), 0, notes, dry_run,
-                               hub_source=source.label if source.is_hub else None)
-        if dry_run:
+                               hub_source=source.label if source.is_hub else None, source_path=str(source.path),
+                               source_layout=checkpoint.layout, family=checkpoint.family.name)
+        if dry_run or split:
             report.planned = plan_pipeline(checkpoint, sink)  # validated as a real run is
+            parts = gguf_split.planned_parts(report.planned, target, split, force, [source.path, *given])
+        if dry_run:
             report.bytes_written = sum(p.nbytes for p in report.planned)
+            report.files, report.existed = _planned_files(target, outtype, sink), os.path.lexists(target)
+            if split:
+                report.output, report.files = parts[0], [(str(p), "gguf") for p in parts]
+                report.existed = any(os.path.lexists(p) for p in parts)
             notes += getattr(sink, "notes", [])  # the GGUF arch it would write, warnings
             # writes nothing, but clears what killed runs left, as a real run would
             notes += [f"removed {stale.name}, left by a run that was killed" for stale in remove_stale_temps(target)]
             return report
         with started(progress, report.bytes_read, f"{source.path.name} -> {target.name}") as advance:
-            result = run_pipeline(checkpoint, sink, progress=advance)
-    report.output, report.bytes_written = result.output, result.bytes_written
+            if split:
+                result, parts = gguf_split.converted_in_parts(lambda: run_pipeline(checkpoint, sink, progress=advance),
+                                                              target, split, force, [source.path, *given])
+            else:
+                result = run_pipeline(checkpoint, sink, progress=advance)
+    report.output, report.bytes_written, report.planned = result.output, result.bytes_written, result.planned
+    report.files = list(getattr(sink, "files", [(str(result.output), "output")]))
+    if split:
+        report.output, report.files = parts[0], [(str(p), "gguf") for p in parts]
+        notes.append(f"split into {len(parts)} parts of at most {split} bytes of tensors (llama.cpp's gguf-split "
+                     f"layout; load {parts[0].name})")
     notes += getattr(sink, "notes", [])
     if push_to_hub is not None:
         origin = source.label if source.is_hub else source.model_id
-        report.pushed = hub.push_to_hub(result.output, push_to_hub, message=f"bitnet-pack: {outtype} from {origin}")
+        message = commit_message or f"bitnet-pack: {outtype} from {origin}"
+        report.pushed = hub.push_to_hub(result.output, push_to_hub, message=message, private=private, token=token)
     return report
+
+
+def _planned_files(target: Path, outtype: str, sink: object) -> list[tuple[str, str]]:
+    """What a real run would write: OUT, and a TL GGUF's kernel_config.ini beside it."""
+    files = [(str(target), "gguf" if is_gguf_output(target) else "checkpoint")]
+    ini = getattr(sink, "planned_ini", lambda: None)()
+    return files + ([(str(ini), "kernel_config")] if ini is not None else [])
 
 
 @contextmanager
@@ -216,6 +284,7 @@ class Model:
         self.close()
 
 
+@_typed
 def open(src: Src, *, revision: str | None = None, **read_options: object) -> Model:  # noqa: A001
     """Open a checkpoint for lazy reading.
 
@@ -239,18 +308,20 @@ def open(src: Src, *, revision: str | None = None, **read_options: object) -> Mo
         return Model(_open_checked(source.path, read), source.label)
 
 
+@_typed
 def inspect(src: Src, *, revision: str | None = None, progress: ProgressFactory | None = None,
-            **read_options: object) -> Inspection:
+            hf_names: bool = False, **read_options: object) -> Inspection:
     """Every tensor of SRC: name, stored dtype, shape, layout, beta, share of -1/0/+1.
 
     Args:
         src: a checkpoint directory, a .gguf or .safetensors file, or a hub repo id.
         revision: branch, tag or commit of a hub `src`.
         progress: a `progress.ProgressFactory`, or None.
+        hf_names: name a GGUF's tensors as transformers does (default: as the file does).
         **read_options: as for `open`.
 
     Returns:
-        An `Inspection` (`.kind`, `.layout`, `.notes`, `.tensors`; `.to_dict()` for JSON).
+        An `Inspection` (`.kind`, `.layout`, `.notes`, `.tensors`, `.model` summary; `.to_dict()`).
 
     Example:
         >>> bitnet_pack.inspect("tiny.gguf").layout  # doctest: +SKIP
@@ -263,11 +334,12 @@ def inspect(src: Src, *, revision: str | None = None, progress: ProgressFactory 
             _open_checked(source.path, read).close()
         total = source_bytes(source.path)
         with started(progress, total, f"inspect {source.path.name}") as advance:
-            report = describe(source.path, advance, **read.checkpoint_kwargs())
+            report = describe(source.path, advance, hf_names=hf_names, **read.checkpoint_kwargs())
     report.source = source.label if source.is_hub else None
     return report
 
 
+@_typed
 def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None = None, tokens: int = 16,
            atol: float = 0.0, numerics: str = "reference", revision_a: str | None = None,
            revision_b: str | None = None, progress: ProgressFactory | None = None,
@@ -301,6 +373,8 @@ def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None =
     read = _read_only(read_options)
     path_a = hub.resolve_source(a, revision_a).path
     path_b = hub.resolve_source(b, revision_b).path
+    if isinstance(tokens, bool) or not isinstance(tokens, int):
+        raise UsageError(f"tokens must be an integer, got {tokens!r}")
     _check_used_by_either(read, [path_a, path_b])
     kwargs = read.checkpoint_kwargs()
     with loaded(path_a, numerics, **kwargs) as side_a, loaded(path_b, numerics, **kwargs) as side_b:
@@ -315,6 +389,7 @@ def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None =
                            rounded=rounded, strict=strict)
 
 
+@_typed
 def diff(a: Src, b: Src, *, revision_a: str | None = None, revision_b: str | None = None,
          progress: ProgressFactory | None = None, strict: bool = False, stop_early: bool = False,
          **read_options: object) -> WeightDiff:
@@ -373,6 +448,7 @@ def _check_used_by_either(read: ReadOptions, paths: list[Path]) -> None:
         raise errors[0]
 
 
+@_typed
 def roundtrip(model: Src, layouts: list[str] | None = None, *, revision: str | None = None, tokens: int = 4,
               ids: list[int] | None = None, keep: Src | None = None, progress: ProgressFactory | None = None,
               **read_options: object) -> RoundtripReport:

@@ -224,18 +224,24 @@ def is_projection(name: str) -> bool:
 def family_of_config(config: dict, default: Family | None = None) -> Family:
     """The family a config.json describes, or UnknownArchitecture naming what it says;
     `default` for a config that names neither model_type nor architectures."""
-    archs = set(config.get("architectures") or [])
-    model_type = config.get("model_type")
+    listed, model_type, qc = (config.get(k) for k in ("architectures", "model_type", "quantization_config"))
+    if listed is not None and (not isinstance(listed, list) or not all(isinstance(a, str) for a in listed)):
+        raise UnknownArchitecture(f"architectures must be a list of names, got {listed!r}")
+    if model_type is not None and not isinstance(model_type, str):
+        raise UnknownArchitecture(f"model_type must be a name, got {model_type!r}")
+    if qc is not None and not isinstance(qc, dict):
+        raise UnknownArchitecture(f"quantization_config must be an object, got {qc!r}")
+    archs = set(listed or [])
     if default is not None and not archs and model_type is None:
         return default
-    if "BitNetForCausalLM" in archs or (model_type == "bitnet" and not archs - {"BitNetForCausalLM"}):
+    if ("BitNetForCausalLM" in archs and model_type in ("bitnet", None)) or \
+            (model_type == "bitnet" and not archs - {"BitNetForCausalLM"}):
         return BITNET_2B4T
     if "BitnetForCausalLM" in archs and model_type in ("llama", None):
         return ONEBITLLM
     for family in EMBEDDING_FAMILIES:  # the converter goes by model_type alone
         if model_type == family.identity["model_type"]:
             return family
-    qc = config.get("quantization_config")
     if "LlamaForCausalLM" in archs and model_type in ("llama", None) and isinstance(qc, dict) \
             and qc.get("quant_method") == "bitnet":
         return LLAMA_BITNET

@@ -49,6 +49,8 @@ class Group(click.Group):
         if "--debug" in args:
             os.environ["BITNET_PACK_DEBUG"] = "1"
             args = [a for a in args if a != "--debug"]
+        if {"-q", "--quiet"} & set(args):  # after the command too, as most tools take it
+            args = ["--quiet", *(a for a in args if a not in ("-q", "--quiet"))]
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> object:

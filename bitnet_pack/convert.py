@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import fastpath
-from .checkpoints import Checkpoint, Entry
+from .checkpoints import Checkpoint, Entry, Tensor
 from .errors import BitnetPackError, UsageError
 from .sinks import PlannedTensor, Sink
 from .validate import validate
@@ -21,6 +21,7 @@ class ConvertResult:
     bytes_read: int
     bytes_written: int
     notes: list[str] = field(default_factory=list)
+    planned: list[PlannedTensor] = field(default_factory=list)
 
 
 def plan(source: Checkpoint, sink: Sink) -> list[PlannedTensor]:
@@ -49,7 +50,7 @@ def convert(source: Checkpoint, sink: Sink, *, progress: Callable[[int], None] |
         sink.abort()
         raise
     return ConvertResult(output, source.kind, len(entries), sum(e.nbytes for e in entries),
-                         sum(p.nbytes for p in planned), list(source.notes))
+                         sum(p.nbytes for p in planned), list(source.notes), planned)
 
 
 def _loaded(entries: list[Entry]) -> Iterator[tuple[Entry, object]]:
@@ -71,7 +72,8 @@ def _loaded(entries: list[Entry]) -> Iterator[tuple[Entry, object]]:
 def load_entry(entry: Entry) -> object:
     """`entry.load()`; an error raised without a tensor name (a layout's decode) gets this one."""
     try:
-        return entry.load()
+        value = entry.load()
+        return value.check_finite(tensor=entry.name) if isinstance(value, Tensor) else value
     except BitnetPackError as exc:
         if exc.tensor is not None or isinstance(exc, UsageError):
             raise

@@ -69,6 +69,9 @@ def _configured_bos(tokenizer, directory: Path) -> int | None:
     return _special_id(tokenizer, config, "bos_token") if config.get("add_bos_token") is True else None
 
 
+MAX_POSITIONS = 1 << 20  # the bound when a model states no max_position_embeddings
+
+
 def context_length(config: dict) -> int | None:
     """max_position_embeddings of a transformers config (None when it does not say)."""
     value = config.get("max_position_embeddings")
@@ -79,6 +82,9 @@ def check_context(prompt_tokens: int, n_tokens: int, context: int | None) -> Non
     """The prompt and `n_tokens` new tokens fit in `context` positions (None: no bound known)."""
     if n_tokens < 1:
         raise UsageError(f"the number of new tokens must be >= 1, got {n_tokens}")
+    if context is None and prompt_tokens + n_tokens > MAX_POSITIONS:  # no context known: still bounded
+        raise UsageError(f"the prompt ({prompt_tokens} tokens) and {n_tokens} new tokens exceed "
+                         f"{MAX_POSITIONS} positions")
     if context is not None and prompt_tokens + n_tokens > context:
         raise UsageError(f"the prompt ({prompt_tokens} tokens) and {n_tokens} new tokens need "
                          f"{prompt_tokens + n_tokens} positions; the model's context "
@@ -99,11 +105,16 @@ class Generation:
         return asdict(self)
 
 
-def generate(model: BitNetModel, tokenizer_json_path: str | Path, prompt: str, n_tokens: int, *,
-             context: int | None = None) -> Generation:
-    """Greedy-decode up to `n_tokens` after `prompt` (stops at EOS), within `context` positions."""
+def generate(model: BitNetModel, tokenizer_json_path: str | Path, prompt: str | None, n_tokens: int, *,
+             context: int | None = None, ids: list[int] | None = None) -> Generation:
+    """Greedy-decode up to `n_tokens` after `prompt`, or after the token `ids` given instead
+    (stops at EOS), within `context` positions."""
     tokenizer = load_tokenizer(tokenizer_json_path)
-    prompt_ids = encode_prompt(tokenizer, prompt, tokenizer_json_path)
+    if ids is not None:
+        prompt_ids = list(ids)
+        prompt = tokenizer.decode(prompt_ids, skip_special_tokens=False)
+    else:
+        prompt_ids = encode_prompt(tokenizer, prompt or "", tokenizer_json_path)
     check_context(len(prompt_ids), n_tokens, context)
     ids, _ = model.generate_ids(prompt_ids, n_tokens)
     stops = eos_ids(tokenizer, Path(tokenizer_json_path).parent)

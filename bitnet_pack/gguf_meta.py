@@ -83,6 +83,35 @@ def hparam_kvs(config: dict, target: Target, family: Family = BITNET_2B4T) -> li
     return kvs
 
 
+# llama.cpp's types of the tokenizer keys (its loader refuses others): (vtype, element type)
+TOKENIZER_TYPES = {
+    "tokenizer.ggml.model": (VT.STRING, None), "tokenizer.ggml.pre": (VT.STRING, None),
+    "tokenizer.ggml.tokens": (VT.ARRAY, VT.STRING), "tokenizer.ggml.merges": (VT.ARRAY, VT.STRING),
+    "tokenizer.ggml.scores": (VT.ARRAY, VT.FLOAT32), "tokenizer.ggml.token_type": (VT.ARRAY, VT.INT32),
+    "tokenizer.ggml.add_bos_token": (VT.BOOL, None), "tokenizer.ggml.add_eos_token": (VT.BOOL, None),
+    "tokenizer.ggml.add_space_prefix": (VT.BOOL, None), "tokenizer.chat_template": (VT.STRING, None),
+}
+_ID_TYPES = (VT.UINT32, VT.INT32)  # the *_token_id keys: uint32 (some writers use int32)
+
+
+def check_tokenizer_kvs(kv: dict, path: object = None) -> None:
+    """Each known tokenizer key has the type llama.cpp reads it as: a wrongly typed one is
+    refused here rather than crash a reader or be copied into an output."""
+    for key, field in kv.items():
+        if not key.startswith("tokenizer."):
+            continue
+        if key.startswith("tokenizer.ggml.") and key.endswith("_token_id"):
+            wanted = [(t, None) for t in _ID_TYPES]
+        elif key in TOKENIZER_TYPES:
+            wanted = [TOKENIZER_TYPES[key]]
+        else:
+            continue
+        if (field.vtype, field.subtype if field.vtype == VT.ARRAY else None) not in wanted:
+            have = field.vtype.name + (f" of {field.subtype.name}" if field.vtype == VT.ARRAY else "")
+            want = " or ".join(t.name + (f" of {sub.name}" if sub is not None else "") for t, sub in wanted)
+            raise HeaderInvalid(f"GGUF metadata {key} is {have}, expected {want}", path=path)
+
+
 def config_from_kvs(get, arch: str, *, has_output: bool = False) -> dict:
     """Rebuild a transformers config.json from GGUF metadata (`get(key, default)`), in the
     convention of the file's family; `has_output`: the file holds an `output.weight`."""
@@ -123,10 +152,25 @@ def config_from_kvs(get, arch: str, *, has_output: bool = False) -> dict:
         "torch_dtype": "bfloat16", "use_cache": True,
         "vocab_size": count("vocab_size", len(get("tokenizer.ggml.tokens", None) or [])),
     }
+    scaling = {part: get(f"{arch}.rope.scaling.{part}") for part in ROPE_SCALING_PARTS}
+    if not unscaled(scaling):
+        config["rope_scaling"] = {k: v for k, v in scaling.items() if v is not None}  # validation refuses it
     head_dim = get(f"{arch}.rope.dimension_count")
     if head_dim is not None and count("rope.dimension_count") != hidden // heads:
         config["head_dim"] = int(head_dim)
     return config
+
+
+ROPE_SCALING_PARTS = ("type", "factor", "original_context_length", "attn_factor", "yarn_log_multiplier",
+                      "yarn_ext_factor", "yarn_beta_fast", "yarn_beta_slow")
+
+
+def unscaled(scaling: dict) -> bool:
+    """No scaling at all, or the no-op both converters write for BitNet (linear, factor 1)."""
+    factor = scaling["factor"]
+    others = [k for k, v in scaling.items() if v is not None and k not in ("type", "factor")]
+    return (scaling["type"] in (None, "none", "linear") and not others
+            and (factor is None or (not isinstance(factor, bool) and factor == 1.0)))
 
 
 def _clean_float(value: object) -> float:

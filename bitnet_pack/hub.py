@@ -27,7 +27,9 @@ from .checkpoints import AUX_PATTERNS
 from .errors import BitnetPackError, MissingFile, UsageError
 
 SOURCE_KEY = "bitnet_pack.source"
-REPO_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]*[\w-])(?:/(?P<file>[^\s]+))?")
+REPO_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]*[\w-])(?:/(?P<file>[^\s]+))?", re.ASCII)
+# a branch, tag, commit or refs/pr/N: git's ref rules, and nothing that walks out of the cache
+REVISION = re.compile(r"(?!.*\.\.)(?!.*//)(?!/)(?!.*/$)(?!.*\.lock$)[\w.\-/]{1,255}", re.ASCII)
 COMMIT = re.compile(r"[0-9a-f]{40}")
 CHECKPOINT_FILES = ("config.json", "*.safetensors", "model.safetensors.index.json", *AUX_PATTERNS)
 
@@ -70,6 +72,8 @@ class Source:
 def resolve_source(src: str | os.PathLike, revision: str | None = None, *, progress: bool = False) -> Source:
     """A local path as itself; anything else that looks like `org/name[/file]` through the Hub."""
     local = Path(src)
+    if revision is not None and (REVISION.fullmatch(revision) is None or revision.startswith(".")):
+        raise UsageError(f"--revision {revision!r} is not a branch, tag or commit name")
     if local.exists():
         if revision is not None:
             raise UsageError(f"--revision applies to hub repo ids, but {src} is a local path")
@@ -182,7 +186,7 @@ def _download(repo_id: str, commit: str, files: list[str], *, local_only: bool) 
         raise BitnetPackError(f"{repo_id}@{commit}: download failed ({_one_line(exc)})") from None
 
 
-def check_push(repo_id: str) -> None:
+def check_push(repo_id: str, token: str | None = None) -> None:
     """Refuse a push that cannot work before any conversion starts: offline, a malformed repo
     id, no token, or an endpoint that does not answer or does not accept the token."""
     if _offline():
@@ -191,23 +195,23 @@ def check_push(repo_id: str) -> None:
         raise UsageError(f"--push-to-hub takes a repo id like org/name, got {repo_id!r}")
     from huggingface_hub import HfApi, constants, get_token
 
-    if get_token() is None:
-        raise UsageError("--push-to-hub needs a token: set HF_TOKEN or run `hf auth login`")
+    if (token or get_token()) is None:
+        raise UsageError("--push-to-hub needs a token: --token, HF_TOKEN or `hf auth login`")
     try:
-        HfApi().whoami()
+        HfApi(token=token).whoami()
     except Exception as exc:  # unreachable endpoint, refused token: say which, before converting
         raise BitnetPackError(f"--push-to-hub: {constants.ENDPOINT} did not accept the token "
                               f"({_one_line(exc)}); nothing was converted") from None
 
 
-def push_to_hub(output: Path, repo_id: str, *, message: str) -> str:
+def push_to_hub(output: Path, repo_id: str, *, message: str, private: bool = False, token: str | None = None) -> str:
     """Upload a converted output (a checkpoint directory, or a GGUF and its side files) to
-    `repo_id`, creating the repo if needed; returns the commit URL."""
+    `repo_id`, creating the repo if needed (private with `private`); returns the commit URL."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    api = HfApi()
+    api = HfApi(token=token)
     try:
-        api.create_repo(repo_id, exist_ok=True)
+        api.create_repo(repo_id, exist_ok=True, private=private or None)  # None: the org default
         operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path))
                       for name, path in _upload_files(output)]
         return str(api.create_commit(repo_id, operations=operations, commit_message=message).commit_url)
@@ -228,5 +232,14 @@ def _upload_files(output: Path) -> list[tuple[str, Path]]:
 def _one_line(exc: BaseException) -> str:
     """The first line of an error, with the token (if any) blanked out."""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    token = os.environ.get("HF_TOKEN")
-    return text.replace(token, "***") if token else text
+    for token in (os.environ.get("HF_TOKEN"), _given_token):
+        text = text.replace(token, "***") if token else text
+    return text
+
+
+_given_token: str | None = None  # a --token, blanked out of messages as HF_TOKEN is
+
+
+def remember_token(token: str | None) -> None:
+    global _given_token
+    _given_token = token

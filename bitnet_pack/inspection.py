@@ -26,6 +26,7 @@ class TensorInfo:
     layout: str | None = None
     beta: float | None = None
     share: dict[str, float] | None = None
+    nbytes: int | None = None  # bytes stored in the file
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Inspection:
     tensors: list[TensorInfo] = field(default_factory=list)
     source: str | None = None  # "org/name@<commit>" for hub sources
     family: str = ""  # the architecture family (arch.py): 2b4t, 1bitllm, llama, emb-qwen3, emb-gemma3
+    model: dict = field(default_factory=dict)  # layers, vocab, context, hidden, parameters, tensor/file bytes
     pooling: str | None = None  # embedding models: "last", "mean", "cls"
     embedding_size: int | None = None  # embedding models: the pooled vector's length
 
@@ -47,19 +49,23 @@ class Inspection:
         return asdict(self)
 
 
-def describe(path: Path, progress: Callable[[int], None] | None = None, **read_options: object) -> Inspection:
-    """Read every tensor of the checkpoint at `path` (one at a time) into an `Inspection`."""
+def describe(path: Path, progress: Callable[[int], None] | None = None, *, hf_names: bool = False,
+             **read_options: object) -> Inspection:
+    """Read every tensor of the checkpoint at `path` (one at a time) into an `Inspection`;
+    a GGUF's tensors under the file's own names unless `hf_names`."""
     from .emb.source import is_embedding_model
 
     if is_embedding_model(path):
         from .emb.inspect import describe_embedding
 
-        return describe_embedding(path, progress)
+        return describe_embedding(path, progress, hf_names=hf_names)
     with open_checkpoint(path, **read_options) as source:
         report = Inspection(str(path), source.kind, source.layout, family=source.family.name)
+        stored = source.kind == "gguf" and not hf_names
         for entry in source.entries():
-            row = TensorInfo(entry.name, entry.dtype, list(entry.shape),
-                             source.layout if entry.kind == "linear" else None)
+            name = source.family.to_gguf(entry.name) if stored else entry.name
+            row = TensorInfo(name, entry.dtype, list(entry.shape),
+                             source.layout if entry.kind == "linear" else None, nbytes=entry.nbytes)
             value = entry.load()
             if isinstance(value, TernaryWeight):
                 minus, zero, plus = value.counts()
@@ -73,7 +79,17 @@ def describe(path: Path, progress: Callable[[int], None] | None = None, **read_o
         if not report.tensors:
             raise FormatError("holds no tensors: not a model checkpoint", path=path)
         report.notes = list(source.notes) + _layout_notes(source.layout)
+        report.model = summary(source.config, report.tensors, path)
         return report
+
+
+def summary(config: dict, rows: list[TensorInfo], path: Path) -> dict:
+    """The model at a glance: sizes from its config, parameters and bytes from its tensors."""
+    parameters = sum(int(np.prod(row.shape, dtype=np.int64)) for row in rows)
+    return {"layers": config.get("num_hidden_layers"), "vocab": config.get("vocab_size"),
+            "context": config.get("max_position_embeddings"), "hidden": config.get("hidden_size"),
+            "parameters": parameters, "tensor_bytes": sum(row.nbytes or 0 for row in rows),
+            "file_bytes": source_bytes(path)}
 
 
 def source_bytes(path: Path) -> int:

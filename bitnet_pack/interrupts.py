@@ -32,11 +32,47 @@ _published: list[Path] = []
 
 
 def install() -> None:
-    """Route SIGINT and SIGTERM to `_handle` (the command line's policy)."""
+    """Route SIGINT and SIGTERM to `_handle` (the command line's policy), and SIGBUS (an input
+    truncated by someone else while it is memory-mapped) to `_bus_error`."""
     global _installed
     for signum in SIGNALS:
         signal.signal(signum, _handle)
+    _install_bus_handler()
     _installed = True
+
+
+_bus_handler = None  # the C-callable handler, kept alive
+
+
+def _install_bus_handler() -> None:
+    """SIGBUS is raised on the faulting instruction: Python's own handler only sets a flag and
+    returns to the same instruction, so the handler is a C callback (ctypes) that runs at once,
+    in the faulting thread: it removes the outputs in progress, says so and exits 1."""
+    global _bus_handler
+    if _bus_handler is not None or not hasattr(signal, "SIGBUS"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        handler_type = ctypes.CFUNCTYPE(None, ctypes.c_int)
+        libc.signal.argtypes, libc.signal.restype = (ctypes.c_int, handler_type), ctypes.c_void_p
+        _bus_handler = handler_type(_bus_error)
+        libc.signal(signal.SIGBUS, _bus_handler)
+    except (OSError, AttributeError):  # no C library to ask: the default action stays
+        _bus_handler = None
+
+
+def _bus_error(_signum: int) -> None:
+    for temp in list(_in_progress):
+        _remove(temp)
+    done = f"after writing {', '.join(map(str, _published))}" if _published else "nothing was written"
+    try:
+        os.write(2, f"Error: an input file shrank while it was being read (SIGBUS: another process truncated "
+                    f"or replaced it); {done}\n".encode())
+    except OSError:
+        pass
+    os._exit(1)
 
 
 def installed() -> bool:

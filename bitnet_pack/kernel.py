@@ -45,6 +45,7 @@ from .kernel_formats import RowOrder, byte_problems, count_run, reference_codes,
 from .layouts import Layout, get_layout
 from .ternary import TernaryWeight
 from .ternary import quantize_activations as _numpy_quantize
+from .ternary import stored_beta as checked_beta
 
 __all__ = ["BACKEND", "HALF_KINDS", "NonFiniteActivation", "PackedMatrix", "available_backends", "exact_half_bits",
            "half_matmul", "half_to_float32", "num_threads",
@@ -223,6 +224,8 @@ class PackedMatrix:
             flat = _flat_bytes(entry.name, data)
             _check_size(entry, flat, shape, _checked_tiling(entry, shape, tiling))
             beta = stored_beta(entry.spec.kernel, flat, shape)
+        if not (np.isfinite(beta) and beta > 0):  # as convert refuses it: NaN, Inf, 0 or < 0 next to codes
+            checked_beta(beta, lambda: bool(np.any(_codes_of(entry, data, shape, tiling))), layout=entry.name)
         return cls(entry.name, data, shape, np.float32(beta), tiling)
 
     def codes(self) -> np.ndarray:
@@ -248,6 +251,14 @@ def _checked_tiling(layout: Layout, shape: tuple[int, int], tiling: Tiling | Non
         return tiling
     layout.check_shape(shape)
     return None
+
+
+def _codes_of(entry: Layout, data: np.ndarray, shape: tuple[int, int], tiling: Tiling | None) -> np.ndarray:
+    """The codes of stored bytes (only to tell an all-zero tensor from one with codes)."""
+    flat, shape = _flat_bytes(entry.name, data), tuple(int(d) for d in shape)
+    if entry.spec.kernel == "generic":
+        return entry.decode(flat, shape).codes
+    return reference_codes(entry.spec.kernel, flat, shape, _checked_tiling(entry, shape, tiling))
 
 
 def _flat_bytes(layout: str, data: np.ndarray) -> np.ndarray:

@@ -256,11 +256,17 @@ def choose_config(kind: str, shapes: Iterable[tuple[int, int]]) -> KernelConfig:
 # --- the ini file ----------------------------------------------------------------------------
 
 _KEYS = ("m", "k", "bm", "bk", "bmm")
+MAX_INI_BYTES = 1 << 20  # a few hundred bytes per tiling
 
 
 def read_kernel_config(path: str | os.PathLike, kind: str | None = None) -> KernelConfig:
     """Parse bitnet.cpp's kernel_config.ini. Keys are case-insensitive (as ConfigParser reads them);
     section names are free. With `kind`, every tiling is also checked against that kernel's rules."""
+    from .containers.sniff import require_regular
+
+    if require_regular(path) > MAX_INI_BYTES:
+        raise FormatError(f"{Path(path).stat().st_size} bytes is too large for a kernel config "
+                          f"(at most {MAX_INI_BYTES})", path=path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -270,7 +276,7 @@ def read_kernel_config(path: str | os.PathLike, kind: str | None = None) -> Kern
 
 def parse_kernel_config(text: str, source: object = "<string>", kind: str | None = None) -> KernelConfig:
     """`read_kernel_config` for ini text already in memory (e.g. our GGUF metadata key)."""
-    parser = configparser.ConfigParser()
+    parser = configparser.ConfigParser(interpolation=None)  # a '%' is a character, not a reference
     try:
         parser.read_string(text)
     except configparser.Error as exc:

@@ -11,6 +11,10 @@ def main() -> None:
     from . import interrupts
 
     interrupts.install()
+    import sys
+
+    if sys.stdout is None:  # started with stdout closed (`>&-`): results would vanish
+        _closed_stdout()
     import warnings
 
     warnings.showwarning = _one_line_warning
@@ -42,9 +46,19 @@ def _leave(code: object) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # AttributeError: a closed standard stream is None
             pass
     os._exit(code)
+
+
+def _closed_stdout() -> None:
+    import os
+
+    try:
+        os.write(2, b"Error: stdout is closed: results and --json output have nowhere to go\n")
+    except OSError:
+        pass
+    os._exit(1)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

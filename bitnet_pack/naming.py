@@ -102,7 +102,7 @@ def resolve_output(out: str | os.PathLike | None, outtype: str, model_id: str, t
                    directory: Path | None = None) -> Path:
     """OUT with its placeholder filled in, or the default name in `directory` (the cwd) or in
     the folder OUT names."""
-    if out is not None and not names_folder(os.fspath(out)):
+    if out is not None and not names_folder(os.fspath(out)) and not _gguf_into_folder(out, outtype):
         return Path(expand(os.fspath(out), outtype))
     folder = Path(os.fspath(out)) if out is not None else (directory or Path.cwd())
     return folder / default_name(model_id, total_params, outtype)
@@ -114,7 +114,15 @@ def model_id(source, checkpoint) -> str:
     if source.is_hub:
         return source.model_id
     name = checkpoint.file.get("general.name") if hasattr(checkpoint, "file") else None
-    return name if isinstance(name, str) and name.strip() else source.model_id
+    usable = isinstance(name, str) and name.strip() and name.isprintable() and not re.search(r"[/\\]", name)
+    return name if usable else source.model_id  # a NUL, a control character or a path is not a name
+
+
+def _gguf_into_folder(out: str | os.PathLike, outtype: str) -> bool:
+    """An existing directory given as OUT of a GGUF outtype: the default name goes inside it
+    (a GGUF is a file; a directory OUT of a transformers outtype is the checkpoint itself)."""
+    text = expand(os.fspath(out), outtype)
+    return default_is_gguf(outtype) and not text.endswith(".gguf") and Path(text).is_dir()
 
 
 def count_params(shapes: list[tuple[int, ...]]) -> int:

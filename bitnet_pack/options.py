@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, fields
+from fractions import Fraction
 from pathlib import Path
 
 from .errors import UsageError
@@ -63,18 +64,28 @@ def parse_size(text: str | int | None) -> int | None:
     """'2G' -> 2_000_000_000 (decimal units, as llama.cpp's --split-max-size); ints pass through."""
     if text is None or (isinstance(text, int) and not isinstance(text, bool) and text > 0):
         return text
-    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)B?\s*", str(text).upper())
-    if not match or int(match.group(1)) == 0:
-        raise UsageError(f"size {text!r} is not a positive number with an optional K/M/G/T suffix")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([KMGT])(I?))?B?\s*", str(text).upper())
+    size = 0 if not match else Fraction(match.group(1)) * (
+        _UNITS[match.group(2) or ""] if not match.group(3) else 1024 ** " KMGT".index(match.group(2)))
+    if size < 1:
+        raise UsageError(f"size {text!r} is not a positive number of bytes with an optional K/M/G/T suffix "
+                         "(decimal, e.g. 2G or 0.5GB) or KiB/MiB/GiB/TiB (binary, e.g. 500MiB)")
+    return int(size)
 
 
 @dataclass(frozen=True)
 class ReadOptions:
     """How to read a source: only GGUF sources use these."""
 
-    i2s_variant: str | None = None  # "x86" (128/32 blocks, official files), "arm" (64/16) or "1x4"
+    i2s_variant: str | None = None  # a layout entry's variant: "x86" (128/32 blocks, official files), "arm" (64/16) or "1x4"
     src_kernel_config: Path | None = None  # kernel_config.ini of a TL1/TL2 source
+
+    def __post_init__(self) -> None:
+        from .errors import UnknownLayout
+        from .layouts import variants
+
+        if self.i2s_variant is not None and self.i2s_variant not in variants():  # refused before any file opens
+            raise UnknownLayout(f"i2s_variant: unknown variant {self.i2s_variant!r}; known: {', '.join(variants())}")
 
     def checkpoint_kwargs(self) -> dict[str, object]:
         return {"i2s_variant": self.i2s_variant, "kernel_config": self.src_kernel_config}

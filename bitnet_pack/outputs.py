@@ -42,7 +42,7 @@ def check_output(final: Path, inputs: list[Path], force: bool) -> None:
         source = source.resolve()
         if target == source or source in target.parents or target in source.parents:
             raise OutputExists(f"output {final} would overwrite the input {source}")
-    if final.exists() and not force:
+    if os.path.lexists(final) and not force:  # a dangling symlink is something there too
         raise OutputExists(f"{final} exists: pass --force to replace it")
     if final.is_dir() and not final.is_symlink() and force and final.suffix == ".gguf":
         raise OutputExists(f"{final} is a directory; a GGUF output is a file")

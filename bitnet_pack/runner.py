@@ -1,6 +1,7 @@
 """A checkpoint loaded into the model with its tokenizer files, for verify and generate."""
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,9 +14,12 @@ from .errors import BitnetPackError, MissingFile, UsageError, VerificationMismat
 from .outputs import scratch_directory
 from .rounding import Plan, plan_of
 from .ternary import TernaryWeight
+from .validate import validate
 
 if TYPE_CHECKING:
     from .model import BitNetModel
+
+MAX_TOKEN_ID = 2**31  # ids are int32 in every runtime (and int64 in traces)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ def loaded(path: Path, numerics: str, **read_options: object) -> Iterator[Loaded
                          "pooled embeddings)")
 
     with about(path), open_checkpoint(path, **read_options) as source:
+        validate(source, source.entries())  # as convert: counts bounded by the file before any table
         model = model_of(source, numerics)
         with scratch_directory("bitnet-pack-tok-") as scratch:
             for name, data in source.aux_files.items():
@@ -105,6 +110,10 @@ def prompt_ids(ids: str | list[int] | None, prompt: str | None, tokenizer_json: 
                 raise UsageError(f"--ids must be comma-separated integers, got {ids!r}") from None
         if not ids:
             raise UsageError("--ids is empty")
+        bad = next((i for i in ids if isinstance(i, bool) or not isinstance(i, numbers.Integral)
+                    or not 0 <= int(i) < MAX_TOKEN_ID), None)
+        if bad is not None:
+            raise UsageError(f"--ids holds {bad!r}: token ids are integers in [0, {MAX_TOKEN_ID})")
         return [int(i) for i in ids]
     if not tokenizer_json.is_file():
         raise MissingFile("no tokenizer.json to encode --prompt with: pass --ids instead", path=tokenizer_json.parent)

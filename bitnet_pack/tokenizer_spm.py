@@ -181,9 +181,17 @@ def spm_merges(vocab: dict[str, int]) -> list[list[str]]:
     """Every split of a piece into two pieces, ordered by the piece's id, then by the
     length of the left part: the rule transformers uses when it converts a SentencePiece
     BPE model, so the rebuilt file merges exactly as the one LlamaTokenizer wrote."""
+    lengths = sorted({len(piece) for piece in vocab} - {0})
+    present = set(lengths)
     found = []
     for piece, index in vocab.items():
-        for cut in range(1, len(piece)):
+        # only cuts where both parts have the length of some piece: linear in a long piece's
+        # length, not quadratic (a 1 MB token would otherwise slice for minutes)
+        for cut in lengths:
+            if cut >= len(piece):
+                break
+            if len(piece) - cut not in present:
+                continue
             left, right = piece[:cut], piece[cut:]
             if left in vocab and right in vocab:
                 found.append((index, cut, left, right))

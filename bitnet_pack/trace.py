@@ -29,12 +29,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import __version__
+from .containers.sniff import require_regular
 from .errors import FormatError, MissingFile
 from .outputs import check_output
 from .verify import Progress, VerifyReport, check_atol, check_vocab, compare_rows, decode_rows, kernels_of
 
 if TYPE_CHECKING:  # annotations only: loading the model module loads the kernel
     from .model import BitNetModel
+
+MAX_INFLATION = 16
 
 __all__ = ["Trace", "load_trace", "record", "save_trace", "verify_trace"]
 
@@ -84,17 +87,38 @@ def save_trace(trace: Trace, path: str | Path, *, force: bool = False, inputs: l
 def load_trace(path: str | Path) -> Trace:
     """The trace in `path`, checked; FormatError naming the file and the first problem."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise MissingFile("trace file not found", path=path)
+    size = require_regular(path)
     with open(path, "rb") as handle:
         if handle.read(4) not in ZIP_MAGICS:  # np.load would try a pickle, or a lone .npy array
             raise FormatError("not a trace: not an .npz (zip) archive", path=path)
+    check_members(path, size)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as exc:
         raise FormatError(f"not a readable .npz trace ({type(exc).__name__}: {exc})", path=path) from None
     return _checked(arrays, path)
+
+
+def check_members(path: Path, size: int) -> None:
+    """Every member a `.npy` array, and all of them together at most MAX_INFLATION times the
+    file (logits barely compress): a small zip that inflates to gigabytes is refused unread."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            for info in members:
+                with archive.open(info) as member:
+                    if not info.filename.endswith(".npy") or member.read(6) != b"\x93NUMPY":
+                        raise FormatError(f"not a trace: member {info.filename!r} is not an .npy array",
+                                          path=path)
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, NotImplementedError) as exc:
+        raise FormatError(f"not a readable .npz trace ({type(exc).__name__}: {exc})", path=path) from None
+    inflated = sum(info.file_size for info in members)
+    if inflated > MAX_INFLATION * size + (1 << 20):
+        raise FormatError(f"not a trace: {size} bytes inflate to {inflated} (more than {MAX_INFLATION}x)",
+                          path=path)
 
 
 def _checked(arrays: dict[str, np.ndarray], path: Path) -> Trace:

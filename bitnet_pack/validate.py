@@ -48,8 +48,22 @@ def check_hyperparameters(config: Mapping, family: Family, *, where: object = No
     theta = config.get("rope_theta", (config.get("rope_parameters") or {}).get("rope_theta", 10000.0))
     _positive_float32(theta, "rope_theta", origin, where)
     _positive_float32(config.get("rms_norm_eps", 1e-5), "rms_norm_eps", origin, where)
+    check_rope(config, where=where, origin=origin)
+
+
+def check_rope(config: Mapping, *, where: object = None, origin: str = "config.json") -> None:
+    """Unscaled RoPE only (no runtime path here applies scaling; dropping it would change the model)."""
     _check_rope_scaling(config.get("rope_scaling"), origin, where)
     _check_rope_scaling(config.get("rope_parameters"), origin, where)  # transformers 5 keeps scaling here
+
+
+def check_layer_count(config: Mapping, tensors: int, *, where: object = None, origin: str = "config.json") -> None:
+    """num_hidden_layers bounded by the tensors the file holds, before any per-layer table is built."""
+    layers = config["num_hidden_layers"]
+    if layers > tensors:
+        key = "block_count" if origin == "GGUF metadata" else "num_hidden_layers"
+        raise MissingTensor(f"{origin} {key} {layers}, but the file holds only {tensors} "
+                            "tensors (each layer needs several)", path=where)
 
 
 def check_sizes(config: Mapping, *, where: object = None, origin: str = "config.json") -> None:
@@ -108,6 +122,7 @@ def check_tensors(family: Family, config: Mapping, entries: list, *, where: obje
 
     if not entries:
         raise MissingTensor("holds no tensors", path=where)
+    check_layer_count(config, len(entries), where=where, origin=origin)
     expected = family.tensor_shapes(dict(config))
     for entry in entries:
         shape = expected.get(entry.name)

@@ -321,4 +321,11 @@ def _container_cases() -> dict[str, Hostile]:
     return cases
 
 
-CASES: dict[str, Hostile] = _class_cases() | _container_cases()
+def _issue18_cases() -> dict[str, Hostile]:
+    from hostile_issue18 import cases
+
+    return cases(Hostile, convert_of, command_on, fixture_master, gguf_with, kv_set, only, set_bits, i2s_beta,
+                 converted)
+
+
+CASES: dict[str, Hostile] = _class_cases() | _container_cases() | _issue18_cases()

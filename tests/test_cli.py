@@ -217,9 +217,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, out_name: st
     plan = json.loads(result.stdout)
     assert plan["output"] == str(tmp_path / out_name) and plan["exists"] is False
     assert len(plan["tensors"]) == (24 if outtype != "hf-packed" else 38)
-    assert plan["total_bytes"] == sum(t["nbytes"] for t in plan["tensors"]) > 0
+    assert plan["bytes_written"] == sum(t["nbytes"] for t in plan["tensors"]) > 0
     if outtype != "hf-packed":
-        assert {t["kind"] for t in plan["tensors"]} >= {outtype.upper(), "F32"}
+        assert {t["dtype"] for t in plan["tensors"]} >= {outtype.upper(), "F32"}
     assert list(tmp_path.iterdir()) == []
     text = cli("convert", FIXTURE, "--outtype", outtype, "--dry-run", cwd=tmp_path)
     assert "dry run: nothing written" in text.stdout and "Tiny-Bitnet-1.7M-" in text.stdout
@@ -277,7 +277,7 @@ def test_inspect_raw_lists_the_files_own_view(tmp_path: Path) -> None:
     assert raw_st["files"][0]["metadata"] == {"format": "pt"}
     assert {t["name"]: (t["dtype"], t["offset"], t["nbytes"]) for t in raw_st["files"][0]["tensors"]} == {
         n: (i.dtype, i.begin, i.nbytes) for n, i in st_file.tensors.items()}
-    checkpoint_view = json.loads(cli("inspect", gguf_path, "--json").stdout)
+    checkpoint_view = json.loads(cli("inspect", gguf_path, "--json", "--hf-names").stdout)
     assert checkpoint_view["layout"] == "tl2" and checkpoint_view["tensors"][1]["name"].startswith("model.")
 
 

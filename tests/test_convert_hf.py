@@ -142,7 +142,7 @@ def test_dry_run_writes_nothing(tiny_a: Path, tmp_path: Path) -> None:
                        "--dry-run", "--json")
     assert code == 0 and not (tmp_path / "dry").exists()
     plan = json.loads(out)
-    assert plan["total_bytes"] == (tiny_a / "tiny-a-packed" / "model.safetensors").stat().st_size - 8 - 3976
+    assert plan["bytes_written"] == (tiny_a / "tiny-a-packed" / "model.safetensors").stat().st_size - 8 - 3976
     assert len(plan["tensors"]) == 38
 
 

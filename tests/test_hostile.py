@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -29,6 +31,8 @@ from bitnet_pack.errors import OutputExists
 from bitnet_pack.layouts import layout_names
 from bitnet_pack.sinks.factory import make_sink
 from bitnet_pack.ternary import ZERO_BETA
+
+CASE_SECONDS, CASE_BYTES = 30, 256 << 20  # the tiny fixture needs a few MB and well under a second
 
 
 def run(*args: object, cwd: Path | None = None) -> tuple[int, str, str]:
@@ -70,7 +74,15 @@ def test_hostile_case(tmp_path: Path, name: str) -> None:
     out.mkdir()
     args = case.build(inputs, out)
     before_in, before_out = snapshot(inputs), snapshot(out)
-    code, _, stderr = run(*args)
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        code, _, stderr = run(*args)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - started < CASE_SECONDS, name  # no bomb runs on
+    assert peak < CASE_BYTES, (name, peak)  # and none grows: numpy's buffers are traced too
     assert code == case.code, stderr
     line = one_error_line(stderr)
     for fragment in case.message:
@@ -269,7 +281,12 @@ def test_convert_dot_names_the_model_after_the_folder(tmp_path: Path) -> None:
 
 def test_the_hostile_table_covers_every_class() -> None:
     prefixes = ("master_", "gguf_beta", "packed_scale", "output_exists", "tl2_", "outtype_", "nested_", "config_",
-                "eps_", "inspect_zero", "zero_element", "verify_", "vocab_", "file_st_", "file_gguf_", "gguf_inspect_")
+                "eps_", "inspect_zero", "zero_element", "verify_", "vocab_", "file_st_", "file_gguf_", "gguf_inspect_",
+                # issue 18: paths, costs, FIFOs, exit-0 acceptances, internal errors, habits
+                "index_shard_", "revision_", "hub_id_", "config_layers_huge", "gguf_block_count", "trace_npz_bomb",
+                "fifo_", "kernel_config_", "gguf_rope_scaling", "packed_linear_class", "packed_scale_integer",
+                "master_nan_", "gguf_tokens_", "verify_i2s_beta", "generate_i2s_beta", "config_architectures",
+                "verify_ids_", "i2s_variant_contradicts")
     for prefix in prefixes:
         assert any(name.startswith(prefix) for name in CASES), prefix
-    assert len(CASES) >= 80
+    assert len(CASES) >= 120

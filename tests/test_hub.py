@@ -208,12 +208,14 @@ class StandInHub(BaseHTTPRequestHandler):
 
     received: dict[str, bytes] = {}
     requests: list[tuple[str, str, str]] = []
+    created: list[dict] = []
 
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.requests.append(("POST", self.path, self.headers.get("Authorization", "")))
         if self.path == "/api/repos/create":
             name = json.loads(body)
+            self.created.append(name)
             return self._json({"url": f"http://{self.headers['Host']}/{name['organization']}/{name['name']}"})
         if "/preupload/" in self.path:
             files = json.loads(body)["files"]
@@ -248,7 +250,7 @@ class StandInHub(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def stand_in_hub():
-    StandInHub.received, StandInHub.requests = {}, []
+    StandInHub.received, StandInHub.requests, StandInHub.created = {}, [], []
     server = ThreadingHTTPServer(("127.0.0.1", 0), StandInHub)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -279,3 +281,17 @@ def test_push_to_hub_is_refused_offline_before_any_work(tmp_path: Path) -> None:
     result = cli("convert", FIXTURE, out, "--outtype", "hf-packed", "--push-to-hub", "org/x")
     assert result.returncode == 2 and "HF_HUB_OFFLINE" in error_line(result)
     assert not out.exists()
+
+
+def test_push_to_hub_takes_hf_habits_private_commit_message_token(stand_in_hub: str, tmp_path: Path) -> None:
+    env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": stand_in_hub, "HF_HOME": str(tmp_path / "home")}
+    result = cli("convert", FIXTURE, tmp_path / "m.gguf", "--outtype", "i2_s", "--push-to-hub", "org/pushed",
+                 "--private", "--commit-message", "my message", "--token", TOKEN, env=env)
+    assert result.returncode == 0, result.stderr
+    created = StandInHub.created[0]
+    assert created.get("visibility") == "private" or created.get("private") is True, created
+    asked = [auth for method, path, auth in StandInHub.requests if method == "POST" or "whoami" in path]
+    assert len(asked) >= 3 and set(asked) == {f"Bearer {TOKEN}"}, StandInHub.requests
+    assert TOKEN not in result.stdout + result.stderr
+    lone = cli("convert", FIXTURE, tmp_path / "n.gguf", "--outtype", "i2_s", "--private")
+    assert lone.returncode == 2 and "push_to_hub" in error_line(lone)

@@ -12,7 +12,7 @@ from bitnet_pack import kernel, verify
 from bitnet_pack.checkpoints import load_weights
 from bitnet_pack.cli import main
 from bitnet_pack.containers.gguf import GGUFFile
-from bitnet_pack.errors import FormatError, NotTernary, ShapeError
+from bitnet_pack.errors import FormatError, NotTernary, ShapeError, UsageError
 from bitnet_pack.layouts import get_layout
 from bitnet_pack.layouts.i2s_1x4 import WRITE_NOTE
 from bitnet_pack.ternary import TernaryWeight
@@ -122,8 +122,13 @@ def _suffix(gguf_name: str) -> str:
 
 def test_the_variant_option_reads_a_file_without_our_key(tiny_a: Path, tmp_path: Path) -> None:
     """A 1x4 file from bitnet.cpp itself has no bitnet_pack.layout: only --i2s-variant tells."""
-    ours = tmp_path / "w.gguf"
-    _convert(tiny_a / "tiny-a-i2_s.gguf", ours, "--outtype", "i2_s_1x4")
+    from hostile_cases import rewrite_gguf
+
+    recorded = tmp_path / "recorded.gguf"
+    _convert(tiny_a / "tiny-a-i2_s.gguf", recorded, "--outtype", "i2_s_1x4")
+    with pytest.raises(UsageError, match="records its layout as i2_s_1x4"):  # our key says it: never overridden
+        load_weights(recorded, i2s_variant="x86")
+    ours = rewrite_gguf(recorded, tmp_path / "w.gguf", kv=lambda kvs: kvs.pop("bitnet_pack.layout"))
     _, want = load_weights(tiny_a / "tiny-a-i2_s.gguf")
     _, told = load_weights(ours, i2s_variant="1x4")
     _, misread = load_weights(ours, i2s_variant="x86")

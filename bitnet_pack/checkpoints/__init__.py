@@ -16,7 +16,7 @@ import numpy as np
 from .. import fastpath
 from ..arch import Family, family_of_config, is_projection
 from ..dtypes import bf16_to_f32, f32_to_stored
-from ..errors import BitnetPackError, MissingFile, UsageError
+from ..errors import BitnetPackError, MissingFile, NonFiniteWeight, UsageError
 from ..kernel_config import Tiling
 from ..ternary import TernaryWeight
 from ..validate import check_sizes
@@ -28,6 +28,9 @@ AUX_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "g
 
 __all__ = ["Checkpoint", "Entry", "Tensor", "is_projection", "check_architecture", "open_checkpoint",
            "load_weights", "read_weights", "read_aux_files"]
+
+
+_EXPONENT_BITS = {"BF16": np.uint16(0x7F80), "F16": np.uint16(0x7C00)}  # all ones: Inf or NaN
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +45,22 @@ class Tensor:
         if self.dtype == "BF16":
             return bf16_to_f32(self.data)
         return np.asarray(self.data, dtype=np.float32)
+
+    def check_finite(self, *, tensor: str | None = None, path: object = None) -> Tensor:
+        """Self, or NonFiniteWeight naming how many NaN/Inf values it holds (an embedding or a
+        norm weight with them computes NaN logits in every runtime). Read in row slices."""
+        bad = size = 0
+        for chunk in self.row_chunks():
+            part, size = chunk.data.reshape(-1), size + chunk.data.size
+            if chunk.dtype in _EXPONENT_BITS:
+                mask = _EXPONENT_BITS[chunk.dtype]
+                bad += int(np.count_nonzero((part.view(mask.dtype) & mask) == mask))
+            else:
+                bad += int(part.size - np.count_nonzero(np.isfinite(part)))
+        if bad:
+            raise NonFiniteWeight(f"{bad} NaN/Inf values of {size} in a {self.dtype} tensor", path=path,
+                                  tensor=tensor)
+        return self
 
     def converted(self, type_name: str) -> tuple[np.ndarray, int]:
         """The data as `type_name` storage ("BF16", "F16", "F32"), and how many values did not
@@ -210,5 +229,7 @@ def read_weights(checkpoint: Checkpoint, *, stored: bool = False) -> Weights:
     for entry in checkpoint.entries():
         packed = checkpoint.stored(entry) if stored and entry.kind == "linear" else None
         value = packed if packed is not None else entry.load()
+        if isinstance(value, Tensor):
+            value.check_finite(tensor=entry.name, path=checkpoint.path)
         weights[entry.name] = value.f32() if isinstance(value, Tensor) and not stored else value
     return weights

@@ -29,9 +29,17 @@ from gguf import GGMLQuantizationType, quants
 from .. import fastpath
 from ..arch import family_of_gguf
 from ..containers.gguf import GGUFFile
-from ..errors import BitnetPackError, FormatError, MissingFile, NonFiniteWeight, NotTernary, UnknownTensorType
+from ..errors import (
+    BitnetPackError,
+    FormatError,
+    MissingFile,
+    NonFiniteWeight,
+    NotTernary,
+    UnknownTensorType,
+    UsageError,
+)
 from ..ggml_types import table_label
-from ..gguf_meta import config_from_kvs
+from ..gguf_meta import check_tokenizer_kvs, config_from_kvs
 from ..kernel_config import KernelConfig, parse_kernel_config, read_kernel_config, sibling_path
 from ..layouts import Layout, layout_of_type, layouts_of_type
 from ..ternary import ZERO_BETA, TernaryWeight, check_ternary
@@ -60,6 +68,7 @@ class GGUFCheckpoint(Checkpoint):
         self.file = GGUFFile(self.path, flavour=flavour)
         arch = self.file.architecture or ""
         try:
+            check_tokenizer_kvs(self.file.kv)
             self.family = family_of_gguf(arch, self.file.get)
             self.config = config_from_kvs(self.file.get, arch, has_output="output.weight" in self.file.tensors)
         except BitnetPackError as exc:
@@ -70,6 +79,7 @@ class GGUFCheckpoint(Checkpoint):
                       f"read GGUF arch {arch!r} with {table_label(self.types_flavour).removesuffix(' llama.cpp')} type ids"]
         self.notes += self._lossy_float_notes()
         self.variant = i2s_variant
+        self._check_variant(i2s_variant)
         self.kernel_config = self._kernel_config(kernel_config)
         self.layout = self._projection_layout()
 
@@ -83,6 +93,25 @@ class GGUFCheckpoint(Checkpoint):
         return [f"{name} is {type_name} in the file: read through gguf-py's {type_name} dequantizer as F32, "
                 "the values the runtime uses; the original floats were rounded when the file was made (lossy)"
                 for name, type_name in lossy]
+
+    def _check_variant(self, variant: str | None) -> None:
+        """A file that records its layout (`bitnet_pack.layout`) is read as it says: a read
+        variant naming another layout of the same GGUF type is refused, not a silent rescramble;
+        for a file that records none, the choice is said in a note."""
+        if variant is None:
+            return
+        recorded = self.file.get("bitnet_pack.layout")
+        for type_name in sorted({info.type_name for info in self.file.tensors.values()}):
+            sharing = layouts_of_type(type_name)
+            if len(sharing) < 2:
+                continue
+            wanted = layout_of_type(type_name, variant=variant)
+            if recorded in {lay.name for lay in sharing} and recorded != wanted.name:
+                raise UsageError(f"--i2s-variant {variant}: the file records its layout as {recorded} "
+                                 "(bitnet_pack.layout); reading it as the other variant scrambles the codes")
+            if recorded is None:
+                self.notes.append(f"read the {type_name} blocks as {wanted.name} because --i2s-variant says so: "
+                                  "the file does not record its variant")
 
     def _kernel_config(self, path: Path | None) -> KernelConfig | None:
         """The TL tilings: the given file, else our metadata, else the sibling

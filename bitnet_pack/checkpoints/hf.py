@@ -67,6 +67,9 @@ class HFCheckpoint(Checkpoint):
         self.kind = "hf-packed" if packed else "bf16-master"
         self.layout = "hf" if packed else "bf16"
         self.linear_class = qc.get("linear_class", "bitlinear")
+        if packed and self.linear_class not in ("bitlinear", "autobitlinear"):  # it decides beta or 1/beta
+            raise HeaderInvalid(f"config.json quantization_config linear_class {self.linear_class!r} is not "
+                                "'bitlinear' (weight_scale = 1/beta) or 'autobitlinear' (beta)", path=self.path)
         if packed and self.linear_class == "bitlinear":
             self.notes.append("read linear_class 'bitlinear': weight_scale holds 1/beta (divided)")
         elif packed:
@@ -99,6 +102,9 @@ class HFCheckpoint(Checkpoint):
         scale = name + "_scale"
         if scale not in self.files.where:
             raise MissingFile(f"packed projection has no {scale!r}", path=self.path, tensor=name)
+        if self.files.info(scale).dtype not in FLOAT_DTYPES:
+            raise UnknownTensorType(f"weight_scale is {self.files.info(scale).dtype}, not a float dtype "
+                                    f"({', '.join(FLOAT_DTYPES)})", path=self.path, tensor=scale)
         shape = self._packed_shape(name, info)
         return Entry(name, shape, "linear", info.dtype, info.nbytes + self.files.info(scale).nbytes,
                      lambda: self._load_packed(name, shape))
@@ -167,8 +173,8 @@ def _recorded_betas(metadata: dict[str, str]) -> dict[str, np.float32]:
     try:
         table = json.loads(metadata[BETAS_KEY])
         return {name: np.uint32(int(bits, 16)).view(np.float32) for name, bits in table.items()}
-    except (ValueError, TypeError, AttributeError):
-        return {}
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError):
+        return {}  # not ours, or edited: the betas are computed from the weights
 
 
 def master_value(codes: np.ndarray, beta: np.float32) -> np.float32:

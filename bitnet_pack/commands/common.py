@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -12,11 +13,26 @@ from ..options import parse_size
 from ..progress import is_quiet
 from ..runner import about
 
-__all__ = ["about", "emit_json", "examples", "note", "parse_size", "resolve", "source_bytes"]
+# SRC/OUT: a path (completed as one by the shell) or a hub repo id; the value stays the text given
+PATH_OR_REPO = click.Path(dir_okay=True, file_okay=True)
+
+__all__ = ["PATH_OR_REPO", "about", "emit_json", "examples", "note", "parse_size", "resolve", "source_bytes"]
 
 
 def emit_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    """Strict JSON (RFC 8259): a NaN or Inf value (a crafted file's metadata) becomes the
+    string "NaN", "Infinity" or "-Infinity", never the bare tokens json parsers refuse."""
+    click.echo(json.dumps(_strict(data), indent=2, default=str, allow_nan=False))
+
+
+def _strict(value: object) -> object:
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    return value
 
 
 def note(message: str) -> None:

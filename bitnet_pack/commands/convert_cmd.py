@@ -6,12 +6,35 @@ from pathlib import Path
 import click
 
 from ..api import ConvertReport, convert
+from ..errors import UsageError
 from ..layouts import variants
 from ..progress import bars, bars_wanted
-from ..sinks.factory import outtype_spellings
-from .common import emit_json, examples, note
+from ..sinks.factory import canonical_outtype, outtype_spellings
+from .common import PATH_OR_REPO, emit_json, examples, note
+from .schema import convert_json
 
 INI = click.Path(path_type=Path, dir_okay=False)
+
+
+class Outtype(click.ParamType):
+    """An outtype in any spelling the layouts take (TQ2_0, tq2-0, hf), or `auto`."""
+
+    name = "outtype"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from ..errors import UsageError
+
+        if str(value).lower() == "auto":
+            return "auto"
+        try:
+            return canonical_outtype(str(value))
+        except UsageError:
+            self.fail(f"{value!r} is not one of {', '.join(map(repr, outtype_spellings()))} or 'auto'", param, ctx)
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(n) for n in (*outtype_spellings(), "auto") if n.startswith(incomplete.lower())]
 
 
 @click.command("convert", epilog=examples(
@@ -19,16 +42,21 @@ INI = click.Path(path_type=Path, dir_okay=False)
     "bitnet-pack convert ggml-model-i2_s.gguf ./packed --outtype hf-packed --scale-dtype f32",
     "bitnet-pack convert ./packed 'model-{ftype}.gguf' --outtype tq2_0 --dry-run",
     "bitnet-pack convert org/name . --outtype tl2     # default name, in the current directory"))
-@click.argument("src")
-@click.argument("out", required=False)
-@click.option("--outtype", required=True, type=click.Choice(outtype_spellings(), case_sensitive=False),
-              help="Layout of the projections in OUT (hf is hf-packed).")
+@click.argument("src", type=PATH_OR_REPO)
+@click.argument("out", required=False, type=PATH_OR_REPO)
+@click.option("--outfile", default=None, type=PATH_OR_REPO, help="OUT as an option (llama.cpp's spelling).")
+@click.option("--outtype", required=True, type=Outtype(),
+              help="Layout of the projections in OUT (hf is hf-packed; tq2-0 is tq2_0; auto: i2_s for a GGUF "
+                   "OUT, hf-packed for a directory).")
 @click.option("--revision", default=None, help="Branch, tag or commit of a hub SRC (default: main).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (tensors, layouts, sizes); write nothing.")
 @click.option("--push-to-hub", "push_repo", default=None, metavar="REPO",
               help="Upload OUT to this hub repo (created if needed) once complete; HF_TOKEN and the endpoint "
                    "are checked before converting.")
+@click.option("--private", is_flag=True, help="[--push-to-hub] Create the repo private (default: public).")
+@click.option("--commit-message", default=None, help="[--push-to-hub] The upload's commit message.")
+@click.option("--token", default=None, help="[--push-to-hub] Hub token (default: HF_TOKEN, or `hf auth login`'s).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @click.option("--i2s-variant", type=click.Choice(variants()), default=None,
               help="[I2_S GGUF SRC] Read its blocks as x86 (128/32, official files), arm (64/16) or 1x4 "
@@ -42,13 +70,15 @@ INI = click.Path(path_type=Path, dir_okay=False)
 @click.option("--arch", default=None, help="[GGUF OUT] Architecture name (bitnet.cpp: bitnet-b1.58 or bitnet-25).")
 @click.option("--type-ids", type=click.Choice(["2025", "2026"]), default=None,
               help="[GGUF OUT] bitnet.cpp type-id generation: TL2 is 39 up to mid-2025 (default), 42 after.")
-@click.option("--embedding-type", type=click.Choice(["f16", "bf16", "f32", "q8_0", "q6_k", "q5_k", "q4_k"]),
+@click.option("--embedding-type", type=click.Choice(["f16", "bf16", "f32", "q8_0", "q6_k", "q5_k", "q4_k"],
+                                                  case_sensitive=False),
               default=None,
               help="[GGUF OUT] Type of token_embd, and of output for untied models (default: the outtype's for "
                    "f32/f16/bf16, as convert_hf_to_gguf.py; else f16, as llama-quantize; bf16 or f32 keep a bf16 "
                    "master's embedding exactly; q8_0/q6_k/q5_k/q4_k quantize it byte for byte as llama-quantize "
                    "--token-embedding-type does, e.g. q6_k as bitnet.cpp recommends).")
-@click.option("--output-type", type=click.Choice(["f16", "bf16", "f32", "q8_0", "q6_k", "q5_k", "q4_k"]),
+@click.option("--output-type", type=click.Choice(["f16", "bf16", "f32", "q8_0", "q6_k", "q5_k", "q4_k"],
+                                                  case_sensitive=False),
               default=None,
               help="[GGUF OUT] Type of output for untied models when it should differ from --embedding-type "
                    "(llama-quantize's --output-tensor-type).")
@@ -58,6 +88,9 @@ INI = click.Path(path_type=Path, dir_okay=False)
                    "the tilings used are written beside OUT as <stem>.kernel_config.ini.")
 @click.option("--max-shard-size", default=None, metavar="SIZE",
               help="[directory OUT] Shard the safetensors (e.g. 2G, 500M; decimal units).")
+@click.option("--split-max-size", default=None, metavar="SIZE",
+              help="[GGUF OUT] Write OUT in parts of at most SIZE bytes of tensors, as llama.cpp's gguf-split "
+                   "(OUT-00001-of-0000N.gguf; e.g. 2G, 500MiB).")
 @click.option("--scale-dtype", type=click.Choice(["bf16", "f32"]), default=None,
               help="[hf-packed OUT] dtype of weight_scale: bf16 (default, as transformers) rounds fp32 betas; "
                    "f32 keeps them exactly and transformers loads it.")
@@ -70,8 +103,9 @@ INI = click.Path(path_type=Path, dir_okay=False)
                    "bitnet.cpp's converter, which rounds Gemma3's 1+w) or f32 (every value kept).")
 @click.option("--kernel-config", type=INI, default=None,
               help="Old spelling: --src-kernel-config when SRC is TL1/TL2, --out-kernel-config when OUT is.")
-def command(src: str, out: str | None, outtype: str, revision: str | None, force: bool, dry_run: bool,
-            push_repo: str | None, as_json: bool, **options: object) -> None:
+def command(src: str, out: str | None, outfile: str | None, outtype: str, revision: str | None, force: bool,
+            dry_run: bool, push_repo: str | None, private: bool, commit_message: str | None, token: str | None,
+            as_json: bool, split_max_size: str | None, **options: object) -> None:
     """Convert SRC into OUT with --outtype.
 
     SRC is a checkpoint directory, a .gguf or .safetensors file, or a hub repo id
@@ -84,20 +118,21 @@ def command(src: str, out: str | None, outtype: str, revision: str | None, force
     directory). Options marked [...] apply to that kind of SRC or OUT only; given
     elsewhere they are a usage error (exit 2).
     """
+    if outfile is not None and out is not None:
+        raise UsageError(f"OUT is given twice: {out} and --outfile {outfile}")
+    out = outfile if out is None else out
+    if outtype == "auto":  # bitnet.cpp's default quantization for a GGUF, transformers' packed form otherwise
+        outtype = "hf-packed" if out is not None and _names_directory(out) else "i2_s"
     report = convert(src, out, outtype=outtype, revision=revision, force=force, dry_run=dry_run,
-                     push_to_hub=push_repo, progress=bars(bars_wanted(as_json)), **options)
+                     push_to_hub=push_repo, progress=bars(bars_wanted(as_json)), private=private,
+                     commit_message=commit_message, token=token, split_max_size=split_max_size, **options)
     for message in report.notes:
         note(message)
     if dry_run:
         _print_plan(report, push_repo, as_json)
         return
-    summary = {"output": str(report.output), "outtype": report.outtype, "source": report.source_kind,
-               "source_ref": report.hub_source, "tensors": report.tensors,
-               "bytes_read": report.bytes_read, "bytes_written": report.bytes_written}
-    if report.pushed is not None:
-        summary["pushed"] = report.pushed
     if as_json:
-        emit_json(summary)
+        emit_json(convert_json(report, push_repo))
         return
     click.echo(f"wrote {report.output} ({report.outtype}): {report.tensors} tensors, "
                f"{report.bytes_read / 1e6:.2f} MB read, {report.bytes_written / 1e6:.2f} MB written")
@@ -105,12 +140,16 @@ def command(src: str, out: str | None, outtype: str, revision: str | None, force
         click.echo(f"pushed to {report.pushed}")
 
 
+def _names_directory(out: str) -> bool:
+    from ..naming import names_folder
+
+    return not out.endswith(".gguf") and not names_folder(out) and not Path(out).is_dir()
+
+
 def _print_plan(report: ConvertReport, push_repo: str | None, as_json: bool) -> None:
     planned, output = report.planned, report.output
     if as_json:
-        emit_json({"output": str(output), "exists": output.exists(), "push_to_hub": push_repo,
-                   "tensors": [vars(p) | {"shape": list(p.shape)} for p in planned],
-                   "total_bytes": report.bytes_written})
+        emit_json(convert_json(report, push_repo))
         return
     width = max(len(p.name) for p in planned)
     for p in planned:

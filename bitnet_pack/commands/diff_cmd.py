@@ -10,14 +10,14 @@ from .. import api
 from ..diff import TensorDiff, WeightDiff
 from ..errors import VerificationMismatch
 from ..progress import bars_wanted, byte_progress
-from .common import emit_json, examples, resolve, revisions
+from .common import PATH_OR_REPO, emit_json, examples, resolve, revisions
 
 
 @click.command("diff", epilog=examples(
     "bitnet-pack diff ./packed out.gguf",
     "bitnet-pack diff org/name ./packed --revision-a v1 --json"))
-@click.argument("a")
-@click.argument("b")
+@click.argument("a", type=PATH_OR_REPO)
+@click.argument("b", type=PATH_OR_REPO)
 @click.option("--revision", default=None, help="Branch, tag or commit of every hub repo id among A and B.")
 @click.option("--revision-a", default=None, help="Branch, tag or commit of A (overrides --revision).")
 @click.option("--revision-b", default=None, help="Branch, tag or commit of B (overrides --revision).")

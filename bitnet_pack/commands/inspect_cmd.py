@@ -9,8 +9,9 @@ import click
 from ..api import inspect
 from ..inspection import Inspection, describe_raw
 from ..layouts import variants
-from ..progress import bars, bars_wanted
-from .common import about, emit_json, examples, note, resolve
+from ..progress import bars, bars_wanted, is_quiet
+from .common import PATH_OR_REPO, about, emit_json, examples, note, resolve
+from .schema import inspect_json
 
 TEXT_SHOWN = 120
 
@@ -19,7 +20,7 @@ TEXT_SHOWN = 120
     "bitnet-pack inspect out.gguf",
     "bitnet-pack inspect ggml-model-tl2.gguf --json     # finds ggml-model-tl2.kernel_config.ini",
     "bitnet-pack inspect ./packed --raw"))
-@click.argument("src")
+@click.argument("src", type=PATH_OR_REPO)
 @click.option("--revision", default=None, help="Branch, tag or commit of a hub SRC (default: main).")
 @click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="kernel_config.ini of a TL1/TL2 SRC (default: its metadata, else <stem>.kernel_config.ini "
@@ -28,9 +29,11 @@ TEXT_SHOWN = 120
               help="Read an I2_S SRC's blocks as x86 (128/32), arm (64/16) or 1x4 (four rows per byte).")
 @click.option("--raw", is_flag=True, help="The file's own view: stored tensor names, types (bitnet.cpp ids "
               "included), offsets and sizes; GGUF key-values too.")
+@click.option("--hf-names", is_flag=True, help="Name a GGUF's tensors as transformers does (default: the "
+              "file's own GGUF names).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def command(src: str, revision: str | None, kernel_config: Path | None, i2s_variant: str | None, raw: bool,
-            as_json: bool) -> None:
+            hf_names: bool, as_json: bool) -> None:
     """Show every tensor of SRC: name, dtype, shape, layout, beta and the share of -1/0/+1.
 
     SRC is a checkpoint directory, a .gguf or .safetensors file, or a hub repo id.
@@ -42,9 +45,9 @@ def command(src: str, revision: str | None, kernel_config: Path | None, i2s_vari
         emit_json(report) if as_json else _print_raw(report)
         return
     inspection = inspect(src, revision=revision, progress=bars(bars_wanted(as_json)), kernel_config=kernel_config,
-                         i2s_variant=i2s_variant)
+                         i2s_variant=i2s_variant, hf_names=hf_names)
     if as_json:
-        emit_json(inspection.to_dict())
+        emit_json(inspect_json(inspection))
     else:
         _print_checkpoint(inspection)
 
@@ -54,7 +57,11 @@ def _print_checkpoint(report: Inspection) -> None:
         note(f"resolved the hub source to {report.source}")
     click.echo(f"{report.path}: {report.kind} ({report.layout}), family {report.family}"
                + (f", pooling {report.pooling}, embedding size {report.embedding_size}" if report.pooling else ""))
-    for message in report.notes:
+    model = report.model
+    click.echo(f"  {model['layers']} layers, vocab {model['vocab']}, context {model['context']}, hidden "
+               f"{model['hidden']}; {model['parameters'] / 1e6:.2f}M parameters, {model['tensor_bytes'] / 1e6:.2f} MB "
+               f"of tensors ({model['file_bytes'] / 1e6:.2f} MB on disk)")
+    for message in [] if is_quiet() else report.notes:  # -q: results only
         click.echo(f"  note: {message}")
     width = max(len(r.name) for r in report.tensors)
     for row in report.tensors:

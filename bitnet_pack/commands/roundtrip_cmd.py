@@ -11,14 +11,14 @@ from ..layouts import layout_names, variants
 from ..progress import bars, bars_wanted
 from ..roundtrip import RoundtripReport
 from ..runner import prompt_ids
-from .common import emit_json, examples
+from .common import PATH_OR_REPO, emit_json, examples
 
 
 @click.command("roundtrip", epilog=examples(
     "bitnet-pack roundtrip ./packed",
     "bitnet-pack roundtrip ./master --layouts hf-packed,i2_s,tq2_0 --tokens 8",
     "bitnet-pack roundtrip ggml-model-i2_s.gguf --keep ./rt --json"))
-@click.argument("model")
+@click.argument("model", type=PATH_OR_REPO)
 @click.option("--layouts", default=None, metavar="LIST",
               help=f"Comma-separated layouts or outtypes to try [default: all: {','.join(layout_names())}].")
 @click.option("--revision", default=None, help="Branch, tag or commit when MODEL is a hub repo id.")

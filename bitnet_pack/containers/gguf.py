@@ -24,10 +24,11 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFValueType, Keys
 
 from ..dtypes import bf16_to_f32
-from ..errors import HeaderInvalid, MissingFile, UsageError
+from ..errors import HeaderInvalid, UsageError
 from ..ggml_types import MAINLINE, TypeTable, bitnet_cpp_file_types, own_table_of_file_type, type_tables
 from .gguf_read import KVField, TensorInfo, parse_header
 from .gguf_write import GGUFWriter, iter_chunks
+from .sniff import require_regular
 
 __all__ = ["GGUFFile", "GGUFWriter", "KVField", "TensorInfo", "FLAVOUR_KEY", "BITNET_CPP_ARCHS",
            "iter_chunks", "json_type_name"]
@@ -170,10 +171,7 @@ class GGUFFile:
 
 
 def _map_file(path: Path) -> np.ndarray:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise MissingFile("no such file", path=path) from None
+    size = require_regular(path)
     if size == 0:
         return np.zeros(0, dtype=np.uint8)  # mmap refuses empty files; the parser reports it
     return np.memmap(path, dtype=np.uint8, mode="r")

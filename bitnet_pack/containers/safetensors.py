@@ -27,7 +27,7 @@ from ..errors import (
     TruncatedFile,
     UnknownTensorType,
 )
-from .sniff import reject_lfs_pointer
+from .sniff import reject_lfs_pointer, require_regular
 
 MAX_HEADER = 100_000_000  # the format's own limit
 
@@ -63,6 +63,7 @@ class SafetensorsFile:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        require_regular(self.path)
         with open(self.path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             head = handle.read(min(size, 8))

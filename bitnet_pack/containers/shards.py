@@ -44,13 +44,19 @@ class SafetensorsDir:
 
     def _open_index(self, index: Path) -> None:
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
+            weight_map = json.loads(index.read_text(), object_pairs_hook=_no_duplicate_keys)["weight_map"]
+        except DuplicateTensor as exc:
+            raise HeaderInvalid(f"not a safetensors index ({exc})", path=index) from None
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise HeaderInvalid(f"not a safetensors index ({type(exc).__name__}: {exc})", path=index) from None
         if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
             raise HeaderInvalid("not a safetensors index (weight_map must map tensor names to file names)",
                                 path=index)
         names = sorted(set(weight_map.values()))
+        escaping = [n for n in names if not _plain_file_name(n)]
+        if escaping:  # refused before any open: a shard is a file of this folder, nothing else
+            raise HeaderInvalid(f"weight_map names {escaping[0]!r}: shard names must be plain file names "
+                                "inside the checkpoint folder", path=index)
         missing = [n for n in names if not (self.directory / n).is_file()]
         if missing:
             raise MissingFile(f"{len(missing)} of {len(names)} shards named by the index are missing: "
@@ -89,6 +95,20 @@ class SafetensorsDir:
     def close(self) -> None:
         for file in self.files:
             file.close()
+
+
+def _plain_file_name(name: str) -> bool:
+    return (bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
+            and "\0" not in name and ":" not in name)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise DuplicateTensor(f"key {key!r} appears twice")
+        result[key] = value
+    return result
 
 
 class ShardedWriter:

@@ -2,6 +2,7 @@
 or a transformers directory (bf16), from a transformers checkpoint or any of those GGUFs."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import UsageError
@@ -37,11 +38,14 @@ def convert_embedding(path: Path, out, outtype: str, given: dict, *, force: bool
             if key in given and not (gguf and outtype == "i2_s"):
                 raise UsageError(f"--{key.replace('_', '-')} applies to --outtype i2_s only")
         report = ConvertReport(target, outtype, str(path), source.kind, len(source.tensors), 0, 0,
-                               list(source.notes), dry_run)
+                               list(source.notes), dry_run, source_path=str(path), source_layout=source.layout,
+                               family=source.family.name)
         report.bytes_read = sum(path.stat().st_size for path in _files(source.path))
         report.planned = plan(source, outtype, gguf, given)
         report.bytes_written = sum(p.nbytes for p in report.planned)
         if dry_run:
+            report.files = [(str(target), "gguf" if gguf else "checkpoint")]
+            report.existed = os.path.lexists(target)
             return report
         if gguf:
             written, report.bytes_written, notes = write_gguf(source, target, outtype, beta_rule=rule,
@@ -53,6 +57,8 @@ def convert_embedding(path: Path, out, outtype: str, given: dict, *, force: bool
             written, report.bytes_written, notes = write_hf(source, target, packed=outtype == "hf-packed",
                                                             scale_dtype=given.get("scale_dtype", "f32"), force=force)
         report.output = written
+        report.files = [(str(written), "gguf")] if gguf else [(str(written), "checkpoint")] + [
+            (str(written / name), "file") for name in sorted(p.name for p in written.iterdir())]
         report.notes += notes
     return report
 

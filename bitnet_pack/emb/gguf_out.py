@@ -46,8 +46,15 @@ TYPES = TypeTable.for_target("2025")
 def check_outtype(outtype: str) -> None:
     if outtype not in OUTTYPES:
         raise UsageError(f"--outtype {outtype} for a BitNet embedding model: use f32, f16 or i2_s (GGUF), bf16 or "
-                         f"hf-packed (directory); {REFUSED}" if outtype in ("tl1", "tl2", "tq1_0", "tq2_0", "i2_s_arm")
-                         else f"--outtype {outtype} does not apply to a BitNet embedding GGUF; use f32, f16 or i2_s")
+                         f"hf-packed (directory); {REFUSED}" if _gguf_layout(outtype) else f"--outtype {outtype} does not apply to a BitNet embedding GGUF; use f32, f16 or i2_s")
+
+
+def _gguf_layout(outtype: str) -> bool:
+    """A registered GGUF layout (the registry's, not a hand-kept list): refused with the reason."""
+    from ..layouts import find_layout
+
+    layout = find_layout(outtype)
+    return layout is not None and layout.spec.container == "gguf"
 
 
 def hparam_kvs(source: EmbSource, outtype: str, name: str) -> list[tuple]:

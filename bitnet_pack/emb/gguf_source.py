@@ -11,7 +11,9 @@ from ..arch import EMB_GEMMA3, EMBEDDING_FAMILIES, family_of_gguf, is_projection
 from ..checkpoints import StoredProjection
 from ..containers.gguf import GGUFFile
 from ..errors import BitnetPackError, FormatError, UnknownArchitecture, UnknownTensorType
+from ..gguf_meta import ROPE_SCALING_PARTS, check_tokenizer_kvs, unscaled
 from ..layouts import get_layout
+from ..validate import check_sizes
 from .source import EmbSource, EmbTensor, check_complete, float_tensor
 
 CONFIG_KEYS = (("block_count", "num_hidden_layers"), ("context_length", "max_position_embeddings"),
@@ -29,6 +31,7 @@ class GGUFEmbSource(EmbSource):
         self.file = GGUFFile(self.path, flavour="2025")
         try:
             arch = self.file.architecture or ""
+            check_tokenizer_kvs(self.file.kv)
             self.family = family_of_gguf(arch, self.file.get)
             if self.family not in EMBEDDING_FAMILIES:
                 raise UnknownArchitecture(f"GGUF arch {arch!r} is not a BitNet embedding model")
@@ -54,6 +57,11 @@ class GGUFEmbSource(EmbSource):
         missing = [hf for _, hf in CONFIG_KEYS[:7] if hf not in config]
         if missing:
             raise FormatError(f"the GGUF lacks the hyperparameters {missing}")
+        check_sizes(config, origin="GGUF metadata")  # typed, positive: block_count is bounded by the tensors later
+        scaling = {part: self.file.get(f"{arch}.rope.scaling.{part}") for part in ROPE_SCALING_PARTS}
+        if not unscaled(scaling):  # the runtime path here has no scaled RoPE: refused, never dropped
+            raise FormatError(f"GGUF metadata rope scaling {({k: v for k, v in scaling.items() if v is not None})!r} "
+                              "is not supported (only unscaled RoPE)")
         config.setdefault("num_key_value_heads", config["num_attention_heads"])
         config["tie_word_embeddings"] = True
         config["hidden_act" if self.family is not EMB_GEMMA3 else "hidden_activation"] = (
@@ -84,7 +92,8 @@ class GGUFEmbSource(EmbSource):
     def _float(self, name: str) -> np.ndarray:
         info = self.file.tensors[name]
         storage = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}[info.type_name]
-        return float_tensor(info.type_name, self.file.tensor_bytes(name).view(storage), info.shape)
+        return float_tensor(info.type_name, self.file.tensor_bytes(name).view(storage), info.shape, tensor=name,
+                            path=self.path)
 
     def _ternary(self, name: str):
         info = self.file.tensors[name]
@@ -95,7 +104,9 @@ class GGUFEmbSource(EmbSource):
         return StoredProjection("i2_s", self.file.tensor_bytes(name), tuple(info.shape))
 
     def gguf_name(self) -> str:
-        return str(self.file.get("general.name") or self.path.stem)
+        name = self.file.get("general.name")
+        usable = isinstance(name, str) and name.strip() and name.isprintable()
+        return name if usable else self.path.stem  # a NUL or control character is not a name
 
     def tokenizer_kvs(self) -> list[tuple]:
         return [(key, field.value, field.vtype, field.subtype) for key, field in self.file.kv.items()

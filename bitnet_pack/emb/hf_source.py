@@ -3,7 +3,6 @@ tokenizer and the sentence-transformers files (modules.json, 1_Pooling/config.js
 packed form (hf_out.py: uint8 projections, weight_scale = beta, `<proj>.rms_norm.weight`)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +10,16 @@ import numpy as np
 from ..arch import EMBEDDING_FAMILIES, family_of_config, is_projection
 from ..checkpoints import Tensor
 from ..containers.shards import SafetensorsDir
-from ..errors import HeaderInvalid, MissingFile, ShapeError, UnknownArchitecture
+from ..errors import (
+    BitnetPackError,
+    HeaderInvalid,
+    MissingFile,
+    ShapeError,
+    UnknownArchitecture,
+    UnknownTensorType,
+)
 from ..layouts import get_layout
-from ..validate import check_sizes
+from ..validate import check_rope, check_sizes
 from .source import (
     DROPPED_SUFFIXES,
     EmbSource,
@@ -22,8 +28,12 @@ from .source import (
     checked_projection,
     hf_name,
     is_native_gemma_norm,
+    read_json_file,
     read_pooling,
 )
+
+FLOAT_DTYPES = ("BF16", "F16", "F32")
+LINEAR_CLASSES = {"bitlinear": True, "autobitlinear": False}  # weight_scale is 1/beta (divided by), or beta
 
 
 class HFEmbSource(EmbSource):
@@ -34,17 +44,25 @@ class HFEmbSource(EmbSource):
         config_path = self.path / "config.json"
         if not config_path.is_file():
             raise MissingFile("config.json is missing: is this a transformers checkpoint?", path=self.path)
+        self.config = read_json_file(config_path)
+        if not isinstance(self.config, dict):
+            raise HeaderInvalid(f"config.json holds a JSON {type(self.config).__name__}, not an object",
+                                path=config_path)
         try:
-            self.config = json.loads(config_path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise HeaderInvalid(f"config.json is not valid JSON ({exc})", path=config_path) from None
-        self.family = family_of_config(self.config)
+            self.family = family_of_config(self.config)
+        except BitnetPackError as exc:
+            raise type(exc)(str(exc), path=config_path) from None
         if self.family not in EMBEDDING_FAMILIES:
             raise UnknownArchitecture(f"{self.family.title} is not an embedding family", path=config_path)
         check_sizes(self.config, where=config_path)
+        check_rope(self.config, where=config_path)
         qc = self.config.get("quantization_config") or {}
         self.packed = qc.get("quant_method") == "bitnet" and qc.get("quantization_mode", "offline") == "offline"
-        self.inverse_scale = qc.get("linear_class", "bitlinear") == "bitlinear"  # BitLinear divides by it
+        linear_class = qc.get("linear_class", "bitlinear")
+        if self.packed and linear_class not in LINEAR_CLASSES:  # it decides beta or 1/beta
+            raise HeaderInvalid(f"config.json quantization_config linear_class {linear_class!r} is not "
+                                "'bitlinear' (weight_scale = 1/beta) or 'autobitlinear' (beta)", path=config_path)
+        self.inverse_scale = LINEAR_CLASSES.get(linear_class, True)  # BitLinear divides by it
         self.files = SafetensorsDir(self.path)
         self.pooling, pooling_note = read_pooling(self.path)
         self.notes = [f"family {self.family.name}: {self.family.title}", pooling_note]
@@ -80,7 +98,11 @@ class HFEmbSource(EmbSource):
 
     def _load(self, name: str, gguf: str) -> np.ndarray:
         info = self.files.info(name)
-        values = Tensor(info.dtype, self.files.raw(name)).f32().reshape(info.shape)
+        if info.dtype not in FLOAT_DTYPES:
+            raise UnknownTensorType(f"{info.dtype} is not a float dtype ({', '.join(FLOAT_DTYPES)})", path=self.path,
+                                    tensor=name)
+        values = Tensor(info.dtype, self.files.raw(name)).check_finite(tensor=name, path=self.path).f32()
+        values = values.reshape(info.shape)
         if is_native_gemma_norm(self.family, gguf):
             values = values + np.float32(1.0)  # float32 addition, as the converter
         return values
@@ -99,6 +121,9 @@ class HFEmbSource(EmbSource):
         if scale_name not in self.files.where:
             raise MissingFile(f"packed projection has no {scale_name!r}", path=self.path, tensor=name)
         info = self.files.info(scale_name)
+        if info.dtype not in FLOAT_DTYPES:
+            raise UnknownTensorType(f"weight_scale is {info.dtype}, not a float dtype ({', '.join(FLOAT_DTYPES)})",
+                                    path=self.path, tensor=scale_name)
         stored = Tensor(info.dtype, self.files.raw(scale_name)).f32().reshape(-1)
         if stored.size != 1 or not (np.isfinite(stored[0]) and stored[0] > 0):
             raise ShapeError(f"weight_scale must be one finite value > 0, got {stored.tolist()[:4]}", path=self.path,

@@ -3,22 +3,29 @@ stored type and shape; projections with beta and the -1/0/+1 shares (the file's 
 I2_S, the converter's ternarization of the latent weights otherwise)."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
-from ..inspection import Inspection, TensorInfo
+from ..inspection import Inspection, TensorInfo, summary
+from ..layouts import layout_of_type
 from ..ternary import TernaryWeight
 from .absmean import ternarize
 from .source import POOLING, open_embedding
 
+FLOAT_BYTES = {"BF16": 2, "F16": 2, "F32": 4}
 
-def describe_embedding(path: Path, progress: Callable[[int], None] | None = None) -> Inspection:
+
+def describe_embedding(path: Path, progress: Callable[[int], None] | None = None, *,
+                       hf_names: bool = False) -> Inspection:
+    """A GGUF's tensors under the file's own names unless `hf_names` (as `inspection.describe`)."""
     with open_embedding(path) as source:
         report = Inspection(str(path), source.kind, source.layout, family=source.family.name,
                             pooling=POOLING.get(source.pooling, str(source.pooling)),
                             embedding_size=source.embedding_size)
         for tensor in source.tensors:
-            row = TensorInfo(tensor.gguf if source.kind == "gguf" else tensor.hf, tensor.stored, list(tensor.shape))
+            name = tensor.gguf if source.kind == "gguf" and not hf_names else tensor.hf
+            row = TensorInfo(name, tensor.stored, list(tensor.shape), nbytes=_nbytes(tensor.stored, tensor.shape))
             if tensor.kind == "linear":
                 value = tensor.load()
                 weight = value if isinstance(value, TernaryWeight) else ternarize(value, tensor=tensor.gguf)
@@ -33,4 +40,13 @@ def describe_embedding(path: Path, progress: Callable[[int], None] | None = None
                                              f"{report.embedding_size} (L2-normalized by the caller)"]
         if source.kind == "hf" or any(t.stored != "I2_S" for t in source.tensors if t.kind == "linear"):
             report.notes.append("latent projections: beta and shares are the converter's ternarization")
+        report.model = summary(source.config, report.tensors, source.path)
         return report
+
+
+def _nbytes(stored: str, shape: tuple[int, ...]) -> int | None:
+    """Bytes a tensor takes in the file: a float type's elements, or its layout's blocks."""
+    if stored in FLOAT_BYTES:
+        return FLOAT_BYTES[stored] * math.prod(shape)
+    layout = layout_of_type(stored)
+    return None if layout is None else layout.nbytes(tuple(shape))

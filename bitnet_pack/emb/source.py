@@ -20,6 +20,7 @@ from ..checkpoints import StoredProjection, Tensor
 from ..containers.gguf import GGUFFile
 from ..errors import FormatError, HeaderInvalid, MissingFile, UnknownTensorType
 from ..ternary import TernaryWeight
+from ..validate import check_layer_count
 
 POOLING = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 POOLING_KEYS = (("pooling_mode_mean_tokens", 1), ("pooling_mode_cls_token", 2), ("pooling_mode_lasttoken", 3))
@@ -113,32 +114,81 @@ def read_pooling(directory: Path) -> tuple[int, str]:
     if not modules_path.is_file():
         return 1, "no modules.json: pooling MEAN, as the converter defaults"
     try:
-        modules = json.loads(modules_path.read_text())
+        modules = read_json_file(modules_path)
         pooling_module = next((m for m in modules if str(m["type"]).endswith("Pooling")), None)
-    except (ValueError, TypeError, KeyError) as exc:
+    except (TypeError, KeyError) as exc:
         raise HeaderInvalid(f"modules.json is not a list of sentence-transformers modules ({exc})",
                             path=modules_path) from None
-    config_path = directory / str(pooling_module["path"]) / "config.json" if pooling_module else None
+    config_path = _pooling_config(directory, pooling_module["path"], modules_path) if pooling_module else None
     if config_path is None or not config_path.is_file():
         return 1, "no Pooling config: pooling MEAN, as the converter defaults"
-    pooling = json.loads(config_path.read_text())
+    pooling = read_json_file(config_path)
+    if not isinstance(pooling, dict):
+        raise HeaderInvalid(f"holds a JSON {type(pooling).__name__}, not an object", path=config_path)
     for key, value in POOLING_KEYS:
         if pooling.get(key):
             return value, f"pooling {POOLING[value].upper()} from {config_path.relative_to(directory)}"
     return 1, f"{config_path.relative_to(directory)} sets no mean/cls/last-token mode: pooling MEAN"
 
 
+def _pooling_config(directory: Path, module_path: object, modules_path: Path) -> Path:
+    """<module path>/config.json, a module path being a relative folder inside the checkpoint
+    (never `..`, absolute, or a symlink out): refused before any open."""
+    parts = Path(str(module_path)).parts
+    if not isinstance(module_path, str) or Path(module_path).is_absolute() or ".." in parts or "\0" in module_path:
+        raise HeaderInvalid(f"modules.json names the Pooling module path {module_path!r}: a folder inside the "
+                            "checkpoint is expected", path=modules_path)
+    config_path = directory / module_path / "config.json"
+    if config_path.exists() and not config_path.resolve().is_relative_to(directory.resolve()):
+        raise HeaderInvalid(f"the Pooling module path {module_path!r} leads outside the checkpoint (a symlink)",
+                            path=modules_path)
+    return config_path
+
+
+def read_json_file(path: Path) -> object:
+    """A small JSON file of a checkpoint, strictly: a regular file, valid UTF-8 JSON, no
+    duplicate keys, no NaN/Infinity (HeaderInvalid naming the problem otherwise)."""
+    from ..containers.sniff import require_regular
+
+    if require_regular(path) > MAX_JSON_BYTES:
+        raise HeaderInvalid(f"is over {MAX_JSON_BYTES} bytes: not a config file", path=path)
+    try:
+        return json.loads(path.read_bytes().decode(), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise HeaderInvalid(f"is not valid JSON ({type(exc).__name__}: {exc})", path=path) from None
+
+
+MAX_JSON_BYTES = 16 << 20
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    result: dict = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"key {key!r} appears twice")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def check_complete(family: Family, config: dict, names: set[str], path: Path) -> None:
+    check_layer_count(config, len(names), where=path, origin="config.json" if path.is_dir() else "GGUF metadata")
     missing = sorted(set(family.tensor_shapes(config)) - names)
     if missing:
         raise MissingFile(f"{len(missing)} tensors of the {family.title} layout are absent, e.g. {missing[0]!r} "
                           "(a plain transformers model has no per-projection norms)", path=path)
 
 
-def float_tensor(dtype: str, data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def float_tensor(dtype: str, data: np.ndarray, shape: tuple[int, ...], *, tensor: str | None = None,
+                 path: object = None) -> np.ndarray:
+    """float32 values, NaN/Inf refused (NonFiniteWeight: an embedding or norm with them
+    gives NaN embeddings in every runtime)."""
     if dtype not in ("BF16", "F16", "F32"):
-        raise UnknownTensorType(f"{dtype} is not a float type")
-    return Tensor(dtype, data).f32().reshape(shape)
+        raise UnknownTensorType(f"{dtype} is not a float type", path=path, tensor=tensor)
+    return Tensor(dtype, data).check_finite(tensor=tensor, path=path).f32().reshape(shape)
 
 
 def hf_name(family: Family, name: str) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import interrupts
 from ..errors import FormatError, UsageError
 from ..kernel import PackedMatrix
 from ..outputs import check_output, publish, temp_name
@@ -161,22 +162,43 @@ def save_trace(encoder: Encoder, prompts: list[list[int]], path: Path, *, family
     check_output(path, inputs, force)
     embeddings = np.stack([encoder.embed(ids) for ids in prompts])
     temp = temp_name(path)
-    with open(temp, "wb") as handle:
-        np.savez(handle, kind=np.array(TRACE_KIND), version=np.array(TRACE_VERSION), family=np.array(family),
-                 pooling=np.array(encoder.pooling), ids=np.concatenate([np.asarray(p, np.int64) for p in prompts]),
-                 lengths=np.array([len(p) for p in prompts], np.int64), embeddings=embeddings)
-    return publish(temp, path, force=force), embeddings
+    interrupts.track(temp)  # a signal or a full disk leaves nothing behind
+    try:
+        with open(temp, "wb") as handle:
+            np.savez(handle, kind=np.array(TRACE_KIND), version=np.array(TRACE_VERSION), family=np.array(family),
+                     pooling=np.array(encoder.pooling), ids=np.concatenate([np.asarray(p, np.int64) for p in prompts]),
+                     lengths=np.array([len(p) for p in prompts], np.int64), embeddings=embeddings)
+        return publish(temp, path, force=force), embeddings
+    finally:
+        temp.unlink(missing_ok=True)
+        interrupts.untrack(temp)
 
 
 def is_embedding_trace(path: Path) -> bool:
+    """An .npz written by `save_trace`; anything else (a FIFO, a zip bomb, a pickle) is left
+    unread for the LM trace reader to refuse."""
     try:
+        _checked_archive(Path(path))
         with np.load(path, allow_pickle=False) as data:
             return "kind" in data.files and str(data["kind"]) == TRACE_KIND
     except Exception:  # noqa: BLE001 - not ours: the LM trace reader reports it
         return False
 
 
+def _checked_archive(path: Path) -> None:
+    """A regular file, a zip of `.npy` members that does not inflate past the LM traces' bound."""
+    from ..containers.sniff import require_regular
+    from ..trace import ZIP_MAGICS, check_members
+
+    size = require_regular(path)
+    with open(path, "rb") as handle:
+        if handle.read(4) not in ZIP_MAGICS:  # np.load would try a pickle, or a lone .npy array
+            raise FormatError("not a trace: not an .npz (zip) archive", path=path)
+    check_members(path, size)
+
+
 def load_trace(path: Path) -> tuple[list[list[int]], np.ndarray, str]:
+    _checked_archive(Path(path))
     try:
         with np.load(path, allow_pickle=False) as data:
             ids, lengths, embeddings = data["ids"], data["lengths"], data["embeddings"].astype(np.float32)

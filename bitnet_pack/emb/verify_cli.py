@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from ..errors import MissingFile, UsageError, VerificationMismatch
+from ..runner import MAX_TOKEN_ID
 from .source import is_embedding_model, open_embedding
 
 
@@ -26,6 +27,9 @@ def _prompt_ids(ids: str | None) -> list[list[int]] | None:
         raise UsageError(f"--ids must be comma-separated integers (';' between prompts), got {ids!r}") from None
     if not prompts or not all(prompts):
         raise UsageError("--ids has an empty prompt")
+    bad = next((i for seq in prompts for i in seq if not 0 <= i < MAX_TOKEN_ID), None)
+    if bad is not None:
+        raise UsageError(f"--ids holds {bad}: token ids are integers in [0, {MAX_TOKEN_ID})")
     return prompts
 
 

@@ -251,15 +251,29 @@ class GGUFSink(Sink):
         return True
 
     def finish(self) -> Path:
-        path = self.writer.finish()
+        ini = self._ini_temp()  # before the GGUF is published: a full disk fails with nothing published
+        try:
+            path = self.writer.finish()
+        except BaseException:
+            _discard(ini)
+            raise
         if getattr(self, "_rounded", 0):
             rounding = self.layout.spec.beta_rounding
             self.notes.append(f"{self.outtype.upper()} stores beta as {rounding}: rounded {self._rounded} fp32 betas "
                               f"(largest relative change {self._worst:.1e})"
                               + ("; bf16 betas are kept exactly" if rounding == "fp16" else ""))
-        if self.kernel_config is not None:
-            self._write_ini()
+        self.files = [(str(path), "gguf")]
+        if ini is not None:
+            self._publish_ini(ini)
+            self.files.append((str(self._ini_path()), "kernel_config"))
+        elif self.kernel_config is not None:
+            self.notes.append(f"kept {self._ini_path().name}: it is the --kernel-config this file was tiled with")
         return path
+
+    def planned_ini(self) -> Path | None:
+        """The kernel_config.ini a real run writes beside OUT (None: none, or the one given)."""
+        tiled = self.layout is not None and self.layout.spec.tiled
+        return self._ini_path() if tiled and not self._ini_is_input() else None
 
     def _ini_path(self) -> Path:
         return sibling_path(self.path)
@@ -269,21 +283,38 @@ class GGUFSink(Sink):
         given = self.kernel_config_path
         return given is not None and Path(given).resolve() == self._ini_path().resolve()
 
-    def _write_ini(self) -> None:
-        ini = self._ini_path()
-        if self._ini_is_input():
-            self.notes.append(f"kept {ini.name}: it is the --kernel-config this file was tiled with")
-            return
-        temp = temp_name(ini)
+    def _ini_temp(self) -> Path | None:
+        """The kernel_config.ini written under its temporary name (None: none to write)."""
+        if self.kernel_config is None or self._ini_is_input():
+            return None
+        temp = temp_name(self._ini_path())
         interrupts.track(temp)
-        temp.write_text(render_kernel_config(self.kernel_config))
-        publish(temp, ini, force=self.force)
+        try:
+            temp.write_text(render_kernel_config(self.kernel_config))
+        except BaseException:
+            _discard(temp)
+            raise
+        return temp
+
+    def _publish_ini(self, temp: Path) -> None:
+        ini = self._ini_path()
+        try:
+            publish(temp, ini, force=self.force)
+        except BaseException:
+            _discard(temp)
+            raise
         self.notes.append(f"wrote {ini.name}: the {self.outtype.upper()} kernel tilings a bitnet.cpp build "
                           "needs for this file (its include/kernel_config.ini, then codegen)")
 
     def abort(self) -> None:
         if hasattr(self, "writer"):
             self.writer.abort()
+
+
+def _discard(temp: Path | None) -> None:
+    if temp is not None:
+        temp.unlink(missing_ok=True)
+        interrupts.untrack(temp)
 
 
 def _direct_data_stream(path: Path, data_start: int):

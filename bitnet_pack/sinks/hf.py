@@ -164,7 +164,10 @@ class HFSink(Sink):
             self.metadata[BETAS_KEY] = json.dumps(self.betas, sort_keys=True)
         self.writer.finish(self.metadata)
         self._write_side_files()
-        return self.staged.commit()
+        names = sorted(p.name for p in self.staged.temp.iterdir())
+        final = self.staged.commit()
+        self.files = [(str(final), "checkpoint")] + [(str(final / name), "file") for name in names]
+        return final
 
     def _write_side_files(self) -> None:
         config = {**self.source.config, **self.source.family.identity}
