@@ -103,7 +103,11 @@ def test_round_trip_within_the_types_step(type_name, data):
     assert np.array_equal(ours, theirs) or np.abs(ours - theirs).max() <= 1e-6 * max(1.0, np.abs(x).max())
     bits = {"q8_0": 8, "q6_k": 6, "q5_k": 5, "q4_k": 4}[type_name]
     span = np.abs(x).max() if type_name in ("q8_0", "q6_k") else max(0.0, x.max()) - min(0.0, x.min())
-    assert np.abs(ours - x).max() <= 2 * span / (2 ** (bits - 1) - 1) + 1e-6
+    # d and dmin are fp16: below 2**-14 they are subnormal in steps of 2**-24 (a row of 1e-5s
+    # gives Q5_K a super-block scale that underflows to 0, as ggml's own quantizer does); the
+    # error is then bounded by that step times the largest 6-bit sub-scale and code
+    fp16_floor = 63 * 2 ** bits * 2.0 ** -24
+    assert np.abs(ours - x).max() <= 2 * span / (2 ** (bits - 1) - 1) + fp16_floor + 1e-6
 
 
 @pytest.mark.parametrize("type_name", TYPES)
