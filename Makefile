@@ -47,7 +47,7 @@ demo: $(CORE)
 
 test: $(EXTRAS)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS)
-	BITNET_PACK_PUREPYTHON=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not interop" tests/test_kernel.py tests/test_kernel_layouts.py tests/test_model.py tests/test_fastpath.py tests/test_streaming_memory.py
+	BITNET_PACK_PUREPYTHON=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not interop" tests/test_kernel.py tests/test_kernel_layouts.py tests/test_model.py tests/test_fastpath.py tests/test_streaming_memory.py tests/test_kernel_iq_bn.py
 
 bench: $(EXTRAS)
 	$(PY) benches/run.py

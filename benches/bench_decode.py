@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from bitnet_pack import floatops, kernel, model
-from bitnet_pack.model import BitNetModel, HalfTensor
+from bitnet_pack.engine import floatops, kernel, model
+from bitnet_pack.engine.model import BitNetModel, HalfTensor
 
 CONFIG = {"model_type": "bitnet", "hidden_act": "relu2", "hidden_size": 2560, "intermediate_size": 6912,
           "num_hidden_layers": 30, "num_attention_heads": 20, "num_key_value_heads": 5,

@@ -21,9 +21,9 @@ from functools import partial
 
 import numpy as np
 
-from bitnet_pack import kernel
-from bitnet_pack.layouts import layouts
-from bitnet_pack.ternary import TernaryWeight
+from bitnet_pack.engine import kernel
+from bitnet_pack.formats.layouts import layouts
+from bitnet_pack.formats.ternary import TernaryWeight
 
 SHAPES = {"q/o 2560x2560": (2560, 2560), "k/v 640x2560": (640, 2560),
           "gate/up 6912x2560": (6912, 2560), "down 2560x6912": (2560, 6912)}

@@ -23,15 +23,15 @@ sys.path.insert(0, str(HERE))
 
 import synthetic  # noqa: E402
 
-from bitnet_pack.checkpoints import open_checkpoint, read_weights  # noqa: E402
-from bitnet_pack.model import BitNetModel  # noqa: E402
+from bitnet_pack.engine.model import BitNetModel  # noqa: E402
+from bitnet_pack.pipeline.sources import open_checkpoint, read_weights  # noqa: E402
 
 
 def ensure_gguf(layers: int, layout: str) -> Path:
     path = synthetic.DEFAULT_CACHE / f"bitnet-2b4t-shaped-{layers}l-{layout}.gguf"
     if not path.is_file():
-        from bitnet_pack.convert import convert
-        from bitnet_pack.sinks.factory import make_sink
+        from bitnet_pack.pipeline.convert import convert
+        from bitnet_pack.pipeline.sinks.factory import make_sink
 
         with open_checkpoint(synthetic.ensure(layers=layers)["packed"]) as source:
             convert(source, make_sink(path, layout, force=True))

@@ -21,8 +21,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bitnet_pack.arch import BITNET_2B4T, family_of_config  # noqa: E402
 from bitnet_pack.containers.safetensors import SafetensorsWriter, TensorPlan  # noqa: E402
+from bitnet_pack.families.arch import BITNET_2B4T, family_of_config  # noqa: E402
 
 SHAPE_2B4T = {"hidden_size": 2560, "intermediate_size": 6912, "num_hidden_layers": 30,
               "num_attention_heads": 20, "num_key_value_heads": 5, "vocab_size": 128256}
@@ -84,7 +84,7 @@ def write_peak():
 atexit.register(write_peak)
 sys.argv = ["bitnet-pack", *sys.argv[3:]]
 if imports_only:
-    import bitnet_pack.cli, bitnet_pack.convert, bitnet_pack.fastpath, bitnet_pack.sinks.gguf, bitnet_pack.sinks.hf
+    import bitnet_pack.cli.main, bitnet_pack.pipeline.convert, bitnet_pack.formats.fastpath, bitnet_pack.pipeline.sinks.gguf, bitnet_pack.pipeline.sinks.hf
 else:
     runpy.run_module("bitnet_pack", run_name="__main__", alter_sys=True)
 """
@@ -104,9 +104,9 @@ def ensure(cache: Path = DEFAULT_CACHE, layers: int = 30) -> dict[str, Path]:
         write_master(master, config_for(layers))
     packed = cache / f"{name}-packed"
     if not (packed / "config.json").is_file():
-        from bitnet_pack.checkpoints import open_checkpoint
-        from bitnet_pack.convert import convert
-        from bitnet_pack.sinks.hf import HFSink
+        from bitnet_pack.pipeline.convert import convert
+        from bitnet_pack.pipeline.sinks.hf import HFSink
+        from bitnet_pack.pipeline.sources import open_checkpoint
 
         with open_checkpoint(master) as source:
             convert(source, HFSink(packed, "hf-packed", force=True))

@@ -16,7 +16,7 @@ The packing API for other runtimes (numpy or torch in and out):
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 
 def _launched() -> bool:
@@ -39,8 +39,13 @@ from .errors import BitnetPackError  # noqa: E402
 
 # The rest loads on first use (PEP 562), so the console script handles signals before numpy
 # and the kernel load (see `launch`).
-_LAZY = {"get_layout": "layouts", "layout_names": "layouts", "TernaryWeight": "ternary",
-         "quantize_activations": "ternary", "ternarize": "ternary"}
+_LAZY = {
+    "get_layout": "formats.layouts",
+    "layout_names": "formats.layouts",
+    "TernaryWeight": "formats.ternary",
+    "quantize_activations": "formats.ternary",
+    "ternarize": "formats.ternary",
+}
 
 
 def __getattr__(name: str) -> object:

@@ -18,27 +18,27 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import hub
-from .checkpoints import Checkpoint, Entry, Tensor, open_checkpoint
-from .convert import convert as run_pipeline
-from .convert import plan as plan_pipeline
-from .emb.convert import convert_embedding
-from .emb.source import is_embedding_model
+from .containers.outputs import remove_stale_temps
+from .engine.runner import Loaded, about
 from .errors import BitnetPackError, OutputExists, UsageError
-from .inspection import Inspection, describe, source_bytes
-from .naming import count_params, model_id, resolve_output
-from .options import ReadOptions, WriteOptions, place_kernel_config, split_options
-from .outputs import remove_stale_temps
-from .progress import ProgressFactory, started
-from .roundtrip import RoundtripReport
-from .runner import Loaded, about
-from .sinks import PlannedTensor, gguf_split
-from .sinks.factory import canonical_outtype, is_gguf_output, make_sink
-from .ternary import TernaryWeight
-from .verify import VerifyReport
+from .formats.ternary import TernaryWeight
+from .pipeline import hub
+from .pipeline.convert import convert as run_pipeline
+from .pipeline.convert import plan as plan_pipeline
+from .pipeline.convert_embedding import convert_embedding
+from .pipeline.naming import count_params, model_id, resolve_output
+from .pipeline.options import ReadOptions, WriteOptions, place_kernel_config, split_options
+from .pipeline.progress import ProgressFactory, started
+from .pipeline.sinks import PlannedTensor, gguf_split
+from .pipeline.sinks.factory import canonical_outtype, is_gguf_output, make_sink
+from .pipeline.sources import Checkpoint, Entry, Tensor, open_checkpoint
+from .pipeline.sources.embedding import is_embedding_model
+from .proof.inspection import Inspection, describe, source_bytes
+from .proof.roundtrip import RoundtripReport
+from .proof.verify import VerifyReport
 
 if TYPE_CHECKING:
-    from .diff import WeightDiff
+    from .proof.diff import WeightDiff
 
 __all__ = ["ConvertReport", "Model", "convert", "inspect", "open", "roundtrip", "verify"]
 
@@ -143,7 +143,7 @@ def convert(src: Src, out: Src | None = None, *, outtype: str, revision: str | N
         hub.check_push(push_to_hub, token)
     notes: list[str] = []
     source = _resolve(src, revision, progress, notes)
-    if is_embedding_model(source.path):  # the BitNet embedding families have their own path (emb/)
+    if is_embedding_model(source.path):  # the BitNet embedding families have their own path (embedding_*)
         if read != ReadOptions() or legacy is not None or push_to_hub is not None or split_max_size is not None:
             raise UsageError("BitNet embedding models take only --outtype, --name, --beta-rule, --float-type, "
                              "--scale-dtype and --force")
@@ -330,7 +330,7 @@ def inspect(src: Src, *, revision: str | None = None, progress: ProgressFactory 
     source = hub.resolve_source(src, revision, progress=progress is not None)
     read = _read_only(read_options)
     with about(source.path):
-        if not is_embedding_model(source.path):  # (those are read by emb/, which takes no read options)
+        if not is_embedding_model(source.path):  # (those are read by embedding_*, which takes no read options)
             _open_checked(source.path, read).close()
         total = source_bytes(source.path)
         with started(progress, total, f"inspect {source.path.name}") as advance:
@@ -364,11 +364,11 @@ def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None =
         >>> bitnet_pack.verify("fixtures/tiny-bitnet", "tiny.gguf", tokens=4).ok  # doctest: +SKIP
         True
     """
-    from .generate import check_context
-    from .rounding import reconcile
-    from .runner import loaded, prompt_ids
-    from .verify import check_vocab
-    from .verify import verify as compare
+    from .engine.generate import check_context
+    from .engine.rounding import reconcile
+    from .engine.runner import loaded, prompt_ids
+    from .proof.verify import check_vocab
+    from .proof.verify import verify as compare
 
     read = _read_only(read_options)
     path_a = hub.resolve_source(a, revision_a).path
@@ -401,7 +401,7 @@ def diff(a: Src, b: Src, *, revision_a: str | None = None, revision_b: str | Non
     Returns:
         A `diff.WeightDiff`: `.identical`, `.tensors`, `.only_in_a`, `.only_in_b`, `.config`.
     """
-    from .diff import diff_checkpoints
+    from .proof.diff import diff_checkpoints
 
     read = _read_only(read_options)
     path_a = hub.resolve_source(a, revision_a).path
@@ -424,7 +424,7 @@ def load(src: Src, *, numerics: str = "reference", revision: str | None = None,
         >>> with bitnet_pack.api.load("fixtures/tiny-bitnet") as side:  # doctest: +SKIP
         ...     side.model.config.vocab_size
     """
-    from .runner import loaded
+    from .engine.runner import loaded
 
     read = _read_only(read_options)
     source = hub.resolve_source(src, revision)
@@ -468,9 +468,9 @@ def roundtrip(model: Src, layouts: list[str] | None = None, *, revision: str | N
         >>> bitnet_pack.roundtrip("fixtures/tiny-bitnet", ["hf-packed", "i2_s"], tokens=2).ok  # doctest: +SKIP
         True
     """
-    from .layouts import get_layout
-    from .roundtrip import default_layouts
-    from .roundtrip import roundtrip as run
+    from .formats.layouts import get_layout
+    from .proof.roundtrip import default_layouts
+    from .proof.roundtrip import roundtrip as run
 
     chosen = [get_layout(name).name for name in layouts] if layouts else None
     read = _read_only(read_options)

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""Thin wrapper over the C kernel (driver.c + isa_*.c). bitnet_pack/kernel.py is the API:
+"""Thin wrapper over the C kernel (driver.c + isa_*.c). bitnet_pack/engine/kernel.py is the API:
 it checks shapes and dtypes, so these functions trust their arguments' shapes and only
 map C return codes to exceptions. Every product runs with the GIL released."""
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t

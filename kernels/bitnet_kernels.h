@@ -2,7 +2,7 @@
  * touch no Python object, so the wrapper calls them with the GIL released.
  *
  * Backends are small integers: 0 scalar, 1 avx2, 2 avx512, 3 avx512vnni.
- * Walks (a layout entry's `kernel_id`, bitnet_pack/layouts/*.py; kernel_formats.py has the
+ * Walks (a layout entry's `kernel_id`, bitnet_pack/formats/layouts/*.py; kernel_formats.py has the
  * byte pictures; any other number is refused with BP_ESHAPE):
  *   0 i2_s (x86 128/32 blocks, K % 128), 1 hf (transformers' packed planes, any K),
  *   2 i2_s_arm (64/16 blocks, K % 64), 3 tq2_0, 4 tq1_0 (256-element blocks with an fp16 d

@@ -1,5 +1,5 @@
 /* exp, log, sin, cos of our own, in plain IEEE double + - * / only (no libm, no FMA: the
- * unit is compiled with -ffp-contract=off), so every machine and bitnet_pack/floatmath.py
+ * unit is compiled with -ffp-contract=off), so every machine and bitnet_pack/formats/floatmath.py
  * (the numpy replay, step for step) get the same bits. glibc's expf/sinf/cosf/pow pick FMA
  * or SSE variants at load time and numpy's float32 ufuncs have AVX-512/SVML paths: their
  * last bits depend on the machine. These are computed in double and rounded once to

@@ -1,5 +1,5 @@
 /* The decode's float operations (floatops.c), each in ONE specified order that
- * bitnet_pack/floatops.py replays in numpy bit for bit. They are one portable unit built
+ * bitnet_pack/engine/floatops.py replays in numpy bit for bit. They are one portable unit built
  * with the extension's baseline flags and -ffp-contract=off: no backend (scalar, avx2,
  * avx512, avx512vnni) picks another instruction sequence, and a thread computes whole
  * outputs, so neither the backend nor the thread count changes a bit.

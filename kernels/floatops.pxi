@@ -1,5 +1,5 @@
 # The decode's float operations (floatops.h), included by _kernels.pyx so that they share
-# the module's thread pool. bitnet_pack/floatops.py is the API and checks shapes and dtypes.
+# the module's thread pool. bitnet_pack/engine/floatops.py is the API and checks shapes and dtypes.
 from libc.stdint cimport int64_t, uint16_t
 
 cdef extern from "floatmath.h" nogil:

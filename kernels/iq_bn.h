@@ -1,4 +1,4 @@
-/* ik_llama.cpp's IQ1_BN, IQ2_BN, IQ2_BN_R4 (bitnet_pack/layouts/iq_bn.py has the byte pictures):
+/* ik_llama.cpp's IQ1_BN, IQ2_BN, IQ2_BN_R4 (bitnet_pack/formats/layouts/iq_bn.py has the byte pictures):
  * rows of [row scale d][64-weight blocks]; IQ2_BN_R4 interleaves rows in fours. The walks are
  * portable C, shared by every backend. One token per call; the panel is q (bp_iq_bn_panel).
  *

@@ -17,7 +17,7 @@
  *
  * tq1_0: rows of 54-byte blocks (base-3 trits); the panel is q in natural order.
  *
- * tl1, tl2: bytes tiled over BM rows (see bitnet_pack/layouts/tl1.py, tl2.py); the "panel"
+ * tl1, tl2: bytes tiled over BM rows (see bitnet_pack/formats/layouts/tl1.py, tl2.py); the "panel"
  * is the token's lookup table, one 32-byte group per activation pair (TL1, TL2's last
  * columns) or triplet (TL2): the low bytes of 16 int16 entries, then their high bytes, so
  * that two byte shuffles look up 16 or 32 entries at once. Entry i of pair p is

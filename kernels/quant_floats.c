@@ -1,5 +1,5 @@
 /* ggml's reference K-quant quantizers (Q6_K, Q5_K, Q4_K; no importance matrix), the same
- * bits as bitnet_pack/quant_floats.py, its numpy reference (layouts and rounding there).
+ * bits as bitnet_pack/formats/quant_floats.py, its numpy reference (layouts and rounding there).
  * Built with -ffp-contract=off: every a*b+c the peer's gcc -march=native contracts is an
  * explicit bp_fmaf here, everything else rounds per operation. One super-block of 256
  * values at a time; blocks are independent, so the pool splits them freely. */
@@ -295,7 +295,7 @@ int bp_quantize_k(int kind, const float *x, int64_t blocks, uint8_t *out)
     return 0;
 }
 
-/* ---- ggml's quantized dot products (bitnet_pack/quant_dot.py is the reference) ---------- */
+/* ---- ggml's quantized dot products (bitnet_pack/engine/quant_dot.py is the reference) ---------- */
 
 /* quantize_row_q8_K_ref of one 256 block: d and qs */
 static void q8_k_block(const float *x, float *d, int32_t *qs)

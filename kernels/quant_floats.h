@@ -1,4 +1,4 @@
-/* ggml's reference K-quant quantizers (quant_floats.c; numpy reference bitnet_pack/quant_floats.py). */
+/* ggml's reference K-quant quantizers (quant_floats.c; numpy reference bitnet_pack/formats/quant_floats.py). */
 #ifndef BITNET_PACK_QUANT_FLOATS_H
 #define BITNET_PACK_QUANT_FLOATS_H
 

@@ -1,5 +1,5 @@
 # ggml's reference K-quant quantizers (quant_floats.h), included by _kernels.pyx.
-# bitnet_pack/quant_floats.py is the API (shapes, names) and the numpy reference.
+# bitnet_pack/formats/quant_floats.py is the API (shapes, names) and the numpy reference.
 from libc.stdint cimport int64_t, uint8_t
 
 cdef extern from "quant_floats.h" nogil:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from corrupt_gguf import CASES as GGUF_CASES
 
-from bitnet_pack.arch import BITNET_2B4T
 from bitnet_pack.containers.safetensors import SafetensorsWriter, TensorPlan, header_bytes
-from bitnet_pack.dtypes import f32_to_bf16
+from bitnet_pack.families.arch import BITNET_2B4T
+from bitnet_pack.formats.dtypes import f32_to_bf16
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "tiny-bitnet"
 LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"4e" * 32 +
@@ -203,10 +203,10 @@ def _odd_hidden(directory: Path) -> Path:
 def _converted_gguf(damage: Callable[[bytes, object], bytes]) -> Callable[[Path], Path]:
     """The fixture as an I2_S GGUF (converted in-process), then damaged around `CODE_TENSOR`."""
     def build(directory: Path) -> Path:
-        from bitnet_pack.checkpoints import open_checkpoint
         from bitnet_pack.containers.gguf import GGUFFile
-        from bitnet_pack.convert import convert
-        from bitnet_pack.sinks.factory import make_sink
+        from bitnet_pack.pipeline.convert import convert
+        from bitnet_pack.pipeline.sinks.factory import make_sink
+        from bitnet_pack.pipeline.sources import open_checkpoint
 
         path = directory / "tiny.gguf"
         with open_checkpoint(FIXTURE) as source:

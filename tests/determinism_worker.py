@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet_pack import floatops, kernel
-from bitnet_pack.checkpoints import load_weights
-from bitnet_pack.model import BitNetModel
+from bitnet_pack.engine import floatops, kernel
+from bitnet_pack.engine.model import BitNetModel
+from bitnet_pack.pipeline.sources import load_weights
 
 MODELS = {"packed": "tiny-a-packed", "i2_s": "tiny-a-i2_s.gguf"}
 NUMERICS = ("reference", "bitnet.cpp")

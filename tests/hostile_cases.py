@@ -52,9 +52,9 @@ def converted(directory: Path, outtype: str) -> Path:
 def _converted_once(outtype: str) -> Path:
     import tempfile
 
-    from bitnet_pack.checkpoints import open_checkpoint
-    from bitnet_pack.convert import convert
-    from bitnet_pack.sinks.factory import make_sink
+    from bitnet_pack.pipeline.convert import convert
+    from bitnet_pack.pipeline.sinks.factory import make_sink
+    from bitnet_pack.pipeline.sources import open_checkpoint
 
     path = Path(tempfile.mkdtemp(prefix="hostile-")) / f"tiny-{outtype}.gguf"
     with open_checkpoint(FIXTURE) as source:
@@ -185,9 +185,9 @@ def bad_merge(kvs: dict) -> None:
 def packed_with_scale(bits: int) -> Callable[[Path], Path]:
     """The fixture as hf-packed with the weight_scale (bf16) of CODE_TENSOR set to `bits`."""
     def make(inputs: Path) -> Path:
-        from bitnet_pack.checkpoints import open_checkpoint
-        from bitnet_pack.convert import convert
-        from bitnet_pack.sinks.factory import make_sink
+        from bitnet_pack.pipeline.convert import convert
+        from bitnet_pack.pipeline.sinks.factory import make_sink
+        from bitnet_pack.pipeline.sources import open_checkpoint
 
         model = inputs / "packed"
         with open_checkpoint(FIXTURE) as source:

@@ -94,9 +94,9 @@ def packed_config(edit: Callable[[dict], None]) -> Callable[[Path], Path]:
 
 
 def _packed(inputs: Path) -> Path:
-    from bitnet_pack.checkpoints import open_checkpoint
-    from bitnet_pack.convert import convert
-    from bitnet_pack.sinks.factory import make_sink
+    from bitnet_pack.pipeline.convert import convert
+    from bitnet_pack.pipeline.sinks.factory import make_sink
+    from bitnet_pack.pipeline.sources import open_checkpoint
 
     model = inputs / "packed"
     with open_checkpoint(FIXTURE) as source:

@@ -18,10 +18,10 @@ from hypothesis import given
 from test_cli import ROOT, cli, digest, error_line
 
 import bitnet_pack
-from bitnet_pack.checkpoints import load_weights
 from bitnet_pack.errors import BitnetPackError, MissingFile, UsageError
-from bitnet_pack.kernel_config import read_kernel_config
-from bitnet_pack.testing import layout_weights
+from bitnet_pack.formats.kernel_config import read_kernel_config
+from bitnet_pack.pipeline.sources import load_weights
+from bitnet_pack.proof.testing import layout_weights
 
 # -- the library does what the command does --------------------------------------------------
 
@@ -265,7 +265,7 @@ def test_layouts_decode_torch_tensors_like_numpy(layout: str) -> None:
     check()
 
 
-@pytest.mark.parametrize("module", ["bitnet_pack.ternary", "bitnet_pack.layouts"])
+@pytest.mark.parametrize("module", ["bitnet_pack.formats.ternary", "bitnet_pack.formats.layouts"])
 def test_docstring_examples_run(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0

@@ -14,12 +14,12 @@ from safetensors.torch import load_file
 from test_fixtures import read_sums, sha256
 
 from bitnet_pack import convert, verify
-from bitnet_pack.checkpoints import load_weights
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.containers.safetensors import SafetensorsFile
 from bitnet_pack.errors import HeaderInvalid, UsageError
-from bitnet_pack.layouts import get_layout
+from bitnet_pack.formats.layouts import get_layout
+from bitnet_pack.pipeline.sources import load_weights
 
 GPU = Path(__file__).parents[1] / "fixtures" / "gpu-tiny-a"
 # bitnet.cpp's converter ternarizes in bf16 arithmetic: these tiny-a projections get other codes
@@ -121,7 +121,7 @@ def test_peer_checkpoint_into_i2s_and_hf_packed(gpu_dir, tmp_path: Path) -> None
 
 
 def _hf(gguf_name: str) -> str:
-    from bitnet_pack.arch import BITNET_2B4T
+    from bitnet_pack.families.arch import BITNET_2B4T
 
     return BITNET_2B4T.to_hf(gguf_name)
 
@@ -211,7 +211,7 @@ def test_verify_command_names_what_differs(from_master, tiny_a: Path) -> None:
 def test_bitnet_cpps_own_folder_holds_both(tmp_path: Path, tiny_a: Path) -> None:
     """bitnet.cpp converts inside the bf16 master's folder: the folder is the master, the
     state file names the GPU checkpoint."""
-    from bitnet_pack.checkpoints import open_checkpoint
+    from bitnet_pack.pipeline.sources import open_checkpoint
 
     folder = tmp_path / "checkpoints"
     shutil.copytree(tiny_a / "tiny-a-bf16", folder)

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 
 from bitnet_pack.errors import NotTernary, ShapeError
-from bitnet_pack.layouts import get_layout
-from bitnet_pack.layouts.bitnet_gpu import fake_quant_bits, gpu_beta, slot_of
-from bitnet_pack.ternary import TernaryWeight
-from bitnet_pack.testing import layout_weights
+from bitnet_pack.formats.layouts import get_layout
+from bitnet_pack.formats.layouts.bitnet_gpu import fake_quant_bits, gpu_beta, slot_of
+from bitnet_pack.formats.ternary import TernaryWeight
+from bitnet_pack.proof.testing import layout_weights
 
 LAYOUT = get_layout("bitnet-gpu")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bitnet_pack import fastpath
-from bitnet_pack.blocks import float_differences, same_bytes
-from bitnet_pack.checkpoints import Tensor
-from bitnet_pack.model import HalfTensor
+from bitnet_pack.engine.blocks import float_differences, same_bytes
+from bitnet_pack.engine.model import HalfTensor
+from bitnet_pack.formats import fastpath
+from bitnet_pack.pipeline.sources import Tensor
 
 
 def whole(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-import bitnet_pack.fastpath as fastpath
-import bitnet_pack.floatops as floatops
-import bitnet_pack.kernel as kernel
+import bitnet_pack.engine.floatops as floatops
+import bitnet_pack.engine.kernel as kernel
+import bitnet_pack.formats.fastpath as fastpath
 from bitnet_pack.errors import ShapeError, UsageError
 
 compiled_kernel = pytest.mark.skipif(kernel._ext is None, reason="pure mode: no compiled kernel")
@@ -80,8 +80,8 @@ def test_the_converter_wrappers_refuse_bad_sizes(call, error, match) -> None:
 OPTIMIZED = """
 import sys
 import numpy as np
-import bitnet_pack.fastpath as fastpath
-import bitnet_pack.kernel as kernel
+import bitnet_pack.formats.fastpath as fastpath
+import bitnet_pack.engine.kernel as kernel
 from bitnet_pack.errors import ShapeError
 assert sys.flags.optimize == 1
 calls = []

@@ -22,10 +22,10 @@ from corrupt_files import CASES, FIXTURE, copy_fixture, write_sparse_master
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.containers.safetensors import SafetensorsFile
-from bitnet_pack.testing import mutated_bytes
+from bitnet_pack.proof.testing import mutated_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_NETWORK = {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
@@ -324,7 +324,7 @@ def test_fuzzed_headers_through_the_cli(tmp_path_factory, fuzz_inputs, data, kin
 # -- names -----------------------------------------------------------------------------------
 
 def test_default_name_examples() -> None:
-    from bitnet_pack.naming import default_name, expand, resolve_output
+    from bitnet_pack.pipeline.naming import default_name, expand, resolve_output
 
     two_b = 2_412_000_000
     assert default_name("microsoft/bitnet-b1.58-2B-4T-bf16", two_b, "i2_s") == "Bitnet-B1.58-2B-4T-I2_S.gguf"

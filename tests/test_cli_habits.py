@@ -50,7 +50,7 @@ def test_out_given_twice_is_a_usage_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("size,expected", [("500MiB", 500 << 20), ("0.5GB", 500_000_000), ("2G", 2 * 10**9),
                                            ("1.5k", 1500), ("64KiB", 65536)])
 def test_sizes_take_binary_units_and_fractions(size: str, expected: int) -> None:
-    from bitnet_pack.options import parse_size
+    from bitnet_pack.pipeline.options import parse_size
 
     assert parse_size(size) == expected
 
@@ -100,7 +100,7 @@ def test_generate_takes_ids(tmp_path: Path) -> None:
 # -- one JSON schema for convert, convert --dry-run and inspect --------------------------------
 
 def test_convert_dry_run_and_inspect_share_one_json_schema(tmp_path: Path) -> None:
-    from bitnet_pack.commands.schema import SCHEMA
+    from bitnet_pack.cli.commands.schema import SCHEMA
 
     out = tmp_path / "m.gguf"
     planned = json.loads(run("convert", FIXTURE, out, "--outtype", "tl2", "--dry-run", "--json")[1])

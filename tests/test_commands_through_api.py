@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 import bitnet_pack
 from bitnet_pack import api
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.errors import EXIT_OK, EXIT_USAGE, UsageError
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "tiny-bitnet"

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bitnet_pack.arch import BITNET_2B4T
-from bitnet_pack.checkpoints import load_weights
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.containers.shards import SafetensorsDir
+from bitnet_pack.families.arch import BITNET_2B4T
+from bitnet_pack.pipeline.sources import load_weights
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "tiny-bitnet"
 
@@ -107,7 +107,7 @@ def test_embedding_survives_f16_except_below_f16_normal_range(tiny_a: Path, tmp_
     """The F16 token_embd (what llama-quantize writes) is exact for bf16 values in f16's normal
     range; the few below 2^-14 lose bits. This is the only lossy step on the GGUF round trip."""
     back = convert(convert(tiny_a / "tiny-a-packed", tmp_path / "m.gguf", "i2_s"), tmp_path / "back", "hf-packed")
-    from bitnet_pack.dtypes import bf16_to_f32
+    from bitnet_pack.formats.dtypes import bf16_to_f32
 
     ours = bf16_to_f32(SafetensorsDir(back).raw("model.embed_tokens.weight"))
     theirs = bf16_to_f32(SafetensorsDir(tiny_a / "tiny-a-packed").raw("model.embed_tokens.weight"))

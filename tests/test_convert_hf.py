@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bitnet_pack.checkpoints import load_weights, open_checkpoint
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.safetensors import SafetensorsFile
 from bitnet_pack.containers.shards import SafetensorsDir
-from bitnet_pack.convert import convert
 from bitnet_pack.errors import OutputExists, UnknownArchitecture
-from bitnet_pack.sinks.hf import HFSink
+from bitnet_pack.pipeline.convert import convert
+from bitnet_pack.pipeline.sinks.hf import HFSink
+from bitnet_pack.pipeline.sources import load_weights, open_checkpoint
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -66,8 +66,8 @@ def test_master_from_packed_ternarizes_back_without_its_metadata(tiny_a: Path, t
         convert(src, HFSink(tmp_path / "bf16", "bf16"))
     _, packed = load_weights(tiny_a / "tiny-a-packed")
     master = SafetensorsDir(tmp_path / "bf16")
-    from bitnet_pack.dtypes import bf16_to_f32
-    from bitnet_pack.ternary import ternarize
+    from bitnet_pack.formats.dtypes import bf16_to_f32
+    from bitnet_pack.formats.ternary import ternarize
 
     for name, weight in packed.items():
         if hasattr(weight, "codes"):
@@ -92,7 +92,7 @@ def test_bitlinear_flavour_divides_by_weight_scale(tiny_a: Path, tmp_path: Path)
     (src / "config.json").write_text(json.dumps(config))
     with SafetensorsFile(tiny_a / "tiny-a-packed" / "model.safetensors") as f:
         from bitnet_pack.containers.safetensors import SafetensorsWriter, TensorPlan
-        from bitnet_pack.dtypes import bf16_to_f32, f32_to_bf16
+        from bitnet_pack.formats.dtypes import bf16_to_f32, f32_to_bf16
 
         writer = SafetensorsWriter(src / "model.safetensors",
                                    [TensorPlan(n, i.dtype, i.shape) for n, i in f.tensors.items()], {"format": "pt"})

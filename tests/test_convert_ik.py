@@ -15,8 +15,8 @@ from conftest import FIXTURES, TINY_A
 import bitnet_pack
 from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.errors import UsageError
-from bitnet_pack.inspection import describe
-from bitnet_pack.layouts import get_layout
+from bitnet_pack.formats.layouts import get_layout
+from bitnet_pack.proof.inspection import describe
 
 sys.path.insert(0, str(FIXTURES))
 from make_ik_digests import digests, kv_digest  # noqa: E402

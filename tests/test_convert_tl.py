@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bitnet_pack.checkpoints import load_weights
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.gguf import GGUFFile
-from bitnet_pack.kernel_config import read_kernel_config
+from bitnet_pack.formats.kernel_config import read_kernel_config
+from bitnet_pack.pipeline.sources import load_weights
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "tiny-bitnet"
 

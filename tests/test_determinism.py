@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitnet_pack import kernel
-from bitnet_pack.checkpoints import load_weights
-from bitnet_pack.model import BitNetModel
+from bitnet_pack.engine import kernel
+from bitnet_pack.engine.model import BitNetModel
+from bitnet_pack.pipeline.sources import load_weights
 
 sys.path.insert(0, str(Path(__file__).parent))
 from determinism_worker import MODELS, NUMERICS, TOKENS  # noqa: E402

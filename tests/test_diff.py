@@ -12,11 +12,12 @@ from click.testing import CliRunner
 from corrupt_files import FIXTURE
 from test_cli import cli, error_line
 
-from bitnet_pack.checkpoints import load_weights, open_checkpoint
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.safetensors import SafetensorsFile
-from bitnet_pack.convert import convert
-from bitnet_pack.diff import (
+from bitnet_pack.pipeline.convert import convert
+from bitnet_pack.pipeline.sinks.factory import make_sink
+from bitnet_pack.pipeline.sources import load_weights, open_checkpoint
+from bitnet_pack.proof.diff import (
     ConfigDiff,
     compare_configs,
     compare_weights,
@@ -24,7 +25,6 @@ from bitnet_pack.diff import (
     diff_entries,
     model_config,
 )
-from bitnet_pack.sinks.factory import make_sink
 
 CHANGED = "model.layers.0.mlp.down_proj.weight"
 

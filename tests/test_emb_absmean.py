@@ -1,4 +1,4 @@
-"""The converter's I2_S numerics for the embedding models (emb/absmean.py): numpy's float32
+"""The converter's I2_S numerics for the embedding models (bitnet_pack/formats/absmean.py): numpy's float32
 summation replayed (checked against this numpy 2's own np.sum), the 1e-5 floor, ties to even."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from conftest import FIXTURES
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bitnet_pack.cli import main
-from bitnet_pack.emb.absmean import CHUNK, absmean, float32_sum, pairwise, ternarize
+from bitnet_pack.cli.main import main
+from bitnet_pack.formats.absmean import CHUNK, absmean, float32_sum, pairwise, ternarize
 
 sizes = st.integers(min_value=1, max_value=3 * CHUNK + 300)
 
@@ -65,7 +65,7 @@ def test_inspect_names_family_pooling_and_embedding_size() -> None:
 
 
 def test_qwen_split_rules_are_named_qwen2(tmp_path) -> None:
-    from bitnet_pack.emb.vocab import QWEN2_SPLIT, _pre_name
+    from bitnet_pack.families.tokenizers.embedding_vocab import QWEN2_SPLIT, _pre_name
 
     tj = {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
         {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": False},

@@ -18,12 +18,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bitnet_pack import api
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.containers.shards import SafetensorsDir
-from bitnet_pack.emb.source import open_embedding
 from bitnet_pack.errors import UsageError
-from bitnet_pack.layouts import get_layout
+from bitnet_pack.formats.layouts import get_layout
+from bitnet_pack.pipeline.sources.embedding import open_embedding
 
 GEMMA = FIXTURES / "emb-gemma3"
 
@@ -185,9 +185,9 @@ def test_dry_run_plans_what_is_written(tmp_path: Path) -> None:
 
 def random_gemma(directory: Path, seed: int, zero_share: float) -> Path:
     """emb-gemma3's files with new random bf16 weights (some projections partly or all zero)."""
-    from bitnet_pack.arch import EMB_GEMMA3
     from bitnet_pack.containers.safetensors import SafetensorsWriter, TensorPlan
-    from bitnet_pack.dtypes import f32_to_bf16
+    from bitnet_pack.families.arch import EMB_GEMMA3
+    from bitnet_pack.formats.dtypes import f32_to_bf16
 
     shutil.copytree(GEMMA / "hf", directory)
     (directory / "model.safetensors").unlink()

@@ -13,9 +13,9 @@ from conftest import FIXTURES
 from transformers import AutoModel
 from transformers.integrations.bitnet import AutoBitLinear
 
-from bitnet_pack.cli import main
-from bitnet_pack.emb.encoder import Encoder
-from bitnet_pack.emb.source import open_embedding
+from bitnet_pack.cli.main import main
+from bitnet_pack.engine.encoder import Encoder
+from bitnet_pack.pipeline.sources.embedding import open_embedding
 
 pytestmark = pytest.mark.interop
 IDS = {"emb-gemma3": [2, 340, 359, 276, 319, 292, 352, 368, 428, 406, 277, 1],

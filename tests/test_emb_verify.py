@@ -16,11 +16,12 @@ from click.testing import CliRunner
 from conftest import FIXTURES
 from emb_torch_reference import TorchEncoder
 
-from bitnet_pack import floatmath, floatops, kernel
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.gguf import GGUFFile
-from bitnet_pack.emb.encoder import Encoder
-from bitnet_pack.emb.source import open_embedding, read_pooling
+from bitnet_pack.engine import floatops, kernel
+from bitnet_pack.engine.encoder import Encoder
+from bitnet_pack.formats import floatmath
+from bitnet_pack.pipeline.sources.embedding import open_embedding, read_pooling
 
 GEMMA = FIXTURES / "emb-gemma3"
 PROMPTS = ([2, 340, 359, 276, 319, 292, 352, 368, 428, 406, 277, 1], [7], list(range(3, 300, 11)))

@@ -15,12 +15,12 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bitnet_pack.arch import BITNET_2B4T, LLAMA_BITNET, ONEBITLLM, family_of_config, permute_rows
-from bitnet_pack.checkpoints import load_weights, open_checkpoint
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.containers.shards import SafetensorsDir
-from bitnet_pack.model import BitNetModel
+from bitnet_pack.engine.model import BitNetModel
+from bitnet_pack.families.arch import BITNET_2B4T, LLAMA_BITNET, ONEBITLLM, family_of_config, permute_rows
+from bitnet_pack.pipeline.sources import load_weights, open_checkpoint
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 FAMILIES = {"1bitllm": ONEBITLLM, "llama3": LLAMA_BITNET, "falcon3": LLAMA_BITNET}

@@ -11,9 +11,9 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers.integrations.bitnet import BitLinear
 
-from bitnet_pack.checkpoints import open_checkpoint
-from bitnet_pack.convert import convert
-from bitnet_pack.sinks.hf import HFSink
+from bitnet_pack.pipeline.convert import convert
+from bitnet_pack.pipeline.sinks.hf import HFSink
+from bitnet_pack.pipeline.sources import open_checkpoint
 
 pytestmark = pytest.mark.interop
 FIXTURES = Path(__file__).parents[1] / "fixtures"

@@ -12,17 +12,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bitnet_pack import fastpath
-from bitnet_pack.checkpoints import Tensor, open_checkpoint
-from bitnet_pack.convert import convert
-from bitnet_pack.dtypes import bf16_to_f32, f32_to_bf16
 from bitnet_pack.errors import NonFiniteWeight, NotTernary, ScaleNotRepresentable
-from bitnet_pack.layouts import get_layout
-from bitnet_pack.layouts.tq import QS_VALID
-from bitnet_pack.sinks.direct_io import open_direct, open_direct_file
-from bitnet_pack.sinks.factory import make_sink
-from bitnet_pack.ternary import TernaryWeight, ternarize
-from bitnet_pack.torchsum import torch_sum
+from bitnet_pack.formats import fastpath
+from bitnet_pack.formats.dtypes import bf16_to_f32, f32_to_bf16
+from bitnet_pack.formats.layouts import get_layout
+from bitnet_pack.formats.layouts.tq import QS_VALID
+from bitnet_pack.formats.ternary import TernaryWeight, ternarize
+from bitnet_pack.formats.torchsum import torch_sum
+from bitnet_pack.pipeline.convert import convert
+from bitnet_pack.pipeline.sinks.direct_io import open_direct, open_direct_file
+from bitnet_pack.pipeline.sinks.factory import make_sink
+from bitnet_pack.pipeline.sources import Tensor, open_checkpoint
 
 PURE = os.environ.get("BITNET_PACK_PUREPYTHON", "") not in ("", "0")
 LAYOUTS = ("i2_s", "i2_s_arm", "tq2_0", "tq1_0", "hf")
@@ -31,7 +31,7 @@ SIZES = [0, 1, 3, 7, 8, 9, 31, 32, 33, 255, 256, 257, 1000, 4097, 32767, 32768, 
 
 
 def test_the_extension_is_built_unless_pure_python_is_asked_for() -> None:
-    assert (fastpath._ext is None) == PURE, "bitnet_pack._fastconvert did not build"
+    assert (fastpath._ext is None) == PURE, "bitnet_pack.formats._fastconvert did not build"
 
 
 def reference(function, *args, **kwargs):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.gguf import GGUFFile
 
 FILE_TYPE = {"f32": 0, "f16": 1, "bf16": 32}  # llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_BF16

@@ -8,8 +8,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from bitnet_pack import floatmath as fm
-from bitnet_pack import floatops, kernel
+from bitnet_pack.engine import floatops, kernel
+from bitnet_pack.formats import floatmath as fm
 
 COMPILED = [b for b in kernel.available_backends() if b != "numpy"]
 pytestmark = pytest.mark.skipif(not COMPILED, reason="pure mode: no compiled float ops to compare")

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from bitnet_pack.containers.gguf import FLAVOUR_KEY, GGUFFile, GGUFWriter, KVField, iter_chunks
 from bitnet_pack.containers.gguf_values import infer_vtype
-from bitnet_pack.dtypes import bf16_to_f32, f32_to_bf16
 from bitnet_pack.errors import BitnetPackError, DuplicateTensor, FormatError, UnknownTensorType, UsageError
-from bitnet_pack.ggml_types import TypeTable, i2s_nbytes, pad, tl1_nbytes, tl2_nbytes
+from bitnet_pack.formats.dtypes import bf16_to_f32, f32_to_bf16
+from bitnet_pack.formats.ggml_types import TypeTable, i2s_nbytes, pad, tl1_nbytes, tl2_nbytes
 
 RNG = np.random.default_rng(20250603)
 F32, F16, BF16, Q8_0, TQ2_0, I2_S = 0, 1, 30, 8, 35, 36

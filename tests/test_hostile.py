@@ -22,15 +22,15 @@ from corrupt_files import CODE_TENSOR, FIXTURE, copy_fixture
 from hostile_cases import CASES, edit_safetensors, only, set_bits
 from test_cli import NO_NETWORK, ROOT, digest
 
-from bitnet_pack import outputs
-from bitnet_pack.checkpoints import open_checkpoint
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
+from bitnet_pack.containers import outputs
 from bitnet_pack.containers.gguf import GGUFFile
-from bitnet_pack.convert import convert
 from bitnet_pack.errors import OutputExists
-from bitnet_pack.layouts import layout_names
-from bitnet_pack.sinks.factory import make_sink
-from bitnet_pack.ternary import ZERO_BETA
+from bitnet_pack.formats.layouts import layout_names
+from bitnet_pack.formats.ternary import ZERO_BETA
+from bitnet_pack.pipeline.convert import convert
+from bitnet_pack.pipeline.sinks.factory import make_sink
+from bitnet_pack.pipeline.sources import open_checkpoint
 
 CASE_SECONDS, CASE_BYTES = 30, 256 << 20  # the tiny fixture needs a few MB and well under a second
 
@@ -269,7 +269,7 @@ def test_convert_dot_names_the_model_after_the_folder(tmp_path: Path) -> None:
     assert code == 0, stderr
     with GGUFFile(tmp_path / "out.gguf") as file:
         assert file.get("general.name") == "my-model"
-    from bitnet_pack.hub import resolve_source
+    from bitnet_pack.pipeline.hub import resolve_source
 
     previous = Path.cwd()
     os.chdir(model)

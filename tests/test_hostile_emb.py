@@ -1,4 +1,4 @@
-"""Issue 18's classes on the BitNet embedding paths (emb/, merged from main): the readers,
+"""Issue 18's classes on the BitNet embedding paths (embedding_*, merged from main): the readers,
 verify's traces and ids, convert's options and JSON. Each refusal is one `Error:` line, exit 1
 (2 for usage), inputs unchanged, nothing written."""
 from __future__ import annotations

@@ -22,8 +22,8 @@ from test_hostile import one_error_line, run, snapshot
 
 import bitnet_pack
 from bitnet_pack.errors import BitnetPackError, UsageError
-from bitnet_pack.layouts import variants
-from bitnet_pack.tokenizer_spm import spm_merges
+from bitnet_pack.families.tokenizers.spm import spm_merges
+from bitnet_pack.formats.layouts import variants
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), **NO_NETWORK}
 
@@ -64,8 +64,8 @@ def test_library_raises_project_errors_for_wrongly_typed_configs(tmp_path: Path,
 
 
 def test_an_overflowing_betas_table_is_ignored_not_an_internal_error(tmp_path: Path) -> None:
-    from bitnet_pack.checkpoints.hf import BETAS_KEY
     from bitnet_pack.containers.safetensors import SafetensorsFile
+    from bitnet_pack.pipeline.sources.hf import BETAS_KEY
 
     master = tmp_path / "master"
     assert run("convert", converted(tmp_path, "i2_s"), master, "--outtype", "bf16")[0] == 0

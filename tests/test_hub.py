@@ -19,7 +19,7 @@ from test_cli import cli, error_line
 from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.containers.shards import SafetensorsDir
 from bitnet_pack.errors import MissingFile, UsageError
-from bitnet_pack.hub import SOURCE_KEY, _needed_files, resolve_source
+from bitnet_pack.pipeline.hub import SOURCE_KEY, _needed_files, resolve_source
 
 MAIN, OLD = "a" * 40, "0123456789abcdef0123456789abcdef01234567"
 TOKEN = "hf_notARealTokenButSecret123"

@@ -1,4 +1,4 @@
-"""`--numerics ik_llama.cpp` (layouts/iq_bn_numerics.py): ik's Q8_K64 / Q8_K16 activation groups, and the
+"""`--numerics ik_llama.cpp` (bitnet_pack/engine/iq_bn_numerics.py): ik's Q8_K64 / Q8_K16 activation groups, and the
 greedy ids ik_llama.cpp recorded for ik-tiny-b reproduced from the files' own bytes."""
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bitnet_pack
-from bitnet_pack import kernel
-from bitnet_pack.layouts import get_layout
-from bitnet_pack.layouts.iq_bn_numerics import group_index, ik_linear, quantize_groups
-from bitnet_pack.runner import loaded
-from bitnet_pack.ternary import TernaryWeight
+from bitnet_pack.engine import kernel
+from bitnet_pack.engine.iq_bn_numerics import group_index, ik_linear, quantize_groups
+from bitnet_pack.engine.runner import loaded
+from bitnet_pack.formats.layouts import get_layout
+from bitnet_pack.formats.ternary import TernaryWeight
 
 IK_B = FIXTURES / "ik-tiny-b"
 RECORDED = json.loads((IK_B / "ik-tiny-b.decode.json").read_text())

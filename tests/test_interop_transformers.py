@@ -10,9 +10,9 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers.integrations.bitnet import AutoBitLinear
 
-from bitnet_pack.checkpoints import load_weights, open_checkpoint
-from bitnet_pack.convert import convert
-from bitnet_pack.sinks.hf import HFSink
+from bitnet_pack.pipeline.convert import convert
+from bitnet_pack.pipeline.sinks.hf import HFSink
+from bitnet_pack.pipeline.sources import load_weights, open_checkpoint
 
 pytestmark = pytest.mark.interop
 

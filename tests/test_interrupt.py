@@ -123,7 +123,7 @@ def test_an_aborted_write_does_not_wait_for_an_unwoken_writer_thread(tmp_path: P
     import threading
 
     from bitnet_pack.containers.gguf import GGUFWriter
-    from bitnet_pack.sinks.direct_io import open_direct_file
+    from bitnet_pack.pipeline.sinks.direct_io import open_direct_file
 
     writer = GGUFWriter(tmp_path / "out.gguf", data_stream=open_direct_file)
     writer.add_tensor("t", (4096,), 0, 4 * 4096)

@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_fixtures import assert_checksums_hold
 
-from bitnet_pack.checkpoints import open_checkpoint
 from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.errors import NotTernary, ScaleNotRepresentable, ShapeError
-from bitnet_pack.ggml_types import TypeTable
-from bitnet_pack.layouts import get_layout
-from bitnet_pack.layouts.iq_bn import ik_codes
-from bitnet_pack.ternary import ZERO_BETA, TernaryWeight
+from bitnet_pack.formats.ggml_types import TypeTable
+from bitnet_pack.formats.layouts import get_layout
+from bitnet_pack.formats.layouts.iq_bn import ik_codes
+from bitnet_pack.formats.ternary import ZERO_BETA, TernaryWeight
+from bitnet_pack.pipeline.sources import open_checkpoint
 
 IK_A, IK_B = FIXTURES / "ik-tiny-a", FIXTURES / "ik-tiny-b"
 TYPES = ("iq1_bn", "iq2_bn", "iq2_bn_r4")

@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 
-from bitnet_pack import kernel
 from bitnet_pack.containers.gguf import GGUFFile
+from bitnet_pack.engine import kernel
 from bitnet_pack.errors import FormatError, NotTernary, ShapeError, UnknownLayout, UsageError
-from bitnet_pack.ternary import TernaryWeight, quantize_activations
+from bitnet_pack.formats.ternary import TernaryWeight, quantize_activations
 
 BACKENDS = kernel.available_backends()
 COMPILED = [b for b in BACKENDS if b != "numpy"]
@@ -66,7 +66,7 @@ def test_extension_is_built_unless_pure_python():
     if PURE:
         assert kernel.BACKEND == "numpy" and BACKENDS == ("numpy",)
     else:
-        assert kernel._ext is not None, "bitnet_pack._kernels did not build (set BITNET_PACK_PUREPYTHON=1 to test without)"
+        assert kernel._ext is not None, "bitnet_pack.engine._kernels did not build (set BITNET_PACK_PUREPYTHON=1 to test without)"
         assert "scalar" in BACKENDS
         if not os.environ.get("BITNET_PACK_CPU"):
             assert kernel.BACKEND == BACKENDS[-1]
@@ -87,7 +87,7 @@ def run_import(env_update: dict[str, str]) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BITNET_PACK_")}
     env.update(env_update)
     code = ("import warnings; warnings.simplefilter('always')\n"
-            "from bitnet_pack import kernel\n"
+            "from bitnet_pack.engine import kernel\n"
             "print(kernel.BACKEND, kernel._ext is None)")
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           cwd=os.getcwd(), timeout=120)
@@ -614,7 +614,7 @@ def test_half_matmul_releases_the_gil():
 def test_model_keeps_the_embedding_16_bit_and_uses_half_matmul(kind):
     """BitNetModel stores an exactly representable embedding as its 16-bit bits; lookup and
     logits read those values (None: values neither type holds stay float32)."""
-    from bitnet_pack.model import BitNetModel, HalfTensor, ModelConfig
+    from bitnet_pack.engine.model import BitNetModel, HalfTensor, ModelConfig
     rng = np.random.default_rng(25)
     config = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 1, "num_attention_heads": 2,
               "num_key_value_heads": 1, "vocab_size": 77, "rope_theta": 10000.0, "tie_word_embeddings": True}
@@ -642,5 +642,5 @@ def test_model_keeps_the_embedding_16_bit_and_uses_half_matmul(kind):
         assert held.kind == kind
         assert np.array_equal(bits(logits), bits(kernel.reference_half_matmul(held.bits, kind, seen[0])))
     else:
-        from bitnet_pack.floatops import reference_f32_matmul  # the f32 lm_head: floatops' lane order
+        from bitnet_pack.engine.floatops import reference_f32_matmul  # the f32 lm_head: floatops' lane order
         assert np.array_equal(bits(logits), bits(reference_f32_matmul(embedding, seen[0])))

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bitnet_pack
-from bitnet_pack import kernel
+from bitnet_pack.engine import kernel
 from bitnet_pack.errors import FormatError, NotTernary
-from bitnet_pack.layouts import get_layout
-from bitnet_pack.ternary import TernaryWeight
+from bitnet_pack.formats.layouts import get_layout
+from bitnet_pack.formats.ternary import TernaryWeight
 
 TYPES = ("iq1_bn", "iq2_bn", "iq2_bn_r4")
 BACKENDS = kernel.available_backends()
@@ -92,7 +92,8 @@ def test_rows_with_different_scales_or_bad_bytes_are_refused(layout: str) -> Non
 
 def test_verify_i2s_against_each_ik_type_made_from_it(tmp_path: Path) -> None:
     """IQ2_BN and IQ2_BN_R4 keep beta in f32: bit-identical logits. IQ1_BN rounds beta to fp16:
-    verify names that as the only cause, and equals TQ2_0 (also fp16 beta) bit for bit."""
+    identical after that declared rounding, which --strict names as the only cause; it equals
+    TQ2_0 (also fp16 beta) bit for bit."""
     source = TINY_A / "tiny-a-i2_s.gguf"
     outs = {t: tmp_path / f"{t}.gguf" for t in (*TYPES, "tq2_0")}
     for outtype, out in outs.items():
@@ -101,6 +102,8 @@ def test_verify_i2s_against_each_ik_type_made_from_it(tmp_path: Path) -> None:
         report = bitnet_pack.verify(source, outs[layout], tokens=4)
         assert report.identical and report.kernels == ("i2_s", layout)
     rounded = bitnet_pack.verify(source, outs["iq1_bn"], tokens=4)
-    assert not rounded.identical and rounded.cause.startswith("scale rounding only: ternary codes identical in all 14")
+    assert rounded.identical and rounded.rounded.startswith("β to fp16 (IQ1_BN row scales) in 14 tensors")
+    strict = bitnet_pack.verify(source, outs["iq1_bn"], tokens=4, strict=True)
+    assert not strict.identical and strict.cause.startswith("scale rounding only: ternary codes identical in all 14")
     same = bitnet_pack.verify(outs["tq2_0"], outs["iq1_bn"], tokens=4)
     assert same.identical and same.kernels == ("tq2_0", "iq1_bn")

@@ -12,12 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 
-from bitnet_pack import kernel, kernel_formats
-from bitnet_pack.arch import BITNET_2B4T
 from bitnet_pack.containers.gguf import GGUFFile
+from bitnet_pack.engine import kernel
 from bitnet_pack.errors import FormatError, NotTernary, ShapeError, UsageError
-from bitnet_pack.kernel_config import Tiling, read_kernel_config, valid_tilings
-from bitnet_pack.ternary import TernaryWeight
+from bitnet_pack.families.arch import BITNET_2B4T
+from bitnet_pack.formats import kernel_formats
+from bitnet_pack.formats.kernel_config import Tiling, read_kernel_config, valid_tilings
+from bitnet_pack.formats.ternary import TernaryWeight
 
 BACKENDS = kernel.available_backends()
 PROJECTIONS = [f"model.layers.{layer}.{part}.weight" for layer in range(2) for part in (

@@ -8,8 +8,8 @@ from hypothesis import given
 from transformers.integrations.bitnet import pack_weights, unpack_weights
 
 from bitnet_pack.errors import NotTernary, ShapeError
-from bitnet_pack.layouts import get_layout, normalize_name
-from bitnet_pack.testing.strategies import ternary_weights
+from bitnet_pack.formats.layouts import get_layout, normalize_name
+from bitnet_pack.proof.testing.strategies import ternary_weights
 
 HF = get_layout("hf")
 
@@ -45,7 +45,7 @@ def test_worked_example_from_transformers_docstring() -> None:
 def test_odd_rows_pad_with_zero_codes_and_never_mutate_input() -> None:
     codes = np.array([[1, -1], [0, 1], [-1, -1]], np.int8)
     before = codes.copy()
-    from bitnet_pack.ternary import TernaryWeight
+    from bitnet_pack.formats.ternary import TernaryWeight
 
     packed = HF.encode(TernaryWeight(codes, 2.0))
     assert np.array_equal(codes, before)
@@ -54,7 +54,7 @@ def test_odd_rows_pad_with_zero_codes_and_never_mutate_input() -> None:
 
 
 def test_errors_name_the_rule() -> None:
-    from bitnet_pack.ternary import TernaryWeight
+    from bitnet_pack.formats.ternary import TernaryWeight
 
     with pytest.raises(ShapeError, match=r"must be \[2, 3\], got \[1, 3\]"):
         HF.decode(np.zeros((1, 3), np.uint8), (8, 3), beta=1.0)

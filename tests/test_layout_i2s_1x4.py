@@ -8,15 +8,16 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 
-from bitnet_pack import kernel, verify
-from bitnet_pack.checkpoints import load_weights
-from bitnet_pack.cli import main
+from bitnet_pack import verify
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.gguf import GGUFFile
+from bitnet_pack.engine import kernel
 from bitnet_pack.errors import FormatError, NotTernary, ShapeError, UsageError
-from bitnet_pack.layouts import get_layout
-from bitnet_pack.layouts.i2s_1x4 import WRITE_NOTE
-from bitnet_pack.ternary import TernaryWeight
-from bitnet_pack.testing import layout_weights
+from bitnet_pack.formats.layouts import get_layout
+from bitnet_pack.formats.layouts.i2s_1x4 import WRITE_NOTE
+from bitnet_pack.formats.ternary import TernaryWeight
+from bitnet_pack.pipeline.sources import load_weights
+from bitnet_pack.proof.testing import layout_weights
 
 LAYOUT = get_layout("i2_s_1x4")
 

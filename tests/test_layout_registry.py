@@ -16,19 +16,19 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 
 import bitnet_pack
-from bitnet_pack import kernel
-from bitnet_pack import layouts as registry
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.gguf import GGUFFile
+from bitnet_pack.engine import kernel
 from bitnet_pack.errors import DuplicateLayout, NotTernary, UnknownLayout, UnknownTensorType, UsageError
-from bitnet_pack.ggml_types import TypeTable
-from bitnet_pack.kernel_formats import walk_of
-from bitnet_pack.layouts import Layout, LayoutSpec, get_layout, layout_names
-from bitnet_pack.naming import default_name, strip_type_suffix
-from bitnet_pack.sinks.factory import outtype_spellings
-from bitnet_pack.sinks.gguf import GGUFSink, default_target
-from bitnet_pack.ternary import TernaryWeight
-from bitnet_pack.testing import assert_layout_round_trips, layout_weights
+from bitnet_pack.formats import layouts as registry
+from bitnet_pack.formats.ggml_types import TypeTable
+from bitnet_pack.formats.kernel_formats import walk_of
+from bitnet_pack.formats.layouts import Layout, LayoutSpec, get_layout, layout_names
+from bitnet_pack.formats.ternary import TernaryWeight
+from bitnet_pack.pipeline.naming import default_name, strip_type_suffix
+from bitnet_pack.pipeline.sinks.factory import outtype_spellings
+from bitnet_pack.pipeline.sinks.gguf import GGUFSink, default_target
+from bitnet_pack.proof.testing import assert_layout_round_trips, layout_weights
 
 TOY_TYPE_ID = 250  # no runtime's id: the GGUF type tables learn it from the entry alone
 PROMPT = [1, 15, 27, 300, 42]
@@ -198,7 +198,7 @@ def test_other_packages_register_through_the_entry_point_group(tiny_a: Path, tmp
     """A module named by an entry point in `bitnet_pack.layouts` is imported on the registry's
     first use (not before), and its layouts are there."""
     (tmp_path / "toy_plugin.py").write_text(textwrap.dedent("""
-        from bitnet_pack.layouts import Layout, LayoutSpec
+        from bitnet_pack.formats.layouts import Layout, LayoutSpec
 
         class Plugged(Layout):
             spec = LayoutSpec(name="plugged", block_size=1, type_size=1, scale="tensor:bf16",
@@ -228,7 +228,7 @@ def test_other_packages_register_through_the_entry_point_group(tiny_a: Path, tmp
 def test_a_layout_brings_its_own_walk():
     """A layout with a C tile declares its walk name and C number in the entry and its Python
     reading (`kernel_walk`) beside its codec: here I2_S's bytes under another name and type."""
-    from bitnet_pack.layouts.i2s import I2S
+    from bitnet_pack.formats.layouts.i2s import I2S
 
     class Quarters(I2S):
         spec = LayoutSpec(name="quarters", block_size=128, type_size=32, tail_bytes=32, scale="tail:f32",
@@ -284,7 +284,7 @@ def test_a_runtime_of_its_own_speaks_through_its_layouts(tiny_a: Path, tmp_path:
     """Ids under a table no other entry uses make that table (written, recorded, detected from the
     file type alone); the layout's hooks give the sink's and inspect's notes, the arch and the
     refusal, and what its runtime says about other layouts; no project file names it."""
-    from bitnet_pack.inspection import describe
+    from bitnet_pack.proof.inspection import describe
 
     toy = define_toy()
 
@@ -329,16 +329,16 @@ def test_a_directory_layout_names_its_own_sink_and_reader(tiny_a: Path, tmp_path
     """A directory layout whose entry names `sink=` and `reader=` is written by that sink
     (--outtype) and opened by that reader (when it claims the path), with no table edited:
     here hf-packed bytes in a directory marked BOXED."""
-    from bitnet_pack.checkpoints import open_checkpoint
-    from bitnet_pack.sinks.factory import directory_outtypes, gguf_outtypes
+    from bitnet_pack.pipeline.sinks.factory import directory_outtypes, gguf_outtypes
+    from bitnet_pack.pipeline.sources import open_checkpoint
 
     (tmp_path / "toy_boxed.py").write_text(textwrap.dedent("""
         from pathlib import Path
 
-        from bitnet_pack.checkpoints.hf import HFCheckpoint
-        from bitnet_pack.layouts import LayoutSpec
-        from bitnet_pack.layouts.hf import HFPacked
-        from bitnet_pack.sinks.hf import HFSink
+        from bitnet_pack.pipeline.sources.hf import HFCheckpoint
+        from bitnet_pack.formats.layouts import LayoutSpec
+        from bitnet_pack.formats.layouts.hf import HFPacked
+        from bitnet_pack.pipeline.sinks.hf import HFSink
 
         class Boxed(HFPacked):
             spec = LayoutSpec(name="boxed", block_size=1, type_size=1, scale="tensor:bf16", container="torch",
@@ -385,5 +385,5 @@ def test_sink_and_reader_belong_to_directory_layouts():
     with pytest.raises(UsageError, match="sink/reader is 'module:Class', got 'toy.Sink'"):
         LayoutSpec(name="toy5", block_size=16, type_size=4, scale="tail:f32", container="torch", sink="toy.Sink")
     gpu = get_layout("bitnet-gpu")
-    assert registry.load_hook(gpu.spec.sink).__module__ == "bitnet_pack.sinks.bitnet_gpu"
+    assert registry.load_hook(gpu.spec.sink).__module__ == "bitnet_pack.pipeline.sinks.bitnet_gpu"
     assert registry.load_hook(gpu.spec.reader) in registry.readers()

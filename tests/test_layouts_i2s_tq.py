@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bitnet_pack.containers.gguf import GGUFFile
-from bitnet_pack.dtypes import bf16_to_f32
 from bitnet_pack.errors import FormatError, NotTernary, ScaleNotRepresentable, ShapeError
-from bitnet_pack.ggml_types import TypeTable, i2s_nbytes
-from bitnet_pack.layouts import get_layout
-from bitnet_pack.ternary import TernaryWeight, ternarize
+from bitnet_pack.formats.dtypes import bf16_to_f32
+from bitnet_pack.formats.ggml_types import TypeTable, i2s_nbytes
+from bitnet_pack.formats.layouts import get_layout
+from bitnet_pack.formats.ternary import TernaryWeight, ternarize
 
 I2S_NAMES = ("i2_s", "i2_s_arm")
 TQ_TYPES = {"tq2_0": GGMLQuantizationType.TQ2_0, "tq1_0": GGMLQuantizationType.TQ1_0}

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bitnet_pack.dtypes import bf16_to_f32
 from bitnet_pack.errors import FormatError, NotTernary, ShapeError
-from bitnet_pack.ggml_types import TypeTable, tl1_nbytes, tl2_nbytes
-from bitnet_pack.kernel_config import (
+from bitnet_pack.formats.dtypes import bf16_to_f32
+from bitnet_pack.formats.ggml_types import TypeTable, tl1_nbytes, tl2_nbytes
+from bitnet_pack.formats.kernel_config import (
     KernelConfig,
     Tiling,
     check_tiling,
@@ -26,9 +26,9 @@ from bitnet_pack.kernel_config import (
     valid_tilings,
     write_kernel_config,
 )
-from bitnet_pack.layouts.tl1 import TL1
-from bitnet_pack.layouts.tl2 import TL2
-from bitnet_pack.ternary import TernaryWeight, ternarize
+from bitnet_pack.formats.layouts.tl1 import TL1
+from bitnet_pack.formats.layouts.tl2 import TL2
+from bitnet_pack.formats.ternary import TernaryWeight, ternarize
 
 LAYOUTS = {"tl1": TL1(), "tl2": TL2()}
 TYPE_IDS = {"tl1": 38, "tl2": 39}

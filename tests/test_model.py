@@ -19,13 +19,13 @@ import json
 import numpy as np
 import pytest
 
-from bitnet_pack.checkpoints import load_weights
 from bitnet_pack.containers.gguf import GGUFFile
+from bitnet_pack.engine.generate import encode_prompt, eos_ids, generate_text, load_tokenizer
+from bitnet_pack.engine.model import BitNetModel, MissingTensor, UnexpectedTensor
 from bitnet_pack.errors import FormatError, ShapeError, UnknownArchitecture, UsageError
-from bitnet_pack.generate import encode_prompt, eos_ids, generate_text, load_tokenizer
-from bitnet_pack.layouts import get_layout
-from bitnet_pack.model import BitNetModel, MissingTensor, UnexpectedTensor
-from bitnet_pack.ternary import TernaryWeight
+from bitnet_pack.formats.layouts import get_layout
+from bitnet_pack.formats.ternary import TernaryWeight
+from bitnet_pack.pipeline.sources import load_weights
 
 MARGIN_ATOL = 1e-4
 TOP5_ATOL = 2e-5

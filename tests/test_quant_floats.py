@@ -1,5 +1,5 @@
 """Quantized token embeddings out (`--embedding-type q8_0|q6_k|q5_k|q4_k`), and the quantized
-output matrix multiplied as ggml does (bitnet_pack/quant_floats.py, quant_dot.py).
+output matrix multiplied as ggml does (bitnet_pack/formats/quant_floats.py, quant_dot.py).
 
 The bytes are compared, block by block, with llama-quantize's own files of tiny-a
 (fixtures/embd-quant, made by bitnet.cpp's llama-quantize from the f32 GGUF of the same master).
@@ -16,13 +16,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from test_fixtures import assert_checksums_hold
 
-from bitnet_pack import kernel, quant_dot, quant_floats
-from bitnet_pack.checkpoints import load_weights
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.gguf import GGUFFile
+from bitnet_pack.engine import kernel, quant_dot
+from bitnet_pack.engine.model import BitNetModel
 from bitnet_pack.errors import ShapeError, UsageError
-from bitnet_pack.floatmath import fmaf
-from bitnet_pack.model import BitNetModel
+from bitnet_pack.formats import quant_floats
+from bitnet_pack.formats.floatmath import fmaf
+from bitnet_pack.pipeline.sources import load_weights
 
 EMBD_QUANT = FIXTURES / "embd-quant"
 TYPES = list(quant_floats.EMBEDDING_TYPES)

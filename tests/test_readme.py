@@ -102,7 +102,7 @@ def test_readme_python_snippet_runs_as_pasted(index: int, workdir: Path, tmp_pat
 
 
 def test_the_reference_names_every_flag_and_environment_variable() -> None:
-    from bitnet_pack.cli import main
+    from bitnet_pack.cli.main import main
 
     text = README.read_text()
     flags = {opt for param in main.params for opt in param.opts if opt.startswith("-")}

@@ -1,4 +1,4 @@
-"""bitnet-pack roundtrip, and bitnet_pack.testing for downstream suites."""
+"""bitnet-pack roundtrip, and bitnet_pack.proof.testing for downstream suites."""
 from __future__ import annotations
 
 import importlib
@@ -13,16 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_cli import cli, error_line
 
-from bitnet_pack.checkpoints import open_checkpoint
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.gguf import GGUFFile
-from bitnet_pack.convert import convert
 from bitnet_pack.errors import ShapeError
-from bitnet_pack.layouts import get_layout, layout_names
-from bitnet_pack.roundtrip import roundtrip, scale_rounding
-from bitnet_pack.sinks.factory import make_sink
-from bitnet_pack.ternary import TernaryWeight
-from bitnet_pack.testing import (
+from bitnet_pack.formats.layouts import get_layout, layout_names
+from bitnet_pack.formats.ternary import TernaryWeight
+from bitnet_pack.pipeline.convert import convert
+from bitnet_pack.pipeline.sinks.factory import make_sink
+from bitnet_pack.pipeline.sources import open_checkpoint
+from bitnet_pack.proof.roundtrip import roundtrip, scale_rounding
+from bitnet_pack.proof.testing import (
     accepted_shapes,
     assert_layout_round_trips,
     assert_round_trips,
@@ -33,7 +33,7 @@ from bitnet_pack.testing import (
 )
 
 # the module: the attribute bitnet_pack.roundtrip is the library function of the same name
-roundtrip_module = importlib.import_module("bitnet_pack.roundtrip")
+roundtrip_module = importlib.import_module("bitnet_pack.proof.roundtrip")
 
 DAMAGED_GGUF_TENSOR, DAMAGED_TENSOR = "blk.1.ffn_up.weight", "model.layers.1.mlp.up_proj.weight"
 
@@ -145,7 +145,7 @@ def test_unknown_layout_is_a_usage_error() -> None:
     assert result.returncode == 2 and "unknown layout 'q4_0'" in error_line(result)
 
 
-# -- bitnet_pack.testing --------------------------------------------------------------------
+# -- bitnet_pack.proof.testing --------------------------------------------------------------------
 
 @settings(max_examples=50, deadline=None)
 @given(data=st.data(), layout=st.sampled_from(layout_names()))

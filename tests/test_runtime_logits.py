@@ -8,7 +8,7 @@
   Without the last, the AVX-512 rows differ in one row (prompt 1, step 15: an int8 flip, all
   512 logits off by up to 9.92e-5); the AVX2 build's own ggml_v_expf is not mirrored and
   not needed on these rows.
-  RoPE is ggml's to the bit (bitnet_pack/ggml_rope.py): the C library's cosf/sinf and the
+  RoPE is ggml's to the bit (bitnet_pack/engine/ggml_rope.py): the C library's cosf/sinf and the
   rotation's fused multiply-adds. Without them the 64-token prompt of fixtures/tiny-a-logits-more
   matches its first two rows only, and two rows of embd-quant miss their recorded margins.
 * `reference` against transformers fp32 is not bit-exact (<= 1.53e-5 here): transformers
@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 from conftest import FIXTURES
 
-from bitnet_pack.checkpoints import load_weights
-from bitnet_pack.model import BitNetModel
+from bitnet_pack.engine.model import BitNetModel
+from bitnet_pack.pipeline.sources import load_weights
 
 ROWS, VOCAB = 16, 512
 
@@ -86,7 +86,7 @@ def embd_quant_runs() -> list[tuple[str, int]]:
 def test_bitnet_cpp_numerics_with_a_quantized_output_matrix(file_name, run):
     """bitnet.cpp with a Q8_0/Q6_K/Q5_K/Q4_K token_embd (tied: also the output projection):
     rows looked up by ggml's dequantizer, logits by its quantized dot product on Q8_K / Q8_0
-    activations (bitnet_pack/quant_dot.py). The recorded ids, all 16 of both prompts; without
+    activations (bitnet_pack/engine/quant_dot.py). The recorded ids, all 16 of both prompts; without
     the quantized product (float logits over the same values) some differ."""
     recorded = json.loads((EMBD_QUANT / "decode.json").read_text())["files"][file_name][run]
     model = BitNetModel(*load_weights(EMBD_QUANT / file_name, stored=True), numerics="bitnet.cpp")
@@ -137,7 +137,7 @@ def test_bitnet_cpp_numerics_every_row_of_prompts_up_to_64_tokens(tiny_a, length
 def test_correctly_rounded_rope_misses_rows_of_the_64_token_prompt(tiny_a, monkeypatch):
     """The control: floatmath's cos/sin and an unfused rotation (what the other numerics use)
     in place of ggml's diverge from the third row on."""
-    from bitnet_pack import floatops, ggml_rope
+    from bitnet_pack.engine import floatops, ggml_rope
 
     monkeypatch.setattr(ggml_rope, "rope_tables", lambda p, d, theta: floatops.rope_tables(p, d, theta, True))
     monkeypatch.setattr(ggml_rope, "apply_rope", floatops.apply_rope)

@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bitnet_pack.containers.shards import SafetensorsDir
-from bitnet_pack.dtypes import bf16_to_f32, f32_to_bf16, round_to_bf16
 from bitnet_pack.errors import NonFiniteActivation, NonFiniteWeight, ShapeError
-from bitnet_pack.ternary import ZERO_BETA, TernaryWeight, quantize_activations, ternarize
-from bitnet_pack.torchsum import torch_mean, torch_sum
+from bitnet_pack.formats.dtypes import bf16_to_f32, f32_to_bf16, round_to_bf16
+from bitnet_pack.formats.ternary import ZERO_BETA, TernaryWeight, quantize_activations, ternarize
+from bitnet_pack.formats.torchsum import torch_mean, torch_sum
 
 
 def weight_quant(w: np.ndarray) -> tuple[np.ndarray, np.float32]:

@@ -20,15 +20,15 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from bitnet_pack.containers.gguf import GGUFFile
 from bitnet_pack.containers.gguf_write import GGUFWriter
 from bitnet_pack.errors import FormatError, LfsPointer, MissingFile, TruncatedFile, UsageError
-from bitnet_pack.tokenizer import (
+from bitnet_pack.families.tokenizers.metadata import (
     BITNET_CHAT_TEMPLATE,
     LLAMA3_SPLIT,
     LLAMA3_SPLIT_CASED,
     gguf_tokenizer_metadata,
     pre_tokenizer_name,
 )
-from bitnet_pack.tokenizer_reverse import tokenizer_files_from_gguf
-from bitnet_pack.tokenizer_spm import parse_sentencepiece_model
+from bitnet_pack.families.tokenizers.reverse import tokenizer_files_from_gguf
+from bitnet_pack.families.tokenizers.spm import parse_sentencepiece_model
 
 LLAMA3_CONFIG = {"vocab_size": 128256, "bos_token_id": 128000, "eos_token_id": 128001}
 SAMPLES = [

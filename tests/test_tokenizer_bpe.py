@@ -17,15 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from bitnet_pack import tokenizer as tokenizer_module
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.gguf import GGUFFile, KVField
 from bitnet_pack.errors import FormatError
-from bitnet_pack.gguf_meta import make_target
-from bitnet_pack.sinks.gguf_tokenizer import tokenizer_kvs
-from bitnet_pack.tokenizer import gguf_tokenizer_metadata
-from bitnet_pack.tokenizer_pre import CHECK_TEXT, HASHES, check_hash, runtime_name, split_rules
-from bitnet_pack.tokenizer_reverse import tokenizer_files_from_gguf
+from bitnet_pack.families.gguf_meta import make_target
+from bitnet_pack.families.tokenizers import metadata as tokenizer_module
+from bitnet_pack.families.tokenizers.metadata import gguf_tokenizer_metadata
+from bitnet_pack.families.tokenizers.pre import CHECK_TEXT, HASHES, check_hash, runtime_name, split_rules
+from bitnet_pack.families.tokenizers.reverse import tokenizer_files_from_gguf
+from bitnet_pack.pipeline.sinks.gguf_tokenizer import tokenizer_kvs
 
 FALCON_E_HASH = next(h for h, identity in HASHES.items() if identity == "falcon-e")
 TEXTS = [

@@ -1,6 +1,6 @@
 """Golden traces: `verify MODEL --record TRACE` writes what plain numpy reads back, `--against`
 compares bit for bit (exit 0 / 3 with the step and position), bad trace files exit 1; the same
-as functions in bitnet_pack.testing, which imports without hypothesis."""
+as functions in bitnet_pack.proof.testing, which imports without hypothesis."""
 from __future__ import annotations
 
 import json
@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from test_cli import ROOT, cli, error_line
 
 import bitnet_pack
-from bitnet_pack.checkpoints import load_weights
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
+from bitnet_pack.engine.model import BitNetModel
 from bitnet_pack.errors import FormatError
-from bitnet_pack.model import BitNetModel
-from bitnet_pack.ternary import TernaryWeight
-from bitnet_pack.testing import assert_matches_trace, load_trace, record_trace
-from bitnet_pack.trace import Trace, save_trace
+from bitnet_pack.formats.ternary import TernaryWeight
+from bitnet_pack.pipeline.sources import load_weights
+from bitnet_pack.proof.testing import assert_matches_trace, load_trace, record_trace
+from bitnet_pack.proof.trace import Trace, save_trace
 
 TINY_A = ROOT / "fixtures" / "tiny-a"
 PACKED = TINY_A / "tiny-a-packed"
@@ -240,7 +240,7 @@ def test_save_and_load_round_trip_exactly(prompt_length: int, steps: int, vocab:
     assert back.logits.tobytes() == logits.tobytes() and (back.numerics, back.version) == (numerics, "9.9")
 
 
-# -- bitnet_pack.testing ---------------------------------------------------------------------
+# -- bitnet_pack.proof.testing ---------------------------------------------------------------------
 def test_testing_functions_record_and_assert(packed_model: BitNetModel, converted: dict[str, Path],
                                              tmp_path: Path) -> None:
     path = tmp_path / "golden.npz"
@@ -266,8 +266,8 @@ def test_testing_imports_in_a_plain_install_without_hypothesis(recorded: Path) -
     script = f"""
 import sys
 sys.modules["hypothesis"] = None  # as if not installed: importing it raises ModuleNotFoundError
-from bitnet_pack.testing import *
-import bitnet_pack.testing as testing
+from bitnet_pack.proof.testing import *
+import bitnet_pack.proof.testing as testing
 assert load_trace({str(recorded)!r}).ids.size == {STEPS}
 assert "ternary_weights" not in testing.__all__
 try:

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.gguf import GGUFFile, GGUFWriter
+from bitnet_pack.engine.model import ModelConfig
 from bitnet_pack.errors import HeaderInvalid, UnknownArchitecture
-from bitnet_pack.model import ModelConfig
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 LATENT = FIXTURES / "fam-1bitllm" / "fam-1bitllm-hf"      # float32: easy to edit

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bitnet_pack.checkpoints import load_weights
-from bitnet_pack.diff import compare_weights
-from bitnet_pack.dtypes import bf16_to_f32, round_to_bf16
+from bitnet_pack.engine.kernel import PackedMatrix
+from bitnet_pack.engine.model import BitNetModel
 from bitnet_pack.errors import UsageError, VerificationMismatch
-from bitnet_pack.kernel import PackedMatrix
-from bitnet_pack.model import BitNetModel
-from bitnet_pack.ternary import TernaryWeight, ternarize
-from bitnet_pack.verify import decode_rows, verify
+from bitnet_pack.formats.dtypes import bf16_to_f32, round_to_bf16
+from bitnet_pack.formats.ternary import TernaryWeight, ternarize
+from bitnet_pack.pipeline.sources import load_weights
+from bitnet_pack.proof.diff import compare_weights
+from bitnet_pack.proof.verify import decode_rows, verify
 
 PROMPT_5 = [1, 15, 27, 300, 42]
 PROMPT_12 = [1, 280, 18, 331, 374, 45, 498, 101, 502, 406, 342, 136]

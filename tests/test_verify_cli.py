@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.gguf import GGUFFile
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "tiny-bitnet"
@@ -130,8 +130,8 @@ def test_generate_json(packed: Path) -> None:
     assert set(result) == {"prompt", "prompt_ids", "ids", "text", "stopped_at_eos", "numerics"}
     assert result["prompt"] == "BitNet stores" and result["numerics"] == "reference"
     assert len(result["ids"]) == 5 or result["stopped_at_eos"]
-    from bitnet_pack.checkpoints import load_weights
-    from bitnet_pack.model import BitNetModel
+    from bitnet_pack.engine.model import BitNetModel
+    from bitnet_pack.pipeline.sources import load_weights
 
     greedy, _ = BitNetModel(*load_weights(packed)).generate_ids(result["prompt_ids"], 5)
     assert greedy[:len(result["ids"])] == result["ids"]
@@ -150,7 +150,7 @@ def short_context(packed: Path, tmp_path: Path) -> Path:
 
 
 def test_generate_and_verify_are_bound_by_the_context(short_context: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bitnet_pack.model import BitNetModel
+    from bitnet_pack.engine.model import BitNetModel
 
     def refuse(*_args: object) -> None:
         raise AssertionError("decoded although the context was too short")
@@ -202,7 +202,7 @@ def test_verify_shows_progress_on_a_terminal_only(packed: Path) -> None:
 
 
 def test_the_cli_offers_every_numerics_mode_of_the_model() -> None:
-    from bitnet_pack.commands.model_io import NUMERICS as OFFERED
-    from bitnet_pack.model import NUMERICS
+    from bitnet_pack.cli.commands.model_io import NUMERICS as OFFERED
+    from bitnet_pack.engine.model import NUMERICS
 
     assert OFFERED == list(NUMERICS)

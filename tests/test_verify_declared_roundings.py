@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 from conftest import FIXTURES
 
-from bitnet_pack.cli import main
+from bitnet_pack.cli.main import main
 from bitnet_pack.containers.gguf import GGUFFile
-from bitnet_pack.layouts import find_layout
-from bitnet_pack.sinks.factory import directory_outtypes, gguf_outtypes
+from bitnet_pack.formats.layouts import find_layout
+from bitnet_pack.pipeline.sinks.factory import directory_outtypes, gguf_outtypes
 
 IDS = "1,15,27,300,42"
 GEMMA = FIXTURES / "emb-gemma3"
@@ -184,9 +184,9 @@ def test_iq1_bn_rounds_each_rows_scale_as_its_entry_declares() -> None:
     """IQ1_BN's declared rounding (its entry's beta_rounding, applied to beta) is the rounding of
     every row's stored fp16 d: rows with a non-zero code hold round(beta), all-zero rows 0, and
     the decoded beta is the declared rounding of the encoded one."""
-    from bitnet_pack.layouts import get_layout
-    from bitnet_pack.rounding import Rounding
-    from bitnet_pack.ternary import TernaryWeight
+    from bitnet_pack.engine.rounding import Rounding
+    from bitnet_pack.formats.layouts import get_layout
+    from bitnet_pack.formats.ternary import TernaryWeight
 
     layout = get_layout("iq1_bn")
     rng = np.random.default_rng(19)

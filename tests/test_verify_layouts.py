@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bitnet_pack.checkpoints import load_weights
-from bitnet_pack.cli import main
-from bitnet_pack.commands.model_io import loaded
-from bitnet_pack.kernel import PackedMatrix
-from bitnet_pack.layouts.tl2 import TL2
-from bitnet_pack.ternary import TernaryWeight
+from bitnet_pack.cli.commands.model_io import loaded
+from bitnet_pack.cli.main import main
+from bitnet_pack.engine.kernel import PackedMatrix
+from bitnet_pack.formats.layouts.tl2 import TL2
+from bitnet_pack.formats.ternary import TernaryWeight
+from bitnet_pack.pipeline.sources import load_weights
 
 # outtype -> the layout the model's PackedMatrix must read (the file's own)
 LAYOUTS = {"hf-packed": "hf", "i2_s": "i2_s", "i2_s_arm": "i2_s_arm", "tl1": "tl1", "tl2": "tl2",

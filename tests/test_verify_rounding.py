@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bitnet_pack.cli import main
-from bitnet_pack.layouts import get_layout, layout_names
-from bitnet_pack.rounding import Plan, Rounding, round_scalar
-from bitnet_pack.sinks.factory import directory_outtypes, outtype_spellings
+from bitnet_pack.cli.main import main
+from bitnet_pack.engine.rounding import Plan, Rounding, round_scalar
+from bitnet_pack.formats.layouts import get_layout, layout_names
+from bitnet_pack.pipeline.sinks.factory import directory_outtypes, outtype_spellings
 
 OUTTYPES = [o for o in outtype_spellings() if o != "hf"]  # "hf" is hf-packed's other spelling
 IDS = "1,15,27,300,42"

@@ -23,9 +23,15 @@ from typing import Any
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFValueType, Keys
 
-from ..dtypes import bf16_to_f32
 from ..errors import HeaderInvalid, UsageError
-from ..ggml_types import MAINLINE, TypeTable, bitnet_cpp_file_types, own_table_of_file_type, type_tables
+from ..formats.dtypes import bf16_to_f32
+from ..formats.ggml_types import (
+    MAINLINE,
+    TypeTable,
+    bitnet_cpp_file_types,
+    own_table_of_file_type,
+    type_tables,
+)
 from .gguf_read import KVField, TensorInfo, parse_header
 from .gguf_write import GGUFWriter, iter_chunks
 from .sniff import require_regular
@@ -98,7 +104,7 @@ class GGUFFile:
             return TypeTable.for_target("2025")
         # bitnet.cpp writes 1bitLLM as `bitnet` and Llama-style BitNet as `llama`: its own
         # file types say which table (mainline's 38 is MXFP4_MOE, never a BitNet family)
-        # (and its embedding models as qwen3 / gemma3, emb/)
+        # (and its embedding models as qwen3 / gemma3, embedding_*)
         bitnet_cpp = (named and arch.value in ("bitnet", "llama", "qwen3", "gemma3") and file_type is not None
                       and file_type.value in bitnet_cpp_file_types())
         return TypeTable.for_target("2025" if bitnet_cpp else None)

@@ -41,7 +41,7 @@ from ..errors import (
     TruncatedFile,
     UnknownTensorType,
 )
-from ..ggml_types import MAINLINE, TypeTable, pad, table_ids, table_label, type_tables
+from ..formats.ggml_types import MAINLINE, TypeTable, pad, table_ids, table_label, type_tables
 from .sniff import reject_lfs_pointer
 
 MAGIC_BYTES = struct.pack("<I", GGUF_MAGIC)  # b"GGUF"

@@ -29,10 +29,10 @@ from gguf import GGUF_DEFAULT_ALIGNMENT, GGUF_VERSION, GGUFValueType, Keys
 
 from .. import interrupts
 from ..errors import DuplicateTensor, UnknownTensorType, UsageError
-from ..ggml_types import TypeTable, pad
-from ..outputs import publish, temp_name
+from ..formats.ggml_types import TypeTable, pad
 from .gguf_read import MAGIC_BYTES, MAX_DIMS, KVField
 from .gguf_values import encode_string, encode_value, infer_vtype
+from .outputs import publish, temp_name
 
 __all__ = ["GGUFWriter", "infer_vtype", "iter_chunks"]
 

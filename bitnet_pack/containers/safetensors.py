@@ -46,7 +46,7 @@ def itemsize(dtype: str) -> int:
 
 
 @dataclass(frozen=True)
-class TensorInfo:
+class SafetensorsEntry:
     name: str
     dtype: str
     shape: tuple[int, ...]
@@ -72,7 +72,7 @@ class SafetensorsFile:
         self.size = size
         self.metadata, self.tensors = self._parse_header()
 
-    def _parse_header(self) -> tuple[dict[str, str], dict[str, TensorInfo]]:
+    def _parse_header(self) -> tuple[dict[str, str], dict[str, SafetensorsEntry]]:
         if self.size < 8:
             raise TruncatedFile(f"{self.size} bytes is too short for a safetensors header", path=self.path)
         length = int.from_bytes(self._map[:8], "little")
@@ -100,7 +100,7 @@ class SafetensorsFile:
         self._check_coverage(tensors, base)
         return metadata, tensors
 
-    def _tensor_info(self, name: str, entry: object, base: int) -> TensorInfo:
+    def _tensor_info(self, name: str, entry: object, base: int) -> SafetensorsEntry:
         if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
             raise HeaderInvalid("entry needs dtype, shape and data_offsets", path=self.path, tensor=name)
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
@@ -120,9 +120,9 @@ class SafetensorsFile:
             raise TruncatedFile(
                 f"needs bytes {base + begin}..{base + end} but the file ends at {self.size}: "
                 "truncated download?", path=self.path, tensor=name)
-        return TensorInfo(name, dtype, tuple(shape), base + begin, base + end)
+        return SafetensorsEntry(name, dtype, tuple(shape), base + begin, base + end)
 
-    def _check_coverage(self, tensors: dict[str, TensorInfo], base: int) -> None:
+    def _check_coverage(self, tensors: dict[str, SafetensorsEntry], base: int) -> None:
         cursor = base
         for info in sorted(tensors.values(), key=lambda t: (t.begin, t.end)):
             if info.begin != cursor:

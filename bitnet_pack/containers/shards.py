@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DuplicateTensor, HeaderInvalid, MissingFile
-from .safetensors import SafetensorsFile, SafetensorsWriter, TensorInfo, TensorPlan
+from .safetensors import SafetensorsEntry, SafetensorsFile, SafetensorsWriter, TensorPlan
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -29,7 +29,7 @@ class SafetensorsDir:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
         self.files: list[SafetensorsFile] = []
-        self.where: dict[str, tuple[SafetensorsFile, TensorInfo]] = {}
+        self.where: dict[str, tuple[SafetensorsFile, SafetensorsEntry]] = {}
         index = self.directory / INDEX
         if index.is_file():
             self._open_index(index)
@@ -86,7 +86,7 @@ class SafetensorsDir:
     def metadata(self) -> dict[str, str]:
         return self.files[0].metadata if self.files else {}
 
-    def info(self, name: str) -> TensorInfo:
+    def info(self, name: str) -> SafetensorsEntry:
         return self.where[name][1]
 
     def raw(self, name: str) -> np.ndarray:

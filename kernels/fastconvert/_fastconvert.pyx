@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""bitnet_pack._fastconvert: thin GIL-free wrappers over fastconvert.h (see that file).
+"""bitnet_pack.formats._fastconvert: thin GIL-free wrappers over fastconvert.h (see that file).
 
-Arrays are flat and C-contiguous; outputs are allocated by the caller (bitnet_pack.fastpath),
+Arrays are flat and C-contiguous; outputs are allocated by the caller (bitnet_pack.formats.fastpath),
 which also splits work into ranges for its threads and checks the returned counts.
 """
 from libc.stdint cimport int8_t, int64_t, uint8_t, uint16_t, uint32_t

@@ -7,7 +7,7 @@
  *   fc_i2s_to_tq2    I2_S bytes (x86) -> TQ2_0 blocks
  *
  * Each equals the two-step path (ternarize.c / layouts.c) byte for byte; the layouts'
- * bit diagrams are in bitnet_pack/layouts/{i2s,hf}.py. A stored field is code + 1.
+ * bit diagrams are in bitnet_pack/formats/layouts/{i2s,hf}.py. A stored field is code + 1.
  */
 #include "fastconvert.h"
 

@@ -1,7 +1,7 @@
-/* bitnet_pack._fastconvert: the hot loops of a conversion, in plain C.
+/* bitnet_pack.formats._fastconvert: the hot loops of a conversion, in plain C.
  *
  * Every function works on one contiguous range and touches nothing else, so the Python
- * front (bitnet_pack/fastpath.py) can run two ranges on two threads with the GIL released.
+ * front (bitnet_pack/formats/fastpath.py) can run two ranges on two threads with the GIL released.
  * Each one equals a numpy reference byte for byte (tests/test_fastpath.py):
  *
  *   fc_sum_f32, fc_abs_sum_*     torchsum._inner_sum      (one parallel_for chunk of torch.sum)

@@ -1,4 +1,4 @@
-/* Packing and unpacking of the ternary layouts; the bit diagrams are in bitnet_pack/layouts.
+/* Packing and unpacking of the ternary layouts; the bit diagrams are in bitnet_pack/formats/layouts.
  *
  * A stored field is code + 1 (0, 1, 2). Codes outside {-1, 0, 1} make a field above 2:
  * encoders count them, decoders count fields equal to 3, and the caller reruns the numpy

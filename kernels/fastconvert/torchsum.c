@@ -1,6 +1,6 @@
 /* torch's CPU float32 sum over one parallel_for chunk, in torch's own order.
  *
- * The order is that of bitnet_pack/torchsum.py (and of ATen's SumKernel.cpp):
+ * The order is that of bitnet_pack/formats/torchsum.py (and of ATen's SumKernel.cpp):
  *
  *   x = [ row 0: 32 floats | row 1 | ... | row R-1 | v leftover 8-float vectors | t < 8 tail ]
  *
