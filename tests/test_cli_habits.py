@@ -75,7 +75,8 @@ def test_quiet_after_the_command_and_inspect_quiet_prints_no_notes(tmp_path: Pat
 
 def test_shell_completion_offers_files_for_src_and_out(tmp_path: Path) -> None:
     env = {**ENV, "_BITNET_PACK_COMPLETE": "bash_complete", "COMP_CWORD": "3"}
-    for words in ("bitnet-pack convert src ou", "bitnet-pack inspect x y", "bitnet-pack generate m x"):
+    for words in ("bitnet-pack convert src ou", "bitnet-pack inspect x y", "bitnet-pack generate m x",
+                  "bitnet-pack verify a x", "bitnet-pack diff a x", "bitnet-pack roundtrip m x"):
         env["COMP_WORDS"] = words
         env["COMP_CWORD"] = "3" if words.startswith("bitnet-pack convert") else "2"
         result = subprocess.run([sys.executable, "-m", "bitnet_pack"], capture_output=True, text=True, env=env,

@@ -9,7 +9,7 @@ import click
 
 from ...errors import UsageError, VerificationMismatch
 from ...pipeline.progress import bars_wanted, count_progress
-from .common import emit_json, examples, resolve, revisions
+from .common import PATH_OR_REPO, emit_json, examples, resolve, revisions
 from .model_io import NUMERICS, Loaded, loaded, prompt_ids
 
 DEFAULT_PROMPT = "BitNet b1.58 stores every weight as"
@@ -26,8 +26,8 @@ def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float
     "bitnet-pack verify ./packed out.gguf --prompt 'Hello' --tokens 16",
     "bitnet-pack verify ./master out.gguf --ids 1,15,27 --json",
     "bitnet-pack verify out.gguf ggml-model-i2_s.gguf --numerics bitnet.cpp --atol 1e-3"))
-@click.argument("a", type=str)
-@click.argument("b", type=str, required=False)
+@click.argument("a", type=PATH_OR_REPO)
+@click.argument("b", type=PATH_OR_REPO, required=False)
 @click.option("--record", "record_to", type=click.Path(path_type=Path, dir_okay=False), default=None,
               metavar="TRACE", help="Decode A alone and write the prompt, greedy ids and every logits row "
                                     "to TRACE (.npz), for later --against.")
