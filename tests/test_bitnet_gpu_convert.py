@@ -128,12 +128,12 @@ def _hf(gguf_name: str) -> str:
 
 def test_verify_master_against_its_gpu_checkpoint_says_what_differs(from_master, tiny_a: Path) -> None:
     report = verify(tiny_a / "tiny-a-bf16", from_master[0], tokens=2)
-    assert not report.ok  # the converter's own bf16 ternarization changed codes: a difference, not a rounding
-    assert "ternary codes differ in 8 tensor(s)" in report.cause and "(128 of 65536 codes)" in report.cause
-    assert "beta differs" not in report.cause  # held to the converter's beta (declared), named:
-    assert "β to bf16 by bitnet-gpu's own converter" in report.rounded and "1497 codes in 8" in report.rounded
+    assert report.ok  # the converter's own bf16 ternarization is the layout's declared rounding of a master
+    assert "codes and β by bitnet-gpu's own converter" in report.rounded and "1497 codes in 8" in report.rounded
     strict = verify(tiny_a / "tiny-a-bf16", from_master[0], tokens=2, strict=True)
-    assert "beta differs in 14 tensor(s)" in strict.cause and not strict.rounded
+    assert not strict.ok and not strict.rounded
+    assert "ternary codes differ in 8 tensor(s)" in strict.cause and "(128 of 65536 codes)" in strict.cause
+    assert "beta differs in 14 tensor(s)" in strict.cause
 
 
 def test_packed_and_i2s_into_gpu_and_verify(tiny_a: Path, tmp_path: Path) -> None:
@@ -203,9 +203,11 @@ def test_inspect_raw_shows_the_twins_and_refuses_a_bare_pickle(gpu_dir) -> None:
 
 
 def test_verify_command_names_what_differs(from_master, tiny_a: Path) -> None:
-    result = CliRunner().invoke(main, ["verify", str(tiny_a / "tiny-a-bf16"), str(from_master[0]), "--tokens", "1"])
-    assert result.exit_code == 3
-    assert "ternary codes differ in 8 tensor(s)" in result.output and "not a rounding: 1497 codes" in result.output
+    args = ["verify", str(tiny_a / "tiny-a-bf16"), str(from_master[0]), "--tokens", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0 and "1497 codes in 8 tensors differ from float32 absmean's" in result.output
+    result = CliRunner().invoke(main, [*args, "--strict"])
+    assert result.exit_code == 3 and "ternary codes differ in 8 tensor(s)" in result.output
 
 
 def test_bitnet_cpps_own_folder_holds_both(tmp_path: Path, tiny_a: Path) -> None:

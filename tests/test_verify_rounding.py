@@ -41,10 +41,7 @@ def converted(request: pytest.FixtureRequest, tiny_a: Path, tmp_path_factory: py
 def test_verify_passes_after_the_declared_rounding(converted, outtype: str) -> None:
     source, paths = converted
     code, text = run("verify", source, paths[outtype], "--ids", IDS, "--tokens", "3", "--json")
-    if outtype == "bitnet-gpu" and source.name.endswith("bf16"):  # its own bf16 quantizer changes codes:
-        assert code == 3 and "not a rounding" in text, text  # honestly a difference (test_verify_declared_roundings)
-        return
-    assert code == 0, text
+    assert code == 0, text  # (bitnet-gpu from a master: after its own converter's ternarization, declared)
     report = json.loads(text[text.index("{"):])
     assert report["ok"] and report["identical"] and report["weights"]["identical"]
     code, strict_text = run("verify", source, paths[outtype], "--ids", IDS, "--tokens", "3", "--strict", "--json")

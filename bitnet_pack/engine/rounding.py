@@ -92,6 +92,7 @@ class Plan:
     applied: Counter = field(default_factory=Counter)
     master: object | None = None  # the open checkpoint, when it is a master (for `quantize_master`)
     codes_differ: dict[str, int] = field(default_factory=dict)  # the other side's codes its converter changed
+    own_codes: dict[str, int] = field(default_factory=dict)  # ... where they are exactly the stored ones
 
     def beta(self, name: str, beta: float, *, count: bool = True) -> np.float32:
         """beta with the side's rounding of tensor `name` applied (counted when it changes)."""
@@ -112,7 +113,11 @@ class Plan:
 
     def description(self) -> str:
         """'β to fp16 (TQ2_0) in 210 tensors, token_embd to fp16 (F16) in 1 tensor', or ''."""
-        return ", ".join(f"{text} in {n} tensor{'s' if n != 1 else ''}" for text, n in self.applied.items())
+        said = ", ".join(f"{text} in {n} tensor{'s' if n != 1 else ''}" for text, n in self.applied.items())
+        if self.own_codes:
+            said += (f" ({sum(self.own_codes.values())} codes in {len(self.own_codes)} tensors differ from "
+                     "float32 absmean's)")
+        return said
 
     def codes_note(self, side: str) -> str:
         """What this side's own master quantizer changed in the other side's codes, or ''."""
@@ -187,6 +192,8 @@ def reconcile(model_a: object, model_b: object, plan_a: Plan, plan_b: Plan) -> s
         if b is None:
             continue
         if hasattr(a, "codes_bytes") and hasattr(b, "codes_bytes"):
+            if _ternarized_by_own_converter(name, model_a, model_b, plan_a, plan_b):
+                continue
             _reconcile_beta(name, a, b, plan_a, plan_b)
         elif not hasattr(a, "codes_bytes") and not hasattr(b, "codes_bytes"):
             _reconcile_floats(name, model_a, model_b, plan_a, plan_b)
@@ -270,6 +277,28 @@ def own_codes(name: str, plan: Plan, again: object, codes: np.ndarray) -> int:
     if changed:
         plan.codes_differ[name] = changed
     return changed
+
+
+def _ternarized_by_own_converter(name: str, model_a: object, model_b: object, plan_a: Plan, plan_b: Plan) -> bool:
+    """A master's projection against a layout whose runtime ternarizes masters its own way
+    (`Layout.quantize_master`, e.g. bitnet.cpp's GPU converter in bf16): when that converter
+    gives exactly the stored codes and beta, the master's side takes the stored projection
+    (shared, not copied) and the step is counted as a declared rounding of the master."""
+    for plan, master, model, own, stored in ((plan_b, plan_a, model_a, model_a.tensors[name], model_b.tensors[name]),
+                                             (plan_a, plan_b, model_b, model_b.tensors[name], model_a.tensors[name])):
+        again = master_quantized(name, plan, master)
+        if again is None:
+            continue
+        if again.beta.tobytes() != np.float32(stored.beta).tobytes() or not np.array_equal(again.codes, stored.codes()):
+            return False  # not what the runtime's converter makes: a difference (`_reconcile_beta` counts it)
+        changed = int(np.count_nonzero(again.codes != own.codes()))
+        model.tensors[name] = stored
+        rounding = plan.roundings[name]
+        plan.applied[f"codes and β by {rounding.layout}'s own converter ({rounding.where})"] += 1
+        if changed:
+            plan.own_codes[name] = changed
+        return True
+    return False
 
 
 def count_own_beta(name: str, plan: Plan) -> None:

@@ -370,6 +370,13 @@ def _after_rounding(diff: TensorDiff, a: object, b: object, plans: tuple) -> Ten
 
     for plan, master, mine, theirs in ((plans[1], plans[0], a, b), (plans[0], plans[1], b, a)):
         again = master_quantized(diff.name, plan, master) if diff.kind == "ternary" else None
+        if again is not None and again.beta.tobytes() == np.float32(theirs.beta).tobytes() \
+                and np.array_equal(again.codes, theirs.codes):  # exactly what the runtime's converter makes
+            rounding = plan.roundings[diff.name]
+            plan.applied[f"codes and β by {rounding.layout}'s own converter ({rounding.where})"] += 1
+            if diff.differing:
+                plan.own_codes[diff.name] = diff.differing
+            return replace(diff, differing=0, beta_b=diff.beta_a)
         if again is not None:  # held to the layout's own master quantizer: its beta, its codes counted
             own_codes(diff.name, plan, again, mine.codes)
             if diff.betas_equal or again.beta.tobytes() != np.float32(theirs.beta).tobytes():
