@@ -358,7 +358,10 @@ def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None =
             a bf16 weight_scale, an F16 embedding), which are otherwise applied and named.
 
     Returns:
-        A `VerifyReport`: `.ok`, `.first_divergence`, `.cause`, `.summary()`, `.to_dict()`.
+        A `VerifyReport`: `.ok`, `.first_divergence`, `.cause`, `.summary()`, `.to_dict()`. For
+        BitNet embedding models (either side), the encoder runs instead of the decode and the
+        pooled embeddings are compared: an `EmbVerifyReport` (`.ok`, `.rows`, `.summary()`);
+        `ids` may then be a list of prompts (lists of ids).
 
     Example:
         >>> bitnet_pack.verify("fixtures/tiny-bitnet", "tiny.gguf", tokens=4).ok  # doctest: +SKIP
@@ -373,6 +376,13 @@ def verify(a: Src, b: Src, *, prompt: str | None = None, ids: list[int] | None =
     read = _read_only(read_options)
     path_a = hub.resolve_source(a, revision_a).path
     path_b = hub.resolve_source(b, revision_b).path
+    if is_embedding_model(path_a) or is_embedding_model(path_b):  # the encoder, pooled embeddings
+        from .proof.embedding_verify import verify_paths
+
+        if read_options:
+            raise UsageError(f"embedding models take no read options, got {', '.join(sorted(read_options))}")
+        prompts = None if ids is None else ([list(ids)] if ids and not isinstance(ids[0], list) else ids)
+        return verify_paths(path_a, path_b, prompts, None if prompt is None else [prompt], strict=strict)
     if isinstance(tokens, bool) or not isinstance(tokens, int):
         raise UsageError(f"tokens must be an integer, got {tokens!r}")
     _check_used_by_either(read, [path_a, path_b])

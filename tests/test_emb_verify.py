@@ -165,3 +165,17 @@ def test_diff_compares_runtime_values(tmp_path: Path) -> None:
 def test_lm_commands_refuse_an_embedding_model(command: tuple[str, ...]) -> None:
     result = run(command[0], GEMMA / "hf", *command[1:])
     assert result.exit_code == 2 and "BitNet embedding model" in result.output
+
+
+def test_the_library_verify_runs_the_encoder_for_embedding_models(tmp_path: Path) -> None:
+    """`bitnet_pack.verify` takes embedding models as the command does: pooled embeddings, the
+    declared F16-norm rounding named, `strict` without it, and a flipped code found."""
+    import bitnet_pack
+
+    report = bitnet_pack.verify(GEMMA / "hf", GEMMA / "emb-gemma3-i2_s.gguf", ids=[[5, 9, 14], [3]])
+    assert report.ok and "norms to F16" in report.rounded and len(report.rows) == 2
+    assert not bitnet_pack.verify(GEMMA / "hf", GEMMA / "emb-gemma3-i2_s.gguf", ids=[5, 9, 14], strict=True).ok
+    broken = tmp_path / "broken.gguf"
+    flip_one_code(GEMMA / "emb-gemma3-i2_s.gguf", broken, "blk.0.attn_q.weight")
+    flipped = bitnet_pack.verify(GEMMA / "hf", broken, ids=[5, 9, 14])
+    assert not flipped.ok and any("attn_q" in name or "q_proj" in name for name in flipped.differing_tensors)

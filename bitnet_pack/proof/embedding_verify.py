@@ -157,6 +157,35 @@ def verify_models(a: Encoder, b: Encoder, prompts: list[list[int]], labels: tupl
     return report
 
 
+def open_encoder(path: Path) -> tuple[Encoder, str, Path | None]:
+    """The encoder of the embedding model at `path`, its family name, and its folder when it
+    has a tokenizer.json there (an HF checkpoint), else None."""
+    from ..engine.encoder import Encoder
+    from ..pipeline.sources.embedding import open_embedding
+
+    with open_embedding(path) as source:
+        return Encoder(source), source.family.name, (source.path if source.kind == "hf" else None)
+
+
+def verify_paths(a: Path, b: Path, ids: list[list[int]] | None = None, texts: list[str] | None = None, *,
+                 strict: bool = False) -> EmbVerifyReport:
+    """`verify A B` for two embedding models: each side's encoder from its own bytes over the
+    prompt set (`ids`, else `texts` or the default sentences through a tokenizer.json either side
+    has), pooled embeddings compared bit for bit after the declared roundings (`strict`: none)."""
+    from ..errors import MissingFile
+    from ..pipeline.sources.embedding import is_embedding_model
+
+    for path in (a, b):
+        if not Path(path).exists():
+            raise MissingFile("no such file or directory", path=Path(path))
+    if not (is_embedding_model(Path(a)) and is_embedding_model(Path(b))):
+        raise UsageError(f"{a} and {b}: only one is a BitNet embedding model, nothing to compare")
+    enc_a, _, tok_a = open_encoder(Path(a))
+    enc_b, _, tok_b = open_encoder(Path(b))
+    prompts = prompt_set(ids, texts, [d for d in (tok_a, tok_b) if d], min(enc_a.vocab, enc_b.vocab))
+    return verify_models(enc_a, enc_b, prompts, (str(a), str(b)), strict=strict)
+
+
 def save_trace(encoder: Encoder, prompts: list[list[int]], path: Path, *, family: str, force: bool,
                inputs: list[Path]) -> tuple[Path, np.ndarray]:
     check_output(path, inputs, force)

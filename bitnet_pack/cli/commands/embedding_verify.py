@@ -7,7 +7,7 @@ import click
 
 from ...engine.runner import MAX_TOKEN_ID
 from ...errors import MissingFile, UsageError, VerificationMismatch
-from ...pipeline.sources.embedding import is_embedding_model, open_embedding
+from ...pipeline.sources.embedding import is_embedding_model
 
 
 def wants_embedding(a: str, b: str | None, against: Path | None) -> bool:
@@ -33,18 +33,11 @@ def _prompt_ids(ids: str | None) -> list[list[int]] | None:
     return prompts
 
 
-def _encoder(path: Path):
-    from ...engine.encoder import Encoder
-
-    with open_embedding(path) as source:
-        return Encoder(source), source.family.name, (source.path if source.kind == "hf" else None)
-
-
 def run(a: str, b: str | None, record_to: Path | None, against: Path | None, prompt: str | None,
         ids: str | None, atol: float, force: bool, as_json: bool, emit_json, strict: bool = False) -> None:
     from ...proof import embedding_verify as ev
 
-    enc_a, family, tok_a = _encoder(Path(a))
+    enc_a, family, tok_a = ev.open_encoder(Path(a))
     prompts_given = _prompt_ids(ids)
     texts = [prompt] if prompt is not None else None
     if against is not None:
@@ -63,9 +56,9 @@ def run(a: str, b: str | None, record_to: Path | None, against: Path | None, pro
         raise MissingFile("no such file or directory", path=Path(b))
     if not is_embedding_model(Path(b)):
         raise UsageError(f"{a} is a BitNet embedding model and {b} is not: nothing to compare")
-    enc_b, _, tok_b = _encoder(Path(b))
-    prompts = ev.prompt_set(prompts_given, texts, [d for d in (tok_a, tok_b) if d], min(enc_a.vocab, enc_b.vocab))
-    report = ev.verify_models(enc_a, enc_b, prompts, (a, b), strict=strict)
+    from ...api import verify
+
+    report = verify(a, b, ids=prompts_given, prompt=prompt, strict=strict)
     _show(_within(report, atol), as_json, emit_json, f"{a} and {b} differ")
 
 
