@@ -1,24 +1,26 @@
 """The roundings a storage declares, and two models made equal by them before a bit-for-bit comparison.
 
-When B's layout must round what A holds (TQ's fp16 block scale, IQ1_BN's fp16 row scales, a bf16
-weight_scale, bitnet-gpu's bf16 scale slots, an F16, BF16 or quantized embedding), `verify A B` and `roundtrip` check, tensor by tensor, that A's value after
-exactly B's declared rounding is B's (or B's after A's: B may be the source), give the other
+When B's layout must round what A holds (TQ's fp16 block scale, an fp16 row scale, a bf16
+weight_scale or bf16 scale slots, an F16, BF16 or quantized embedding), `verify A B` and
+`roundtrip` check, tensor by tensor, that A's value after exactly B's declared rounding is B's (or B's after A's: B may be the source), give the other
 side that value, and compare bit for bit; what was rounded is counted by its description
 ("β to fp16 (TQ2_0)"), so the report can say "identical after rounding β to fp16 (TQ2_0)".
 Anything a declared rounding does not explain stays a difference. `--strict` rounds nothing.
 
     beta    the layout's `round_beta` (layouts/__init__.py: one declaration per layout, its
             entry's `beta_rounding`), with the container's choices: hf's weight_scale dtype and
-            1/beta. IQ1_BN keeps one fp16 d per row: every row with a non-zero code holds beta,
-            an all-zero row 0, so rounding beta is rounding each row's scale.
+            1/beta. A layout with a scale per row (`row_bytes`) keeps one fp16 d per row: every
+            row with a non-zero code holds beta, an all-zero row 0, so rounding beta is
+            rounding each row's scale.
     floats  rounded to the stored float type (F16, BF16; F32 keeps every value); a block-
             quantized one (Q8_0, Q6_K, Q5_K, Q4_K) is A's values quantized with exactly B's
             quantizer (quant_floats.py, ggml's reference) and dequantized.
 
-A layout whose runtime's converter ternarizes a master its own way (bitnet-gpu: in bf16,
-`Layout.quantize_master`) is held to that converter when the other side is the master: its
-beta is what that converter computes (named as such); codes it ternarizes otherwise than
-absmean are not a rounding and stay a difference, counted in the description.
+A layout whose runtime's converter ternarizes a master its own way (`Layout.quantize_master`,
+e.g. bitnet.cpp's GPU converter, in bf16) is held to that converter when the other side is the
+master: when it gives exactly the stored codes and betas, that is the master's declared
+rounding (named, with the count of codes that differ from float32 absmean's); anything else
+stays a difference.
 """
 from __future__ import annotations
 
@@ -163,7 +165,7 @@ def _projection_rounding(source: object, entry: object, get_layout) -> Rounding 
         kind = FLOAT_ROUNDING.get(scale, "")
         inverse = getattr(source, "linear_class", "") == "bitlinear"
         return Rounding(kind, True, "hf weight_scale " + scale, inverse, "hf") if kind else None
-    if getattr(source, "kind", "") != "gguf":  # a directory layout (bitnet-gpu) declares its own
+    if getattr(source, "kind", "") != "gguf":  # a directory layout declares its own
         from ..formats.layouts import find_layout
 
         layout = find_layout(getattr(source, "kind", "") or "-")
@@ -176,7 +178,7 @@ def _projection_rounding(source: object, entry: object, get_layout) -> Rounding 
     if layout is None or not layout.beta_rounding:
         return None
     where = layout.spec.type_name or layout.name.upper()
-    if layout.spec.row_bytes:  # the scale is each row's (IQ1_BN's fp16 d)
+    if layout.spec.row_bytes:  # the scale is each row's (an fp16 d per row)
         where += " row scales"
     return Rounding(layout.beta_rounding, True, where, layout=layout.name)
 
@@ -209,7 +211,7 @@ def requantize(model: object, master: Plan, plan: Plan) -> str:
     """The master's projections (in `model`, from `master.master`) replaced, in place, by what
     `plan`'s layout's own converter makes of them (codes and beta: `Layout.quantize_master`),
     for `roundtrip`, which holds such a layout to its runtime's converter. Returns what that
-    changed ("β and codes by bitnet-gpu's own converter ... : 1497 codes in 8 tensors differ
+    changed ("β and codes by LAYOUT's own converter ... : 1497 codes in 8 tensors differ
     from absmean's"), or "" when no projection has such a converter."""
     from .kernel import PackedMatrix
     from .model import kernel_layout

@@ -47,7 +47,7 @@ def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float
 @click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="kernel_config.ini for TL1/TL2 GGUFs that do not carry their tiling.")
 @click.option("--strict", is_flag=True, help="Demand identity without rounding: by default, where B's layout "
-              "must round what A holds (an fp16 or bf16 beta, IQ1_BN's fp16 row scales, an F16 or quantized "
+              "must round what A holds (an fp16 or bf16 beta or row scale, an F16 or quantized "
               "embedding, an embedding model's F16 norms), A is compared after exactly that rounding (and B after "
               "A's), and the report names it and the layout.")
 @click.option("--force", is_flag=True, help="Replace an existing --record TRACE.")
