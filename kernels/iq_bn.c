@@ -33,26 +33,30 @@ static inline int32_t dot64(const uint8_t *c, const int8_t *a)
 }
 
 /* IQ2_BN block: byte j, bits 2l hold the code of weight 16l + j. */
-static inline void iq2_unpack(const uint8_t *b, uint8_t *c)
+static inline __attribute__((always_inline)) void iq2_unpack(const uint8_t *b, uint8_t *c)
 {
     for (int l = 0; l < 4; l++)
         for (int j = 0; j < 16; j++)
             c[16 * l + j] = (uint8_t)((b[j] >> (2 * l)) & 3);
 }
 
-static void iq2_rows(const uint8_t *w, const bp_walk *walk, int64_t nrows, const int8_t *const *act,
-                     int32_t *sums)
+/* One row layout walked for both types: a row scale of `scale_bytes` (zero: every code +1, so
+ * the row's sum is the activations' own sum), then 64-element blocks of `block_bytes` that
+ * `unpack` turns into codes 0..2. Forced inline: through a plain pointer gcc left iq1_unpack a
+ * call per block (2.2 ms against 1.0 ms for a 2560x2560 GEMV, benches/bench_kernel.py). */
+static inline __attribute__((always_inline)) void bn_rows(const uint8_t *w, const bp_walk *walk, int64_t nrows, const int8_t *a, int32_t *sums,
+                           int (*scale_is_zero)(const uint8_t *), int scale_bytes, int block_bytes,
+                           void (*unpack)(const uint8_t *, uint8_t *))
 {
-    const int8_t *a = act[0];
     uint8_t c[64];
     for (int64_t r = 0; r < nrows; r++) {
         const uint8_t *row = w + r * walk->row_bytes;
         int32_t acc = 0;
-        if (f32_is_zero(row)) {
+        if (scale_is_zero(row)) {
             acc = sum_of(a, walk->nchunks * 64);
         } else {
             for (int64_t blk = 0; blk < walk->nchunks; blk++) {
-                iq2_unpack(row + 4 + 16 * blk, c);
+                unpack(row + scale_bytes + block_bytes * blk, c);
                 acc += dot64(c, a + 64 * blk);
             }
         }
@@ -60,11 +64,12 @@ static void iq2_rows(const uint8_t *w, const bp_walk *walk, int64_t nrows, const
     }
 }
 
-/* IQ2_BN_R4: group of rows 4g..4g+3 = 16 bytes of d, then per 64 columns (ib) 64 bytes; byte
- * 64ib + 16l + 4rr + i, bits 2m, holds column 64ib + 16l + 4m + i of row 4g + rr. The panel
- * (bp_iq_bn_panel) holds, per 64 columns, 256 bytes: at 16(4m + l) + q the activation of column
- * 16l + 4m + q % 4, so that 16 lanes q = 4rr + i sum the four rows at once. The driver's row
- * blocks hold whole groups (R4 needs M % 4 == 0 and blocks start at multiples of 4). */
+static void iq2_rows(const uint8_t *w, const bp_walk *walk, int64_t nrows, const int8_t *const *act,
+                     int32_t *sums)
+{
+    bn_rows(w, walk, nrows, act[0], sums, f32_is_zero, 4, 16, iq2_unpack);
+}
+
 static void iq2_r4_rows(const uint8_t *w, const bp_walk *walk, int64_t nrows, const int8_t *const *act,
                         int32_t *sums)
 {
@@ -142,7 +147,7 @@ static const uint8_t DIGITS[256][5] = {
 
 /* IQ1_BN block (13 bytes): ql[3 i16 + kk] holds weights 16 i16 + 5 kk + j (digit j), `extra`
  * the 16th weight of each group (digit i16). */
-static inline void iq1_unpack(const uint8_t *b, uint8_t *c)
+static inline __attribute__((always_inline)) void iq1_unpack(const uint8_t *b, uint8_t *c)
 {
     for (int i16 = 0; i16 < 4; i16++) {
         for (int kk = 0; kk < 3; kk++)
@@ -154,21 +159,7 @@ static inline void iq1_unpack(const uint8_t *b, uint8_t *c)
 static void iq1_rows(const uint8_t *w, const bp_walk *walk, int64_t nrows, const int8_t *const *act,
                      int32_t *sums)
 {
-    const int8_t *a = act[0];
-    uint8_t c[64];
-    for (int64_t r = 0; r < nrows; r++) {
-        const uint8_t *row = w + r * walk->row_bytes;
-        int32_t acc = 0;
-        if (f16_is_zero(row)) {
-            acc = sum_of(a, walk->nchunks * 64);
-        } else {
-            for (int64_t blk = 0; blk < walk->nchunks; blk++) {
-                iq1_unpack(row + 2 + 13 * blk, c);
-                acc += dot64(c, a + 64 * blk);
-            }
-        }
-        sums[r] = acc;
-    }
+    bn_rows(w, walk, nrows, act[0], sums, f16_is_zero, 2, 13, iq1_unpack);
 }
 
 bp_rows_fn bp_iq_bn_rows(int layout)
