@@ -243,11 +243,12 @@ def _reconcile_beta(name: str, a: object, b: object, plan_a: Plan, plan_b: Plan)
             return
 
 
-def _by_own_quantizer(name: str, plan: Plan, master: Plan, rounded: object, other: object) -> bool:
+def _by_own_quantizer(name: str, plan: Plan, master: Plan, rounded: object, other: object,
+                      again: object | None = None) -> bool:
     """`rounded` is the master's projection and `plan`'s layout has a master quantizer of its
     own: its beta is held to that quantizer's (given to the master's side when it is the stored
     one), and the codes it changes are counted in `plan.codes_differ` (they stay a difference)."""
-    again = master_quantized(name, plan, master)
+    again = again if again is not None else master_quantized(name, plan, master)
     if again is None:
         return False
     own_codes(name, plan, again, rounded.codes())
@@ -285,14 +286,16 @@ def _ternarized_by_own_converter(name: str, model_a: object, model_b: object, pl
     """A master's projection against a layout whose runtime ternarizes masters its own way
     (`Layout.quantize_master`, e.g. bitnet.cpp's GPU converter in bf16): when that converter
     gives exactly the stored codes and beta, the master's side takes the stored projection
-    (shared, not copied) and the step is counted as a declared rounding of the master."""
+    (shared, not copied) and the step is counted as a declared rounding of the master; when it
+    does not, what differs is counted as `_by_own_quantizer` counts it. True: the pair is handled."""
     for plan, master, model, own, stored in ((plan_b, plan_a, model_a, model_a.tensors[name], model_b.tensors[name]),
                                              (plan_a, plan_b, model_b, model_b.tensors[name], model_a.tensors[name])):
         again = master_quantized(name, plan, master)
         if again is None:
             continue
         if again.beta.tobytes() != np.float32(stored.beta).tobytes() or not np.array_equal(again.codes, stored.codes()):
-            return False  # not what the runtime's converter makes: a difference (`_reconcile_beta` counts it)
+            _by_own_quantizer(name, plan, master, own, stored, again)  # a difference, counted (no second run)
+            return True
         changed = int(np.count_nonzero(again.codes != own.codes()))
         model.tensors[name] = stored
         rounding = plan.roundings[name]
